@@ -164,7 +164,7 @@ export function ip6NetEqual(a: IP6Net | null | undefined, b: IP6Net | null | und
 
 /** flannel's key for a lease: "10.5.34.0-24" or "10.5.34.0-24&fc00::-64". */
 export function makeSubnetKey(sn: IP4Net | null, sn6: IP6Net | null): string {
-  const v4 = sn ? formatIP4Net(sn, '-') : '';
+  const v4 = formatIP4Net(sn ?? { ip: 0, prefixLen: 0 }, '-');
   if (!sn6) return v4;
   return `${v4}&${formatIP6Net(sn6, '-')}`;
 }

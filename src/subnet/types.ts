@@ -46,8 +46,9 @@ export interface SubnetManager {
   /**
    * Deliver the current set of other leases as 'added' events, then every
    * change, without gaps, until closed. Survives store outages by re-listing
-   * and diffing on reconnect.
+   * and diffing on reconnect. onOwnLeaseRemoved fires when our own key
+   * disappears (expired or deleted by an operator) so the daemon can restore it.
    */
-  watchLeases(ownLease: Lease, onEvents: (events: LeaseEvent[]) => void): Promise<LeaseWatchHandle>;
+  watchLeases(ownLease: Lease, onEvents: (events: LeaseEvent[]) => void, onOwnLeaseRemoved?: () => void): Promise<LeaseWatchHandle>;
   close(): Promise<void>;
 }

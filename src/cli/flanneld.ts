@@ -1,0 +1,66 @@
+/**
+ * Entry point of bin/flanneld: parse flags, run the daemon, map failures to
+ * one clear line and an exit code, stop cleanly on SIGTERM/SIGINT.
+ */
+import { readFileSync } from 'node:fs';
+import { createLogger } from '../log.js';
+import { parseOptions, usage, UsageError } from './options.js';
+import { Daemon, FatalError } from '../daemon.js';
+import { ConfigError } from '../config/network.js';
+
+const log = createLogger('flanneld');
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let opts;
+  try {
+    opts = parseOptions(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`flanneld: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (opts.help) {
+    process.stdout.write(usage() + '\n');
+    return 0;
+  }
+  if (opts.version) {
+    process.stdout.write(`flannel-ts ${version()}\n`);
+    return 0;
+  }
+
+  const daemon = new Daemon(opts);
+  const stopped = new Promise<void>((resolve) => {
+    const onSignal = (sig: string) => {
+      log.info('received signal, shutting down', { signal: sig });
+      void daemon.stop().finally(resolve);
+    };
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
+  });
+  try {
+    await daemon.start();
+  } catch (err) {
+    const e = err as Error;
+    if (e instanceof FatalError || e instanceof ConfigError) log.error(e.message);
+    else log.error('failed to start', { error: e.message });
+    await daemon.stop().catch(() => {});
+    return 1;
+  }
+  await stopped;
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    log.error('fatal', { error: err.stack ?? err.message });
+    process.exit(1);
+  },
+);

@@ -1,0 +1,192 @@
+/**
+ * flanneld's life: pick the interface, read the network config, lease a
+ * subnet, start the backend, write subnet.env, follow other leases, renew
+ * ours, and stop cleanly on SIGTERM/SIGINT (keeping the lease, as flannel).
+ */
+import type { Server } from 'node:http';
+import { setLogLevel, createLogger, type LogLevel } from './log.js';
+import type { DaemonOptions } from './cli/options.js';
+import { ConfigError, type NetworkConfig } from './config/network.js';
+import { selectExternalInterface } from './net/interfaces.js';
+import { formatIP4Net } from './net/ipaddr.js';
+import { getBackendFactory } from './backend/registry.js';
+import type { Backend } from './backend/types.js';
+import { ConfigNotFoundError, KvSubnetManager, describe } from './subnet/manager.js';
+import { StoreUnavailableError, type KvStore } from './subnet/kv.js';
+import { readPreviousSubnets, renderSubnetEnv, writeSubnetEnv } from './subnet/subnet-env.js';
+import type { Lease, LeaseEvent, LeaseWatchHandle } from './subnet/types.js';
+import { Metrics, startHealthz } from './cli/healthz.js';
+
+const log = createLogger('flanneld');
+
+/** Errors that mean "fix your setup", reported in one line with exit 1. */
+export class FatalError extends Error {}
+
+export interface DaemonHooks {
+  /** Test hook: lease TTL in seconds (default 24 h). */
+  leaseTtlSeconds?: number;
+}
+
+export async function openStore(opts: DaemonOptions): Promise<KvStore> {
+  if (opts.localStore) {
+    const { LocalStore } = await import('./subnet/local-store.js');
+    return new LocalStore({ dir: opts.localStore });
+  }
+  const { EtcdStore } = await import('./subnet/etcd-store.js');
+  return new EtcdStore({
+    endpoints: opts.etcdEndpoints,
+    caFile: opts.etcdCafile || undefined,
+    certFile: opts.etcdCertfile || undefined,
+    keyFile: opts.etcdKeyfile || undefined,
+    username: opts.etcdUsername || undefined,
+    password: opts.etcdPassword || undefined,
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Retry an operation while the store is unreachable, logging once per state change. */
+async function whileUnavailable<T>(what: string, fn: () => Promise<T>, stopping: () => boolean): Promise<T> {
+  let delay = 500;
+  let warned = false;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (warned) log.info(`store reachable again: ${what} done`);
+      return v;
+    } catch (err) {
+      const retriable = err instanceof StoreUnavailableError || err instanceof ConfigNotFoundError;
+      if (!retriable || stopping()) throw err;
+      if (!warned) log.warn(`${what}: waiting and retrying`, { error: (err as Error).message });
+      warned = true;
+      await sleep(delay);
+      delay = Math.min(delay * 2, 10_000);
+    }
+  }
+}
+
+export class Daemon {
+  private stopping = false;
+  private backend: Backend | null = null;
+  private watch: LeaseWatchHandle | null = null;
+  private healthz: Server | null = null;
+  private renewTimer: NodeJS.Timeout | null = null;
+  private sm: KvSubnetManager | null = null;
+  private eventChain: Promise<void> = Promise.resolve();
+  lease: Lease | null = null;
+  config: NetworkConfig | null = null;
+
+  constructor(
+    private readonly opts: DaemonOptions,
+    private readonly hooks: DaemonHooks = {},
+  ) {}
+
+  async start(): Promise<void> {
+    const opts = this.opts;
+    setLogLevel(opts.logLevel as LogLevel);
+    const extIface = await selectExternalInterface(opts).catch((err: Error) => {
+      throw new FatalError(err.message);
+    });
+    log.info('using interface', { iface: extIface.name, addr: extIface.ifaceAddr, publicIP: extIface.extAddr, mtu: extIface.mtu });
+
+    const store = await openStore(opts);
+    // --etcd-prefix applies to the embedded store too, so both stores share one layout.
+    this.sm = new KvSubnetManager({ store, prefix: opts.etcdPrefix, ttlSeconds: this.hooks.leaseTtlSeconds });
+    log.info('subnet store', { store: this.sm.name });
+    const sm = this.sm;
+
+    let config: NetworkConfig;
+    try {
+      config = await whileUnavailable('reading the network config', () => sm.getNetworkConfig(), () => this.stopping);
+    } catch (err) {
+      if (err instanceof ConfigError) throw new FatalError(err.message);
+      throw err;
+    }
+    this.config = config;
+    log.info('network config', { backend: config.backendType, network: config.network ? formatIP4Net(config.network) : undefined });
+
+    const metrics = new Metrics();
+    const factory = await getBackendFactory(config.backendType);
+    const backend = await factory({ config, backendConfig: config.backend, extIface, subnetManager: sm, log: createLogger(config.backendType), metrics });
+    this.backend = backend;
+
+    const previous = await readPreviousSubnets(opts.subnetFile);
+    const attrs = { publicIP: extIface.extAddr, publicIPv6: config.enableIPv6 ? (extIface.extAddr6 ?? null) : null, ...(await backend.leaseAttrs()) };
+    const lease = await whileUnavailable('acquiring a lease', () => sm.acquireLease(attrs, previous), () => this.stopping);
+    this.lease = lease;
+
+    await backend.start(lease);
+    await writeSubnetEnv(opts.subnetFile, renderSubnetEnv(config, lease, backend.mtu(), opts.ipMasq));
+    log.info('wrote subnet file', { path: opts.subnetFile, subnet: describe(lease), mtu: backend.mtu() });
+
+    if (opts.healthzPort > 0) {
+      this.healthz = await startHealthz(opts.healthzIP, opts.healthzPort, metrics);
+      log.info('healthz listening', { addr: `${opts.healthzIP}:${opts.healthzPort}` });
+    }
+
+    this.watch = await sm.watchLeases(
+      lease,
+      (events) => this.enqueueEvents(events),
+      () => this.restoreOwnLease(),
+    );
+    this.scheduleRenew();
+    log.info('running');
+  }
+
+  private enqueueEvents(events: LeaseEvent[]): void {
+    for (const e of events) log.info(`lease ${e.type}`, { subnet: describe(e.lease), publicIP: e.lease.attrs.publicIP });
+    // Serialize: a backend applies one batch at a time, in order.
+    this.eventChain = this.eventChain
+      .then(() => this.backend?.handleEvents(events))
+      .catch((err: Error) => log.error('backend failed to apply lease events', { error: err.message }));
+  }
+
+  private restoreOwnLease(): void {
+    if (this.stopping || !this.lease || !this.sm) return;
+    const sm = this.sm;
+    const lease = this.lease;
+    void sm
+      .renewLease(lease)
+      .then((l) => {
+        this.lease = l;
+        log.info('restored our lease in the store', { subnet: describe(l) });
+      })
+      .catch((err: Error) => log.warn('cannot restore our lease yet', { error: err.message }));
+  }
+
+  private scheduleRenew(): void {
+    if (this.stopping || !this.lease) return;
+    const marginMs = this.opts.subnetLeaseRenewMargin * 60_000;
+    const ttlMs = (this.hooks.leaseTtlSeconds ?? 86_400) * 1000;
+    // With a short test TTL the margin may exceed it; renew at half the TTL then.
+    const margin = marginMs >= ttlMs ? ttlMs / 2 : marginMs;
+    const due = this.lease.expiration === 0 ? null : Math.max(0, this.lease.expiration - Date.now() - margin);
+    if (due === null) return; // a reservation never expires
+    this.renewTimer = setTimeout(() => void this.renew(), due);
+  }
+
+  private async renew(): Promise<void> {
+    if (this.stopping || !this.lease || !this.sm) return;
+    try {
+      this.lease = await this.sm.renewLease(this.lease);
+      this.scheduleRenew();
+    } catch (err) {
+      // flannel retries a failed renewal after a minute; with a short TTL retry sooner.
+      const retry = Math.min(60_000, Math.max(1000, (this.lease.expiration - Date.now()) / 4));
+      log.warn('lease renewal failed, retrying', { error: (err as Error).message, retryInMs: Math.round(retry) });
+      this.renewTimer = setTimeout(() => void this.renew(), retry);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    await this.watch?.close().catch(() => {});
+    await this.eventChain;
+    await this.backend?.stop().catch((err: Error) => log.warn('backend stop failed', { error: err.message }));
+    await new Promise<void>((r) => (this.healthz ? this.healthz.close(() => r()) : r()));
+    await this.sm?.close().catch(() => {});
+    log.info('stopped; the lease is kept for the next start');
+  }
+}

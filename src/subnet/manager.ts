@@ -1,0 +1,399 @@
+/**
+ * Subnet leases on top of any KvStore (etcd or the embedded store), with
+ * flannel's key layout and rules:
+ *   <prefix>/config               network config JSON
+ *   <prefix>/subnets/A.B.C.D-LEN  lease JSON, TTL 24 h
+ *
+ * Acquisition reuses the lease carrying our PublicIP, else the previous
+ * subnet (from subnet.env) when it is free, else a random free subnet among
+ * the first 100 free ones between SubnetMin and SubnetMax. Creation is a
+ * create-if-absent transaction, so two hosts never hold the same subnet.
+ *
+ * Watching is gap-free: list at revision R, watch from R+1; on any watch
+ * failure, re-list and diff against what the caller already knows, so no
+ * lease created or removed during an outage is missed.
+ */
+import { createLogger, type Logger } from '../log.js';
+import { parseNetworkConfig, type NetworkConfig } from '../config/network.js';
+import {
+  formatIP4,
+  formatIP4Net,
+  formatIP6,
+  ip4NetContains,
+  ip4NetEqual,
+  ip4NetOverlaps,
+  ip6NetContains,
+  ip6NetEqual,
+  makeSubnetKey,
+  mask6,
+  type IP4Net,
+  type IP6Net,
+} from '../net/ipaddr.js';
+import { decodeLease, encodeLeaseAttrs, LeaseDecodeError } from './lease-codec.js';
+import { StoreUnavailableError, type KvEvent, type KvStore, type KvWatcher } from './kv.js';
+import type { Lease, LeaseAttrs, LeaseEvent, LeaseWatchHandle, SubnetManager } from './types.js';
+
+export const DEFAULT_PREFIX = '/coreos.com/network';
+export const DEFAULT_LEASE_TTL_SECONDS = 24 * 60 * 60;
+const RACE_RETRIES = 10;
+const CANDIDATES = 100;
+
+export class ConfigNotFoundError extends Error {
+  constructor(key: string) {
+    super(`network config not found at ${key}: put one, e.g. etcdctl put ${key} '{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}'`);
+    this.name = 'ConfigNotFoundError';
+  }
+}
+
+export class SubnetsExhaustedError extends Error {
+  constructor(cfg: NetworkConfig, held: number) {
+    super(
+      `out of subnets: every /${cfg.subnetLen} between ${formatIP4(cfg.subnetMin)} and ${formatIP4(cfg.subnetMax)} in ${cfg.network ? formatIP4Net(cfg.network) : '?'} is leased (${held} leases held); widen Network or SubnetMin/SubnetMax, or remove stale leases`,
+    );
+    this.name = 'SubnetsExhaustedError';
+  }
+}
+
+export interface KvSubnetManagerOptions {
+  store: KvStore;
+  prefix?: string;
+  ttlSeconds?: number;
+  log?: Logger;
+  /** Random source for subnet choice (tests make it deterministic). */
+  random?: () => number;
+  /** Initial and maximum backoff for watch resync after store failures. */
+  backoffMs?: { initial: number; max: number };
+}
+
+export class KvSubnetManager implements SubnetManager {
+  readonly name: string;
+  private readonly store: KvStore;
+  private readonly prefix: string;
+  private readonly ttl: number;
+  private readonly log: Logger;
+  private readonly random: () => number;
+  private readonly backoff: { initial: number; max: number };
+  private config: NetworkConfig | null = null;
+
+  constructor(opts: KvSubnetManagerOptions) {
+    this.store = opts.store;
+    this.prefix = (opts.prefix ?? DEFAULT_PREFIX).replace(/\/+$/, '');
+    this.ttl = opts.ttlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
+    this.log = opts.log ?? createLogger('subnet');
+    this.random = opts.random ?? Math.random;
+    this.backoff = opts.backoffMs ?? { initial: 500, max: 10_000 };
+    this.name = `${this.store.description} prefix=${this.prefix}`;
+  }
+
+  get configKey(): string {
+    return `${this.prefix}/config`;
+  }
+
+  private get subnetsPrefix(): string {
+    return `${this.prefix}/subnets/`;
+  }
+
+  async getNetworkConfig(): Promise<NetworkConfig> {
+    const entry = await this.store.get(this.configKey);
+    if (!entry) throw new ConfigNotFoundError(this.configKey);
+    this.config = parseNetworkConfig(entry.value);
+    return this.config;
+  }
+
+  /** Every parsable lease; malformed ones are logged and skipped, never fatal. */
+  private async listLeases(): Promise<{ leases: Map<string, Lease & { modRevision: number }>; revision: number }> {
+    const { entries, revision } = await this.store.list(this.subnetsPrefix);
+    const leases = new Map<string, Lease & { modRevision: number }>();
+    for (const e of entries) {
+      try {
+        const lease = decodeLease(e.key, e.value, e.expiresAt);
+        leases.set(lease.key, { ...lease, modRevision: e.modRevision });
+      } catch (err) {
+        if (err instanceof LeaseDecodeError) this.log.warn('skipping malformed lease', { error: err.message });
+        else throw err;
+      }
+    }
+    return { leases, revision };
+  }
+
+  private compatible(cfg: NetworkConfig, sn: IP4Net | null, sn6: IP6Net | null): boolean {
+    if (cfg.enableIPv4) {
+      if (!sn || !cfg.network || sn.prefixLen !== cfg.subnetLen || !ip4NetContains(cfg.network, sn.ip)) return false;
+      if (sn.ip < cfg.subnetMin || sn.ip > cfg.subnetMax) return false;
+    } else if (sn) return false;
+    if (cfg.enableIPv6) {
+      if (!sn6 || !cfg.ipv6Network || sn6.prefixLen !== cfg.ipv6SubnetLen || !ip6NetContains(cfg.ipv6Network, sn6.ip)) return false;
+      if (sn6.ip < cfg.ipv6SubnetMin || sn6.ip > cfg.ipv6SubnetMax) return false;
+    } else if (sn6) return false;
+    return true;
+  }
+
+  private fullKey(sn: IP4Net | null, sn6: IP6Net | null): string {
+    return `${this.subnetsPrefix}${makeSubnetKey(sn, sn6)}`;
+  }
+
+  async acquireLease(attrs: LeaseAttrs, previous?: { subnet?: IP4Net | null; ipv6Subnet?: IP6Net | null }): Promise<Lease> {
+    const cfg = await this.getNetworkConfig();
+    for (let attempt = 0; attempt < RACE_RETRIES; attempt++) {
+      const lease = await this.tryAcquire(cfg, attrs, previous);
+      if (lease) return lease;
+      this.log.info('lost a race for a subnet, retrying', { attempt: attempt + 1 });
+    }
+    throw new Error(`could not acquire a subnet after ${RACE_RETRIES} attempts: other hosts kept taking the chosen subnets`);
+  }
+
+  private async tryAcquire(
+    cfg: NetworkConfig,
+    attrs: LeaseAttrs,
+    previous?: { subnet?: IP4Net | null; ipv6Subnet?: IP6Net | null },
+  ): Promise<Lease | null> {
+    const { leases } = await this.listLeases();
+    const value = encodeLeaseAttrs(attrs);
+
+    // 1. A lease that already carries our PublicIP is ours (a restart).
+    const mine = [...leases.values()].find((l) => l.attrs.publicIP === attrs.publicIP);
+    if (mine) {
+      if (this.compatible(cfg, mine.subnet, mine.ipv6Subnet)) {
+        // A lease without expiry is a reservation made by an operator: keep it without TTL.
+        const ttl = mine.expiration === 0 ? undefined : this.ttl;
+        const fullKey = this.fullKey(mine.subnet, mine.ipv6Subnet);
+        if (!(await this.store.update(fullKey, value, ttl, mine.modRevision))) return null;
+        this.log.info('reusing the lease held by our PublicIP', { subnet: describe(mine), publicIP: attrs.publicIP });
+        return this.leaseFor(mine.subnet, mine.ipv6Subnet, attrs, ttl);
+      }
+      this.log.warn('lease held by our PublicIP does not fit the network config, deleting it', { subnet: describe(mine) });
+      await this.store.delete(this.fullKey(mine.subnet, mine.ipv6Subnet));
+      leases.delete(mine.key);
+    }
+
+    // 2. The subnet we had before (subnet.env), when nobody holds it now.
+    let sn: IP4Net | null = null;
+    let sn6: IP6Net | null = null;
+    const prevSn = previous?.subnet ?? null;
+    const prevSn6 = previous?.ipv6Subnet ?? null;
+    if (prevSn || prevSn6) {
+      const taken = [...leases.values()].some((l) => (prevSn && l.subnet && ip4NetOverlaps(prevSn, l.subnet)) || (prevSn6 && ip6NetEqual(prevSn6, l.ipv6Subnet)));
+      if (taken) {
+        this.log.info('previous subnet is held by another host, picking a new one', { previous: prevSn ? formatIP4Net(prevSn) : formatIP6Net6(prevSn6) });
+      } else if (this.compatible(cfg, prevSn, prevSn6)) {
+        sn = prevSn;
+        sn6 = prevSn6;
+      } else {
+        this.log.warn('previous subnet does not fit the network config, ignoring it', { previous: prevSn ? formatIP4Net(prevSn) : formatIP6Net6(prevSn6) });
+      }
+    }
+
+    // 3. A random free one.
+    if (!sn && !sn6) ({ subnet: sn, ipv6Subnet: sn6 } = this.pickFree(cfg, [...leases.values()]));
+
+    const created = await this.store.create(this.fullKey(sn, sn6), value, this.ttl);
+    if (!created) return null;
+    const lease = this.leaseFor(sn, sn6, attrs, this.ttl);
+    this.log.info('acquired lease', { subnet: describe(lease), publicIP: attrs.publicIP });
+    return lease;
+  }
+
+  private leaseFor(sn: IP4Net | null, sn6: IP6Net | null, attrs: LeaseAttrs, ttl: number | undefined): Lease {
+    return {
+      subnet: sn,
+      ipv6Subnet: sn6,
+      attrs,
+      expiration: ttl === undefined ? 0 : Date.now() + ttl * 1000,
+      key: `subnets/${makeSubnetKey(sn, sn6)}`,
+    };
+  }
+
+  /** Exposed for the allocation property test. */
+  pickFree(cfg: NetworkConfig, held: readonly Lease[]): { subnet: IP4Net | null; ipv6Subnet: IP6Net | null } {
+    let subnet: IP4Net | null = null;
+    let ipv6Subnet: IP6Net | null = null;
+    if (cfg.enableIPv4) {
+      const size = 2 ** (32 - cfg.subnetLen);
+      const free: number[] = [];
+      const heldNets = held.map((l) => l.subnet).filter((s): s is IP4Net => s !== null);
+      for (let ip = cfg.subnetMin; ip <= cfg.subnetMax && free.length < CANDIDATES; ip += size) {
+        const candidate = { ip, prefixLen: cfg.subnetLen };
+        if (!heldNets.some((h) => ip4NetOverlaps(h, candidate))) free.push(ip);
+      }
+      if (free.length === 0) throw new SubnetsExhaustedError(cfg, held.length);
+      subnet = { ip: free[Math.floor(this.random() * free.length)]!, prefixLen: cfg.subnetLen };
+    }
+    if (cfg.enableIPv6) {
+      const size = 1n << BigInt(128 - cfg.ipv6SubnetLen);
+      const free: bigint[] = [];
+      const heldNets = held.map((l) => l.ipv6Subnet).filter((s): s is IP6Net => s !== null);
+      for (let ip = cfg.ipv6SubnetMin; ip <= cfg.ipv6SubnetMax && free.length < CANDIDATES; ip += size) {
+        if (!heldNets.some((h) => (ip & mask6(h.prefixLen)) === h.ip || (h.ip & mask6(cfg.ipv6SubnetLen)) === ip)) free.push(ip);
+      }
+      if (free.length === 0) throw new Error(`out of IPv6 subnets between ${formatIP6(cfg.ipv6SubnetMin)} and ${formatIP6(cfg.ipv6SubnetMax)}`);
+      ipv6Subnet = { ip: free[Math.floor(this.random() * free.length)]!, prefixLen: cfg.ipv6SubnetLen };
+    }
+    return { subnet, ipv6Subnet };
+  }
+
+  async renewLease(lease: Lease): Promise<Lease> {
+    await this.store.update(this.fullKey(lease.subnet, lease.ipv6Subnet), encodeLeaseAttrs(lease.attrs), this.ttl);
+    const renewed = { ...lease, expiration: Date.now() + this.ttl * 1000 };
+    this.log.info('renewed lease', { subnet: describe(lease), expires: new Date(renewed.expiration).toISOString() });
+    return renewed;
+  }
+
+  async watchLeases(
+    ownLease: Lease,
+    onEvents: (events: LeaseEvent[]) => void,
+    onOwnLeaseRemoved?: () => void,
+  ): Promise<LeaseWatchHandle> {
+    const known = new Map<string, Lease>();
+    let watcher: KvWatcher | null = null;
+    let closed = false;
+    let timer: NodeJS.Timeout | null = null;
+    let delay = this.backoff.initial;
+    let healthy = true;
+    const log = this.log;
+
+    const emit = (events: LeaseEvent[]) => {
+      if (events.length > 0 && !closed) onEvents(events);
+    };
+
+    const applyKvEvents = (kvEvents: KvEvent[]) => {
+      const out: LeaseEvent[] = [];
+      for (const ev of kvEvents) {
+        if (!ev.key.startsWith(this.subnetsPrefix)) continue;
+        const name = `subnets/${ev.key.slice(this.subnetsPrefix.length)}`;
+        if (name === ownLease.key) {
+          if (ev.type === 'delete') {
+            log.warn('our own lease was removed from the store', { subnet: describe(ownLease) });
+            onOwnLeaseRemoved?.();
+          }
+          continue;
+        }
+        if (ev.type === 'delete') {
+          const prev = known.get(name);
+          if (prev) {
+            known.delete(name);
+            out.push({ type: 'removed', lease: prev });
+          }
+          continue;
+        }
+        try {
+          const lease = decodeLease(ev.key, ev.value, ev.expiresAt);
+          const prev = known.get(name);
+          if (prev && sameLease(prev, lease)) {
+            known.set(name, lease); // a renewal: only the expiry moved
+            continue;
+          }
+          known.set(name, lease);
+          out.push({ type: 'added', lease });
+        } catch (err) {
+          if (!(err instanceof LeaseDecodeError)) throw err;
+          log.warn('ignoring malformed lease', { error: err.message });
+          // A lease that turned malformed can no longer be trusted: treat it as gone.
+          const prev = known.get(name);
+          if (prev) {
+            known.delete(name);
+            out.push({ type: 'removed', lease: prev });
+          }
+        }
+      }
+      emit(out);
+    };
+
+    const resync = async (): Promise<void> => {
+      timer = null;
+      if (closed) return;
+      try {
+        const { leases, revision } = await this.listLeases();
+        const out: LeaseEvent[] = [];
+        const present = new Set<string>();
+        for (const [name, lease] of leases) {
+          if (name === ownLease.key) continue;
+          present.add(name);
+          const prev = known.get(name);
+          if (!prev || !sameLease(prev, lease)) out.push({ type: 'added', lease });
+          known.set(name, lease);
+        }
+        for (const [name, lease] of known) {
+          if (!present.has(name)) {
+            known.delete(name);
+            out.push({ type: 'removed', lease });
+          }
+        }
+        if (!leases.has(ownLease.key)) {
+          log.warn('our own lease is missing from the store', { subnet: describe(ownLease) });
+          onOwnLeaseRemoved?.();
+        }
+        emit(out);
+        if (closed) return;
+        watcher = await this.store.watch(this.subnetsPrefix, revision + 1, {
+          onEvents: applyKvEvents,
+          onError: (err) => {
+            watcher = null;
+            if (closed) return;
+            if (healthy) log.warn('lost the lease watch, will resync', { store: this.store.description, error: err.message });
+            healthy = false;
+            schedule();
+          },
+        });
+        if (closed) {
+          await watcher.close();
+          return;
+        }
+        if (!healthy) log.info('store reachable again, leases resynced', { store: this.store.description, leases: known.size });
+        healthy = true;
+        delay = this.backoff.initial;
+      } catch (err) {
+        if (healthy) {
+          log.warn('cannot list leases, keeping the last known ones and retrying', {
+            store: this.store.description,
+            error: (err as Error).message,
+          });
+        }
+        healthy = false;
+        if (!(err instanceof StoreUnavailableError)) log.debug('resync error', { error: (err as Error).message });
+        schedule();
+      }
+    };
+
+    const schedule = () => {
+      if (closed || timer) return;
+      timer = setTimeout(() => void resync(), delay);
+      delay = Math.min(delay * 2, this.backoff.max);
+    };
+
+    await resync();
+    return {
+      close: async () => {
+        closed = true;
+        if (timer) clearTimeout(timer);
+        if (watcher) await watcher.close();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.store.close();
+  }
+}
+
+function sameLease(a: Lease, b: Lease): boolean {
+  return (
+    ip4NetEqual(a.subnet, b.subnet) &&
+    ip6NetEqual(a.ipv6Subnet, b.ipv6Subnet) &&
+    a.attrs.publicIP === b.attrs.publicIP &&
+    a.attrs.publicIPv6 === b.attrs.publicIPv6 &&
+    a.attrs.backendType === b.attrs.backendType &&
+    JSON.stringify(a.attrs.backendData) === JSON.stringify(b.attrs.backendData) &&
+    JSON.stringify(a.attrs.backendV6Data) === JSON.stringify(b.attrs.backendV6Data)
+  );
+}
+
+function formatIP6Net6(n: IP6Net | null): string {
+  return n ? `${formatIP6(n.ip)}/${n.prefixLen}` : '-';
+}
+
+export function describe(l: { subnet: IP4Net | null; ipv6Subnet: IP6Net | null }): string {
+  const parts = [];
+  if (l.subnet) parts.push(formatIP4Net(l.subnet));
+  if (l.ipv6Subnet) parts.push(formatIP6Net6(l.ipv6Subnet));
+  return parts.join(',');
+}
