@@ -1,0 +1,53 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseOptions, usage, UsageError } from '../../src/cli/options.js';
+
+test('flannel defaults', () => {
+  const o = parseOptions([], {});
+  assert.deepEqual(o.etcdEndpoints, ['http://127.0.0.1:4001', 'http://127.0.0.1:2379']);
+  assert.equal(o.etcdPrefix, '/coreos.com/network');
+  assert.equal(o.subnetFile, '/run/flannel/subnet.env');
+  assert.equal(o.subnetLeaseRenewMargin, 60);
+  assert.equal(o.ipMasq, false);
+  assert.equal(o.healthzIP, '0.0.0.0');
+  assert.equal(o.healthzPort, 0);
+  assert.deepEqual(o.iface, []);
+});
+
+test('Go flag syntax: -flag, --flag=value, --flag value, repeatable --iface, bare bools', () => {
+  const o = parseOptions(['-etcd-endpoints=http://a:2379,http://b:2379', '--iface', 'eth0', '--iface=192.0.2.1', '--ip-masq', '--healthz-port', '8471', '--ip-masq=false'], {});
+  assert.deepEqual(o.etcdEndpoints, ['http://a:2379', 'http://b:2379']);
+  assert.deepEqual(o.iface, ['eth0', '192.0.2.1']);
+  assert.equal(o.ipMasq, false);
+  assert.equal(o.healthzPort, 8471);
+});
+
+test('FLANNELD_* environment, command line wins', () => {
+  const env = { FLANNELD_ETCD_PREFIX: '/x/network', FLANNELD_IP_MASQ: 'true', FLANNELD_PUBLIC_IP: '192.0.2.9', FLANNELD_SUBNET_FILE: '/tmp/a.env' };
+  const o = parseOptions(['--subnet-file=/tmp/b.env'], env);
+  assert.equal(o.etcdPrefix, '/x/network');
+  assert.equal(o.ipMasq, true);
+  assert.equal(o.publicIP, '192.0.2.9');
+  assert.equal(o.subnetFile, '/tmp/b.env');
+});
+
+test('clear usage errors', () => {
+  assert.throws(() => parseOptions(['--nope'], {}), (e: unknown) => e instanceof UsageError && /unknown flag --nope/.test(e.message));
+  assert.throws(() => parseOptions(['--healthz-port=abc'], {}), /not an integer/);
+  assert.throws(() => parseOptions(['--subnet-lease-renew-margin=0'], {}), /between 1 and 1439/);
+  assert.throws(() => parseOptions(['--iface-regex=('], {}), /invalid --iface-regex/);
+  assert.throws(() => parseOptions(['--kube-subnet-mgr'], {}), /not supported/);
+  assert.throws(() => parseOptions(['--etcd-prefix'], {}), /needs a value/);
+  assert.throws(() => parseOptions(['stray'], {}), /unexpected argument/);
+});
+
+test('glog flags flannel users pass are accepted', () => {
+  assert.doesNotThrow(() => parseOptions(['-v=2', '--logtostderr'], {}));
+});
+
+test('help lists every flannel flag', () => {
+  const u = usage();
+  for (const f of ['etcd-endpoints', 'etcd-prefix', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'iface', 'iface-regex', 'public-ip', 'ip-masq', 'subnet-file', 'healthz-port', 'local-store']) {
+    assert.match(u, new RegExp(`--${f}[=\\n ]`));
+  }
+});
