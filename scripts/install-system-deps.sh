@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the system packages flannel-ts and its tests use, with apt-get,
+# only when something is missing. Needs root (it is what flanneld needs too).
+set -euo pipefail
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v bridge >/dev/null 2>&1 || need+=(iproute2)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+if [ ${#need[@]} -eq 0 ]; then
+  echo "install-system-deps: everything present"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "install-system-deps: missing ${need[*]}; run as root to install them" >&2
+  exit 1
+fi
+echo "install-system-deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# iperf3's package asks whether to start a daemon; never.
+echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
+apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+# Debian starts etcd as a service on install; tests start their own on other ports.
+systemctl disable --now etcd >/dev/null 2>&1 || true
+echo "install-system-deps: done"
