@@ -1,0 +1,201 @@
+/**
+ * flannel's "udp" backend: a TUN device (flannel0) whose packets are sent,
+ * unchanged, as UDP payloads to the peer host owning the destination subnet
+ * (port 8285 by default), and datagrams from peers written back into it.
+ * The kernel side is a /32 address and one route for the whole Network on
+ * flannel0; the per-peer routing happens in the userspace dataplane
+ * (src/dataplane), which this class feeds with lease events.
+ */
+import type { Backend, BackendContext } from '../types.js';
+import type { Lease, LeaseEvent } from '../../subnet/types.js';
+import { formatIP4, formatIP4Net, ip4NetEqual, parseIP4, type IP4Net } from '../../net/ipaddr.js';
+import { IpRoute, type IpRunner } from '../../net/iproute.js';
+import { loadNative, type NativeAddon } from '../../dataplane/native.js';
+import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from '../../dataplane/routes.js';
+import { createCounterBuffer, renderCounters } from '../../dataplane/counters.js';
+import { DataplaneWorkers } from '../../dataplane/workers.js';
+import { parseUdpBackendConfig, UDP_ENCAP_OVERHEAD, type UdpBackendConfig } from './options.js';
+
+export interface UdpBackendOptions {
+  /** TUN device name; flannel's is flannel0. */
+  tunName?: string;
+  ip?: IpRunner;
+  addon?: NativeAddon;
+  /** Packets per batch I/O call. */
+  batchSize?: number;
+  /** Longest wait of one read; bounds how fast stop() takes effect. */
+  pollMs?: number;
+}
+
+export class UdpBackend implements Backend {
+  readonly type = 'udp';
+  readonly config: UdpBackendConfig;
+  readonly tunName: string;
+  private readonly ip: IpRunner;
+  private readonly log;
+  private readonly routesSab = createRouteTableBuffer();
+  private readonly routes = new RouteTableWriter(this.routesSab);
+  readonly countersSab = createCounterBuffer();
+  /** Remote subnets by "a.b.c.d/len". */
+  private readonly peers = new Map<string, RouteEntry>();
+  private ownSubnet: IP4Net | null = null;
+  private addon: NativeAddon | null = null;
+  private tunFd = -1;
+  private udpFd = -1;
+  private workers: DataplaneWorkers | null = null;
+
+  constructor(
+    private readonly ctx: BackendContext,
+    private readonly opts: UdpBackendOptions = {},
+  ) {
+    this.config = parseUdpBackendConfig(ctx.backendConfig);
+    this.tunName = opts.tunName ?? 'flannel0';
+    this.ip = opts.ip ?? new IpRoute();
+    this.log = ctx.log.child('udp');
+    if (!ctx.config.network) throw new Error('udp backend needs an IPv4 Network (EnableIPv4); IPv6 is not supported by udp');
+  }
+
+  async leaseAttrs() {
+    // flannel's udp backend publishes no BackendType/BackendData: peers only need PublicIP.
+    return {};
+  }
+
+  mtu(): number {
+    return this.ctx.extIface.mtu - UDP_ENCAP_OVERHEAD;
+  }
+
+  /** Slot size of the packet buffers: room for any datagram the underlay link carries unfragmented. */
+  private slotSize(): number {
+    return Math.ceil(Math.max(this.ctx.extIface.mtu, 1500) / 2048) * 2048;
+  }
+
+  async start(ownLease: Lease): Promise<void> {
+    if (this.workers) throw new Error('udp backend already started');
+    if (!ownLease.subnet) throw new Error('udp backend needs an IPv4 lease');
+    this.ownSubnet = ownLease.subnet;
+    const addon = (this.addon = this.opts.addon ?? loadNative());
+    try {
+      this.tunFd = addon.tunOpen(this.tunName, false).fd;
+      await this.configureTun(ownLease.subnet);
+      this.udpFd = addon.udpOpen('', this.config.port, false);
+    } catch (err) {
+      this.closeFds();
+      throw err;
+    }
+    this.publish();
+    // One fd per device shared by both workers: a second SO_REUSEPORT socket
+    // would receive a share of the incoming datagrams that nobody reads.
+    this.workers = new DataplaneWorkers(
+      {
+        tunFd: this.tunFd,
+        udpFd: this.udpFd,
+        routes: this.routesSab,
+        counters: this.countersSab,
+        slotSize: this.slotSize(),
+        batchSize: this.opts.batchSize ?? 64,
+        pathMtu: this.mtu(),
+        pollMs: this.opts.pollMs ?? 100,
+      },
+      this.log,
+    );
+    this.workers.start();
+    this.ctx.metrics.register('udp', () => renderCounters(this.countersSab));
+    this.log.info('udp dataplane started', {
+      device: this.tunName,
+      address: formatIP4Net(ownLease.subnet),
+      port: this.config.port,
+      mtu: this.mtu(),
+    });
+  }
+
+  /**
+   * flannel0 gets our subnet's network address as a /32 and a route for the
+   * whole Network. Addresses left from an earlier lease (the subnet changed)
+   * are removed so the kernel never answers for a subnet we no longer own.
+   */
+  private async configureTun(subnet: IP4Net): Promise<void> {
+    const dev = this.tunName;
+    const want = `${formatIP4(subnet.ip)}/32`;
+    const shown = await this.ip.run(['-4', '-o', 'addr', 'show', 'dev', dev]);
+    let present = false;
+    for (const m of shown.matchAll(/\binet\s+(\d+\.\d+\.\d+\.\d+\/\d+)/g)) {
+      if (m[1] === want) present = true;
+      else {
+        this.log.info('removing stale address from TUN device', { device: dev, address: m[1] });
+        await this.ip.runIgnoringMissing(['addr', 'del', m[1]!, 'dev', dev]);
+      }
+    }
+    if (!present) await this.ip.run(['addr', 'add', want, 'dev', dev]);
+    await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'up']);
+    await this.ip.run(['route', 'replace', formatIP4Net(this.ctx.config.network!), 'dev', dev]);
+  }
+
+  async handleEvents(events: LeaseEvent[]): Promise<void> {
+    let changed = false;
+    for (const ev of events) {
+      const sn = ev.lease.subnet;
+      if (!sn || ip4NetEqual(sn, this.ownSubnet)) continue;
+      const key = formatIP4Net(sn);
+      if (ev.type === 'removed') {
+        if (this.peers.delete(key)) {
+          changed = true;
+          this.log.info('route removed', { subnet: key });
+        }
+        continue;
+      }
+      let peer: number;
+      try {
+        peer = parseIP4(ev.lease.attrs.publicIP);
+      } catch {
+        this.log.warn('ignoring lease without a usable IPv4 PublicIP', { subnet: key, publicIP: ev.lease.attrs.publicIP });
+        continue;
+      }
+      const prev = this.peers.get(key);
+      if (prev && prev.peer === peer) continue;
+      this.peers.set(key, { net: sn.ip, prefixLen: sn.prefixLen, peer, port: this.config.port });
+      changed = true;
+      this.log.info(prev ? 'route changed' : 'route added', { subnet: key, publicIP: ev.lease.attrs.publicIP });
+    }
+    if (changed) this.publish();
+  }
+
+  private publish(): void {
+    const own = this.ownSubnet;
+    const network = this.ctx.config.network!;
+    this.routes.publish({
+      ownNet: own ? own.ip : 0,
+      ownPrefixLen: own ? own.prefixLen : 32,
+      network: network.ip,
+      networkPrefixLen: network.prefixLen,
+      // The Network's own address: inside the Network (so reverse-path checks
+      // on flannel0 pass), never a host's, and not local (the kernel drops
+      // packets arriving with one of its own addresses as source).
+      icmpSource: network.ip,
+      routes: [...this.peers.values()],
+    });
+  }
+
+  /** Current routes, for diagnostics and tests. */
+  routeList(): { subnet: string; publicIP: string; port: number }[] {
+    return [...this.peers.entries()].map(([subnet, r]) => ({ subnet, publicIP: formatIP4(r.peer), port: r.port }));
+  }
+
+  async stop(): Promise<void> {
+    const w = this.workers;
+    this.workers = null;
+    if (w) await w.stop();
+    this.closeFds();
+  }
+
+  private closeFds(): void {
+    for (const fd of [this.tunFd, this.udpFd]) {
+      if (fd < 0) continue;
+      try {
+        this.addon?.close(fd);
+      } catch (err) {
+        this.log.warn('closing fd failed', { fd, error: err });
+      }
+    }
+    this.tunFd = this.udpFd = -1;
+  }
+}

@@ -1,0 +1,23 @@
+/**
+ * Options of the udp backend from the network config's Backend object, as
+ * flannel reads them: {"Type":"udp","Port":8285}. Go's JSON decoding matches
+ * names case-insensitively, so "port" works too.
+ */
+
+export const DEFAULT_UDP_PORT = 8285;
+/** Outer IPv4 header (20) + UDP header (8): what encapsulation costs per packet. */
+export const UDP_ENCAP_OVERHEAD = 28;
+
+export interface UdpBackendConfig {
+  port: number;
+}
+
+export function parseUdpBackendConfig(backend: Record<string, unknown>): UdpBackendConfig {
+  const key = Object.keys(backend).find((k) => k.toLowerCase() === 'port');
+  const raw = key === undefined ? undefined : backend[key];
+  if (raw === undefined || raw === null || raw === 0) return { port: DEFAULT_UDP_PORT };
+  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 1 || raw > 65535) {
+    throw new Error(`invalid udp backend config: Port must be an integer in 1..65535, got ${JSON.stringify(raw)}`);
+  }
+  return { port: raw };
+}

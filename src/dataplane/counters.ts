@@ -1,0 +1,123 @@
+/**
+ * Packet counters in a SharedArrayBuffer: every packet the dataplane reads is
+ * either forwarded or counted under exactly one drop reason, so the numbers
+ * add up and an operator can tell why traffic vanished.
+ *
+ * Each worker owns one region (a Float64Array, exact to 2^53) and is its only
+ * writer, so increments need no atomics; the main thread sums the regions
+ * when rendering Prometheus text.
+ */
+
+/** Counter indexes. Order matters only inside this file and its users. */
+export const C = {
+  /** Packets read from the TUN device (tx direction input). */
+  tunRead: 0,
+  /** Datagrams sent to peers and their payload bytes. */
+  sent: 1,
+  txBytes: 2,
+  /** Datagrams received from the UDP socket (rx direction input) and their bytes. */
+  received: 3,
+  rxBytes: 4,
+  /** Packets written into the TUN device. */
+  delivered: 5,
+  // tx drops
+  txMalformed: 6,
+  txNoRoute: 7,
+  txTtl: 8,
+  txTooBig: 9,
+  txLocal: 10,
+  txUdpSend: 11,
+  // rx drops
+  rxMalformed: 12,
+  rxTruncated: 13,
+  rxUnknownPeer: 14,
+  rxSpoofed: 15,
+  rxNotLocal: 16,
+  rxTunWrite: 17,
+  // ICMP errors synthesised back into TUN
+  icmpNetUnreachable: 18,
+  icmpFragNeeded: 19,
+  icmpTimeExceeded: 20,
+  /** ICMP errors not sent: forbidden by RFC 1122 rules or over the rate limit. */
+  icmpSuppressed: 21,
+  /** ICMP errors the TUN write did not take. */
+  icmpWriteFailed: 22,
+  /** Batches whose I/O call threw (the batch is counted under its drop reason too). */
+  ioErrors: 23,
+} as const;
+
+export const COUNTER_COUNT = 24;
+
+/** Regions: one per writer thread. */
+export const REGION_TX = 0;
+export const REGION_RX = 1;
+export const REGION_MAIN = 2;
+const REGIONS = 3;
+
+export function createCounterBuffer(): SharedArrayBuffer {
+  return new SharedArrayBuffer(REGIONS * COUNTER_COUNT * 8);
+}
+
+/** The region a single thread increments directly: counters[C.sent] += n. */
+export function counterRegion(sab: SharedArrayBuffer, region: number): Float64Array {
+  return new Float64Array(sab, region * COUNTER_COUNT * 8, COUNTER_COUNT);
+}
+
+export type CounterName = keyof typeof C;
+
+/** Totals over all regions, by name. */
+export function readCounters(sab: SharedArrayBuffer): Record<CounterName, number> {
+  const all = new Float64Array(sab);
+  const out = {} as Record<CounterName, number>;
+  for (const [name, idx] of Object.entries(C) as [CounterName, number][]) {
+    let v = 0;
+    for (let r = 0; r < REGIONS; r++) v += all[r * COUNTER_COUNT + idx]!;
+    out[name] = v;
+  }
+  return out;
+}
+
+const DROPS: [CounterName, string, string][] = [
+  ['txMalformed', 'tx', 'malformed'],
+  ['txNoRoute', 'tx', 'no_route'],
+  ['txTtl', 'tx', 'ttl_exceeded'],
+  ['txTooBig', 'tx', 'too_big'],
+  ['txLocal', 'tx', 'local_destination'],
+  ['txUdpSend', 'tx', 'udp_send'],
+  ['rxMalformed', 'rx', 'malformed'],
+  ['rxTruncated', 'rx', 'truncated'],
+  ['rxUnknownPeer', 'rx', 'unknown_peer'],
+  ['rxSpoofed', 'rx', 'spoofed'],
+  ['rxNotLocal', 'rx', 'not_local'],
+  ['rxTunWrite', 'rx', 'tun_write'],
+];
+
+/** Sum of every drop counter of one direction. */
+export function totalDrops(c: Record<CounterName, number>, direction: 'tx' | 'rx'): number {
+  return DROPS.filter(([, d]) => d === direction).reduce((s, [n]) => s + c[n], 0);
+}
+
+/** Prometheus text exposition of all counters. */
+export function renderCounters(sab: SharedArrayBuffer, prefix = 'flannel_udp'): string {
+  const c = readCounters(sab);
+  const lines: string[] = [];
+  const simple = (name: string, help: string, v: number) => {
+    lines.push(`# HELP ${prefix}_${name} ${help}`, `# TYPE ${prefix}_${name} counter`, `${prefix}_${name} ${v}`);
+  };
+  simple('tun_read_packets_total', 'Packets read from the TUN device.', c.tunRead);
+  simple('sent_packets_total', 'Encapsulated datagrams sent to peers.', c.sent);
+  simple('sent_bytes_total', 'Payload bytes of datagrams sent to peers.', c.txBytes);
+  simple('received_packets_total', 'Datagrams received from the UDP socket.', c.received);
+  simple('received_bytes_total', 'Bytes of datagrams received from the UDP socket.', c.rxBytes);
+  simple('delivered_packets_total', 'Packets written into the TUN device.', c.delivered);
+  lines.push(`# HELP ${prefix}_dropped_packets_total Packets dropped, by direction and reason.`, `# TYPE ${prefix}_dropped_packets_total counter`);
+  for (const [name, dir, reason] of DROPS) lines.push(`${prefix}_dropped_packets_total{direction="${dir}",reason="${reason}"} ${c[name]}`);
+  lines.push(`# HELP ${prefix}_icmp_sent_total ICMP errors written back into the TUN device, by kind.`, `# TYPE ${prefix}_icmp_sent_total counter`);
+  lines.push(`${prefix}_icmp_sent_total{kind="net_unreachable"} ${c.icmpNetUnreachable}`);
+  lines.push(`${prefix}_icmp_sent_total{kind="frag_needed"} ${c.icmpFragNeeded}`);
+  lines.push(`${prefix}_icmp_sent_total{kind="time_exceeded"} ${c.icmpTimeExceeded}`);
+  simple('icmp_suppressed_total', 'ICMP errors not sent (never answering ICMP errors, fragments, broadcasts; rate limit).', c.icmpSuppressed);
+  simple('icmp_write_failed_total', 'ICMP errors the TUN device did not accept.', c.icmpWriteFailed);
+  simple('io_errors_total', 'Batch I/O calls that failed.', c.ioErrors);
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,82 @@
+/**
+ * Main-thread side of the packet workers: starts one worker per direction on
+ * already-open fds and stops them through a flag in shared memory (their
+ * event loops are busy in the packet loop, so postMessage would not be seen).
+ */
+import { Worker } from 'node:worker_threads';
+import type { Logger } from '../log.js';
+
+export const CONTROL_STOP = 0;
+
+/** What a worker thread receives as workerData (all fields structured-clonable). */
+export interface WorkerConfig {
+  role: 'tx' | 'rx';
+  tunFd: number;
+  udpFd: number;
+  routes: SharedArrayBuffer;
+  counters: SharedArrayBuffer;
+  control: SharedArrayBuffer;
+  slotSize: number;
+  batchSize: number;
+  /** Largest inner packet the underlay carries in one datagram (tx only). */
+  pathMtu: number;
+  /** How long one blocking read may wait; bounds the stop latency. */
+  pollMs: number;
+}
+
+export type WorkerOptions = Omit<WorkerConfig, 'role' | 'control'>;
+
+export class DataplaneWorkers {
+  private readonly control = new SharedArrayBuffer(4);
+  private readonly flags = new Int32Array(this.control);
+  private readonly workers: Worker[] = [];
+  private readonly exited: Promise<void>[] = [];
+
+  constructor(
+    private readonly opts: WorkerOptions,
+    private readonly log: Logger,
+    /** Called when a worker dies on an fd-level error (the dataplane is then down in that direction). */
+    private readonly onFatal: (role: string, err: Error) => void = () => {},
+  ) {}
+
+  start(): void {
+    for (const role of ['tx', 'rx'] as const) {
+      const cfg: WorkerConfig = { ...this.opts, role, control: this.control };
+      const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: cfg, name: `flannel-udp-${role}` });
+      w.on('message', (m: { type: string; role: string; message: string; code?: string }) => {
+        if (m.type !== 'fatal') return;
+        const err = Object.assign(new Error(m.message), { code: m.code });
+        this.log.error('packet worker failed', { role: m.role, error: m.message, code: m.code });
+        this.onFatal(m.role, err);
+      });
+      w.on('error', (err) => {
+        this.log.error('packet worker crashed', { role, error: err });
+        this.onFatal(role, err);
+      });
+      this.exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
+      this.workers.push(w);
+    }
+  }
+
+  /**
+   * Raise the stop flag and wait for both loops to notice (within one poll
+   * timeout); a worker stuck past `timeoutMs` is terminated.
+   */
+  async stop(timeoutMs = 2000): Promise<void> {
+    Atomics.store(this.flags, CONTROL_STOP, 1);
+    const all = Promise.all(this.exited);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      all.then(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.log.warn('packet workers did not stop in time; terminating them', { timeoutMs });
+      await Promise.all(this.workers.map((w) => w.terminate()));
+    }
+    this.workers.length = 0;
+  }
+}
