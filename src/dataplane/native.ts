@@ -6,7 +6,12 @@
  * Uint32Array beside it. Each call moves a whole batch. Calls that wait use
  * poll() with a timeout so a worker thread can notice a stop request.
  * Errors are thrown as JS Errors with `code` set to the errno name
- * (EPERM, ENOENT, EBUSY, ...) and a message saying what to do.
+ * (EPERM, ENOENT, EBUSY, ...), `errno` (negative, like Node's), `syscall`,
+ * and a message saying what to do. Bad arguments (wrong types, a buffer too
+ * small for max * slotSize, short lens/addrs/ports, lens[i] > slotSize)
+ * throw TypeError/RangeError before any syscall. Every call is synchronous
+ * and may be used from several worker_threads at once (the addon is
+ * context-aware).
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -15,29 +20,53 @@ import { fileURLToPath } from 'node:url';
 export interface NativeAddon {
   /**
    * Open /dev/net/tun and attach to (or create) device `name` with
-   * IFF_TUN | IFF_NO_PI (| IFF_MULTI_QUEUE when multiQueue). Non-blocking fd.
+   * IFF_TUN | IFF_NO_PI (| IFF_MULTI_QUEUE when multiQueue). Non-blocking,
+   * close-on-exec fd. `name` is at most 15 bytes; "" lets the kernel pick
+   * (tunN), and the returned `name` is the real one. Call again with
+   * multiQueue=true to add queues. Errors: EBUSY (single-queue device already
+   * open), EINVAL (exists with other flags / not a TUN), EPERM, ENOENT.
    */
   tunOpen(name: string, multiQueue: boolean): { fd: number; name: string };
   /**
    * Read up to `max` packets from the TUN fd into slots of `buf`, writing
-   * lengths into `lens`. Waits up to timeoutMs for the first packet, then
-   * drains without waiting. Returns the number of packets (0 on timeout).
+   * lengths into `lens`. Waits up to timeoutMs (>= 0; 0 = don't wait) for the
+   * first packet, then drains without waiting. Returns the number of packets
+   * (0 on timeout). A packet longer than slotSize is cut and reported as
+   * lens[i] = slotSize + 1 (drop it). Throws EBADFD once the device is gone.
    */
   tunRead(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, max: number, timeoutMs: number): number;
-  /** Write `count` packets (slots of buf, lengths in lens). Returns packets written; drops on EAGAIN after a short poll. */
+  /**
+   * Write `count` packets (slots of buf, lengths in lens, each <= slotSize).
+   * Returns packets written: a full queue gets one ~10 ms poll, then packets
+   * are dropped; a packet the kernel rejects is dropped alone. Only fd-level
+   * errors (EBADF, EBADFD) throw, and only if nothing was written.
+   */
   tunWrite(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, count: number): number;
-  /** A non-blocking IPv4 UDP socket bound to bindAddr:port, SO_REUSEPORT when reusePort. */
+  /**
+   * A non-blocking IPv4 UDP socket bound to bindAddr:port ("" = 0.0.0.0,
+   * port 0 = any), SO_REUSEPORT when reusePort, 4 MiB socket buffers. No
+   * SO_REUSEADDR on purpose, so a port held by another process (a second
+   * flanneld) fails with EADDRINUSE instead of silently sharing it.
+   */
   udpOpen(bindAddr: string, port: number, reusePort: boolean): number;
   /**
    * recvmmsg up to `max` datagrams into slots; lens[i] = length (slotSize + 1
    * when the datagram was truncated), addrs[i] = source IPv4 as u32 (host
-   * order), ports[i] = source port. Waits up to timeoutMs for the first.
+   * order), ports[i] = source port. Waits up to timeoutMs (>= 0) for the
+   * first. max <= 1024 (UIO_MAXIOV).
    */
   udpRecv(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, addrs: Uint32Array, ports: Uint16Array, max: number, timeoutMs: number): number;
-  /** sendmmsg `count` datagrams to addrs[i]:ports[i] (u32 host order). Returns datagrams sent. */
+  /**
+   * sendmmsg `count` (<= 1024) datagrams to addrs[i]:ports[i] (u32 host
+   * order). Returns datagrams sent; as for tunWrite, a full socket buffer
+   * gets a short poll before the rest is dropped, a datagram the kernel
+   * rejects (EMSGSIZE, ENETUNREACH, port 0, ...) is dropped alone, and only
+   * fd-level errors throw.
+   */
   udpSend(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, addrs: Uint32Array, ports: Uint16Array, count: number): number;
   /** Local port of a bound socket (for port 0 binds in tests). */
   udpLocalPort(fd: number): number;
+  /** close(2); throws EBADF on a double close. */
   close(fd: number): void;
 }
 
