@@ -35,7 +35,9 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const daemon = new Daemon(opts);
+  // Tests shorten the 24 h lease TTL to watch renewals happen; not a user setting.
+  const ttl = Number(process.env.FLANNEL_TS_TEST_LEASE_TTL_SECONDS);
+  const daemon = new Daemon(opts, Number.isFinite(ttl) && ttl > 0 ? { leaseTtlSeconds: ttl } : {});
   const stopped = new Promise<void>((resolve) => {
     const onSignal = (sig: string) => {
       log.info('received signal, shutting down', { signal: sig });
