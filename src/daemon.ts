@@ -72,6 +72,7 @@ export class Daemon {
   private healthz: Server | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
   private sm: KvSubnetManager | null = null;
+  private iptables: import('./net/iptables.js').IptablesKeeper | null = null;
   private eventChain: Promise<void> = Promise.resolve();
   lease: Lease | null = null;
   config: NetworkConfig | null = null;
@@ -118,6 +119,20 @@ export class Daemon {
     await backend.start(lease);
     await writeSubnetEnv(opts.subnetFile, renderSubnetEnv(config, lease, backend.mtu(), opts.ipMasq));
     log.info('wrote subnet file', { path: opts.subnetFile, subnet: describe(lease), mtu: backend.mtu() });
+
+    if (config.network && lease.subnet && (opts.ipMasq || opts.iptablesForwardRules)) {
+      const { IptablesKeeper, masqRules, forwardRules, supportsRandomFully } = await import('./net/iptables.js');
+      const { IpRoute } = await import('./net/iproute.js');
+      const runner = new IpRoute({ binary: 'iptables' });
+      this.iptables = new IptablesKeeper(runner, opts.iptablesResync);
+      try {
+        if (opts.ipMasq) await this.iptables.keep(masqRules(config.network, lease.subnet, await supportsRandomFully(runner)));
+        if (opts.iptablesForwardRules) await this.iptables.keep(forwardRules(config.network));
+      } catch (err) {
+        // flannel keeps running without its rules and says so; so do we.
+        log.error('cannot install iptables rules', { error: (err as Error).message });
+      }
+    }
 
     if (opts.healthzPort > 0) {
       this.healthz = await startHealthz(opts.healthzIP, opts.healthzPort, metrics);
@@ -185,6 +200,7 @@ export class Daemon {
     await this.watch?.close().catch(() => {});
     await this.eventChain;
     await this.backend?.stop().catch((err: Error) => log.warn('backend stop failed', { error: err.message }));
+    await this.iptables?.teardown().catch((err: Error) => log.warn('iptables teardown failed', { error: err.message }));
     await new Promise<void>((r) => (this.healthz ? this.healthz.close(() => r()) : r()));
     await this.sm?.close().catch(() => {});
     log.info('stopped; the lease is kept for the next start');

@@ -25,7 +25,8 @@ const daemons: DaemonProcess[] = [];
 
 function daemon(n: number, extra: string[] = [], env: NodeJS.ProcessEnv = {}): DaemonProcess {
   const d = startDaemon(
-    [`--etcd-endpoints=${etcd.endpoint}`, '--iface=lo', `--public-ip=192.0.2.${n}`, `--subnet-file=${join(dir, `h${n}.env`)}`, ...extra],
+    // --iptables-forward-rules=false: these daemons run in the machine's own namespace; leave its firewall alone.
+    [`--etcd-endpoints=${etcd.endpoint}`, '--iface=lo', `--public-ip=192.0.2.${n}`, `--subnet-file=${join(dir, `h${n}.env`)}`, '--iptables-forward-rules=false', ...extra],
     { name: `h${n}`, env },
   );
   daemons.push(d);
@@ -68,7 +69,7 @@ describe('flanneld with etcd', () => {
     });
     assert.equal(put.status, 0, put.stderr);
     // No --iface: the interface of the default route, as flannel picks it.
-    const d = startDaemon([`--etcd-endpoints=${etcd.endpoint}`, `--subnet-file=${join(dir, 'seed.env')}`], { name: 'seed' });
+    const d = startDaemon([`--etcd-endpoints=${etcd.endpoint}`, `--subnet-file=${join(dir, 'seed.env')}`, '--iptables-forward-rules=false'], { name: 'seed' });
     daemons.push(d);
     await d.waitForLine(/running/);
     const env = parseEnv(await readFile(join(dir, 'seed.env'), 'utf8'));
@@ -242,7 +243,7 @@ describe('flanneld with etcd over TLS and client certificates', () => {
   test('leases through --etcd-cafile/--etcd-certfile/--etcd-keyfile; refused without a client cert', async () => {
     const c = new Etcd3({ hosts: tls.endpoint, credentials: { rootCertificate: await readFile(tls.caFile!), certChain: await readFile(tls.certFile!), privateKey: await readFile(tls.keyFile!) } });
     await c.put(`${P}/config`).value(ALLOC);
-    const args = [`--etcd-endpoints=${tls.endpoint}`, '--iface=lo', '--public-ip=192.0.2.5', `--subnet-file=${join(dir, 'tls.env')}`];
+    const args = [`--etcd-endpoints=${tls.endpoint}`, '--iface=lo', '--public-ip=192.0.2.5', `--subnet-file=${join(dir, 'tls.env')}`, '--iptables-forward-rules=false'];
     const good = startDaemon([...args, `--etcd-cafile=${tls.caFile}`, `--etcd-certfile=${tls.certFile}`, `--etcd-keyfile=${tls.keyFile}`], { name: 'tls' });
     daemons.push(good);
     await good.waitForLine(/running/);
