@@ -25,6 +25,8 @@ export interface UdpBackendOptions {
   batchSize?: number;
   /** Longest wait of one read; bounds how fast stop() takes effect. */
   pollMs?: number;
+  /** false: program the kernel side only, start no packet workers (plan/dry runs, unit tests). */
+  dataplane?: boolean;
 }
 
 export class UdpBackend implements Backend {
@@ -70,7 +72,7 @@ export class UdpBackend implements Backend {
   }
 
   async start(ownLease: Lease): Promise<void> {
-    if (this.workers) throw new Error('udp backend already started');
+    if (this.tunFd >= 0) throw new Error('udp backend already started');
     if (!ownLease.subnet) throw new Error('udp backend needs an IPv4 lease');
     this.ownSubnet = ownLease.subnet;
     const addon = (this.addon = this.opts.addon ?? loadNative());
@@ -83,6 +85,8 @@ export class UdpBackend implements Backend {
       throw err;
     }
     this.publish();
+    this.ctx.metrics.register('udp', () => renderCounters(this.countersSab));
+    if (this.opts.dataplane === false) return;
     // One fd per device shared by both workers: a second SO_REUSEPORT socket
     // would receive a share of the incoming datagrams that nobody reads.
     this.workers = new DataplaneWorkers(
@@ -99,7 +103,6 @@ export class UdpBackend implements Backend {
       this.log,
     );
     this.workers.start();
-    this.ctx.metrics.register('udp', () => renderCounters(this.countersSab));
     this.log.info('udp dataplane started', {
       device: this.tunName,
       address: formatIP4Net(ownLease.subnet),
