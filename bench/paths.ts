@@ -1,0 +1,220 @@
+/**
+ * The data paths the bench compares. Each setup builds a fresh pair of
+ * namespaces (so no path inherits devices, routes or conntrack state from
+ * another) and returns where the client should send traffic.
+ */
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHosts, registerCleanup, run, waitFor, type HostSet, type TestHost } from '../test/helpers/netns.js';
+import { measureLatency } from './latency.js';
+
+export type PathId = 'veth' | 'vxlan' | 'udp';
+export const ALL_PATHS: PathId[] = ['veth', 'vxlan', 'udp'];
+export const PATH_LABELS: Record<PathId, string> = {
+  veth: 'bare veth',
+  vxlan: 'kernel VXLAN',
+  udp: 'flannel-ts udp',
+};
+
+/** The path cannot be measured on this checkout or machine; reported, not fatal. */
+export class Unavailable extends Error {}
+
+export interface PathSetup {
+  client: TestHost;
+  server: TestHost;
+  /** Address inside `server` that the client targets. */
+  targetIp: string;
+  /** Processes whose CPU time is charged to the path (the flanneld daemons). */
+  daemonPids: number[];
+  notes: string[];
+  teardown(): Promise<void>;
+}
+
+export type Progress = (msg: string) => void;
+
+const NS_PREFIX = 'ftbench';
+
+async function pair(): Promise<HostSet> {
+  return createHosts(2, { prefix: NS_PREFIX, topology: 'pair' });
+}
+
+function basic(set: HostSet, targetIp: string, notes: string[], daemonPids: number[] = [], extra?: () => void): PathSetup {
+  return {
+    client: set.hosts[0]!,
+    server: set.hosts[1]!,
+    targetIp,
+    daemonPids,
+    notes,
+    teardown: async () => {
+      await set.destroy();
+      extra?.();
+    },
+  };
+}
+
+export async function setupVeth(): Promise<PathSetup> {
+  const set = await pair();
+  return basic(set, set.hosts[1]!.ip, ['direct between the veth addresses']);
+}
+
+export const VXLAN = { vni: 42, port: 4789, mtu: 1450, net24: '10.77.0' };
+
+export async function setupVxlan(): Promise<PathSetup> {
+  const set = await pair();
+  try {
+    const [a, b] = set.hosts as [TestHost, TestHost];
+    for (const [i, h, peer] of [[1, a, b], [2, b, a]] as const) {
+      const steps = [
+        ['ip', 'link', 'add', 'vx0', 'type', 'vxlan', 'id', String(VXLAN.vni), 'dstport', String(VXLAN.port), 'local', h.ip, 'dev', h.iface],
+        ['ip', 'link', 'set', 'vx0', 'mtu', String(VXLAN.mtu), 'up'],
+        ['ip', 'addr', 'add', `${VXLAN.net24}.${i}/24`, 'dev', 'vx0'],
+        // All-zero MAC entry: flood unknown destinations (including ARP) to the peer.
+        ['bridge', 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vx0', 'dst', peer.ip],
+      ];
+      for (const s of steps) {
+        const r = await h.exec(s);
+        if (r.code !== 0) throw new Unavailable(`${s.join(' ')}: ${r.stderr.trim()}`);
+      }
+    }
+    return basic(set, `${VXLAN.net24}.2`, [`vx0 vni ${VXLAN.vni} mtu ${VXLAN.mtu}, static all-zero FDB to the peer`]);
+  } catch (e) {
+    await set.destroy();
+    throw e;
+  }
+}
+
+export const FLANNEL_NETWORK_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}';
+
+/** KEY=VALUE lines of a flannel subnet.env file. */
+export function parseSubnetEnv(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^\s*([A-Z0-9_]+)=(.*?)\s*$/.exec(line);
+    if (m) out[m[1]!] = m[2]!.replace(/^"(.*)"$/, '$1');
+  }
+  return out;
+}
+
+/** Network address of an IPv4 CIDR: "10.5.81.1/24" -> "10.5.81.0". */
+export function networkAddress(cidr: string): string {
+  const [ipPart, lenPart] = cidr.split('/');
+  const octets = (ipPart ?? '').split('.').map(Number);
+  const len = Number(lenPart ?? 32);
+  if (octets.length !== 4 || octets.some((o) => !(o >= 0 && o <= 255)) || !(len >= 0 && len <= 32)) throw new Error(`bad CIDR ${cidr}`);
+  const n = octets.reduce((acc, o) => acc * 256 + o, 0);
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  const net = (n & mask) >>> 0;
+  return [24, 16, 8, 0].map((s) => (net >>> s) & 255).join('.');
+}
+
+/** IPv4 addresses on `dev` in the host's namespace, from `ip -j addr`. */
+async function deviceAddresses(h: TestHost, dev: string): Promise<string[]> {
+  const r = await h.exec(['ip', '-j', '-4', 'addr', 'show', 'dev', dev]);
+  if (r.code !== 0) return [];
+  const doc = JSON.parse(r.stdout) as { addr_info?: { local?: string }[] }[];
+  return doc.flatMap((l) => (l.addr_info ?? []).map((a) => a.local ?? '')).filter(Boolean);
+}
+
+function tail(file: string, lines = 8): string {
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join(' | ');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Repository root, from dist/bench/paths.js. */
+export function repoRoot(): string {
+  return new URL('../../', import.meta.url).pathname;
+}
+
+/**
+ * Two flanneld daemons (udp backend) sharing one embedded local store.
+ *
+ * Target choice: the daemon puts the lease's network address on flannel0
+ * (e.g. 10.5.81.0/32) and routes the whole 10.5.0.0/16 into flannel0, so the
+ * peer's flannel0 address is reachable end-to-end through both daemons with
+ * no extra configuration. We read that address from the device rather than
+ * assuming .0 or .1, so the bench still works if the daemon's choice changes;
+ * the network address of FLANNEL_SUBNET is only the fallback. Adding the .1
+ * to lo would also work but adds setup that a real node would not have.
+ */
+export async function setupFlannelUdp(progress: Progress, opts: { startTimeoutMs?: number } = {}): Promise<PathSetup> {
+  const root = repoRoot();
+  const flanneld = join(root, 'bin', 'flanneld');
+  const flannelctl = join(root, 'bin', 'flannelctl');
+  if (!existsSync(flanneld)) throw new Unavailable('bin/flanneld not found in this checkout');
+  if (!existsSync(flannelctl)) throw new Unavailable('bin/flannelctl not found in this checkout');
+
+  const dir = mkdtempSync(join(tmpdir(), 'ftbench-'));
+  const removeDir = () => rmSync(dir, { recursive: true, force: true });
+  const unregisterDir = registerCleanup(removeDir);
+  const cleanupDir = () => {
+    removeDir();
+    unregisterDir();
+  };
+  const node = process.execPath;
+
+  const put = await run(node, [flannelctl, '--local-store', dir, 'put', '/coreos.com/network/config', FLANNEL_NETWORK_CONFIG], { timeoutMs: 20000 });
+  if (put.code !== 0) {
+    cleanupDir();
+    throw new Unavailable(`flannelctl put failed (exit ${put.code}): ${(put.stderr || put.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+  }
+
+  const set = await pair();
+  try {
+    const daemons = set.hosts.map((h, i) => {
+      const n = i + 1;
+      const logFile = join(dir, `flanneld${n}.log`);
+      const fd = openSync(logFile, 'a');
+      const subnetFile = join(dir, `host${n}.env`);
+      const child = h.spawn([node, flanneld, '--local-store', dir, '--iface', h.iface, '--subnet-file', subnetFile, '--healthz-port', '0'], {
+        stdio: ['ignore', fd, fd],
+        cwd: root,
+      });
+      closeSync(fd); // the child holds its own copy
+      progress(`udp: started flanneld in ${h.ns} pid=${child.pid}`);
+      return { host: h, child, logFile, subnetFile };
+    });
+
+    const subnets: string[] = [];
+    for (const d of daemons) {
+      // The poll returns (rather than throws) on daemon exit: waitFor retries
+      // thrown errors, and a dead daemon will not come back.
+      const got = await waitFor(
+        () => {
+          if (d.child.exitCode !== null || d.child.signalCode !== null) return { exited: String(d.child.exitCode ?? d.child.signalCode) };
+          if (!existsSync(d.subnetFile)) return null;
+          const subnet = parseSubnetEnv(readFileSync(d.subnetFile, 'utf8')).FLANNEL_SUBNET;
+          return subnet ? { subnet } : null;
+        },
+        opts.startTimeoutMs ?? 30000,
+        d.subnetFile,
+      ).catch((e: unknown) => {
+        throw new Unavailable(`no FLANNEL_SUBNET from flanneld in ${d.host.ns}: ${(e as Error).message}; log: ${tail(d.logFile)}`);
+      });
+      if ('exited' in got) throw new Unavailable(`flanneld in ${d.host.ns} exited (${got.exited}): ${tail(d.logFile)}`);
+      subnets.push(got.subnet);
+    }
+    progress(`udp: leases ${subnets.join(', ')}`);
+
+    const server = daemons[1]!;
+    const onDevice = (await deviceAddresses(server.host, 'flannel0')).find((a) => a.startsWith('10.5.'));
+    const targetIp = onDevice ?? networkAddress(subnets[1]!);
+    const notes = [`leases ${subnets.join(', ')}`, `target = peer flannel0 address ${targetIp}${onDevice ? '' : ' (from FLANNEL_SUBNET; flannel0 not found)'}`];
+
+    // The daemons learn each other's lease through the store's watch; wait
+    // until the overlay actually carries packets before measuring.
+    try {
+      await waitFor(async () => (await measureLatency(daemons[0]!.host, server.host, targetIp, 1, 50)).received > 0, 20000, `overlay reachability of ${targetIp}`, 250);
+    } catch (e) {
+      throw new Unavailable(`${(e as Error).message}; logs: ${tail(daemons[0]!.logFile, 4)} || ${tail(server.logFile, 4)}`);
+    }
+    return basic(set, targetIp, notes, daemons.map((d) => d.child.pid!).filter(Boolean), cleanupDir);
+  } catch (e) {
+    await set.destroy();
+    cleanupDir();
+    throw e;
+  }
+}
