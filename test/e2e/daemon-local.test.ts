@@ -99,3 +99,17 @@ test('--ip-masq installs flannel\'s masquerade rules in the host and removes the
   const after = (await h.exec(['iptables', '-t', 'nat', '-S', 'POSTROUTING'])).stdout + (await h.exec(['iptables', '-S', 'FORWARD'])).stdout;
   assert.doesNotMatch(after, /flanneld/);
 });
+
+test('healthz: GET /healthz answers 200, /metrics serves Prometheus text, unknown paths 404', async () => {
+  const h = set.hosts[2]!;
+  await daemons[2]!.stop('SIGTERM');
+  const d = start(2, ['--healthz-ip=127.0.0.1', '--healthz-port=8471']);
+  await d.waitForLine(/healthz listening/);
+  const get = async (path: string) => {
+    const r = await h.exec([process.execPath, '-e', `fetch('http://127.0.0.1:8471${path}').then(async r=>process.stdout.write(r.status+' '+await r.text()))`], { timeoutMs: 5000 });
+    return r.stdout;
+  };
+  assert.equal(await get('/healthz'), '200 flanneld is running\n');
+  assert.match(await get('/metrics'), /^200 /);
+  assert.match(await get('/nope'), /^404/);
+});
