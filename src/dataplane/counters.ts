@@ -44,9 +44,14 @@ export const C = {
   icmpWriteFailed: 22,
   /** Batches whose I/O call threw (the batch is counted under its drop reason too). */
   ioErrors: 23,
+  /** Non-empty batches per direction: packets / batches is the batching achieved. */
+  txBatches: 24,
+  rxBatches: 25,
+  /** Non-IPv4 packets from TUN (e.g. IPv6 neighbour discovery the kernel emits): not an error, but not forwarded. */
+  txNotIPv4: 26,
 } as const;
 
-export const COUNTER_COUNT = 24;
+export const COUNTER_COUNT = 27;
 
 /** Regions: one per writer thread. */
 export const REGION_TX = 0;
@@ -78,6 +83,7 @@ export function readCounters(sab: SharedArrayBuffer): Record<CounterName, number
 }
 
 const DROPS: [CounterName, string, string][] = [
+  ['txNotIPv4', 'tx', 'not_ipv4'],
   ['txMalformed', 'tx', 'malformed'],
   ['txNoRoute', 'tx', 'no_route'],
   ['txTtl', 'tx', 'ttl_exceeded'],
@@ -118,6 +124,8 @@ export function renderCounters(sab: SharedArrayBuffer, prefix = 'flannel_udp'): 
   lines.push(`${prefix}_icmp_sent_total{kind="time_exceeded"} ${c.icmpTimeExceeded}`);
   simple('icmp_suppressed_total', 'ICMP errors not sent (never answering ICMP errors, fragments, broadcasts; rate limit).', c.icmpSuppressed);
   simple('icmp_write_failed_total', 'ICMP errors the TUN device did not accept.', c.icmpWriteFailed);
+  simple('tx_batches_total', 'Non-empty batches read from the TUN device.', c.txBatches);
+  simple('rx_batches_total', 'Non-empty batches received from the UDP socket.', c.rxBatches);
   simple('io_errors_total', 'Batch I/O calls that failed.', c.ioErrors);
   return lines.join('\n') + '\n';
 }

@@ -120,8 +120,9 @@ export function forwardFromTun(
   for (let i = 0; i < n; i++) {
     const off = i * slotSize;
     let len = lens[i]!;
-    if (len > slotSize || checkIPv4(buf, off, len, false, false) !== Ipv4Check.Ok) {
-      counters[C.txMalformed]! += 1;
+    const check = len > slotSize ? Ipv4Check.TooShort : checkIPv4(buf, off, len, false, false);
+    if (check !== Ipv4Check.Ok) {
+      counters[check === Ipv4Check.NotIPv4 ? C.txNotIPv4 : C.txMalformed]! += 1;
       continue;
     }
     // The kernel never pads, but trust the header over the read length.

@@ -23,6 +23,7 @@ function runTx(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void
   while (Atomics.load(control, CONTROL_STOP) === 0) {
     const n = addon.tunRead(cfg.tunFd, buf, cfg.slotSize, lens, cfg.batchSize, cfg.pollMs);
     if (n === 0) continue;
+    counters[C.txBatches] += 1;
     routes.refresh();
     limiter.refill(performance.now());
     icmp.count = 0;
@@ -43,6 +44,7 @@ function runRx(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void
   while (Atomics.load(control, CONTROL_STOP) === 0) {
     const n = addon.udpRecv(cfg.udpFd, buf, cfg.slotSize, lens, addrs, ports, cfg.batchSize, cfg.pollMs);
     if (n === 0) continue;
+    counters[C.rxBatches] += 1;
     routes.refresh();
     const m = acceptFromUdp(batch, n, routes, counters);
     if (m > 0) accountDelivered(m, addon.tunWrite(cfg.tunFd, buf, cfg.slotSize, lens, m), counters);

@@ -58,7 +58,7 @@ test('TUN -> UDP: routes, compacts survivors, decrements TTL, answers drops with
   const p = (s: Partial<PacketSpec>) => makePacket({ src: '10.5.1.10', dst: '10.5.2.20', ...s });
   const input = [
     p({ payloadLen: 100 }), // 0 ok -> 192.0.2.2
-    { bytes: Buffer.from([0x60, 0, 0, 0]), len: 4 }, // 1 malformed (IPv6 nibble, short)
+    { bytes: Buffer.concat([Buffer.from([0x60]), Buffer.alloc(39)]), len: 40 }, // 1 IPv6: not forwarded
     p({ dst: '10.5.9.9' }), // 2 no lease in Network -> net unreachable
     p({ dst: '10.5.9.9', proto: 1, firstPayloadByte: 3 }), // 3 no route, but an ICMP error: no ICMP back
     p({ ttl: 1 }), // 4 TTL exceeded -> time exceeded
@@ -99,7 +99,8 @@ test('TUN -> UDP: routes, compacts survivors, decrements TTL, answers drops with
   assert.equal(c.tunRead, 11);
   assert.equal(c.sent, 2);
   assert.equal(c.txBytes, 120 + 1520);
-  assert.equal(c.txMalformed, 2);
+  assert.equal(c.txNotIPv4, 1);
+  assert.equal(c.txMalformed, 1);
   assert.equal(c.txNoRoute, 3);
   assert.equal(c.txTtl, 1);
   assert.equal(c.txTooBig, 1);

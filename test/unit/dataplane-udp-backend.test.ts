@@ -65,7 +65,7 @@ test('start programs flannel0 as flannel does and replaces a stale subnet addres
     'ip -4 -o addr show dev flannel0',
     'ip addr del 10.5.7.0/32 dev flannel0',
     'ip addr add 10.5.81.0/32 dev flannel0',
-    'ip link set dev flannel0 mtu 1472 up',
+    'ip link set dev flannel0 mtu 1472 txqueuelen 2000 up',
     'ip route replace 10.5.0.0/16 dev flannel0',
   ]);
   assert.match(metrics.get('udp')!(), /flannel_udp_sent_packets_total 0/);

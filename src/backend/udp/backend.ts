@@ -25,6 +25,12 @@ export interface UdpBackendOptions {
   batchSize?: number;
   /** Longest wait of one read; bounds how fast stop() takes effect. */
   pollMs?: number;
+  /**
+   * flannel0's transmit queue (packets the kernel queues for our reader).
+   * Linux's default of 500 overflows whenever the reader thread is briefly
+   * descheduled at 100k+ packets/s, and each overflow is a TCP retransmit.
+   */
+  txQueueLen?: number;
   /** false: program the kernel side only, start no packet workers (plan/dry runs, unit tests). */
   dataplane?: boolean;
 }
@@ -129,7 +135,7 @@ export class UdpBackend implements Backend {
       }
     }
     if (!present) await this.ip.run(['addr', 'add', want, 'dev', dev]);
-    await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'up']);
+    await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'txqueuelen', String(this.opts.txQueueLen ?? 2000), 'up']);
     await this.ip.run(['route', 'replace', formatIP4Net(this.ctx.config.network!), 'dev', dev]);
   }
 
