@@ -1,0 +1,231 @@
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { mkdtempSync, rmSync, readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalStore } from '../../src/subnet/local-store.js';
+import { StoreUnavailableError } from '../../src/subnet/kv.js';
+import { runKvContract, EventCollector, sleep } from '../helpers/kv-contract.js';
+
+const tmpRoots: string[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'flannel-ts-localstore-'));
+  tmpRoots.push(d);
+  return d;
+}
+after(() => {
+  for (const d of tmpRoots) rmSync(d, { recursive: true, force: true });
+});
+
+const MODULE_URL = new URL('../../src/subnet/local-store.js', import.meta.url).href;
+
+/** Runs an ES module snippet in a child node process with `LocalStore` and `dir` in scope; resolves with its stdout. */
+function child(dir: string, body: string): { done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>; kill: (s: NodeJS.Signals) => void; pid: number } {
+  const code = `import { LocalStore } from ${JSON.stringify(MODULE_URL)};\nconst dir = ${JSON.stringify(dir)};\n${body}`;
+  const p = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  p.stdout.on('data', (d) => (stdout += d));
+  p.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) =>
+    p.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return { done, kill: (s) => p.kill(s), pid: p.pid! };
+}
+
+const sharedDir = tempDir();
+runKvContract('LocalStore', async () => {
+  const store = new LocalStore({ dir: sharedDir, pollIntervalMs: 50 });
+  return { store, cleanup: () => store.close() };
+});
+
+describe('LocalStore specifics', () => {
+  it('persists across instances and reports the description', async () => {
+    const dir = tempDir();
+    const a = new LocalStore({ dir });
+    assert.equal(a.description, `local ${dir}`);
+    await a.put('/cfg', '{"Network":"10.5.0.0/16"}');
+    await a.close();
+    const b = new LocalStore({ dir });
+    assert.equal((await b.get('/cfg'))!.value, '{"Network":"10.5.0.0/16"}');
+    const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+    assert.equal(state.revision, 1);
+    await b.close();
+  });
+
+  it('watch from a revision older than the retained log calls onError', async () => {
+    const dir = tempDir();
+    const s = new LocalStore({ dir, maxEvents: 5, pollIntervalMs: 20 });
+    for (let i = 0; i < 12; i++) await s.put('/p/k', `v${i}`);
+    const c = new EventCollector();
+    c.watcher = await s.watch('/p/', 2, c.handlers);
+    await c.waitFor((x) => x.errors.length === 1, 2000, 'compaction error');
+    assert.match(c.errors[0]!.message, /no longer retained/);
+    assert.deepEqual(c.events, []);
+    // From inside the retained window it works.
+    const ok = new EventCollector();
+    ok.watcher = await s.watch('/p/', 9, ok.handlers);
+    await ok.waitFor((x) => x.events.length === 4, 2000, 'retained events');
+    assert.deepEqual(ok.events.map((e) => e.revision), [9, 10, 11, 12]);
+    await ok.watcher.close();
+    await s.close();
+  });
+
+  it('watch from revision 0 starts at the current revision', async () => {
+    const dir = tempDir();
+    const s = new LocalStore({ dir, pollIntervalMs: 20 });
+    await s.put('/p/old', 'x');
+    const c = new EventCollector();
+    c.watcher = await s.watch('/p/', 0, c.handlers);
+    try {
+      await s.put('/p/new', 'y');
+      await c.waitFor((x) => x.events.length === 1, 2000, 'new event');
+      await sleep(100);
+      assert.deepEqual(c.events.map((e) => e.key), ['/p/new']);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('expired keys are swept by a watcher even when nobody writes', async () => {
+    const dir = tempDir();
+    const writer = new LocalStore({ dir });
+    const watcherStore = new LocalStore({ dir, pollIntervalMs: 50 });
+    await writer.create('/p/ttl', 'v', 1);
+    await writer.close();
+    const c = new EventCollector();
+    c.watcher = await watcherStore.watch('/p/', 1, c.handlers);
+    await c.waitFor((x) => x.events.some((e) => e.type === 'delete'), 3000, 'expiry');
+    // The deletion is durable: a fresh reader of the file sees it too.
+    const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+    assert.deepEqual(state.keys, {});
+    await watcherStore.close();
+  });
+
+  it('recovers a stale lock left by a dead process', async () => {
+    const dir = tempDir();
+    const s = new LocalStore({ dir, lockTimeoutMs: 3000 });
+    // A pid that is certainly not running: a child that already exited.
+    const dead = child(dir, 'process.exit(0)');
+    await dead.done;
+    writeFileSync(join(dir, 'lock'), `${dead.pid} deadbeef`);
+    const t0 = Date.now();
+    await s.put('/k', 'v');
+    assert.ok(Date.now() - t0 < 1000, 'stale lock broken promptly');
+    assert.equal(existsSync(join(dir, 'lock')), false);
+    await s.close();
+  });
+
+  it('a live lock holder makes others wait, then time out with StoreUnavailableError', async () => {
+    const dir = tempDir();
+    const s = new LocalStore({ dir, lockTimeoutMs: 300 });
+    writeFileSync(join(dir, 'lock'), `${process.pid} someone-else`);
+    await assert.rejects(s.put('/k', 'v'), (err: Error) => err instanceof StoreUnavailableError && /lock/.test(err.message));
+    rmSync(join(dir, 'lock'));
+    await s.put('/k', 'v');
+    await s.close();
+  });
+
+  it('separate processes racing create() on one key: exactly one wins', async () => {
+    const dir = tempDir();
+    for (let round = 0; round < 3; round++) {
+      const key = `/race/${round}`;
+      const procs = Array.from({ length: 6 }, (_, i) =>
+        child(dir, `const s = new LocalStore({ dir });\nconst r = await s.create(${JSON.stringify(key)}, 'proc${i}', 60);\nconsole.log(r ? 'won' : 'lost');\nawait s.close();`),
+      );
+      const results = await Promise.all(procs.map((p) => p.done));
+      for (const r of results) assert.equal(r.code, 0, r.stderr);
+      const winners = results.map((r, i) => [r.stdout.trim(), i] as const).filter(([o]) => o === 'won');
+      assert.equal(winners.length, 1, `round ${round}: ${results.map((r) => r.stdout.trim())}`);
+      const s = new LocalStore({ dir });
+      assert.equal((await s.get(key))!.value, `proc${winners[0]![1]}`);
+      await s.close();
+    }
+  });
+
+  it('many writers in several processes: no lost update (get + conditional update loop)', async () => {
+    const dir = tempDir();
+    const init = new LocalStore({ dir });
+    await init.put('/counter', '0');
+    await init.close();
+    const perProc = 25;
+    const nProc = 4;
+    const body = `const s = new LocalStore({ dir });
+let done = 0, conflicts = 0;
+while (done < ${perProc}) {
+  const cur = await s.get('/counter');
+  if (await s.update('/counter', String(Number(cur.value) + 1), undefined, cur.modRevision)) done++; else conflicts++;
+}
+console.log(conflicts);
+await s.close();`;
+    const results = await Promise.all(Array.from({ length: nProc }, () => child(dir, body).done));
+    for (const r of results) assert.equal(r.code, 0, r.stderr);
+    const s = new LocalStore({ dir });
+    const final = (await s.get('/counter'))!;
+    assert.equal(final.value, String(perProc * nProc));
+    assert.equal(final.modRevision, 1 + perProc * nProc, 'one revision per successful update');
+    await s.close();
+  });
+
+  it('a writer killed with SIGKILL mid-stream never corrupts the store', async () => {
+    const dir = tempDir();
+    let lastSeen = 0;
+    for (let round = 0; round < 6; round++) {
+      const w = child(dir, `const s = new LocalStore({ dir });\nconsole.log('ready');\nfor (let i = 0; ; i++) await s.put('/k' + (i % 50), 'x'.repeat(200) + i);`);
+      await sleep(150 + Math.random() * 250);
+      w.kill('SIGKILL');
+      const r = await w.done;
+      assert.equal(r.signal, 'SIGKILL');
+      // The file parses and the store keeps working, lock or no lock.
+      JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+      const s = new LocalStore({ dir, lockTimeoutMs: 5000 });
+      const l = await s.list('/');
+      assert.ok(l.revision >= lastSeen, 'revision never goes back');
+      assert.ok(l.revision > lastSeen, `round ${round}: the writer made progress`);
+      lastSeen = l.revision;
+      await s.put('/after-kill', String(round));
+      assert.equal((await s.get('/after-kill'))!.value, String(round));
+      lastSeen += 1;
+      await s.close();
+    }
+    // Temp files of killed writers get cleaned up by the next lock holder.
+    const leftovers = readdirSync(dir).filter((n) => n.startsWith('state.json.tmp.'));
+    assert.deepEqual(leftovers, []);
+  });
+});
+
+describe('flannelctl on the local store', () => {
+  const bin = fileURLToPath(new URL('../../../bin/flannelctl', import.meta.url));
+  const ctl = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
+
+  it('put/get/get --prefix/del with exit codes', async () => {
+    const dir = tempDir();
+    const cfg = '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}';
+    let r = ctl('--local-store', dir, 'put', '/coreos.com/network/config', cfg);
+    assert.equal(r.status, 0, r.stderr);
+    // Visible to the store API (what flanneld uses).
+    const s = new LocalStore({ dir });
+    assert.equal((await s.get('/coreos.com/network/config'))!.value, cfg);
+    await s.close();
+    r = ctl(`--local-store=${dir}`, 'get', '/coreos.com/network/config');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, cfg + '\n');
+    ctl('--local-store', dir, 'put', '/coreos.com/network/subnets/x', 'y');
+    r = ctl('--local-store', dir, 'get', '--prefix', '/coreos.com/network/');
+    assert.equal(r.stdout, `/coreos.com/network/config\n${cfg}\n/coreos.com/network/subnets/x\ny\n`);
+    r = ctl('--local-store', dir, 'del', '/coreos.com/network/config');
+    assert.equal(r.status, 0);
+    r = ctl('--local-store', dir, 'get', '/coreos.com/network/config');
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr, 'flannelctl: key not found: /coreos.com/network/config\n');
+    r = ctl('--local-store', dir, 'frob', 'x');
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    r = ctl('--etcd-endpoints', 'http://127.0.0.1:1', '--etcd-username', 'u', '--etcd-password', 'hunter2', 'get', '/x');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^flannelctl: etcd http:\/\/127\.0\.0\.1:1: get failed/);
+    assert.ok(!r.stderr.includes('hunter2'));
+  });
+});
