@@ -90,7 +90,7 @@ function installExitHook(): void {
 
 export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
   if (!existsSync(ETCD_BIN)) {
-    throw new Error(`etcd binary not found at ${ETCD_BIN}: install etcd-server (run the project's install script, scripts/install-deps.sh) or set ETCD_BIN`);
+    throw new Error(`etcd binary not found at ${ETCD_BIN}: install etcd-server (run the project's install script, scripts/install-system-deps.sh) or set ETCD_BIN`);
   }
   installExitHook();
   const root = mkdtempSync(join(tmpdir(), 'flannel-ts-etcd-'));
