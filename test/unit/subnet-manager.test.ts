@@ -6,6 +6,10 @@ import { encodeLeaseAttrs, decodeLease } from '../../src/subnet/lease-codec.js';
 import { KvSubnetManager, SubnetsExhaustedError } from '../../src/subnet/manager.js';
 import type { Lease, LeaseEvent } from '../../src/subnet/types.js';
 import { MemoryStore } from '../helpers/memory-store.js';
+import { setLogSink } from '../../src/log.js';
+
+// The manager logs every lease it takes; keep the test output to assertions.
+setLogSink(() => {});
 
 setKnownBackendTypes(['udp', 'alloc', 'vxlan']);
 const P = '/coreos.com/network';
