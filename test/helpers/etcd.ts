@@ -16,6 +16,10 @@ export const ETCDCTL_BIN = process.env.ETCDCTL_BIN ?? '/usr/bin/etcdctl';
 
 export interface EtcdOptions {
   tls?: boolean;
+  /** Run etcd inside this network namespace (for daemons in namespaces to reach it). */
+  netns?: string;
+  /** Address to listen on (default 127.0.0.1); with netns, an address of that namespace. */
+  host?: string;
 }
 
 export interface TestEtcd {
@@ -98,8 +102,11 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
   const dataDir = join(root, 'data');
   const [clientPort, peerPort] = [await freePort(), await freePort()];
   const scheme = opts.tls ? 'https' : 'http';
-  const endpoint = `${scheme}://127.0.0.1:${clientPort}`;
+  const host = opts.host ?? '127.0.0.1';
+  const endpoint = `${scheme}://${host}:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
+  // `ip netns exec` execs the command, so the child's pid is etcd's own and signals reach it.
+  const inNs = (cmd: string, cmdArgs: string[]): [string, string[]] => (opts.netns ? ['ip', ['netns', 'exec', opts.netns, cmd, ...cmdArgs]] : [cmd, cmdArgs]);
   const certs = opts.tls ? makeCerts(root) : null;
 
   const args = [
@@ -123,7 +130,8 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
   let exited: Promise<void> = Promise.resolve();
 
   const healthy = (): boolean => {
-    const r = spawnSync(ETCDCTL_BIN, ['--endpoints', endpoint, ...ctlTls, '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health'], {
+    const [cmd, cmdArgs] = inNs(ETCDCTL_BIN, ['--endpoints', endpoint, ...ctlTls, '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health']);
+    const r = spawnSync(cmd, cmdArgs, {
       encoding: 'utf8',
       env: { ...process.env, ETCDCTL_API: '3' },
       timeout: 3000,
@@ -134,7 +142,8 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
   const start = async (): Promise<void> => {
     if (proc) throw new Error('test etcd already running');
     const logFile = createWriteStream(join(root, 'etcd.log'), { flags: 'a' });
-    const p = spawn(ETCD_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [cmd, cmdArgs] = inNs(ETCD_BIN, args);
+    const p = spawn(cmd, cmdArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
     p.stdout!.pipe(logFile);
     p.stderr!.pipe(logFile);
     proc = p;

@@ -1,0 +1,213 @@
+/**
+ * flanneld with the udp backend, end to end: hosts are network namespaces on
+ * a bridge, each runs bin/flanneld, and each puts its FLANNEL_SUBNET on a
+ * cni0 bridge as the CNI plugin would. Traffic goes pod address to pod
+ * address through flannel0 and UDP 8285. Once with the embedded store, once
+ * with a real etcd running inside the bridge's namespace.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { addAddress, createHosts, run, waitFor, type HostSet, type TestHost } from '../helpers/netns.js';
+import { startDaemon, FLANNELCTL, type DaemonProcess } from '../helpers/daemon.js';
+import { startEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { LocalStore } from '../../src/subnet/local-store.js';
+import { parseEnv } from '../../src/subnet/subnet-env.js';
+
+const P = '/coreos.com/network';
+const CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}';
+
+interface Cluster {
+  set: HostSet;
+  dir: string;
+  storeArgs: string[];
+  daemons: (DaemonProcess | null)[];
+  /** Pod gateway address (FLANNEL_SUBNET's first address) of host i. */
+  pod: string[];
+}
+
+function startHost(c: Cluster, i: number, extra: string[] = []): DaemonProcess {
+  const h = c.set.hosts[i]!;
+  const d = startDaemon([...c.storeArgs, `--iface=${h.iface}`, `--subnet-file=${join(c.dir, `h${i}.env`)}`, ...extra], {
+    name: `h${i}`,
+    prefix: ['ip', 'netns', 'exec', h.ns],
+  });
+  c.daemons[i] = d;
+  return d;
+}
+
+async function subnetEnv(c: Cluster, i: number): Promise<Record<string, string>> {
+  return parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
+}
+
+/** What the CNI bridge plugin does with subnet.env. */
+async function attachPodBridge(h: TestHost, env: Record<string, string>): Promise<void> {
+  await h.exec(['ip', 'link', 'add', 'cni0', 'type', 'bridge'], { check: true });
+  await h.exec(['ip', 'addr', 'add', env.FLANNEL_SUBNET!, 'dev', 'cni0'], { check: true });
+  await h.exec(['ip', 'link', 'set', 'cni0', 'mtu', env.FLANNEL_MTU!, 'up'], { check: true });
+}
+
+async function bringUp(c: Cluster): Promise<void> {
+  const ds = c.set.hosts.map((_, i) => startHost(c, i));
+  await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
+  for (const [i, h] of c.set.hosts.entries()) {
+    const env = await subnetEnv(c, i);
+    assert.equal(env.FLANNEL_MTU, '1472');
+    await attachPodBridge(h, env);
+    c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
+  }
+}
+
+async function ping(c: Cluster, from: number, to: number, count = 2): Promise<{ code: number; out: string }> {
+  const r = await c.set.hosts[from]!.exec(['ping', '-c', String(count), '-i', '0.2', '-W', '1', '-I', c.pod[from]!, c.pod[to]!], { timeoutMs: 15_000 });
+  return { code: r.code, out: r.stdout + r.stderr };
+}
+
+async function pingsEventually(c: Cluster, from: number, to: number): Promise<void> {
+  await waitFor(async () => (await ping(c, from, to)).code === 0, 15_000, `ping host${from} -> host${to}`, 200);
+}
+
+async function pingMatrix(c: Cluster): Promise<void> {
+  for (let i = 0; i < c.set.hosts.length; i++) for (let j = 0; j < c.set.hosts.length; j++) if (i !== j) await pingsEventually(c, i, j);
+}
+
+async function teardown(c: Cluster | undefined): Promise<void> {
+  if (!c) return;
+  await Promise.all(c.daemons.map((d) => d?.stop('SIGKILL')));
+  await c.set.destroy();
+  await rm(c.dir, { recursive: true, force: true });
+}
+
+describe('udp backend, three hosts on the embedded store', () => {
+  let c: Cluster;
+  let store: LocalStore;
+  before(async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fts-udpd-'));
+    store = new LocalStore({ dir: join(dir, 'store') });
+    await store.put(`${P}/config`, CONFIG);
+    c = { set: await createHosts(3, { prefix: 'ftsud', topology: 'bridge' }), dir, storeArgs: [`--local-store=${join(dir, 'store')}`], daemons: [], pod: [] };
+    await bringUp(c);
+  });
+  after(async () => {
+    await store?.close();
+    await teardown(c);
+  });
+
+  test('flannel0 is set up as flannel does it', async () => {
+    const h = c.set.hosts[0]!;
+    const link = JSON.parse((await h.exec(['ip', '-j', '-d', 'link', 'show', 'flannel0'], { check: true })).stdout)[0] as { mtu: number; flags: string[]; linkinfo?: { info_kind: string } };
+    assert.equal(link.mtu, 1472);
+    assert.ok(link.flags.includes('POINTOPOINT') && link.flags.includes('NOARP') && link.flags.includes('UP'), String(link.flags));
+    assert.equal(link.linkinfo?.info_kind, 'tun');
+    const addrs = (await h.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'flannel0'], { check: true })).stdout;
+    const net = c.pod[0]!.replace(/\.1$/, '.0');
+    assert.match(addrs, new RegExp(`inet ${net.replace(/\./g, '\\.')}/32`));
+    const routes = (await h.exec(['ip', 'route', 'show', 'dev', 'flannel0'], { check: true })).stdout;
+    assert.match(routes, /^10\.5\.0\.0\/16 /m);
+    const udp = (await h.exec(['cat', '/proc/net/udp'], { check: true })).stdout;
+    assert.match(udp, /00000000:205D /, 'listening on 0.0.0.0:8285');
+  });
+
+  test('three hosts ping each other, pod address to pod address', async () => {
+    await pingMatrix(c);
+  });
+
+  test('a host leaves and its lease is removed: the route is gone and senders get ICMP net-unreachable', async () => {
+    const gone = 2;
+    const key = `${P}/subnets/${c.pod[gone]!.replace(/\.1$/, '.0')}-24`;
+    await c.daemons[gone]!.stop('SIGKILL');
+    await store.delete(key);
+    await c.daemons[0]!.waitForLine(new RegExp(`lease removed subnet=${c.pod[gone]!.replace(/\.1$/, '.0').replace(/\./g, '\\.')}`), 10_000);
+    const r = await waitFor(
+      async () => {
+        const p = await ping(c, 0, gone, 1);
+        return /Destination Net Unreachable/.test(p.out) ? p : null;
+      },
+      10_000,
+      'ICMP net unreachable',
+      200,
+    );
+    assert.notEqual(r.code, 0);
+    // The host comes back: it takes its old subnet again (from subnet.env) and traffic flows.
+    const back = startHost(c, gone);
+    await back.waitForLine(/running/, 20_000);
+    assert.equal((await subnetEnv(c, gone)).FLANNEL_SUBNET, `${c.pod[gone]}/24`);
+    await pingsEventually(c, 0, gone);
+    await pingsEventually(c, gone, 1);
+  });
+
+  test('a daemon killed with SIGKILL and restarted: same subnet, traffic resumes, peers untouched', async () => {
+    const victim = 0;
+    const peersBefore = [1, 2].map((i) => c.daemons[i]!.lines.length);
+    await c.daemons[victim]!.stop('SIGKILL');
+    const d = startHost(c, victim);
+    await d.waitForLine(/running/, 20_000);
+    assert.equal((await subnetEnv(c, victim)).FLANNEL_SUBNET, `${c.pod[victim]}/24`);
+    await pingsEventually(c, victim, 1);
+    await pingsEventually(c, 2, victim);
+    for (const [k, i] of [1, 2].entries()) {
+      const newLines = c.daemons[i]!.lines.slice(peersBefore[k]);
+      assert.ok(!newLines.some((l) => /lease (removed|added)/.test(l)), `host${i} saw no lease change: ${newLines.join('\n')}`);
+    }
+  });
+
+  test("a peer's PublicIP changes: traffic follows", async () => {
+    const moved = 1;
+    const h = c.set.hosts[moved]!;
+    // Without promote_secondaries, deleting the old primary address would delete the new one too.
+    await h.exec(['sysctl', '-qw', `net.ipv4.conf.${h.iface}.promote_secondaries=1`], { check: true });
+    await addAddress(h, '192.0.2.102/24');
+    const key = `${P}/subnets/${c.pod[moved]!.replace(/\.1$/, '.0')}-24`;
+    await store.put(key, '{"PublicIP":"192.0.2.102","PublicIPv6":null}');
+    await c.daemons[0]!.waitForLine(/lease added subnet=.* publicIP=192\.0\.2\.102/, 10_000);
+    // The old address disappears: only the new one can carry traffic now.
+    await h.exec(['ip', 'addr', 'del', '192.0.2.2/24', 'dev', h.iface], { check: true });
+    await pingsEventually(c, 0, moved);
+    await pingsEventually(c, moved, 2);
+  });
+
+  test('dataplane counters are served at /metrics', async () => {
+    const h = c.set.hosts[2]!;
+    await c.daemons[2]!.stop('SIGTERM');
+    const d = startHost(c, 2, ['--healthz-ip=127.0.0.1', '--healthz-port=8471']);
+    await d.waitForLine(/healthz listening/, 20_000);
+    await pingsEventually(c, 2, 0);
+    const r = await h.exec([process.execPath, '-e', "fetch('http://127.0.0.1:8471/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))"], { timeoutMs: 5000 });
+    const sent = Number(/^flannel_udp_sent_packets_total (\d+)/m.exec(r.stdout)?.[1]);
+    const delivered = Number(/^flannel_udp_delivered_packets_total (\d+)/m.exec(r.stdout)?.[1]);
+    assert.ok(sent >= 2 && delivered >= 2, r.stdout);
+  });
+});
+
+describe('udp backend, two hosts on a real etcd', () => {
+  let c: Cluster;
+  let etcd: TestEtcd;
+  before(async () => {
+    const set = await createHosts(2, { prefix: 'ftsue', topology: 'bridge' });
+    // etcd lives in the bridge's namespace, reachable from every host at 192.0.2.254.
+    await run('ip', ['-n', set.switchNs!, 'addr', 'add', '192.0.2.254/24', 'dev', 'br0'], { check: true });
+    etcd = await startEtcd({ netns: set.switchNs!, host: '192.0.2.254' });
+    const put = await run('ip', ['netns', 'exec', set.switchNs!, process.execPath, FLANNELCTL, `--etcd-endpoints=${etcd.endpoint}`, 'put', `${P}/config`, CONFIG]);
+    assert.equal(put.code, 0, put.stderr);
+    c = { set, dir: await mkdtemp(join(tmpdir(), 'fts-udpe-')), storeArgs: [`--etcd-endpoints=${etcd.endpoint}`], daemons: [], pod: [] };
+    await bringUp(c);
+  });
+  after(async () => {
+    await teardown(c);
+    await etcd?.cleanup();
+  });
+
+  test('two hosts ping each other through flannel0', async () => {
+    await pingMatrix(c);
+  });
+
+  test('SIGKILL and restart with etcd: same subnet, traffic resumes', async () => {
+    await c.daemons[1]!.stop('SIGKILL');
+    const d = startHost(c, 1);
+    await d.waitForLine(/running/, 20_000);
+    assert.equal((await subnetEnv(c, 1)).FLANNEL_SUBNET, `${c.pod[1]}/24`);
+    await pingMatrix(c);
+  });
+});
