@@ -211,3 +211,49 @@ describe('udp backend, two hosts on a real etcd', () => {
     await pingMatrix(c);
   });
 });
+
+describe("wire compatibility with flannel's udp backend (a host emulating flannel's flanneld)", () => {
+  let c: Cluster;
+  let store: LocalStore;
+  before(async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fts-udpw-'));
+    store = new LocalStore({ dir: join(dir, 'store') });
+    await store.put(`${P}/config`, CONFIG);
+    c = { set: await createHosts(2, { prefix: 'ftsuw', topology: 'bridge' }), dir, storeArgs: [`--local-store=${join(dir, 'store')}`], daemons: [], pod: [] };
+    // Host 1 is "flannel's flanneld": its lease is exactly what flannel's udp backend writes.
+    await store.create(`${P}/subnets/10.5.250.0-24`, '{"PublicIP":"192.0.2.2","PublicIPv6":null}', 86400);
+    const d = startHost(c, 0);
+    await d.waitForLine(/lease added subnet=10\.5\.250\.0\/24 publicIP=192\.0\.2\.2/, 20_000);
+    const env = await subnetEnv(c, 0);
+    await attachPodBridge(c.set.hosts[0]!, env);
+    c.pod[0] = env.FLANNEL_SUBNET!.split('/')[0]!;
+  });
+  after(async () => {
+    await store?.close();
+    await teardown(c);
+  });
+
+  test('bare IPv4 in UDP 8285 both ways: our pings are answered, the peer\'s pings are answered', async () => {
+    const peer = c.set.hosts[1]!.spawn(
+      [process.execPath, new URL('./fixtures/flannel-peer.js', import.meta.url).pathname, JSON.stringify({ port: 8285, subnet: '10.5.250.0/24', ping: { from: '10.5.250.1', to: c.pod[0], peer: '192.0.2.1', count: 5 } })],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const events: Record<string, unknown>[] = [];
+    peer.stdout!.on('data', (b: Buffer) => events.push(...b.toString().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)));
+    await waitFor(() => events.some((e) => e.event === 'ready'), 10_000, 'flannel peer ready');
+    // Our host -> flannel host: ping is answered, so our datagrams are what flannel expects.
+    const r = await c.set.hosts[0]!.exec(['ping', '-c', '3', '-i', '0.2', '-W', '1', '-I', c.pod[0]!, '10.5.250.1'], { timeoutMs: 10_000 });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    // Flannel host -> our host: its echo requests reach our pod address and the replies come back to it.
+    await waitFor(() => events.filter((e) => e.icmpType === 0 && e.src === c.pod[0]).length >= 3, 10_000, 'echo replies at the flannel peer');
+    peer.kill('SIGTERM');
+    const datagrams = events.filter((e) => e.event === 'datagram');
+    assert.ok(datagrams.length >= 6);
+    for (const d of datagrams) {
+      assert.equal(d.bareIPv4, true, `payload is one bare IPv4 packet: ${JSON.stringify(d)}`);
+      assert.equal(d.from, '192.0.2.1:8285', 'sent from the PublicIP, source port 8285 as flannel');
+    }
+    // flannel's proxy decrements TTL once on the way: 64 -> 63.
+    assert.ok(datagrams.filter((d) => d.icmpType === 8).every((d) => d.ttl === 63), JSON.stringify(datagrams));
+  });
+});
