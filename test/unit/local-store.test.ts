@@ -22,7 +22,10 @@ after(() => {
 const MODULE_URL = new URL('../../src/subnet/local-store.js', import.meta.url).href;
 
 /** Runs an ES module snippet in a child node process with `LocalStore` and `dir` in scope; resolves with its stdout. */
-function child(dir: string, body: string): { done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>; kill: (s: NodeJS.Signals) => void; pid: number } {
+function child(
+  dir: string,
+  body: string,
+): { done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>; kill: (s: NodeJS.Signals) => void; pid: number; printed: (line: string) => Promise<void> } {
   const code = `import { LocalStore } from ${JSON.stringify(MODULE_URL)};\nconst dir = ${JSON.stringify(dir)};\n${body}`;
   const p = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -32,7 +35,15 @@ function child(dir: string, body: string): { done: Promise<{ code: number | null
   const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) =>
     p.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr })),
   );
-  return { done, kill: (s) => p.kill(s), pid: p.pid! };
+  // Resolves once the child printed `line` (or exited): start-up time varies a lot on a loaded machine.
+  const printed = (line: string) =>
+    new Promise<void>((resolve) => {
+      const check = () => stdout.split('\n').includes(line) && resolve();
+      p.stdout.on('data', check);
+      p.on('exit', () => resolve());
+      check();
+    });
+  return { done, kill: (s) => p.kill(s), pid: p.pid!, printed };
 }
 
 const sharedDir = tempDir();
@@ -173,8 +184,10 @@ await s.close();`;
     const dir = tempDir();
     let lastSeen = 0;
     for (let round = 0; round < 6; round++) {
-      const w = child(dir, `const s = new LocalStore({ dir });\nconsole.log('ready');\nfor (let i = 0; ; i++) await s.put('/k' + (i % 50), 'x'.repeat(200) + i);`);
-      await sleep(150 + Math.random() * 250);
+      const w = child(dir, `const s = new LocalStore({ dir });\nawait s.put('/k0', 'first');\nconsole.log('ready');\nfor (let i = 0; ; i++) await s.put('/k' + (i % 50), 'x'.repeat(200) + i);`);
+      // Kill at a random moment of the write stream, after at least one write landed.
+      await w.printed('ready');
+      await sleep(20 + Math.random() * 200);
       w.kill('SIGKILL');
       const r = await w.done;
       assert.equal(r.signal, 'SIGKILL');
