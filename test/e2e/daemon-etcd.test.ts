@@ -231,6 +231,31 @@ describe('flanneld with etcd', () => {
   });
 });
 
+describe('flanneld with etcd: start-up order and prefixes', () => {
+  test('no config yet: the daemon waits (one warning), then starts when the config appears', async () => {
+    await resetStore();
+    await client.delete().key(`${P}/config`);
+    const d = daemon(3);
+    await d.waitForLine(/WARN .*reading the network config: waiting and retrying .*network config not found at \/coreos\.com\/network\/config/);
+    await sleep(1500);
+    assert.ok(d.alive);
+    assert.equal(d.lines.filter((l) => /WARN/.test(l)).length, 1, 'warned once, not once per retry');
+    await client.put(`${P}/config`).value(ALLOC);
+    await d.waitForLine(/running/, 15_000);
+  });
+
+  test('--etcd-prefix puts config and leases under another prefix', async () => {
+    await resetStore();
+    await client.put('/custom/net/config').value('{"Network":"10.40.0.0/16","Backend":{"Type":"alloc"}}');
+    const d = daemon(4, ['--etcd-prefix=/custom/net']);
+    await d.waitForLine(/running/);
+    const keys = Object.keys(await client.getAll().prefix('/custom/net/subnets/').strings());
+    assert.equal(keys.length, 1);
+    assert.match(keys[0]!, /^\/custom\/net\/subnets\/10\.40\.\d+\.0-24$/);
+    await client.delete().prefix('/custom/');
+  });
+});
+
 describe('flanneld with etcd over TLS and client certificates', () => {
   let tls: TestEtcd;
   before(async () => {
