@@ -140,7 +140,17 @@ export function repoRoot(): string {
  * the network address of FLANNEL_SUBNET is only the fallback. Adding the .1
  * to lo would also work but adds setup that a real node would not have.
  */
-export async function setupFlannelUdp(progress: Progress, opts: { startTimeoutMs?: number } = {}): Promise<PathSetup> {
+export interface FlannelUdpOptions {
+  startTimeoutMs?: number;
+  /** Options for node itself, before the script (e.g. --cpu-prof; bench/profile.ts). */
+  nodeArgs?: string[];
+  /** Extra flanneld flags (e.g. --healthz-port to scrape /metrics). */
+  daemonArgs?: string[];
+  /** Extra environment for the daemons (e.g. FLANNEL_UDP_OFFLOAD=0). */
+  env?: Record<string, string>;
+}
+
+export async function setupFlannelUdp(progress: Progress, opts: FlannelUdpOptions = {}): Promise<PathSetup> {
   const root = repoRoot();
   const flanneld = join(root, 'bin', 'flanneld');
   const flannelctl = join(root, 'bin', 'flannelctl');
@@ -169,9 +179,11 @@ export async function setupFlannelUdp(progress: Progress, opts: { startTimeoutMs
       const logFile = join(dir, `flanneld${n}.log`);
       const fd = openSync(logFile, 'a');
       const subnetFile = join(dir, `host${n}.env`);
-      const child = h.spawn([node, flanneld, '--local-store', dir, '--iface', h.iface, '--subnet-file', subnetFile, '--healthz-port', '0'], {
+      const args = [node, ...(opts.nodeArgs ?? []), flanneld, '--local-store', dir, '--iface', h.iface, '--subnet-file', subnetFile, '--healthz-port', '0', ...(opts.daemonArgs ?? [])];
+      const child = h.spawn(args, {
         stdio: ['ignore', fd, fd],
         cwd: root,
+        ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
       });
       closeSync(fd); // the child holds its own copy
       progress(`udp: started flanneld in ${h.ns} pid=${child.pid}`);

@@ -1,0 +1,164 @@
+/**
+ * `node dist/bench/profile.js [--seconds N] [--cpu-prof] [--env K=V ...]`:
+ * where the udp dataplane spends its time during one single-stream TCP
+ * iperf3 run (the bench's udp path). Reports, over a steady-state window:
+ *   - user/system CPU per thread of both daemons (/proc/<pid>/task/<tid>),
+ *     so the packet workers' kernel time is separated from their JS time;
+ *   - packets per batch and per syscall, from the /metrics counters;
+ *   - with --cpu-prof, the hottest JS functions of each thread (node writes
+ *     one .cpuprofile per thread, workers included, when the daemon exits).
+ * Findings are summarised by hand in bench/PROFILE.md.
+ */
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ticksPerSecond } from './cpu.js';
+import { startIperfServer, runIperfClient } from './iperf.js';
+import { setupFlannelUdp } from './paths.js';
+import type { TestHost } from '../test/helpers/netns.js';
+
+const HEALTHZ_PORT = 9102;
+
+interface ThreadSample {
+  name: string;
+  utime: number;
+  stime: number;
+}
+
+function threads(pid: number): Map<number, ThreadSample> {
+  const out = new Map<number, ThreadSample>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      out.set(Number(tid), { name, utime: Number(rest[11]), stime: Number(rest[12]) });
+    } catch {
+      // Thread exited between readdir and read.
+    }
+  }
+  return out;
+}
+
+async function metrics(h: TestHost): Promise<Record<string, number>> {
+  const r = await h.exec(['curl', '-s', `http://127.0.0.1:${HEALTHZ_PORT}/metrics`]);
+  const out: Record<string, number> = {};
+  for (const line of r.stdout.split('\n')) {
+    const m = /^(flannel_udp_\w+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (m) out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+/** Self time per function over all samples of one .cpuprofile. */
+function summariseProfile(file: string, top = 12): string[] {
+  const prof = JSON.parse(readFileSync(file, 'utf8')) as {
+    nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+    samples: number[];
+    timeDeltas: number[];
+  };
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const self = new Map<string, number>();
+  let total = 0;
+  prof.samples.forEach((id, i) => {
+    const n = byId.get(id)!;
+    const dt = prof.timeDeltas[i] ?? 0;
+    total += dt;
+    const f = n.callFrame;
+    const key = `${f.functionName || '(anonymous)'} ${f.url.split('/').slice(-2).join('/')}:${f.lineNumber + 1}`;
+    self.set(key, (self.get(key) ?? 0) + dt);
+  });
+  return [...self.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([k, v]) => `${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`);
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  let seconds = 12;
+  let cpuProf = false;
+  const env: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--seconds') seconds = Number(argv[++i]);
+    else if (argv[i] === '--cpu-prof') cpuProf = true;
+    else if (argv[i] === '--env') {
+      const [k, v] = argv[++i]!.split('=');
+      env[k!] = v ?? '';
+    }
+  }
+  const profDir = mkdtempSync(join(tmpdir(), 'ftprof-'));
+  const p = await setupFlannelUdp((m) => process.stderr.write(m + '\n'), {
+    nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
+    daemonArgs: ['--healthz-port', String(HEALTHZ_PORT), '--healthz-ip', '127.0.0.1'],
+    env,
+  });
+  const hz = ticksPerSecond();
+  try {
+    const srv = await startIperfServer(p.server);
+    const run = runIperfClient(p.client, p.targetIp, { seconds });
+    // Skip slow start; sample a window in the middle of the run.
+    await new Promise((r) => setTimeout(r, 2000));
+    const t0 = p.daemonPids.map(threads);
+    const m0 = await Promise.all([metrics(p.client), metrics(p.server)]);
+    const w0 = Date.now();
+    await new Promise((r) => setTimeout(r, (seconds - 4) * 1000));
+    const t1 = p.daemonPids.map(threads);
+    const m1 = await Promise.all([metrics(p.client), metrics(p.server)]);
+    const wall = (Date.now() - w0) / 1000;
+    const res = await run;
+    srv.kill('SIGKILL');
+    console.log(`iperf3 TCP 1 stream: ${(res.bitsPerSecond / 1e9).toFixed(2)} Gbit/s, retransmits ${res.protocol === "TCP" ? res.retransmits : "-"}; window ${wall.toFixed(1)} s`);
+    p.daemonPids.forEach((pid, i) => {
+      const role = i === 0 ? 'client-side daemon (tx: TUN->UDP)' : 'server-side daemon (rx: UDP->TUN)';
+      console.log(`\n${role} pid ${pid}: thread  user%  sys%   (of one core over the window)`);
+      let u = 0;
+      let s = 0;
+      for (const [tid, b] of t1[i]!) {
+        const a = t0[i]!.get(tid);
+        if (!a) continue;
+        const du = (b.utime - a.utime) / hz / wall;
+        const ds = (b.stime - a.stime) / hz / wall;
+        u += du;
+        s += ds;
+        if (du + ds >= 0.005) console.log(`  ${String(tid).padEnd(8)} ${b.name.padEnd(16)} ${(du * 100).toFixed(1).padStart(5)}  ${(ds * 100).toFixed(1).padStart(5)}`);
+      }
+      console.log(`  total                     ${(u * 100).toFixed(1).padStart(5)}  ${(s * 100).toFixed(1).padStart(5)}`);
+      const d = (k: string) => (m1[i]![k] ?? 0) - (m0[i]![k] ?? 0);
+      const tunRead = d('flannel_udp_tun_read_packets_total');
+      const sent = d('flannel_udp_sent_packets_total');
+      const txB = d('flannel_udp_tx_batches_total');
+      const recv = d('flannel_udp_received_packets_total');
+      const deliv = d('flannel_udp_delivered_packets_total');
+      const rxB = d('flannel_udp_rx_batches_total');
+      const extra = Object.keys(m1[i]!)
+        .filter((k) => /offload|segment|gso|gro|coalesc|super/.test(k))
+        .map((k) => `${k}=${d(k)}`)
+        .join(' ');
+      console.log(
+        `  tx: ${(tunRead / wall / 1000).toFixed(1)} k TUN reads/s, ${(sent / wall / 1000).toFixed(1)} k datagrams/s, ${txB} batches, ${(tunRead / Math.max(txB, 1)).toFixed(2)} pkts/batch`,
+      );
+      console.log(
+        `  rx: ${(recv / wall / 1000).toFixed(1)} k datagrams/s, ${(deliv / wall / 1000).toFixed(1)} k TUN writes/s, ${rxB} batches, ${(recv / Math.max(rxB, 1)).toFixed(2)} dgrams/batch`,
+      );
+      if (extra) console.log(`  ${extra}`);
+      const busy = u + s;
+      const pkts = Math.max(sent, deliv);
+      if (pkts > 0) console.log(`  CPU per datagram: ${((busy * wall * 1e6) / pkts).toFixed(2)} us (user ${((u * wall * 1e6) / pkts).toFixed(2)}, sys ${((s * wall * 1e6) / pkts).toFixed(2)})`);
+    });
+  } finally {
+    await p.teardown();
+  }
+  if (cpuProf) {
+    for (const f of readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'))) {
+      console.log(`\n${f}:`);
+      for (const l of summariseProfile(join(profDir, f))) console.log('  ' + l);
+    }
+    console.log(`(profiles in ${profDir})`);
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error((e as Error).stack ?? e);
+  process.exitCode = 1;
+});
