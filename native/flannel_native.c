@@ -6,6 +6,12 @@
  *   - Batched UDP: recvmmsg()/sendmmsg(), so one JS->C crossing moves up to
  *     1024 datagrams instead of one (node:dgram pays an event-loop turn and
  *     an allocation per datagram).
+ *   - Offloads (optional): TUN with IFF_VNET_HDR + TUNSETOFFLOAD, so the
+ *     kernel hands us TCP super-packets (one read per ~64 KB instead of per
+ *     ~1.4 KB), and UDP GSO (UDP_SEGMENT), so one sendmsg carries a run of
+ *     equal-size datagrams. The addon only moves the 10-byte virtio_net_hdr
+ *     and groups slots into GSO sends; segmentation and checksums are done
+ *     in TypeScript (src/dataplane/offload.ts).
  *
  * Every call is synchronous and meant for worker_threads running tight
  * loops. The only place a call may block is poll(), and only for the
@@ -26,6 +32,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/if_tun.h>
+#include <linux/udp.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -262,10 +269,25 @@ static int wait_fd(int fd, short events, int timeout_ms) {
 /* One per napi_env, i.e. per worker thread, so concurrent workers never
  * share it; allocated once instead of per call (calls run in tight loops)
  * and kept off the stack (worker stacks are small). */
+/* Datagrams one UDP GSO send may carry. The kernel's UDP_MAX_SEGMENTS is
+ * 64 on older kernels (128 since 5.x); the lower value works everywhere. */
+#define GSO_MAX_SEGS 64
+/* Payload limit of one UDP send (IP total length is 16 bits). */
+#define GSO_MAX_BYTES 65000
+
 typedef struct {
   struct mmsghdr msgs[MAX_UDP_BATCH];
   struct iovec iov[MAX_UDP_BATCH];
   struct sockaddr_in sa[MAX_UDP_BATCH];
+  /* One UDP_SEGMENT control message per GSO send. */
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctl[MAX_UDP_BATCH];
+  /* Per-message segment counts of a GSO batch, and the fallback for a GSO
+   * send the kernel refuses: its segments resent one datagram each. */
+  int segs[MAX_UDP_BATCH];
+  struct mmsghdr fb_msgs[GSO_MAX_SEGS];
 } scratch_t;
 
 static void scratch_free(napi_env env, void *data, void *hint) { free(data); }
@@ -283,10 +305,10 @@ static scratch_t *get_scratch(napi_env env) {
 /* TUN                                                                 */
 /* ------------------------------------------------------------------ */
 
-/* tunOpen(name, multiQueue) -> { fd, name } */
+/* tunOpen(name, multiQueue, vnetHdr) -> { fd, name } */
 static napi_value tun_open(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3] = {NULL, NULL, NULL};
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return throw_napi_failure(env), NULL;
 
   napi_valuetype t;
@@ -305,8 +327,9 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
     if (name[i] == '/' || name[i] == ':' || name[i] == ' ' || name[i] == '\t' || name[i] == '\n')
       return throw_range(env, "invalid interface name \"%s\" (no '/', ':' or whitespace)", name), NULL;
   }
-  bool mq = false;
+  bool mq = false, vnet = false;
   if (!get_bool(env, argv[1], "multiQueue", &mq)) return NULL;
+  if (argc >= 3 && argv[2] && !get_bool(env, argv[2], "vnetHdr", &vnet)) return NULL;
 
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
@@ -326,7 +349,9 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   /* IFF_NO_PI: packets are bare IP, no 4-byte protocol header to strip. */
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (mq ? IFF_MULTI_QUEUE : 0);
+  /* IFF_VNET_HDR: every packet read or written is preceded by a 10-byte
+   * struct virtio_net_hdr (needed for offloads, see tunSetOffload). */
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (mq ? IFF_MULTI_QUEUE : 0) | (vnet ? IFF_VNET_HDR : 0);
   memcpy(ifr.ifr_name, name, nlen); /* nlen < IFNAMSIZ, rest already NUL */
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int e = errno;
@@ -361,10 +386,29 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-/* tunRead(fd, buf, slotSize, lens, max, timeoutMs) -> count */
+#define VNET_HDR_LEN 10 /* sizeof(struct virtio_net_hdr) */
+
+/* Optional hdrs argument: a Uint8Array of >= n * VNET_HDR_LEN bytes for a TUN
+ * opened with vnetHdr, or undefined/null. */
+static bool get_hdrs(napi_env env, napi_value v, int64_t n, uint8_t **hdrs) {
+  napi_valuetype t;
+  *hdrs = NULL;
+  if (v == NULL) return true;
+  if (napi_typeof(env, v, &t) != napi_ok) return throw_napi_failure(env), false;
+  if (t == napi_undefined || t == napi_null) return true;
+  size_t len;
+  if (!get_typed(env, v, "hdrs", napi_uint8_array, "Uint8Array", (void **)hdrs, &len)) return false;
+  if ((uint64_t)len < (uint64_t)n * VNET_HDR_LEN) {
+    throw_range(env, "hdrs has %zu bytes, fewer than %lld headers of %d bytes", len, (long long)n, VNET_HDR_LEN);
+    return false;
+  }
+  return true;
+}
+
+/* tunRead(fd, buf, slotSize, lens, max, timeoutMs, hdrs?) -> count */
 static napi_value tun_read(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7] = {NULL};
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return throw_napi_failure(env), NULL;
   int fd;
   int64_t slot, max, timeout;
@@ -379,6 +423,8 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
       !get_int(env, argv[5], "timeoutMs", 0, INT32_MAX, &timeout) || !check_slots(env, buflen, slot, max, "max") ||
       !check_len(env, nlens, max, "lens", "max"))
     return NULL;
+  uint8_t *hdrs;
+  if (!get_hdrs(env, argv[6], max, &hdrs)) return NULL;
 
   int64_t n = 0;
   bool waited = false;
@@ -389,9 +435,19 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
      * that does not fit, so one spare byte after the slot detects that:
      * such a packet comes back as slotSize + 1 (like a truncated UDP
      * datagram in udpRecv) and TS can count and drop it. */
-    struct iovec iov[2] = {{buf + n * slot, (size_t)slot}, {&spare, 1}};
-    ssize_t r = readv(fd, iov, 2);
+    struct iovec iov[3] = {{buf + n * slot, (size_t)slot}, {&spare, 1}, {NULL, 0}};
+    int niov = 2;
+    if (hdrs) {
+      /* With IFF_VNET_HDR the header comes first; read it into its own
+       * array so the slot still starts with the IP packet. */
+      iov[2] = iov[1];
+      iov[1] = iov[0];
+      iov[0] = (struct iovec){hdrs + n * VNET_HDR_LEN, VNET_HDR_LEN};
+      niov = 3;
+    }
+    ssize_t r = readv(fd, iov, niov);
     if (r >= 0) {
+      if (hdrs) r = r >= VNET_HDR_LEN ? r - VNET_HDR_LEN : 0; /* 0 = too short: TS drops it */
       lens[n++] = (uint32_t)r;
       continue;
     }
@@ -419,10 +475,10 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   return ret;
 }
 
-/* tunWrite(fd, buf, slotSize, lens, count) -> written */
+/* tunWrite(fd, buf, slotSize, lens, count, hdrs?) -> written */
 static napi_value tun_write(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6] = {NULL};
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return throw_napi_failure(env), NULL;
   int fd;
   int64_t slot, count;
@@ -436,13 +492,16 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
       !get_int(env, argv[4], "count", 0, INT32_MAX, &count) || !check_slots(env, buflen, slot, count, "count") ||
       !check_len(env, nlens, count, "lens", "count") || !check_out_lens(env, lens, count, slot))
     return NULL;
+  uint8_t *hdrs;
+  if (!get_hdrs(env, argv[5], count, &hdrs)) return NULL;
 
   int64_t written = 0;
   bool stalled = false; /* a full queue didn't drain in SEND_STALL_MS: drop the rest without waiting again */
   for (int64_t i = 0; i < count; i++) {
     bool retried = false;
     for (;;) {
-      ssize_t r = write(fd, buf + i * slot, lens[i]);
+      struct iovec iov[2] = {{hdrs + i * VNET_HDR_LEN, VNET_HDR_LEN}, {buf + i * slot, lens[i]}};
+      ssize_t r = hdrs ? writev(fd, iov, 2) : write(fd, buf + i * slot, lens[i]);
       if (r >= 0) {
         written++;
         break;
@@ -473,6 +532,24 @@ out:;
   napi_value ret;
   if (napi_create_int64(env, written, &ret) != napi_ok) return throw_napi_failure(env), NULL;
   return ret;
+}
+
+/* tunSetOffload(fd, flags): ioctl(TUNSETOFFLOAD) with TUN_F_* flags; the
+ * fd must have been opened with vnetHdr. EINVAL means the kernel refuses
+ * (the caller falls back to the plain path). */
+static napi_value tun_set_offload(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return throw_napi_failure(env), NULL;
+  int fd;
+  int64_t flags;
+  if (!get_fd(env, argv[0], &fd) || !get_int(env, argv[1], "flags", 0, 0xff, &flags)) return NULL;
+  if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) < 0) {
+    int e = errno;
+    throw_sys(env, e, "ioctl", e == EINVAL ? "the kernel does not support these TUN offloads" : fd_error_hint(e),
+              "TUNSETOFFLOAD 0x%llx on fd %d", (long long)flags, fd);
+  }
+  return NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -648,54 +725,23 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
   return ret;
 }
 
-/* udpSend(fd, buf, slotSize, lens, addrs, ports, count) -> sent */
-static napi_value udp_send(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return throw_napi_failure(env), NULL;
-  int fd;
-  int64_t slot, count;
-  uint8_t *buf;
-  uint32_t *lens, *addrs;
-  uint16_t *ports;
-  size_t buflen, nlens, naddrs, nports;
-  if (!get_fd(env, argv[0], &fd) ||
-      !get_typed(env, argv[1], "buf", napi_uint8_array, "Buffer or Uint8Array", (void **)&buf, &buflen) ||
-      !get_int(env, argv[2], "slotSize", 1, INT32_MAX - 1, &slot) ||
-      !get_typed(env, argv[3], "lens", napi_uint32_array, "Uint32Array", (void **)&lens, &nlens) ||
-      !get_typed(env, argv[4], "addrs", napi_uint32_array, "Uint32Array", (void **)&addrs, &naddrs) ||
-      !get_typed(env, argv[5], "ports", napi_uint16_array, "Uint16Array", (void **)&ports, &nports) ||
-      !get_int(env, argv[6], "count", 0, MAX_UDP_BATCH, &count) ||
-      !check_slots(env, buflen, slot, count, "count") || !check_len(env, nlens, count, "lens", "count") ||
-      !check_len(env, naddrs, count, "addrs", "count") || !check_len(env, nports, count, "ports", "count") ||
-      !check_out_lens(env, lens, count, slot))
-    return NULL;
-  scratch_t *s = get_scratch(env);
-  if (!s) return NULL;
-
-  for (int i = 0; i < count; i++) {
-    memset(&s->sa[i], 0, sizeof s->sa[i]);
-    s->sa[i].sin_family = AF_INET;
-    s->sa[i].sin_addr.s_addr = htonl(addrs[i]);
-    s->sa[i].sin_port = htons(ports[i]);
-    s->iov[i].iov_base = buf + i * slot;
-    s->iov[i].iov_len = lens[i];
-    memset(&s->msgs[i], 0, sizeof s->msgs[i]);
-    s->msgs[i].msg_hdr.msg_name = &s->sa[i];
-    s->msgs[i].msg_hdr.msg_namelen = sizeof s->sa[i];
-    s->msgs[i].msg_hdr.msg_iov = &s->iov[i];
-    s->msgs[i].msg_hdr.msg_iovlen = 1;
-  }
-
+/* sendmmsg over msgs[0..nmsg): returns datagrams sent (segs[m] per message,
+ * 1 each when segs is NULL), or -errno for an fd-level error before anything
+ * went out. A message the kernel rejects is dropped alone; a rejected GSO
+ * message (no checksum offload on the route's device -> EIO, a segment
+ * larger than the path MTU -> EINVAL, ...) is resent as plain datagrams
+ * through `fb` so the datagrams still go out (fragmented by the kernel if
+ * they must be, as on the plain path). */
+static int send_msgs(int fd, struct mmsghdr *msgs, int nmsg, const int *segs, struct mmsghdr *fb) {
   int next = 0, sent = 0;
   /* Bounded retries when the send queue is full: ENOBUFS (qdisc full) does
    * not make poll() wait, so without a budget this could spin. */
   int retries = 4;
-  while (next < count) {
-    int r = sendmmsg(fd, s->msgs + next, (unsigned)(count - next), MSG_DONTWAIT);
+  while (next < nmsg) {
+    int r = sendmmsg(fd, msgs + next, (unsigned)(nmsg - next), MSG_DONTWAIT);
     if (r > 0) {
+      for (int k = 0; k < r; k++) sent += segs ? segs[next + k] : 1;
       next += r;
-      sent += r;
       continue;
     }
     int e = r == 0 ? EAGAIN : errno;
@@ -709,13 +755,104 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     }
     if (is_fd_error(e)) {
       if (sent > 0) break; /* report what went out; the next call throws */
-      throw_sys(env, e, "sendmmsg", fd_error_hint(e), "udpSend fd %d", fd);
-      return NULL;
+      return -e;
     }
     /* sendmmsg stops at the first datagram the kernel rejects (EMSGSIZE,
      * ENETUNREACH, EPERM from a firewall, EINVAL for port 0, ...). Drop that
      * one and carry on with the rest of the batch. */
+    if (segs && segs[next] > 1 && fb) {
+      const struct msghdr *h = &msgs[next].msg_hdr;
+      int n = (int)h->msg_iovlen;
+      for (int k = 0; k < n; k++) {
+        memset(&fb[k], 0, sizeof fb[k]);
+        fb[k].msg_hdr.msg_name = h->msg_name;
+        fb[k].msg_hdr.msg_namelen = h->msg_namelen;
+        fb[k].msg_hdr.msg_iov = &h->msg_iov[k];
+        fb[k].msg_hdr.msg_iovlen = 1;
+      }
+      int r2 = send_msgs(fd, fb, n, NULL, NULL);
+      if (r2 > 0) sent += r2;
+    }
     next++;
+  }
+  return sent;
+}
+
+/* udpSend(fd, buf, slotSize, lens, addrs, ports, count, gso?) -> sent
+ * With gso, runs of consecutive datagrams to the same address and port whose
+ * lengths are equal (the last of a run may be shorter) go out as one
+ * sendmsg with UDP_SEGMENT: on the wire they are still separate, ordinary
+ * datagrams, but the socket, routing and qdisc work is paid once per run. */
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8] = {NULL};
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return throw_napi_failure(env), NULL;
+  int fd;
+  int64_t slot, count;
+  uint8_t *buf;
+  uint32_t *lens, *addrs;
+  uint16_t *ports;
+  size_t buflen, nlens, naddrs, nports;
+  bool gso = false;
+  if (!get_fd(env, argv[0], &fd) ||
+      !get_typed(env, argv[1], "buf", napi_uint8_array, "Buffer or Uint8Array", (void **)&buf, &buflen) ||
+      !get_int(env, argv[2], "slotSize", 1, INT32_MAX - 1, &slot) ||
+      !get_typed(env, argv[3], "lens", napi_uint32_array, "Uint32Array", (void **)&lens, &nlens) ||
+      !get_typed(env, argv[4], "addrs", napi_uint32_array, "Uint32Array", (void **)&addrs, &naddrs) ||
+      !get_typed(env, argv[5], "ports", napi_uint16_array, "Uint16Array", (void **)&ports, &nports) ||
+      !get_int(env, argv[6], "count", 0, MAX_UDP_BATCH, &count) ||
+      !check_slots(env, buflen, slot, count, "count") || !check_len(env, nlens, count, "lens", "count") ||
+      !check_len(env, naddrs, count, "addrs", "count") || !check_len(env, nports, count, "ports", "count") ||
+      !check_out_lens(env, lens, count, slot) || !get_bool(env, argv[7], "gso", &gso))
+    return NULL;
+  scratch_t *s = get_scratch(env);
+  if (!s) return NULL;
+
+  int nmsg = 0;
+  for (int i = 0; i < count;) {
+    int j = i + 1;
+    if (gso && lens[i] > 0) {
+      uint32_t total = lens[i];
+      while (j < count && j - i < GSO_MAX_SEGS && addrs[j] == addrs[i] && ports[j] == ports[i] &&
+             lens[j - 1] == lens[i] && lens[j] > 0 && lens[j] <= lens[i] && total + lens[j] <= GSO_MAX_BYTES) {
+        total += lens[j];
+        j++;
+      }
+    }
+    for (int k = i; k < j; k++) {
+      s->iov[k].iov_base = buf + k * slot;
+      s->iov[k].iov_len = lens[k];
+    }
+    struct sockaddr_in *sa = &s->sa[nmsg];
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_addr.s_addr = htonl(addrs[i]);
+    sa->sin_port = htons(ports[i]);
+    struct mmsghdr *m = &s->msgs[nmsg];
+    memset(m, 0, sizeof *m);
+    m->msg_hdr.msg_name = sa;
+    m->msg_hdr.msg_namelen = sizeof *sa;
+    m->msg_hdr.msg_iov = &s->iov[i];
+    m->msg_hdr.msg_iovlen = (size_t)(j - i);
+    if (j - i > 1) {
+      m->msg_hdr.msg_control = s->ctl[nmsg].buf;
+      m->msg_hdr.msg_controllen = sizeof s->ctl[nmsg].buf;
+      struct cmsghdr *c = CMSG_FIRSTHDR(&m->msg_hdr);
+      c->cmsg_level = IPPROTO_UDP; /* = SOL_UDP */
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t seg = (uint16_t)lens[i];
+      memcpy(CMSG_DATA(c), &seg, sizeof seg);
+    }
+    s->segs[nmsg] = j - i;
+    nmsg++;
+    i = j;
+  }
+
+  int sent = send_msgs(fd, s->msgs, nmsg, s->segs, s->fb_msgs);
+  if (sent < 0) {
+    throw_sys(env, -sent, "sendmmsg", fd_error_hint(-sent), "udpSend fd %d", fd);
+    return NULL;
   }
   napi_value ret;
   if (napi_create_int32(env, sent, &ret) != napi_ok) return throw_napi_failure(env), NULL;
@@ -777,6 +914,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"tunOpen", NULL, tun_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunRead", NULL, tun_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunWrite", NULL, tun_write, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tunSetOffload", NULL, tun_set_offload, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpRecv", NULL, udp_recv, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},

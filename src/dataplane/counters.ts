@@ -10,7 +10,7 @@
 
 /** Counter indexes. Order matters only inside this file and its users. */
 export const C = {
-  /** Packets read from the TUN device (tx direction input). */
+  /** Packets read from the TUN device (tx direction input; with offloads, after segmentation). */
   tunRead: 0,
   /** Datagrams sent to peers and their payload bytes. */
   sent: 1,
@@ -49,9 +49,16 @@ export const C = {
   rxBatches: 25,
   /** Non-IPv4 packets from TUN (e.g. IPv6 neighbour discovery the kernel emits): not an error, but not forwarded. */
   txNotIPv4: 26,
+  /**
+   * With TUN offloads: TCP super-packets read from TUN, and the segments cut
+   * from them (each segment then counts in tunRead like a packet read
+   * without offloads, so the drop accounting is per segment).
+   */
+  tunSuperPackets: 27,
+  tunSegments: 28,
 } as const;
 
-export const COUNTER_COUNT = 27;
+export const COUNTER_COUNT = 29;
 
 /** Regions: one per writer thread. */
 export const REGION_TX = 0;
@@ -127,5 +134,7 @@ export function renderCounters(sab: SharedArrayBuffer, prefix = 'flannel_udp'): 
   simple('tx_batches_total', 'Non-empty batches read from the TUN device.', c.txBatches);
   simple('rx_batches_total', 'Non-empty batches received from the UDP socket.', c.rxBatches);
   simple('io_errors_total', 'Batch I/O calls that failed.', c.ioErrors);
+  simple('tun_offload_super_packets_total', 'TCP super-packets (TSO) read from the TUN device with offloads on.', c.tunSuperPackets);
+  simple('tun_offload_segments_total', 'Packets cut from TCP super-packets; each is also counted in tun_read_packets_total.', c.tunSegments);
   return lines.join('\n') + '\n';
 }

@@ -26,22 +26,33 @@ export interface NativeAddon {
    * multiQueue=true to add queues. Errors: EBUSY (single-queue device already
    * open), EINVAL (exists with other flags / not a TUN), EPERM, ENOENT.
    */
-  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string };
+  tunOpen(name: string, multiQueue: boolean, vnetHdr?: boolean): { fd: number; name: string };
+  /**
+   * ioctl(TUNSETOFFLOAD) with TUN_F_* flags (see TUN_F in offload.ts) on a
+   * TUN opened with vnetHdr: the kernel may then hand us TSO super-packets
+   * and packets with a partial checksum. EINVAL: the kernel refuses.
+   */
+  tunSetOffload(fd: number, flags: number): void;
   /**
    * Read up to `max` packets from the TUN fd into slots of `buf`, writing
    * lengths into `lens`. Waits up to timeoutMs (>= 0; 0 = don't wait) for the
    * first packet, then drains without waiting. Returns the number of packets
    * (0 on timeout). A packet longer than slotSize is cut and reported as
    * lens[i] = slotSize + 1 (drop it). Throws EBADFD once the device is gone.
+   * `hdrs` (>= max * 10 bytes) is required for a TUN opened with vnetHdr:
+   * packet i's virtio_net_hdr goes to hdrs[i * 10 ..], the IP packet to its
+   * slot as usual (lens[i] = 0 for a read shorter than the header).
    */
-  tunRead(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, max: number, timeoutMs: number): number;
+  tunRead(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, max: number, timeoutMs: number, hdrs?: Uint8Array | null): number;
   /**
    * Write `count` packets (slots of buf, lengths in lens, each <= slotSize).
    * Returns packets written: a full queue gets one ~10 ms poll, then packets
    * are dropped; a packet the kernel rejects is dropped alone. Only fd-level
    * errors (EBADF, EBADFD) throw, and only if nothing was written.
+   * For a vnetHdr TUN, `hdrs` (>= count * 10 bytes) holds each packet's
+   * virtio_net_hdr (all zero for a plain packet), written in front of it.
    */
-  tunWrite(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, count: number): number;
+  tunWrite(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, count: number, hdrs?: Uint8Array | null): number;
   /**
    * A non-blocking IPv4 UDP socket bound to bindAddr:port ("" = 0.0.0.0,
    * port 0 = any), SO_REUSEPORT when reusePort, 4 MiB socket buffers. No
@@ -61,9 +72,13 @@ export interface NativeAddon {
    * order). Returns datagrams sent; as for tunWrite, a full socket buffer
    * gets a short poll before the rest is dropped, a datagram the kernel
    * rejects (EMSGSIZE, ENETUNREACH, port 0, ...) is dropped alone, and only
-   * fd-level errors throw.
+   * fd-level errors throw. With `gso`, runs of consecutive datagrams to the
+   * same address:port with equal lengths (the last of a run may be shorter;
+   * at most 64 per run) leave in one sendmsg with UDP_SEGMENT; the wire
+   * still sees one ordinary datagram per slot. A run the kernel refuses is
+   * resent datagram by datagram.
    */
-  udpSend(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, addrs: Uint32Array, ports: Uint16Array, count: number): number;
+  udpSend(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, addrs: Uint32Array, ports: Uint16Array, count: number, gso?: boolean): number;
   /** Local port of a bound socket (for port 0 binds in tests). */
   udpLocalPort(fd: number): number;
   /** close(2); throws EBADF on a double close. */

@@ -12,6 +12,14 @@ import { C, counterRegion, REGION_RX, REGION_TX } from './counters.js';
 import { RouteTableReader } from './routes.js';
 import { accountDelivered, accountSent, acceptFromUdp, forwardFromTun, IcmpLimiter, ICMP_SLOT, PacketBatch } from './pipeline.js';
 import { CONTROL_STOP, type WorkerConfig } from './workers.js';
+import { expandFromTun, VNET_HDR_LEN, wordView } from './offload.js';
+
+/** Largest IP packet a TUN read can return with TSO on (IPv4 total length is 16 bits). */
+const SUPER_SLOT = 65536;
+/** Super-packets per tunRead with offloads: 16 x 64 KB fills ~730 segment slots. */
+const SUPER_BATCH = 16;
+/** Segment slots per send: udpSend's limit (UIO_MAXIOV). */
+const SEGMENT_BATCH = 1024;
 
 function runTx(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
   const routes = new RouteTableReader(cfg.routes);
@@ -36,18 +44,56 @@ function runTx(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void
   }
 }
 
+/**
+ * tx with offloads: read super-packets, cut them into flannel-sized
+ * packets, then run the same per-packet checks as runTx on the segments and
+ * send them with UDP GSO.
+ */
+function runTxOffload(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
+  const routes = new RouteTableReader(cfg.routes);
+  const counters = counterRegion(cfg.counters, REGION_TX);
+  const inb = new PacketBatch(Math.min(cfg.batchSize, SUPER_BATCH), SUPER_SLOT);
+  const hdrs = new Uint8Array(inb.capacity * VNET_HDR_LEN);
+  const out = new PacketBatch(SEGMENT_BATCH, cfg.slotSize);
+  const outWords = wordView(out.buf);
+  const icmp = new PacketBatch(cfg.batchSize, ICMP_SLOT);
+  const icmpHdrs = new Uint8Array(icmp.capacity * VNET_HDR_LEN); // all zero: plain packets
+  const limiter = new IcmpLimiter();
+  while (Atomics.load(control, CONTROL_STOP) === 0) {
+    const n = addon.tunRead(cfg.tunFd, inb.buf, SUPER_SLOT, inb.lens, inb.capacity, cfg.pollMs, hdrs);
+    if (n === 0) continue;
+    counters[C.txBatches] += 1;
+    routes.refresh();
+    limiter.refill(performance.now());
+    let i = 0;
+    while (i < n) {
+      out.count = 0;
+      i = expandFromTun(inb, hdrs, i, n, out, outWords, counters);
+      icmp.count = 0;
+      const m = forwardFromTun(out, out.count, routes, icmp, limiter, counters, cfg.pathMtu);
+      if (m > 0) accountSent(out, m, addon.udpSend(cfg.udpFd, out.buf, cfg.slotSize, out.lens, out.addrs, out.ports, m, true), counters);
+      if (icmp.count > 0) {
+        const w = addon.tunWrite(cfg.tunFd, icmp.buf, ICMP_SLOT, icmp.lens, icmp.count, icmpHdrs);
+        counters[C.icmpWriteFailed] += icmp.count - w;
+      }
+    }
+  }
+}
+
 function runRx(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
   const routes = new RouteTableReader(cfg.routes);
   const counters = counterRegion(cfg.counters, REGION_RX);
   const batch = new PacketBatch(cfg.batchSize, cfg.slotSize);
   const { buf, lens, addrs, ports } = batch;
+  // A vnet-header TUN needs a header before every packet; zero = plain packet, checksum complete.
+  const hdrs = cfg.offload ? new Uint8Array(cfg.batchSize * VNET_HDR_LEN) : null;
   while (Atomics.load(control, CONTROL_STOP) === 0) {
     const n = addon.udpRecv(cfg.udpFd, buf, cfg.slotSize, lens, addrs, ports, cfg.batchSize, cfg.pollMs);
     if (n === 0) continue;
     counters[C.rxBatches] += 1;
     routes.refresh();
     const m = acceptFromUdp(batch, n, routes, counters);
-    if (m > 0) accountDelivered(m, addon.tunWrite(cfg.tunFd, buf, cfg.slotSize, lens, m), counters);
+    if (m > 0) accountDelivered(m, addon.tunWrite(cfg.tunFd, buf, cfg.slotSize, lens, m, hdrs), counters);
   }
 }
 
@@ -55,7 +101,7 @@ const cfg = workerData as WorkerConfig;
 const control = new Int32Array(cfg.control);
 try {
   const addon = loadNative();
-  if (cfg.role === 'tx') runTx(addon, cfg, control);
+  if (cfg.role === 'tx') (cfg.offload ? runTxOffload : runTx)(addon, cfg, control);
   else runRx(addon, cfg, control);
 } catch (err) {
   // Only fd-level failures reach here (the addon drops and counts per-packet errors).

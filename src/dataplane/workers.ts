@@ -22,6 +22,12 @@ export interface WorkerConfig {
   pathMtu: number;
   /** How long one blocking read may wait; bounds the stop latency. */
   pollMs: number;
+  /**
+   * The TUN fd was opened with IFF_VNET_HDR and TUNSETOFFLOAD succeeded: tx
+   * reads super-packets and segments them (offload.ts), sends with UDP GSO;
+   * every TUN write carries a virtio_net_hdr.
+   */
+  offload?: boolean;
 }
 
 export type WorkerOptions = Omit<WorkerConfig, 'role' | 'control'>;

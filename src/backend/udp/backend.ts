@@ -14,6 +14,7 @@ import { loadNative, type NativeAddon } from '../../dataplane/native.js';
 import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from '../../dataplane/routes.js';
 import { createCounterBuffer, renderCounters } from '../../dataplane/counters.js';
 import { DataplaneWorkers } from '../../dataplane/workers.js';
+import { TUN_OFFLOADS } from '../../dataplane/offload.js';
 import { parseUdpBackendConfig, UDP_ENCAP_OVERHEAD, type UdpBackendConfig } from './options.js';
 
 export interface UdpBackendOptions {
@@ -33,6 +34,14 @@ export interface UdpBackendOptions {
   txQueueLen?: number;
   /** false: program the kernel side only, start no packet workers (plan/dry runs, unit tests). */
   dataplane?: boolean;
+  /**
+   * TUN offloads (src/dataplane/offload.ts): the kernel hands us TCP
+   * super-packets which we segment ourselves, and datagrams leave with UDP
+   * GSO; the wire format is unchanged. Default: on when the kernel accepts
+   * TUNSETOFFLOAD (else the plain path is used), unless the environment has
+   * FLANNEL_UDP_OFFLOAD=0 (for comparisons).
+   */
+  offload?: boolean;
 }
 
 export class UdpBackend implements Backend {
@@ -51,6 +60,8 @@ export class UdpBackend implements Backend {
   private tunFd = -1;
   private udpFd = -1;
   private workers: DataplaneWorkers | null = null;
+  /** Whether flannel0 runs with offloads (decided at start). */
+  offload = false;
 
   constructor(
     private readonly ctx: BackendContext,
@@ -83,7 +94,7 @@ export class UdpBackend implements Backend {
     this.ownSubnet = ownLease.subnet;
     const addon = (this.addon = this.opts.addon ?? loadNative());
     try {
-      this.tunFd = addon.tunOpen(this.tunName, false).fd;
+      this.tunFd = this.openTun(addon);
       await this.configureTun(ownLease.subnet);
       this.udpFd = addon.udpOpen('', this.config.port, false);
     } catch (err) {
@@ -105,6 +116,7 @@ export class UdpBackend implements Backend {
         batchSize: this.opts.batchSize ?? 64,
         pathMtu: this.mtu(),
         pollMs: this.opts.pollMs ?? 100,
+        offload: this.offload,
       },
       this.log,
     );
@@ -114,7 +126,32 @@ export class UdpBackend implements Backend {
       address: formatIP4Net(ownLease.subnet),
       port: this.config.port,
       mtu: this.mtu(),
+      offload: this.offload,
     });
+  }
+
+  /**
+   * Open flannel0, with offloads when wanted and the kernel agrees. Any
+   * failure on the offload attempt falls back to a plain open, so a kernel
+   * without them (or a fake addon in tests) still gets a working dataplane;
+   * a real problem (EPERM, EBUSY) then surfaces from the plain open.
+   */
+  private openTun(addon: NativeAddon): number {
+    const want = this.opts.offload ?? process.env.FLANNEL_UDP_OFFLOAD !== '0';
+    this.offload = false;
+    if (want && typeof addon.tunSetOffload === 'function' && this.opts.dataplane !== false) {
+      let fd = -1;
+      try {
+        fd = addon.tunOpen(this.tunName, false, true).fd;
+        addon.tunSetOffload(fd, TUN_OFFLOADS);
+        this.offload = true;
+        return fd;
+      } catch (err) {
+        this.log.info('TUN offloads unavailable, using the plain packet path', { error: (err as Error).message });
+        if (fd >= 0) addon.close(fd);
+      }
+    }
+    return addon.tunOpen(this.tunName, false).fd;
   }
 
   /**

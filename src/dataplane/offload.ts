@@ -1,0 +1,242 @@
+/**
+ * TUN offloads for the udp backend (the approach wireguard-go takes on
+ * Linux). With IFF_VNET_HDR + TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4) the
+ * kernel stops segmenting TCP for flannel0 and hands us super-packets of up
+ * to 64 KB, each behind a 10-byte struct virtio_net_hdr, plus packets whose
+ * transport checksum is left for us to finish. One TUN read then moves ~45
+ * packets' worth of data instead of one.
+ *
+ * The wire format does not change: flannel peers expect every datagram to
+ * be one ordinary IPv4 packet no larger than flannel0's MTU. So every
+ * super-packet is cut here into MSS-sized IPv4/TCP packets, exactly as the
+ * kernel's software GSO would have done, and each segment then goes through
+ * the normal per-packet checks (forwardFromTun: routing, TTL, ICMP errors,
+ * counters) like any packet read without offloads.
+ *
+ * Checksums are summed with 32-bit little-endian loads over a Uint32Array
+ * view (one load per 4 bytes instead of two byte loads per 2), which works
+ * because the one's-complement sum is byte-order independent (RFC 1071):
+ * summing byte-swapped 16-bit words yields the byte-swapped sum.
+ */
+import { C } from './counters.js';
+import { checkIPv4, onesSum, readU16, readU32, writeU16, writeU32 } from './ipv4.js';
+import type { PacketBatch } from './pipeline.js';
+
+/** sizeof(struct virtio_net_hdr) without the MRG_RXBUF field. */
+export const VNET_HDR_LEN = 10;
+
+/** TUNSETOFFLOAD flags (linux/if_tun.h). */
+export const TUN_F = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08 } as const;
+
+/** What we ask for: partial checksums and IPv4 TSO (with ECN: CWR is handled per segment). No TSO6: the udp backend is IPv4 only. */
+export const TUN_OFFLOADS = TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO_ECN;
+
+/** virtio_net_hdr.flags / gso_type values (linux/virtio_net.h). */
+export const VNET_F_NEEDS_CSUM = 1;
+export const VNET_GSO_NONE = 0;
+export const VNET_GSO_TCPV4 = 1;
+export const VNET_GSO_ECN = 0x80;
+
+const PROTO_TCP = 6;
+const TCP_FIN = 0x01;
+const TCP_PSH = 0x08;
+const TCP_CWR = 0x80;
+
+/**
+ * A Uint32Array over the same memory as `buf` when it is 4-byte aligned
+ * (true for Buffer.alloc'ed slot buffers), else null (callers then use the
+ * byte-wise onesSum).
+ */
+export function wordView(buf: Uint8Array): Uint32Array | null {
+  if (buf.byteOffset & 3) return null;
+  return new Uint32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2);
+}
+
+/**
+ * onesSum (ipv4.ts) of `len` bytes at `off`, folded to 16 bits, not
+ * inverted; fast when `words` views `buf` and `off` is 4-aligned.
+ * Measured on the bench machine: ~4x faster than the byte loop for 1.4 KB.
+ */
+export function sum16(buf: Uint8Array, words: Uint32Array | null, off: number, len: number): number {
+  if (words === null || (off & 3) !== 0) return onesSum(buf, off, len);
+  let acc = 0;
+  const first = off >>> 2;
+  const end = first + (len >>> 2);
+  for (let w = first; w < end; w++) acc += words[w]!;
+  // Tail bytes: an even position relative to `off` is the low byte of a little-endian 16-bit word.
+  const stop = off + len;
+  for (let p = end << 2, k = 0; p < stop; p++, k++) acc += (k & 1) === 0 ? buf[p]! : buf[p]! << 8;
+  // acc < 2^53: fold modulo 0xffff (65536 = 1 mod 0xffff) without 32-bit overflow.
+  while (acc > 0xffff) acc = (acc % 65536) + Math.floor(acc / 65536);
+  return ((acc & 0xff) << 8) | (acc >>> 8);
+}
+
+function fold(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+/** virtio_net_hdr fields; 16-bit fields are little-endian (TUN on a little-endian host without TUNSETVNETBE). */
+export function vnetFlags(hdrs: Uint8Array, i: number): number {
+  return hdrs[i * VNET_HDR_LEN]!;
+}
+export function vnetGsoType(hdrs: Uint8Array, i: number): number {
+  return hdrs[i * VNET_HDR_LEN + 1]!;
+}
+function le16(b: Uint8Array, off: number): number {
+  return b[off]! | (b[off + 1]! << 8);
+}
+export function vnetGsoSize(hdrs: Uint8Array, i: number): number {
+  return le16(hdrs, i * VNET_HDR_LEN + 4);
+}
+export function vnetCsumStart(hdrs: Uint8Array, i: number): number {
+  return le16(hdrs, i * VNET_HDR_LEN + 6);
+}
+export function vnetCsumOffset(hdrs: Uint8Array, i: number): number {
+  return le16(hdrs, i * VNET_HDR_LEN + 8);
+}
+
+/**
+ * Finish a checksum the kernel left partial (VIRTIO_NET_HDR_F_NEEDS_CSUM):
+ * the field at start + offset already holds the pseudo-header sum, so the
+ * checksum is the inverted sum of everything from `start` to the end.
+ * Returns false when the offsets do not fit the packet.
+ */
+export function completeChecksum(buf: Uint8Array, words: Uint32Array | null, off: number, len: number, start: number, offset: number): boolean {
+  if (start + offset + 2 > len) return false;
+  const field = off + start + offset;
+  const s = sum16(buf, words, off + start, len - start);
+  writeU16(buf, field, ~s & 0xffff);
+  return true;
+}
+
+/** Ways segmentation can refuse a super-packet. */
+export const enum SegmentError {
+  Malformed = -1,
+  /** Not enough free slots in `out`: flush and retry. */
+  NoRoom = -2,
+}
+
+/** Segments a TCP super-packet of `len` bytes and MSS `gsoSize` turns into (upper bound when malformed). */
+export function segmentCount(len: number, gsoSize: number): number {
+  return gsoSize > 0 ? Math.ceil(len / gsoSize) : 1;
+}
+
+/**
+ * Cut the IPv4/TCP super-packet at (src, off, len) into segments carrying at
+ * most `gsoSize` payload bytes each, appended to `out` from slot out.count
+ * (which this advances). Each segment is a complete packet as the kernel's
+ * software GSO would make it: IP total length, id (+1 per segment) and
+ * header checksum; TCP sequence number; CWR kept only on the first segment,
+ * FIN and PSH only on the last; the full TCP checksum (pseudo header
+ * included) recomputed. Returns the number of segments or a SegmentError.
+ */
+export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: number, out: PacketBatch, outWords: Uint32Array | null): number {
+  if (checkIPv4(src, off, len, false, false) !== 0) return SegmentError.Malformed;
+  const ihl = (src[off]! & 0x0f) * 4;
+  const total = readU16(src, off + 2);
+  // A fragment cannot be a TSO packet.
+  if (src[off + 9] !== PROTO_TCP || (readU16(src, off + 6) & 0x3fff) !== 0) return SegmentError.Malformed;
+  const tcp = off + ihl;
+  if (total < ihl + 20) return SegmentError.Malformed;
+  const thl = (src[tcp + 12]! >>> 4) * 4;
+  const hdrLen = ihl + thl;
+  if (thl < 20 || hdrLen > total || gsoSize <= 0) return SegmentError.Malformed;
+  const payload = total - hdrLen;
+  const nseg = payload === 0 ? 1 : Math.ceil(payload / gsoSize);
+  const slot = out.slotSize;
+  if (hdrLen + Math.min(gsoSize, payload) > slot) return SegmentError.Malformed;
+  if (out.count + nseg > out.capacity) return SegmentError.NoRoom;
+
+  const dst = out.buf;
+  const id0 = readU16(src, off + 4);
+  const seq0 = readU32(src, tcp + 4);
+  const flags = src[tcp + 13]!;
+  // Pseudo-header sum without the TCP length, which differs per segment.
+  const pseudo = readU16(src, off + 12) + readU16(src, off + 14) + readU16(src, off + 16) + readU16(src, off + 18) + PROTO_TCP;
+  let base = out.count;
+  for (let k = 0; k < nseg; k++, base++) {
+    const o = base * slot;
+    const p = k * gsoSize;
+    const plen = Math.min(gsoSize, payload - p);
+    const segLen = hdrLen + plen;
+    dst.set(src.subarray(off, off + hdrLen), o);
+    if (plen > 0) dst.set(src.subarray(off + hdrLen + p, off + hdrLen + p + plen), o + hdrLen);
+    // IPv4 header.
+    writeU16(dst, o + 2, segLen);
+    writeU16(dst, o + 4, (id0 + k) & 0xffff);
+    writeU16(dst, o + 10, 0);
+    writeU16(dst, o + 10, ~sum16(dst, outWords, o, ihl) & 0xffff);
+    // TCP header.
+    const t = o + ihl;
+    writeU32(dst, t + 4, (seq0 + p) >>> 0);
+    let f = flags;
+    if (k > 0) f &= ~TCP_CWR;
+    if (k < nseg - 1) f &= ~(TCP_FIN | TCP_PSH);
+    dst[t + 13] = f;
+    writeU16(dst, t + 16, 0);
+    const sum = fold(pseudo + (thl + plen) + sum16(dst, outWords, t, thl + plen));
+    writeU16(dst, t + 16, ~sum & 0xffff);
+    out.lens[base] = segLen;
+  }
+  out.count = base;
+  return nseg;
+}
+
+/**
+ * Turn TUN reads [from, n) of `inb` (vnet headers in `hdrs`) into plain
+ * packets in `out`, from out.count on: super-packets are segmented, others
+ * copied with their partial checksum completed. Stops early when `out` has
+ * no room for the next packet's segments and returns the index to resume
+ * from (n when all were taken). Packets that cannot be expanded are counted
+ * as read and dropped as malformed, so the tx counters still add up.
+ */
+export function expandFromTun(
+  inb: PacketBatch,
+  hdrs: Uint8Array,
+  from: number,
+  n: number,
+  out: PacketBatch,
+  outWords: Uint32Array | null,
+  counters: Float64Array,
+): number {
+  const { buf, lens, slotSize } = inb;
+  let i = from;
+  for (; i < n; i++) {
+    const off = i * slotSize;
+    const len = lens[i]!;
+    const gsoType = vnetGsoType(hdrs, i) & ~VNET_GSO_ECN;
+    if (len <= slotSize && gsoType === VNET_GSO_TCPV4) {
+      const gsoSize = vnetGsoSize(hdrs, i);
+      if (out.count + segmentCount(len, gsoSize) > out.capacity) {
+        if (out.count > 0) break;
+      }
+      const r = segmentTcp4(buf, off, len, gsoSize, out, outWords);
+      if (r === SegmentError.NoRoom && out.count > 0) break;
+      if (r < 0) {
+        counters[C.tunRead]! += 1;
+        counters[C.txMalformed]! += 1;
+        continue;
+      }
+      counters[C.tunSuperPackets]! += 1;
+      counters[C.tunSegments]! += r;
+      continue;
+    }
+    if (out.count >= out.capacity) break;
+    const slot = out.count;
+    const o = slot * out.slotSize;
+    if (len > slotSize || len > out.slotSize || (gsoType !== VNET_GSO_NONE && len > 0)) {
+      // Too big for a segment slot, or a GSO type we never enabled: forwardFromTun counts it as malformed.
+      out.lens[slot] = out.slotSize + 1;
+      out.count = slot + 1;
+      continue;
+    }
+    out.buf.set(buf.subarray(off, off + len), o);
+    out.lens[slot] = len;
+    if ((vnetFlags(hdrs, i) & VNET_F_NEEDS_CSUM) !== 0 && !completeChecksum(out.buf, outWords, o, len, vnetCsumStart(hdrs, i), vnetCsumOffset(hdrs, i))) {
+      out.lens[slot] = out.slotSize + 1;
+    }
+    out.count = slot + 1;
+  }
+  return i;
+}
