@@ -55,7 +55,9 @@ export function wordView(buf: Uint8Array): Uint32Array | null {
 /**
  * onesSum (ipv4.ts) of `len` bytes at `off`, folded to 16 bits, not
  * inverted; fast when `words` views `buf` and `off` is 4-aligned.
- * Measured on the bench machine: ~4x faster than the byte loop for 1.4 KB.
+ * Measured on the bench machine (node 20, 1420 B, loaded box): 0.90 µs vs
+ * 1.67 µs for onesSum; that is most of the tx worker's ~1 µs of user time
+ * per segment, so moving checksums to C is the next step if JS shows up.
  */
 export function sum16(buf: Uint8Array, words: Uint32Array | null, off: number, len: number): number {
   if (words === null || (off & 3) !== 0) return onesSum(buf, off, len);
