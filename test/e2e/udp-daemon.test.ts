@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { addAddress, createHosts, run, waitFor, type HostSet, type TestHost } from '../helpers/netns.js';
+import { addAddress, createHosts, isListening, run, waitFor, type HostSet, type TestHost } from '../helpers/netns.js';
 import { startDaemon, FLANNELCTL, type DaemonProcess } from '../helpers/daemon.js';
 import { startEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { LocalStore } from '../../src/subnet/local-store.js';
@@ -26,6 +26,8 @@ interface Cluster {
   daemons: (DaemonProcess | null)[];
   /** Pod gateway address (FLANNEL_SUBNET's first address) of host i. */
   pod: string[];
+  /** Extra environment for host i's daemon. */
+  hostEnv?: (i: number) => NodeJS.ProcessEnv;
 }
 
 function startHost(c: Cluster, i: number, extra: string[] = []): DaemonProcess {
@@ -33,6 +35,7 @@ function startHost(c: Cluster, i: number, extra: string[] = []): DaemonProcess {
   const d = startDaemon([...c.storeArgs, `--iface=${h.iface}`, `--subnet-file=${join(c.dir, `h${i}.env`)}`, ...extra], {
     name: `h${i}`,
     prefix: ['ip', 'netns', 'exec', h.ns],
+    env: c.hostEnv?.(i),
   });
   c.daemons[i] = d;
   return d;
@@ -80,14 +83,20 @@ async function teardown(c: Cluster | undefined): Promise<void> {
   await rm(c.dir, { recursive: true, force: true });
 }
 
+/** Hosts on a bridge sharing an embedded store that already holds the udp config. */
+async function localCluster(n: number, prefix: string): Promise<{ c: Cluster; store: LocalStore }> {
+  const dir = await mkdtemp(join(tmpdir(), `fts-${prefix}-`));
+  const store = new LocalStore({ dir: join(dir, 'store') });
+  await store.put(`${P}/config`, CONFIG);
+  const c = { set: await createHosts(n, { prefix, topology: 'bridge' }), dir, storeArgs: [`--local-store=${join(dir, 'store')}`], daemons: [], pod: [] };
+  return { c, store };
+}
+
 describe('udp backend, three hosts on the embedded store', () => {
   let c: Cluster;
   let store: LocalStore;
   before(async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'fts-udpd-'));
-    store = new LocalStore({ dir: join(dir, 'store') });
-    await store.put(`${P}/config`, CONFIG);
-    c = { set: await createHosts(3, { prefix: 'ftsud', topology: 'bridge' }), dir, storeArgs: [`--local-store=${join(dir, 'store')}`], daemons: [], pod: [] };
+    ({ c, store } = await localCluster(3, 'ftsud'));
     await bringUp(c);
   });
   after(async () => {
@@ -181,7 +190,7 @@ describe('udp backend, three hosts on the embedded store', () => {
   });
 });
 
-describe('udp backend, two hosts on a real etcd', () => {
+describe('udp backend, two hosts on a real etcd, one with TUN offloads and one on the plain path', () => {
   let c: Cluster;
   let etcd: TestEtcd;
   before(async () => {
@@ -191,7 +200,15 @@ describe('udp backend, two hosts on a real etcd', () => {
     etcd = await startEtcd({ netns: set.switchNs!, host: '192.0.2.254' });
     const put = await run('ip', ['netns', 'exec', set.switchNs!, process.execPath, FLANNELCTL, `--etcd-endpoints=${etcd.endpoint}`, 'put', `${P}/config`, CONFIG]);
     assert.equal(put.code, 0, put.stderr);
-    c = { set, dir: await mkdtemp(join(tmpdir(), 'fts-udpe-')), storeArgs: [`--etcd-endpoints=${etcd.endpoint}`], daemons: [], pod: [] };
+    c = {
+      set,
+      dir: await mkdtemp(join(tmpdir(), 'fts-udpe-')),
+      storeArgs: [`--etcd-endpoints=${etcd.endpoint}`],
+      daemons: [],
+      pod: [],
+      // Host 1 runs the plain one-packet-per-syscall path, so both dataplanes stay tested, and against each other.
+      hostEnv: (i) => (i === 1 ? { FLANNEL_UDP_OFFLOAD: '0' } : {}),
+    };
     await bringUp(c);
   });
   after(async () => {
@@ -201,6 +218,23 @@ describe('udp backend, two hosts on a real etcd', () => {
 
   test('two hosts ping each other through flannel0', async () => {
     await pingMatrix(c);
+  });
+
+  test('TCP through the overlay both ways between the offload and the plain dataplane', async () => {
+    for (const [client, server] of [
+      [0, 1],
+      [1, 0],
+    ] as const) {
+      const srv = c.set.hosts[server]!.spawn(['iperf3', '-s', '-1', '-B', c.pod[server]!], { stdio: 'ignore' });
+      await waitFor(() => isListening(c.set.hosts[server]!, 5201), 5000, 'iperf3 server');
+      const r = await c.set.hosts[client]!.exec(['iperf3', '-c', c.pod[server]!, '-B', c.pod[client]!, '-t', '2', '-J'], { timeoutMs: 20_000 });
+      srv.kill();
+      assert.equal(r.code, 0, r.stderr || r.stdout.slice(0, 500));
+      const bps = (JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
+      assert.ok(bps > 10e6, `host${client} -> host${server}: ${bps} bit/s`);
+    }
+    assert.ok(c.daemons[0]!.lines.some((l) => /udp dataplane started .*offload=true/.test(l)), 'host0 uses offloads');
+    assert.ok(c.daemons[1]!.lines.some((l) => /udp dataplane started .*offload=false/.test(l)), 'host1 uses the plain path');
   });
 
   test('SIGKILL and restart with etcd: same subnet, traffic resumes', async () => {
@@ -216,10 +250,7 @@ describe("wire compatibility with flannel's udp backend (a host emulating flanne
   let c: Cluster;
   let store: LocalStore;
   before(async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'fts-udpw-'));
-    store = new LocalStore({ dir: join(dir, 'store') });
-    await store.put(`${P}/config`, CONFIG);
-    c = { set: await createHosts(2, { prefix: 'ftsuw', topology: 'bridge' }), dir, storeArgs: [`--local-store=${join(dir, 'store')}`], daemons: [], pod: [] };
+    ({ c, store } = await localCluster(2, 'ftsuw'));
     // Host 1 is "flannel's flanneld": its lease is exactly what flannel's udp backend writes.
     await store.create(`${P}/subnets/10.5.250.0-24`, '{"PublicIP":"192.0.2.2","PublicIPv6":null}', 86400);
     const d = startHost(c, 0);
