@@ -284,3 +284,44 @@ describe('flanneld with etcd over TLS and client certificates', () => {
     c.close();
   });
 });
+
+describe('flanneld with etcd authentication (--etcd-username/--etcd-password)', () => {
+  let authEtcd: TestEtcd;
+  const PASSWORD = 'Sup3r-secret-pw';
+  const ctl = (...args: string[]) =>
+    spawnSync(ETCDCTL_BIN, ['--endpoints', authEtcd.endpoint, ...args], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8' });
+  before(async () => {
+    authEtcd = await startEtcd();
+    for (const args of [['user', 'add', `root:${PASSWORD}`, '--interactive=false'], ['auth', 'enable']]) {
+      const r = ctl(...args);
+      assert.equal(r.status, 0, r.stderr);
+    }
+    const put = ctl('--user', `root:${PASSWORD}`, 'put', `${P}/config`, ALLOC);
+    assert.equal(put.status, 0, put.stderr);
+  });
+  after(async () => {
+    await authEtcd.cleanup();
+  });
+
+  test('leases with the right password; a wrong one is retried with a warning; the password is never logged', async () => {
+    const args = (pw: string) => [`--etcd-endpoints=${authEtcd.endpoint}`, '--iface=lo', '--public-ip=192.0.2.6', `--subnet-file=${join(dir, 'auth.env')}`, '--iptables-forward-rules=false', '--etcd-username=root', `--etcd-password=${pw}`];
+    const good = startDaemon(args(PASSWORD), { name: 'auth' });
+    daemons.push(good);
+    await good.waitForLine(/running/);
+    const leases = ctl('--user', `root:${PASSWORD}`, 'get', '--prefix', `${P}/subnets/`, '--print-value-only');
+    assert.match(leases.stdout, /\{"PublicIP":"192\.0\.2\.6","PublicIPv6":null,"BackendType":"alloc"\}/);
+    await good.stop();
+    const bad = startDaemon(args('wrong-password-123'), { name: 'auth-bad' });
+    daemons.push(bad);
+    await bad.waitForLine(/WARN .*retrying/, 20_000);
+    await bad.stop();
+    // Also via the environment, as FLANNELD_ETCD_PASSWORD.
+    const viaEnv = startDaemon(args(PASSWORD).filter((a) => !a.startsWith('--etcd-password')), { name: 'auth-env', env: { FLANNELD_ETCD_PASSWORD: PASSWORD } });
+    daemons.push(viaEnv);
+    await viaEnv.waitForLine(/running/);
+    await viaEnv.stop();
+    for (const d of [good, bad, viaEnv]) {
+      assert.ok(!d.lines.some((l) => l.includes(PASSWORD) || l.includes('wrong-password-123')), `no password in the log of ${d.name}`);
+    }
+  });
+});
