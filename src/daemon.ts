@@ -59,7 +59,9 @@ async function whileUnavailable<T>(what: string, fn: () => Promise<T>, stopping:
       if (!retriable || stopping()) throw err;
       if (!warned) log.warn(`${what}: waiting and retrying`, { error: (err as Error).message });
       warned = true;
-      await sleep(delay);
+      // Sleep in slices so SIGTERM during a long backoff stops the daemon promptly.
+      for (let slept = 0; slept < delay && !stopping(); slept += 200) await sleep(Math.min(200, delay - slept));
+      if (stopping()) throw err;
       delay = Math.min(delay * 2, 10_000);
     }
   }
@@ -76,6 +78,11 @@ export class Daemon {
   private eventChain: Promise<void> = Promise.resolve();
   lease: Lease | null = null;
   config: NetworkConfig | null = null;
+
+  /** True once stop() was called (e.g. SIGTERM while still waiting for etcd). */
+  get isStopping(): boolean {
+    return this.stopping;
+  }
 
   constructor(
     private readonly opts: DaemonOptions,

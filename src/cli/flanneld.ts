@@ -50,6 +50,11 @@ export async function main(argv: string[]): Promise<number> {
     await daemon.start();
   } catch (err) {
     const e = err as Error;
+    // Asked to stop while still starting (waiting for etcd or the config): a clean exit.
+    if (daemon.isStopping) {
+      await stopped;
+      return 0;
+    }
     if (e instanceof FatalError || e instanceof ConfigError) log.error(e.message);
     else log.error('failed to start', { error: e.message });
     await daemon.stop().catch(() => {});

@@ -244,6 +244,17 @@ describe('flanneld with etcd: start-up order and prefixes', () => {
     await d.waitForLine(/running/, 15_000);
   });
 
+  test('SIGTERM while etcd is unreachable: a prompt, clean exit', async () => {
+    const d = startDaemon(['--etcd-endpoints=http://127.0.0.1:1', '--iface=lo', `--subnet-file=${join(dir, 'none.env')}`, '--iptables-forward-rules=false'], { name: 'noetcd' });
+    daemons.push(d);
+    await d.waitForLine(/WARN .*waiting and retrying .*127\.0\.0\.1:1/);
+    await sleep(6000); // into a multi-second backoff
+    const t0 = Date.now();
+    assert.equal(await d.stop('SIGTERM'), 0);
+    assert.ok(Date.now() - t0 < 2000, `stopped in ${Date.now() - t0} ms`);
+    await assert.rejects(stat(join(dir, 'none.env')));
+  });
+
   test('--etcd-prefix puts config and leases under another prefix', async () => {
     await resetStore();
     await client.put('/custom/net/config').value('{"Network":"10.40.0.0/16","Backend":{"Type":"alloc"}}');
