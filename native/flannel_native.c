@@ -475,10 +475,13 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   return ret;
 }
 
-/* tunWrite(fd, buf, slotSize, lens, count, hdrs?) -> written */
+/* tunWrite(fd, buf, slotSize, lens, count, hdrs?, segs?) -> written.
+ * segs (Uint32Array, >= count): weight of each slot in the return value,
+ * for a coalesced super-packet that carries segs[i] received packets, so the
+ * caller learns how many packets went in without knowing which slot failed. */
 static napi_value tun_write(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6] = {NULL};
+  size_t argc = 7;
+  napi_value argv[7] = {NULL};
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return throw_napi_failure(env), NULL;
   int fd;
   int64_t slot, count;
@@ -494,6 +497,17 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
     return NULL;
   uint8_t *hdrs;
   if (!get_hdrs(env, argv[5], count, &hdrs)) return NULL;
+  uint32_t *segs = NULL;
+  if (argc >= 7 && argv[6]) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[6], &t) != napi_ok) return throw_napi_failure(env), NULL;
+    if (t != napi_undefined && t != napi_null) {
+      size_t nsegs;
+      if (!get_typed(env, argv[6], "segs", napi_uint32_array, "Uint32Array", (void **)&segs, &nsegs) ||
+          !check_len(env, nsegs, count, "segs", "count"))
+        return NULL;
+    }
+  }
 
   int64_t written = 0;
   bool stalled = false; /* a full queue didn't drain in SEND_STALL_MS: drop the rest without waiting again */
@@ -503,7 +517,7 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
       struct iovec iov[2] = {{hdrs + i * VNET_HDR_LEN, VNET_HDR_LEN}, {buf + i * slot, lens[i]}};
       ssize_t r = hdrs ? writev(fd, iov, 2) : write(fd, buf + i * slot, lens[i]);
       if (r >= 0) {
-        written++;
+        written += segs ? segs[i] : 1;
         break;
       }
       int e = errno;
@@ -880,6 +894,70 @@ static napi_value udp_local_port(napi_env env, napi_callback_info info) {
   return ret;
 }
 
+/* One's-complement sum (RFC 1071) of len bytes, folded to 16 bits, not
+ * inverted, as big-endian 16-bit words (the value JS's onesSum returns).
+ * Sums native 32-bit loads into 64 bits: the sum is byte-order independent
+ * up to a final byte swap (RFC 1071 section 2B). */
+__attribute__((optimize("O3"))) static uint16_t ones_sum(const uint8_t *p, size_t len) {
+  /* Four independent accumulators so the adds are not one serial chain
+   * (and gcc can vectorise the loop). */
+  uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  size_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    uint32_t w[4];
+    memcpy(w, p + i, 16);
+    a0 += w[0];
+    a1 += w[1];
+    a2 += w[2];
+    a3 += w[3];
+  }
+  uint64_t acc = a0 + a1 + a2 + a3;
+  for (; i + 4 <= len; i += 4) {
+    uint32_t w;
+    memcpy(&w, p + i, 4);
+    acc += w;
+  }
+  /* Tail: on a little-endian host an even position relative to p is the
+   * low byte of a native 16-bit word. */
+  for (size_t k = 0; i < len; i++, k++) acc += (k & 1) == 0 ? p[i] : (uint64_t)p[i] << 8;
+  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  uint16_t s = (uint16_t)acc;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  s = (uint16_t)((s >> 8) | (s << 8));
+#endif
+  return s;
+}
+
+/* sumSlots(buf, slotSize, lens, count, start, sums): sums[i] = ones_sum of
+ * bytes [start, lens[i]) of slot i (0 when the slot holds no bytes there).
+ * Lets the rx coalescing (src/dataplane/gro.ts) verify each TCP segment's
+ * checksum. Measured (node 20, 64 slots of 1452 summed bytes, per packet):
+ * JS sum16 0.40 us, this 0.10-0.13 us, with the rx worker's user time at
+ * 1.07 us per datagram with the JS sum (profile, 298 k datagrams/s). */
+static napi_value sum_slots(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6] = {NULL};
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return throw_napi_failure(env), NULL;
+  int64_t slot, count, start;
+  uint8_t *buf;
+  uint32_t *lens;
+  uint16_t *sums;
+  size_t buflen, nlens, nsums;
+  if (!get_typed(env, argv[0], "buf", napi_uint8_array, "Buffer or Uint8Array", (void **)&buf, &buflen) ||
+      !get_int(env, argv[1], "slotSize", 1, INT32_MAX - 1, &slot) ||
+      !get_typed(env, argv[2], "lens", napi_uint32_array, "Uint32Array", (void **)&lens, &nlens) ||
+      !get_int(env, argv[3], "count", 0, INT32_MAX, &count) || !get_int(env, argv[4], "start", 0, INT32_MAX, &start) ||
+      !get_typed(env, argv[5], "sums", napi_uint16_array, "Uint16Array", (void **)&sums, &nsums) ||
+      !check_slots(env, buflen, slot, count, "count") || !check_len(env, nlens, count, "lens", "count") ||
+      !check_len(env, nsums, count, "sums", "count"))
+    return NULL;
+  for (int64_t i = 0; i < count; i++) {
+    uint32_t len = lens[i];
+    sums[i] = (len > (uint64_t)start && len <= (uint64_t)slot) ? ones_sum(buf + i * slot + start, len - (size_t)start) : 0;
+  }
+  return NULL;
+}
+
 /* close(fd) */
 static napi_value close_fd(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -920,6 +998,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpLocalPort", NULL, udp_local_port, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sumSlots", NULL, sum_slots, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {
     throw_napi_failure(env);

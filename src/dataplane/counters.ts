@@ -56,9 +56,16 @@ export const C = {
    */
   tunSuperPackets: 27,
   tunSegments: 28,
+  /**
+   * With TUN offloads, receive side: super-packets written to TUN after
+   * coalescing received TCP segments (gro.ts), and the segments glued into
+   * them. `delivered` still counts every received packet that entered TUN.
+   */
+  rxSuperPackets: 29,
+  rxCoalescedSegments: 30,
 } as const;
 
-export const COUNTER_COUNT = 29;
+export const COUNTER_COUNT = 31;
 
 /** Regions: one per writer thread. */
 export const REGION_TX = 0;
@@ -136,5 +143,7 @@ export function renderCounters(sab: SharedArrayBuffer, prefix = 'flannel_udp'): 
   simple('io_errors_total', 'Batch I/O calls that failed.', c.ioErrors);
   simple('tun_offload_super_packets_total', 'TCP super-packets (TSO) read from the TUN device with offloads on.', c.tunSuperPackets);
   simple('tun_offload_segments_total', 'Packets cut from TCP super-packets; each is also counted in tun_read_packets_total.', c.tunSegments);
+  simple('rx_super_packets_total', 'TCP super-packets (GSO) written to the TUN device after coalescing received segments.', c.rxSuperPackets);
+  simple('rx_coalesced_segments_total', 'Received packets coalesced into super-packets; each is also counted in delivered_packets_total.', c.rxCoalescedSegments);
   return lines.join('\n') + '\n';
 }

@@ -51,8 +51,11 @@ export interface NativeAddon {
    * errors (EBADF, EBADFD) throw, and only if nothing was written.
    * For a vnetHdr TUN, `hdrs` (>= count * 10 bytes) holds each packet's
    * virtio_net_hdr (all zero for a plain packet), written in front of it.
+   * With `segs` (>= count entries) the return value counts segs[i] for each
+   * slot written instead of 1 (a coalesced super-packet carries segs[i]
+   * received packets), so drops can be accounted per received packet.
    */
-  tunWrite(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, count: number, hdrs?: Uint8Array | null): number;
+  tunWrite(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, count: number, hdrs?: Uint8Array | null, segs?: Uint32Array | null): number;
   /**
    * A non-blocking IPv4 UDP socket bound to bindAddr:port ("" = 0.0.0.0,
    * port 0 = any), SO_REUSEPORT when reusePort, 4 MiB socket buffers. No
@@ -81,6 +84,12 @@ export interface NativeAddon {
   udpSend(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, addrs: Uint32Array, ports: Uint16Array, count: number, gso?: boolean): number;
   /** Local port of a bound socket (for port 0 binds in tests). */
   udpLocalPort(fd: number): number;
+  /**
+   * sums[i] = RFC 1071 one's-complement sum (folded, not inverted, as
+   * big-endian 16-bit words, like ipv4.ts onesSum) of bytes [start, lens[i])
+   * of slot i; 0 when lens[i] <= start or lens[i] > slotSize. No syscall.
+   */
+  sumSlots(buf: Buffer, slotSize: number, lens: Uint32Array, count: number, start: number, sums: Uint16Array): void;
   /** close(2); throws EBADF on a double close. */
   close(fd: number): void;
 }

@@ -13,13 +13,21 @@ import { RouteTableReader } from './routes.js';
 import { accountDelivered, accountSent, acceptFromUdp, forwardFromTun, IcmpLimiter, ICMP_SLOT, PacketBatch } from './pipeline.js';
 import { CONTROL_STOP, type WorkerConfig } from './workers.js';
 import { expandFromTun, VNET_HDR_LEN, wordView } from './offload.js';
+// SUPER_SLOT: the largest IP packet a TUN read can return with TSO on (IPv4 total length is 16 bits).
+import { RxCoalescer, SUPER_SLOT } from './gro.js';
 
-/** Largest IP packet a TUN read can return with TSO on (IPv4 total length is 16 bits). */
-const SUPER_SLOT = 65536;
 /** Super-packets per tunRead with offloads: 16 x 64 KB fills ~730 segment slots. */
 const SUPER_BATCH = 16;
 /** Segment slots per send: udpSend's limit (UIO_MAXIOV). */
 const SEGMENT_BATCH = 1024;
+/**
+ * Datagrams per recvmmsg when coalescing: more per batch means longer
+ * super-packets. Profile (one TCP stream): 64 -> 60 datagrams/batch, 27
+ * segments per super-packet, 3.45 Gbit/s; 256 -> 183/batch, 39 per
+ * super-packet, 4.08 Gbit/s; 1024 was no better. Costs 256 x 64 KB of
+ * (mostly untouched) output slots.
+ */
+const RX_COALESCE_BATCH = 256;
 
 function runTx(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
   const routes = new RouteTableReader(cfg.routes);
@@ -97,12 +105,42 @@ function runRx(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void
   }
 }
 
+/**
+ * rx with offloads: the same per-packet checks, then consecutive TCP
+ * segments of a flow are glued into super-packets (gro.ts) and the batch
+ * goes to TUN in one tunWrite, each write counting the packets it carries.
+ */
+function runRxCoalesce(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
+  const routes = new RouteTableReader(cfg.routes);
+  const counters = counterRegion(cfg.counters, REGION_RX);
+  const size = Math.min(Math.max(cfg.batchSize, RX_COALESCE_BATCH), SEGMENT_BATCH);
+  const batch = new PacketBatch(size, cfg.slotSize);
+  const inWords = wordView(batch.buf);
+  const { buf, lens, addrs, ports } = batch;
+  const gro = new RxCoalescer(size);
+  const { out, hdrs, segs } = gro;
+  // TCP checksum sums computed in C: 0.10-0.13 us per 1.4 KB segment vs 0.40 in JS (sum16);
+  // with it the rx thread's user time fell from 1.07 to 0.60 us per datagram (profile).
+  const sums = new Uint16Array(size);
+  while (Atomics.load(control, CONTROL_STOP) === 0) {
+    const n = addon.udpRecv(cfg.udpFd, buf, cfg.slotSize, lens, addrs, ports, size, cfg.pollMs);
+    if (n === 0) continue;
+    counters[C.rxBatches] += 1;
+    routes.refresh();
+    const m = acceptFromUdp(batch, n, routes, counters);
+    if (m === 0) continue;
+    addon.sumSlots(buf, cfg.slotSize, lens, m, 20, sums);
+    const w = gro.coalesce(batch, m, inWords, counters, sums);
+    accountDelivered(m, addon.tunWrite(cfg.tunFd, out.buf, SUPER_SLOT, out.lens, w, hdrs, segs), counters);
+  }
+}
+
 const cfg = workerData as WorkerConfig;
 const control = new Int32Array(cfg.control);
 try {
   const addon = loadNative();
   if (cfg.role === 'tx') (cfg.offload ? runTxOffload : runTx)(addon, cfg, control);
-  else runRx(addon, cfg, control);
+  else (cfg.offload && cfg.rxCoalesce !== false ? runRxCoalesce : runRx)(addon, cfg, control);
 } catch (err) {
   // Only fd-level failures reach here (the addon drops and counts per-packet errors).
   // If we are stopping, the fds may already be closed: that is not an error.

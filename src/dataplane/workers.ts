@@ -28,6 +28,11 @@ export interface WorkerConfig {
    * every TUN write carries a virtio_net_hdr.
    */
   offload?: boolean;
+  /**
+   * With offload: glue received TCP segments into super-packets before the
+   * TUN write (gro.ts). Default on; false keeps one TUN write per datagram.
+   */
+  rxCoalesce?: boolean;
 }
 
 export type WorkerOptions = Omit<WorkerConfig, 'role' | 'control'>;

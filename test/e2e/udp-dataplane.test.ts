@@ -220,6 +220,7 @@ describe('udp backend between namespaces', { skip, timeout: 180_000 }, () => {
   it('single-stream TCP throughput (iperf3 -t 5)', { timeout: 60_000 }, async (t) => {
     const server = h[1]!.spawn(['iperf3', '-s', '-1', '-B', ADDR[1]!], { stdio: 'ignore' });
     await waitFor(async () => (await h[1]!.exec(['ss', '-ltn'])).stdout.includes(`${ADDR[1]}:5201`), 5000, 'iperf3 server');
+    const rxBefore = (await b.metrics()).counters;
     const c = await h[0]!.exec(['iperf3', '-c', ADDR[1]!, '-t', '5', '-J'], { timeoutMs: 30_000 });
     server.kill();
     assert.equal(c.code, 0, c.stderr);
@@ -227,6 +228,15 @@ describe('udp backend between namespaces', { skip, timeout: 180_000 }, () => {
     const bps = res.end.sum_received.bits_per_second as number;
     t.diagnostic(`single-stream TCP through flannel0: ${(bps / 1e9).toFixed(2)} Gbit/s (retransmits ${res.end.sum_sent.retransmits})`);
     assert.ok(bps > 100e6, `throughput ${bps}`);
+    // The receiving backend glued the stream's segments into TSO super-packets (gro.ts),
+    // and still accounts for every datagram: delivered counts packets, not TUN writes.
+    const rx = (await b.metrics()).counters;
+    const d = (k: CounterName) => rx[k] - rxBefore[k];
+    t.diagnostic(`receiver: ${d('rxCoalescedSegments')} of ${d('delivered')} packets in ${d('rxSuperPackets')} super-packets`);
+    assert.ok(d('rxSuperPackets') > 0 && d('rxCoalescedSegments') > d('rxSuperPackets'), JSON.stringify(rx));
+    assert.ok(d('rxCoalescedSegments') <= d('delivered'));
+    const rxDrops = ['rxMalformed', 'rxTruncated', 'rxUnknownPeer', 'rxSpoofed', 'rxNotLocal', 'rxTunWrite'] as const;
+    assert.equal(rx.received, rx.delivered + rxDrops.reduce((s, k) => s + rx[k], 0));
   });
 
   it('stops promptly and removes flannel0', async () => {

@@ -117,6 +117,8 @@ export class UdpBackend implements Backend {
         pathMtu: this.mtu(),
         pollMs: this.opts.pollMs ?? 100,
         offload: this.offload,
+        // Receive coalescing (gro.ts) rides on the offload TUN; FLANNEL_UDP_GRO=0 turns it off for comparisons.
+        rxCoalesce: process.env.FLANNEL_UDP_GRO !== '0',
       },
       this.log,
     );
