@@ -106,6 +106,8 @@ export class UdpBackend implements Backend {
     if (this.opts.dataplane === false) return;
     // One fd per device shared by both workers: a second SO_REUSEPORT socket
     // would receive a share of the incoming datagrams that nobody reads.
+    // Receive coalescing (gro.ts) rides on the offload TUN; FLANNEL_UDP_GRO=0 turns it off for comparisons.
+    const rxCoalesce = this.offload && process.env.FLANNEL_UDP_GRO !== '0';
     this.workers = new DataplaneWorkers(
       {
         tunFd: this.tunFd,
@@ -117,8 +119,7 @@ export class UdpBackend implements Backend {
         pathMtu: this.mtu(),
         pollMs: this.opts.pollMs ?? 100,
         offload: this.offload,
-        // Receive coalescing (gro.ts) rides on the offload TUN; FLANNEL_UDP_GRO=0 turns it off for comparisons.
-        rxCoalesce: process.env.FLANNEL_UDP_GRO !== '0',
+        rxCoalesce,
       },
       this.log,
     );
@@ -129,6 +130,7 @@ export class UdpBackend implements Backend {
       port: this.config.port,
       mtu: this.mtu(),
       offload: this.offload,
+      rxCoalesce,
     });
   }
 
