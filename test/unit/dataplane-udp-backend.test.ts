@@ -5,9 +5,8 @@ import type { BackendContext } from '../../src/backend/types.js';
 import type { NativeAddon } from '../../src/dataplane/native.js';
 import { parseNetworkConfig } from '../../src/config/network.js';
 import { IpRoute } from '../../src/net/iproute.js';
-import { parseIP4Net } from '../../src/net/ipaddr.js';
 import { createLogger, setLogSink } from '../../src/log.js';
-import type { Lease } from '../../src/subnet/types.js';
+import { makeLease } from '../helpers/leases.js';
 
 setLogSink(() => {});
 
@@ -24,13 +23,7 @@ function ctx(backend: Record<string, unknown> = { Type: 'udp' }) {
   return { c, metrics };
 }
 
-const lease = (subnet: string, publicIP: string): Lease => ({
-  subnet: parseIP4Net(subnet),
-  ipv6Subnet: null,
-  attrs: { publicIP, publicIPv6: null },
-  expiration: 0,
-  key: subnet.replace('/', '-'),
-});
+const lease = makeLease;
 
 const closed: number[] = [];
 const fakeAddon = {
