@@ -17,6 +17,7 @@ import {
   type IP4Net,
   type IP6Net,
 } from '../net/ipaddr.js';
+import { goField } from './go-json.js';
 
 export interface NetworkConfig {
   enableIPv4: boolean;
@@ -51,25 +52,15 @@ export function setKnownBackendTypes(types: Iterable<string>): void {
   knownBackends = new Set(types);
 }
 
-const KNOWN_FIELDS = new Set([
-  'Network',
-  'SubnetLen',
-  'SubnetMin',
-  'SubnetMax',
-  'EnableIPv4',
-  'EnableIPv6',
-  'IPv6Network',
-  'IPv6SubnetLen',
-  'IPv6SubnetMin',
-  'IPv6SubnetMax',
-  'Backend',
-]);
+const KNOWN_FIELDS = new Set(
+  ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax', 'Backend'].map((f) =>
+    f.toLowerCase(),
+  ),
+);
 
 function field<T>(obj: Record<string, unknown>, name: string, kind: 'string' | 'number' | 'boolean'): T | undefined {
-  // Go's encoding/json matches field names case-insensitively; flannel users rely on that.
-  const key = Object.keys(obj).find((k) => k.toLowerCase() === name.toLowerCase());
-  if (key === undefined || obj[key] === null) return undefined;
-  const v = obj[key];
+  const v = goField(obj, name);
+  if (v === undefined || v === null) return undefined;
   if (typeof v !== kind) throw new ConfigError(name, `must be a ${kind}, got ${JSON.stringify(v)}`);
   if (kind === 'number' && !Number.isInteger(v as number)) throw new ConfigError(name, `must be an integer, got ${v}`);
   return v as T;
@@ -95,7 +86,8 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   }
   const obj = raw as Record<string, unknown>;
   for (const k of Object.keys(obj)) {
-    if (![...KNOWN_FIELDS].some((f) => f.toLowerCase() === k.toLowerCase())) {
+    // Go matches field names case-insensitively (see go-json.ts), so compare lower case.
+    if (!KNOWN_FIELDS.has(k.toLowerCase())) {
       throw new ConfigError(k, 'unknown field');
     }
   }
@@ -184,8 +176,7 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     Object.assign(cfg, { ipv6Network: network, ipv6SubnetLen: subnetLen, ipv6SubnetMin: subnetMin, ipv6SubnetMax: subnetMax });
   }
 
-  const backendKey = Object.keys(obj).find((k) => k.toLowerCase() === 'backend');
-  const backend = backendKey === undefined ? undefined : obj[backendKey];
+  const backend = goField(obj, 'Backend');
   if (backend !== undefined && backend !== null) {
     if (typeof backend !== 'object' || Array.isArray(backend)) throw new ConfigError('Backend', 'must be a JSON object like {"Type":"udp"}');
     const b = backend as Record<string, unknown>;

@@ -7,6 +7,7 @@
  */
 import { isIP4, parseIP6, parseSubnetKey } from '../net/ipaddr.js';
 import type { Lease, LeaseAttrs } from './types.js';
+import { goField } from '../config/go-json.js';
 
 export class LeaseDecodeError extends Error {
   constructor(key: string, reason: string) {
@@ -24,11 +25,6 @@ export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
   return JSON.stringify(out);
 }
 
-function pick(obj: Record<string, unknown>, name: string): unknown {
-  const k = Object.keys(obj).find((x) => x.toLowerCase() === name.toLowerCase());
-  return k === undefined ? undefined : obj[k];
-}
-
 export function decodeLeaseAttrs(key: string, text: string): LeaseAttrs {
   let raw: unknown;
   try {
@@ -38,9 +34,9 @@ export function decodeLeaseAttrs(key: string, text: string): LeaseAttrs {
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new LeaseDecodeError(key, 'not a JSON object');
   const obj = raw as Record<string, unknown>;
-  const publicIP = pick(obj, 'PublicIP');
+  const publicIP = goField(obj, 'PublicIP');
   if (typeof publicIP !== 'string' || !isIP4(publicIP)) throw new LeaseDecodeError(key, `PublicIP ${JSON.stringify(publicIP)} is not an IPv4 address`);
-  const v6 = pick(obj, 'PublicIPv6');
+  const v6 = goField(obj, 'PublicIPv6');
   if (v6 !== undefined && v6 !== null) {
     if (typeof v6 !== 'string') throw new LeaseDecodeError(key, 'PublicIPv6 is not a string');
     try {
@@ -49,13 +45,13 @@ export function decodeLeaseAttrs(key: string, text: string): LeaseAttrs {
       throw new LeaseDecodeError(key, `PublicIPv6 ${JSON.stringify(v6)} is not an IPv6 address`);
     }
   }
-  const backendType = pick(obj, 'BackendType');
+  const backendType = goField(obj, 'BackendType');
   if (backendType !== undefined && backendType !== null && typeof backendType !== 'string') throw new LeaseDecodeError(key, 'BackendType is not a string');
   const attrs: LeaseAttrs = { publicIP, publicIPv6: typeof v6 === 'string' ? v6 : null };
   if (typeof backendType === 'string' && backendType) attrs.backendType = backendType;
-  const bd = pick(obj, 'BackendData');
+  const bd = goField(obj, 'BackendData');
   if (bd !== undefined && bd !== null) attrs.backendData = bd;
-  const bd6 = pick(obj, 'BackendV6Data');
+  const bd6 = goField(obj, 'BackendV6Data');
   if (bd6 !== undefined && bd6 !== null) attrs.backendV6Data = bd6;
   return attrs;
 }

@@ -4,6 +4,8 @@
  * names case-insensitively, so "port" works too.
  */
 
+import { goField } from '../../config/go-json.js';
+
 export const DEFAULT_UDP_PORT = 8285;
 /** Outer IPv4 header (20) + UDP header (8): what encapsulation costs per packet. */
 export const UDP_ENCAP_OVERHEAD = 28;
@@ -13,8 +15,7 @@ export interface UdpBackendConfig {
 }
 
 export function parseUdpBackendConfig(backend: Record<string, unknown>): UdpBackendConfig {
-  const key = Object.keys(backend).find((k) => k.toLowerCase() === 'port');
-  const raw = key === undefined ? undefined : backend[key];
+  const raw = goField(backend, 'Port');
   if (raw === undefined || raw === null || raw === 0) return { port: DEFAULT_UDP_PORT };
   if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 1 || raw > 65535) {
     throw new Error(`invalid udp backend config: Port must be an integer in 1..65535, got ${JSON.stringify(raw)}`);
