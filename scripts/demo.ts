@@ -14,6 +14,7 @@ import { createHosts, waitFor, type TestHost } from '../test/helpers/netns.js';
 import { LocalStore } from '../src/subnet/local-store.js';
 import { parseEnv } from '../src/subnet/subnet-env.js';
 import { FLANNELD } from '../test/helpers/daemon.js';
+import { attachPodBridge } from '../test/helpers/pod-bridge.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: string) => {
@@ -69,10 +70,7 @@ async function main(): Promise<number> {
       });
       subnets.push(env.FLANNEL_SUBNET!);
       say(`      host${i + 1} ${h.ip}: FLANNEL_SUBNET=${env.FLANNEL_SUBNET} FLANNEL_MTU=${env.FLANNEL_MTU}`);
-      // What the CNI bridge plugin would do with subnet.env: a bridge holding the pod gateway address.
-      await h.exec(['ip', 'link', 'add', 'cni0', 'type', 'bridge'], { check: true });
-      await h.exec(['ip', 'addr', 'add', env.FLANNEL_SUBNET!, 'dev', 'cni0'], { check: true });
-      await h.exec(['ip', 'link', 'set', 'cni0', 'mtu', env.FLANNEL_MTU!, 'up'], { check: true });
+      await attachPodBridge(h, env);
     }
     const podAddr = (i: number) => subnets[i]!.split('/')[0]!;
 

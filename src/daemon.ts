@@ -11,7 +11,7 @@ import { selectExternalInterface } from './net/interfaces.js';
 import { formatIP4Net } from './net/ipaddr.js';
 import { getBackendFactory } from './backend/registry.js';
 import type { Backend } from './backend/types.js';
-import { ConfigNotFoundError, KvSubnetManager, describe } from './subnet/manager.js';
+import { ConfigNotFoundError, DEFAULT_LEASE_TTL_SECONDS, KvSubnetManager, describe } from './subnet/manager.js';
 import { StoreUnavailableError, type KvStore } from './subnet/kv.js';
 import { readPreviousSubnets, renderSubnetEnv, writeSubnetEnv } from './subnet/subnet-env.js';
 import type { Lease, LeaseEvent, LeaseWatchHandle } from './subnet/types.js';
@@ -77,7 +77,6 @@ export class Daemon {
   private iptables: import('./net/iptables.js').IptablesKeeper | null = null;
   private eventChain: Promise<void> = Promise.resolve();
   lease: Lease | null = null;
-  config: NetworkConfig | null = null;
 
   /** True once stop() was called (e.g. SIGTERM while still waiting for etcd). */
   get isStopping(): boolean {
@@ -110,7 +109,6 @@ export class Daemon {
       if (err instanceof ConfigError) throw new FatalError(err.message);
       throw err;
     }
-    this.config = config;
     log.info('network config', { backend: config.backendType, network: config.network ? formatIP4Net(config.network) : undefined });
 
     const metrics = new Metrics();
@@ -179,7 +177,7 @@ export class Daemon {
   private scheduleRenew(): void {
     if (this.stopping || !this.lease) return;
     const marginMs = this.opts.subnetLeaseRenewMargin * 60_000;
-    const ttlMs = (this.hooks.leaseTtlSeconds ?? 86_400) * 1000;
+    const ttlMs = (this.hooks.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS) * 1000;
     // With a short test TTL the margin may exceed it; renew at half the TTL then.
     const margin = marginMs >= ttlMs ? ttlMs / 2 : marginMs;
     const due = this.lease.expiration === 0 ? null : Math.max(0, this.lease.expiration - Date.now() - margin);

@@ -4,6 +4,10 @@
  * route. PublicIP defaults to that interface's first IPv4 address.
  */
 
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { isIP4 } from './ipaddr.js';
+
 export interface ExternalInterface {
   /** Interface name, e.g. "eth0". */
   name: string;
@@ -16,10 +20,6 @@ export interface ExternalInterface {
   ifaceAddr6?: string;
   extAddr6?: string;
 }
-
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { isIP4 } from './ipaddr.js';
 
 const run = promisify(execFile);
 

@@ -155,6 +155,10 @@ export function ip6NetContains(n: IP6Net, ip: bigint): boolean {
   return (ip & mask6(n.prefixLen)) === n.ip;
 }
 
+export function ip6NetOverlaps(a: IP6Net, b: IP6Net): boolean {
+  return ip6NetContains(a, b.ip) || ip6NetContains(b, a.ip);
+}
+
 export function ip6NetEqual(a: IP6Net | null | undefined, b: IP6Net | null | undefined): boolean {
   if (!a || !b) return !a && !b;
   return a.ip === b.ip && a.prefixLen === b.prefixLen;

@@ -7,14 +7,17 @@
  * commands: unit tests assert on them, and a dry run can print them.
  */
 import { execFile } from 'node:child_process';
+import { basename } from 'node:path';
 
 export class IpCommandError extends Error {
   constructor(
     readonly args: readonly string[],
     readonly stderr: string,
     readonly exitCode: number | null,
+    /** The program that failed: `ip`, or `iptables` for the same runner pointed at it. */
+    readonly binary = 'ip',
   ) {
-    super(`"ip ${args.join(' ')}" failed${exitCode === null ? '' : ` (exit ${exitCode})`}: ${stderr.trim() || 'no message'}`);
+    super(`"${binary} ${args.join(' ')}" failed${exitCode === null ? '' : ` (exit ${exitCode})`}: ${stderr.trim() || 'no message'}`);
     this.name = 'IpCommandError';
   }
 
@@ -57,6 +60,11 @@ export class IpRoute implements IpRunner {
     this.binary = opts.binary ?? 'ip';
   }
 
+  /** The program's name without its directory, as errors name it ("ip", "iptables"). */
+  private get program(): string {
+    return basename(this.binary);
+  }
+
   get planning(): boolean {
     return this.mode === 'plan';
   }
@@ -69,9 +77,10 @@ export class IpRoute implements IpRunner {
         if (!err) return resolve(stdout);
         const e = err as NodeJS.ErrnoException & { code?: number | string };
         if (e.code === 'ENOENT') {
-          reject(new IpCommandError(args, `"${this.binary}" not found: install iproute2`, null));
+          const pkg = this.program === 'ip' ? 'iproute2' : `the package providing ${this.program}`;
+          reject(new IpCommandError(args, `"${this.binary}" not found: install ${pkg}`, null, this.program));
         } else {
-          reject(new IpCommandError(args, stderr || e.message, typeof e.code === 'number' ? e.code : null));
+          reject(new IpCommandError(args, stderr || e.message, typeof e.code === 'number' ? e.code : null, this.program));
         }
       });
     });

@@ -19,13 +19,14 @@ import {
   formatIP4,
   formatIP4Net,
   formatIP6,
+  formatIP6Net,
   ip4NetContains,
   ip4NetEqual,
   ip4NetOverlaps,
   ip6NetContains,
   ip6NetEqual,
+  ip6NetOverlaps,
   makeSubnetKey,
-  mask6,
   type IP4Net,
   type IP6Net,
 } from '../net/ipaddr.js';
@@ -73,7 +74,6 @@ export class KvSubnetManager implements SubnetManager {
   private readonly log: Logger;
   private readonly random: () => number;
   private readonly backoff: { initial: number; max: number };
-  private config: NetworkConfig | null = null;
 
   constructor(opts: KvSubnetManagerOptions) {
     this.store = opts.store;
@@ -96,8 +96,7 @@ export class KvSubnetManager implements SubnetManager {
   async getNetworkConfig(): Promise<NetworkConfig> {
     const entry = await this.store.get(this.configKey);
     if (!entry) throw new ConfigNotFoundError(this.configKey);
-    this.config = parseNetworkConfig(entry.value);
-    return this.config;
+    return parseNetworkConfig(entry.value);
   }
 
   /** Every parsable lease; malformed ones are logged and skipped, never fatal. */
@@ -172,14 +171,17 @@ export class KvSubnetManager implements SubnetManager {
     const prevSn = previous?.subnet ?? null;
     const prevSn6 = previous?.ipv6Subnet ?? null;
     if (prevSn || prevSn6) {
-      const taken = [...leases.values()].some((l) => (prevSn && l.subnet && ip4NetOverlaps(prevSn, l.subnet)) || (prevSn6 && ip6NetEqual(prevSn6, l.ipv6Subnet)));
+      const taken = [...leases.values()].some(
+        (l) => (prevSn && l.subnet && ip4NetOverlaps(prevSn, l.subnet)) || (prevSn6 && l.ipv6Subnet && ip6NetOverlaps(prevSn6, l.ipv6Subnet)),
+      );
+      const previousText = describe({ subnet: prevSn, ipv6Subnet: prevSn6 });
       if (taken) {
-        this.log.info('previous subnet is held by another host, picking a new one', { previous: prevSn ? formatIP4Net(prevSn) : formatIP6Net6(prevSn6) });
+        this.log.info('previous subnet is held by another host, picking a new one', { previous: previousText });
       } else if (this.compatible(cfg, prevSn, prevSn6)) {
         sn = prevSn;
         sn6 = prevSn6;
       } else {
-        this.log.warn('previous subnet does not fit the network config, ignoring it', { previous: prevSn ? formatIP4Net(prevSn) : formatIP6Net6(prevSn6) });
+        this.log.warn('previous subnet does not fit the network config, ignoring it', { previous: previousText });
       }
     }
 
@@ -223,7 +225,7 @@ export class KvSubnetManager implements SubnetManager {
       const free: bigint[] = [];
       const heldNets = held.map((l) => l.ipv6Subnet).filter((s): s is IP6Net => s !== null);
       for (let ip = cfg.ipv6SubnetMin; ip <= cfg.ipv6SubnetMax && free.length < CANDIDATES; ip += size) {
-        if (!heldNets.some((h) => (ip & mask6(h.prefixLen)) === h.ip || (h.ip & mask6(cfg.ipv6SubnetLen)) === ip)) free.push(ip);
+        if (!heldNets.some((h) => ip6NetOverlaps(h, { ip, prefixLen: cfg.ipv6SubnetLen }))) free.push(ip);
       }
       if (free.length === 0) throw new Error(`out of IPv6 subnets between ${formatIP6(cfg.ipv6SubnetMin)} and ${formatIP6(cfg.ipv6SubnetMax)}`);
       ipv6Subnet = { ip: free[Math.floor(this.random() * free.length)]!, prefixLen: cfg.ipv6SubnetLen };
@@ -387,13 +389,9 @@ function sameLease(a: Lease, b: Lease): boolean {
   );
 }
 
-function formatIP6Net6(n: IP6Net | null): string {
-  return n ? `${formatIP6(n.ip)}/${n.prefixLen}` : '-';
-}
-
 export function describe(l: { subnet: IP4Net | null; ipv6Subnet: IP6Net | null }): string {
   const parts = [];
   if (l.subnet) parts.push(formatIP4Net(l.subnet));
-  if (l.ipv6Subnet) parts.push(formatIP6Net6(l.ipv6Subnet));
+  if (l.ipv6Subnet) parts.push(formatIP6Net(l.ipv6Subnet));
   return parts.join(',');
 }

@@ -10,9 +10,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { addAddress, createHosts, isListening, run, waitFor, type HostSet, type TestHost } from '../helpers/netns.js';
+import { addAddress, createHosts, isListening, run, waitFor, type HostSet } from '../helpers/netns.js';
 import { startDaemon, FLANNELCTL, type DaemonProcess } from '../helpers/daemon.js';
 import { startEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { attachPodBridge } from '../helpers/pod-bridge.js';
 import { LocalStore } from '../../src/subnet/local-store.js';
 import { parseEnv } from '../../src/subnet/subnet-env.js';
 
@@ -43,13 +44,6 @@ function startHost(c: Cluster, i: number, extra: string[] = []): DaemonProcess {
 
 async function subnetEnv(c: Cluster, i: number): Promise<Record<string, string>> {
   return parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
-}
-
-/** What the CNI bridge plugin does with subnet.env. */
-async function attachPodBridge(h: TestHost, env: Record<string, string>): Promise<void> {
-  await h.exec(['ip', 'link', 'add', 'cni0', 'type', 'bridge'], { check: true });
-  await h.exec(['ip', 'addr', 'add', env.FLANNEL_SUBNET!, 'dev', 'cni0'], { check: true });
-  await h.exec(['ip', 'link', 'set', 'cni0', 'mtu', env.FLANNEL_MTU!, 'up'], { check: true });
 }
 
 async function bringUp(c: Cluster): Promise<void> {
