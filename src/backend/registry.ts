@@ -3,15 +3,12 @@
  * lazily so a backend's dependencies (e.g. the native addon for udp) are only
  * needed when that backend is configured.
  */
-import { setKnownBackendTypes } from '../config/network.js';
 import type { BackendFactory } from './types.js';
 
 const registry = new Map<string, () => Promise<BackendFactory>>([
   ['alloc', async () => (await import('./alloc/index.js')).createAllocBackend],
   ['udp', async () => (await import('./udp/index.js')).createUdpBackend],
 ]);
-
-setKnownBackendTypes(registry.keys());
 
 export function backendTypes(): string[] {
   return [...registry.keys()].sort();

@@ -2,6 +2,20 @@ import type { Logger } from '../log.js';
 import type { NetworkConfig } from '../config/network.js';
 import type { Lease, LeaseAttrs, LeaseEvent, SubnetManager } from '../subnet/types.js';
 import type { ExternalInterface } from '../net/interfaces.js';
+import type { MetricsRegistry } from '../metrics/registry.js';
+
+/**
+ * Switches of the userspace dataplane, read once at the edge (the CLI reads
+ * FLANNEL_UDP_OFFLOAD / FLANNEL_UDP_GRO) and handed to backends.
+ */
+export interface DataplaneOptions {
+  /** Ask for TUN offloads (TSO super-packets, UDP GSO); the plain path is used when the kernel refuses. */
+  offload: boolean;
+  /** With offloads: coalesce received TCP segments into super-packets written to TUN. */
+  rxCoalesce: boolean;
+}
+
+export const DEFAULT_DATAPLANE_OPTIONS: DataplaneOptions = { offload: true, rxCoalesce: true };
 
 /** Everything a backend may need from the daemon when it starts. */
 export interface BackendContext {
@@ -13,27 +27,38 @@ export interface BackendContext {
   log: Logger;
   /** Prometheus-style counters exposed at /metrics, registered by the backend. */
   metrics: MetricsRegistry;
+  dataplane: DataplaneOptions;
+  /**
+   * Stop the daemon with this error (logged, exit 1): for a backend that
+   * finds, after starting, that it cannot run. A half-working daemon that
+   * keeps its lease is worse than one that stops and says why.
+   */
+  fatal(err: Error): void;
 }
 
-export interface MetricsRegistry {
-  /** Register a callback rendering lines of Prometheus text exposition format. */
-  register(name: string, render: () => string): void;
-}
+/** What a backend publishes in our lease (PublicIP and PublicIPv6 are the daemon's). */
+export type BackendLeaseAttrs = Omit<LeaseAttrs, 'publicIP' | 'publicIPv6'>;
 
 /**
- * A backend in two steps, as in flannel: before the lease exists it tells
- * what to publish (BackendType/BackendData) and the MTU; once the lease is
- * held it programs the dataplane and follows lease events.
+ * A backend in two steps, as in flannel: before the lease exists it gets
+ * ready to say what to publish (a vxlan device's MAC, a WireGuard public
+ * key) and the MTU; once the lease is held it programs the dataplane and
+ * follows lease events.
  */
 export interface Backend {
   readonly type: string;
-  /** Attributes to publish in our lease (called before acquiring it). */
-  leaseAttrs(): Promise<Omit<LeaseAttrs, 'publicIP' | 'publicIPv6'>>;
+  /**
+   * Create what the lease must describe (a device, a key) and return the
+   * attributes to publish. `previous` is the lease this host held before
+   * (found by PublicIP), so a restart can keep a MAC or key stable; null on
+   * a first start.
+   */
+  prepare(previous: Lease | null): Promise<BackendLeaseAttrs>;
   /** MTU the pods should use (FLANNEL_MTU). */
   mtu(): number;
   /** Program the dataplane for our own lease; called once. */
   start(ownLease: Lease): Promise<void>;
-  /** Apply lease events of other hosts (added, changed, removed). */
+  /** Apply other hosts' lease events (added: new or updated, removed). */
   handleEvents(events: LeaseEvent[]): Promise<void>;
   /** Stop the dataplane. Leaves kernel state that survives restarts, as flannel does. */
   stop(): Promise<void>;

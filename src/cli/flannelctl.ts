@@ -11,8 +11,7 @@
  * Exit status: 0 ok, 1 error with one line on stderr.
  */
 import type { KvStore } from '../subnet/kv.js';
-import { LocalStore } from '../subnet/local-store.js';
-import { EtcdStore } from '../subnet/etcd-store.js';
+import { openStore } from '../subnet/open-store.js';
 
 export const DEFAULT_LOCAL_STORE = '/var/lib/flannel-ts/store';
 
@@ -63,7 +62,7 @@ function parse(argv: string[]): Parsed {
   return { flags, args };
 }
 
-function openStore(flags: Map<string, string | true>): KvStore {
+function storeFromFlags(flags: Map<string, string | true>): Promise<KvStore> {
   const str = (n: string) => {
     const v = flags.get(n);
     return typeof v === 'string' ? v : undefined;
@@ -71,20 +70,21 @@ function openStore(flags: Map<string, string | true>): KvStore {
   const endpoints = str('etcd-endpoints');
   const local = str('local-store');
   if (endpoints && local) throw new UsageError('give either --local-store or --etcd-endpoints, not both');
-  if (endpoints) {
-    return new EtcdStore({
-      endpoints: endpoints.split(',').map((e) => e.trim()).filter(Boolean),
-      caFile: str('etcd-cafile'),
-      certFile: str('etcd-certfile'),
-      keyFile: str('etcd-keyfile'),
-      username: str('etcd-username'),
-      password: str('etcd-password'),
-    });
+  if (!endpoints) {
+    for (const n of ['etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password']) {
+      if (flags.has(n)) throw new UsageError(`--${n} needs --etcd-endpoints`);
+    }
   }
-  for (const n of ['etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password']) {
-    if (flags.has(n)) throw new UsageError(`--${n} needs --etcd-endpoints`);
-  }
-  return new LocalStore({ dir: local ?? DEFAULT_LOCAL_STORE, lockTimeoutMs: 5000 });
+  return openStore({
+    localStore: endpoints ? undefined : (local ?? DEFAULT_LOCAL_STORE),
+    lockTimeoutMs: 5000,
+    etcdEndpoints: (endpoints ?? '').split(',').map((e) => e.trim()).filter(Boolean),
+    etcdCafile: str('etcd-cafile'),
+    etcdCertfile: str('etcd-certfile'),
+    etcdKeyfile: str('etcd-keyfile'),
+    etcdUsername: str('etcd-username'),
+    etcdPassword: str('etcd-password'),
+  });
 }
 
 /** Runs one command; returns the exit status. Output goes to the given writers. */
@@ -106,7 +106,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
     if (cmd === 'put') need(2, 'put KEY VALUE');
     else need(1, `${cmd} KEY`);
 
-    store = openStore(flags);
+    store = await storeFromFlags(flags);
     const key = rest[0]!;
     switch (cmd) {
       case 'put':

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../log.js';
 import { parseOptions, usage, UsageError } from './options.js';
-import { Daemon, FatalError } from '../daemon.js';
+import { Daemon, FatalError, type DaemonSettings } from '../daemon/daemon.js';
 import { ConfigError } from '../config/network.js';
 
 const log = createLogger('flanneld');
@@ -35,9 +35,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  // Tests shorten the 24 h lease TTL to watch renewals happen; not a user setting.
-  const ttl = Number(process.env.FLANNEL_TS_TEST_LEASE_TTL_SECONDS);
-  const daemon = new Daemon(opts, Number.isFinite(ttl) && ttl > 0 ? { leaseTtlSeconds: ttl } : {});
+  const daemon = new Daemon(opts, settingsFromEnv(process.env));
   const stopped = new Promise<void>((resolve) => {
     const onSignal = (sig: string) => {
       log.info('received signal, shutting down', { signal: sig });
@@ -60,8 +58,25 @@ export async function main(argv: string[]): Promise<number> {
     await daemon.stop().catch(() => {});
     return 1;
   }
-  await stopped;
-  return 0;
+  const failed = daemon.whenFailed().then(async () => {
+    await daemon.stop().catch(() => {});
+    return 1;
+  });
+  return Promise.race([stopped.then(() => 0), failed]);
+}
+
+/**
+ * The environment switches that are not flannel flags, read here once:
+ * FLANNEL_UDP_OFFLOAD=0 forces the plain udp packet path, FLANNEL_UDP_GRO=0
+ * turns receive coalescing off (both for comparisons), and tests shorten
+ * the 24 h lease TTL with FLANNEL_TS_TEST_LEASE_TTL_SECONDS.
+ */
+export function settingsFromEnv(env: NodeJS.ProcessEnv): DaemonSettings {
+  const ttl = Number(env.FLANNEL_TS_TEST_LEASE_TTL_SECONDS);
+  return {
+    ...(Number.isFinite(ttl) && ttl > 0 ? { leaseTtlSeconds: ttl } : {}),
+    dataplane: { offload: env.FLANNEL_UDP_OFFLOAD !== '0', rxCoalesce: env.FLANNEL_UDP_GRO !== '0' },
+  };
 }
 
 main(process.argv.slice(2)).then(

@@ -5,32 +5,9 @@
  * the command line winning over the environment.
  */
 
-export interface DaemonOptions {
-  etcdEndpoints: string[];
-  etcdPrefix: string;
-  etcdKeyfile: string;
-  etcdCertfile: string;
-  etcdCafile: string;
-  etcdUsername: string;
-  etcdPassword: string;
-  /** Embedded store directory; when set, etcd is not used. */
-  localStore: string;
-  iface: string[];
-  ifaceRegex: string[];
-  ifaceCanReach: string;
-  subnetFile: string;
-  publicIP: string;
-  publicIPv6: string;
-  subnetLeaseRenewMargin: number;
-  ipMasq: boolean;
-  healthzIP: string;
-  healthzPort: number;
-  iptablesResync: number;
-  iptablesForwardRules: boolean;
-  logLevel: string;
-  version: boolean;
-  help: boolean;
-}
+import type { DaemonOptions } from '../daemon/options.js';
+
+export type { DaemonOptions };
 
 type Kind = 'string' | 'list' | 'int' | 'bool';
 interface FlagSpec {

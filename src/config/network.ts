@@ -46,10 +46,9 @@ export class ConfigError extends Error {
   }
 }
 
-/** Backend types the registry knows; set by the registry so config can reject unknown ones. */
-let knownBackends: ReadonlySet<string> | null = null;
-export function setKnownBackendTypes(types: Iterable<string>): void {
-  knownBackends = new Set(types);
+export interface ParseNetworkConfigOptions {
+  /** Backend types that may be named (the registry's); absent: any type is accepted. */
+  backendTypes?: Iterable<string>;
 }
 
 const KNOWN_FIELDS = new Set(
@@ -74,7 +73,7 @@ function parseOr<T>(name: string, text: string, parse: (s: string) => T): T {
   }
 }
 
-export function parseNetworkConfig(text: string): NetworkConfig {
+export function parseNetworkConfig(text: string, opts: ParseNetworkConfigOptions = {}): NetworkConfig {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -186,8 +185,11 @@ export function parseNetworkConfig(text: string): NetworkConfig {
     if (!type) throw new ConfigError('Backend.Type', 'missing: name a backend, e.g. "udp", "vxlan" or "host-gw"');
     cfg.backendType = type;
   }
-  if (knownBackends && !knownBackends.has(cfg.backendType)) {
-    throw new ConfigError('Backend.Type', `unknown backend type "${cfg.backendType}" (known: ${[...knownBackends].sort().join(', ')})`);
+  if (opts.backendTypes) {
+    const known = new Set(opts.backendTypes);
+    if (!known.has(cfg.backendType)) {
+      throw new ConfigError('Backend.Type', `unknown backend type "${cfg.backendType}" (known: ${[...known].sort().join(', ')})`);
+    }
   }
   return cfg;
 }

@@ -64,6 +64,14 @@ export interface KvSubnetManagerOptions {
   random?: () => number;
   /** Initial and maximum backoff for watch resync after store failures. */
   backoffMs?: { initial: number; max: number };
+  /** Backend types a config may name (the backend registry's); absent: not checked. */
+  backendTypes?: Iterable<string>;
+}
+
+/** The lease a host holds, found as flannel does: by its PublicIP. */
+function heldBy<L extends Lease>(leases: Iterable<L>, publicIP: string): L | undefined {
+  for (const l of leases) if (l.attrs.publicIP === publicIP) return l;
+  return undefined;
 }
 
 export class KvSubnetManager implements SubnetManager {
@@ -74,6 +82,7 @@ export class KvSubnetManager implements SubnetManager {
   private readonly log: Logger;
   private readonly random: () => number;
   private readonly backoff: { initial: number; max: number };
+  private readonly backendTypes: string[] | undefined;
 
   constructor(opts: KvSubnetManagerOptions) {
     this.store = opts.store;
@@ -82,6 +91,7 @@ export class KvSubnetManager implements SubnetManager {
     this.log = opts.log ?? createLogger('subnet');
     this.random = opts.random ?? Math.random;
     this.backoff = opts.backoffMs ?? { initial: 500, max: 10_000 };
+    this.backendTypes = opts.backendTypes ? [...opts.backendTypes] : undefined;
     this.name = `${this.store.description} prefix=${this.prefix}`;
   }
 
@@ -96,7 +106,15 @@ export class KvSubnetManager implements SubnetManager {
   async getNetworkConfig(): Promise<NetworkConfig> {
     const entry = await this.store.get(this.configKey);
     if (!entry) throw new ConfigNotFoundError(this.configKey);
-    return parseNetworkConfig(entry.value);
+    return parseNetworkConfig(entry.value, { backendTypes: this.backendTypes });
+  }
+
+  async findPreviousLease(publicIP: string): Promise<Lease | null> {
+    const { leases } = await this.listLeases();
+    const mine = heldBy(leases.values(), publicIP);
+    if (!mine) return null;
+    const { modRevision: _rev, ...lease } = mine;
+    return lease;
   }
 
   /** Every parsable lease; malformed ones are logged and skipped, never fatal. */
@@ -150,7 +168,7 @@ export class KvSubnetManager implements SubnetManager {
     const value = encodeLeaseAttrs(attrs);
 
     // 1. A lease that already carries our PublicIP is ours (a restart).
-    const mine = [...leases.values()].find((l) => l.attrs.publicIP === attrs.publicIP);
+    const mine = heldBy(leases.values(), attrs.publicIP);
     if (mine) {
       if (this.compatible(cfg, mine.subnet, mine.ipv6Subnet)) {
         // A lease without expiry is a reservation made by an operator: keep it without TTL.

@@ -36,6 +36,8 @@ export interface LeaseWatchHandle {
 export interface SubnetManager {
   readonly name: string;
   getNetworkConfig(): Promise<NetworkConfig>;
+  /** The lease this host held before (the one carrying our PublicIP), if any: what a backend may keep stable. */
+  findPreviousLease(publicIP: string): Promise<Lease | null>;
   /**
    * Acquire a lease: the previous one for this host (`previous` subnet from
    * subnet.env, or a lease carrying our PublicIP), else a random free subnet.

@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { loadNative, type NativeAddon } from '../../src/dataplane/native.js';
+import { loadNative, type NativeAddon } from '../../src/native/addon.js';
 
 const native: NativeAddon = loadNative();
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;

@@ -1,9 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigError, parseNetworkConfig, setKnownBackendTypes } from '../../src/config/network.js';
+import { ConfigError, parseNetworkConfig } from '../../src/config/network.js';
 import { formatIP4, formatIP6 } from '../../src/net/ipaddr.js';
 
-setKnownBackendTypes(['udp', 'alloc', 'vxlan']);
+/** The registry's types, as the daemon passes them. */
+const backendTypes = ['udp', 'alloc', 'vxlan'];
 
 test('defaults follow flannel: SubnetLen 24, SubnetMin second subnet, SubnetMax last, Backend udp', () => {
   const c = parseNetworkConfig('{"Network":"10.5.0.0/16"}');
@@ -65,7 +66,7 @@ const invalid: [string, string, RegExp][] = [
 for (const [json, fieldName, reason] of invalid) {
   test(`rejects ${json} (${fieldName})`, () => {
     assert.throws(
-      () => parseNetworkConfig(json),
+      () => parseNetworkConfig(json, { backendTypes }),
       (err: unknown) => err instanceof ConfigError && err.field === fieldName && reason.test(err.message) && err.message.includes(fieldName),
     );
   });

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { loadNative, type NativeAddon } from '../../src/dataplane/native.js';
+import { loadNative, type NativeAddon } from '../../src/native/addon.js';
 
 const LOOPBACK = 0x7f000001;
 const native: NativeAddon = loadNative();
@@ -209,7 +209,7 @@ test('typed-array views with a byteOffset are honoured', () => {
 });
 
 test('the addon loads and works inside worker threads', async () => {
-  const url = new URL('../../src/dataplane/native.js', import.meta.url).href;
+  const url = new URL('../../src/native/addon.js', import.meta.url).href;
   // Two workers at once: the addon must be context-aware, with per-thread state.
   const code = `
     import { parentPort } from 'node:worker_threads';

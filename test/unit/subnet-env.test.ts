@@ -3,12 +3,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseNetworkConfig, setKnownBackendTypes } from '../../src/config/network.js';
+import { parseNetworkConfig } from '../../src/config/network.js';
 import { parseIP4Net, parseIP6Net } from '../../src/net/ipaddr.js';
 import { readPreviousSubnets, renderSubnetEnv, writeSubnetEnv } from '../../src/subnet/subnet-env.js';
 import type { Lease } from '../../src/subnet/types.js';
 
-setKnownBackendTypes(['udp']);
 const lease = (sn: string, sn6?: string): Lease => ({
   subnet: parseIP4Net(sn),
   ipv6Subnet: sn6 ? parseIP6Net(sn6) : null,

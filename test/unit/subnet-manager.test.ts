@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseNetworkConfig, setKnownBackendTypes } from '../../src/config/network.js';
+import { parseNetworkConfig } from '../../src/config/network.js';
 import { formatIP4Net, ip4NetOverlaps, mask4, parseIP4Net } from '../../src/net/ipaddr.js';
 import { encodeLeaseAttrs, decodeLease } from '../../src/subnet/lease-codec.js';
 import { KvSubnetManager, SubnetsExhaustedError } from '../../src/subnet/manager.js';
@@ -11,7 +11,6 @@ import { setLogSink } from '../../src/log.js';
 // The manager logs every lease it takes; keep the test output to assertions.
 setLogSink(() => {});
 
-setKnownBackendTypes(['udp', 'alloc', 'vxlan']);
 const P = '/coreos.com/network';
 
 async function setup(config = '{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}') {

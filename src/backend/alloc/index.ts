@@ -7,7 +7,7 @@ import type { Backend, BackendContext } from '../types.js';
 export async function createAllocBackend(ctx: BackendContext): Promise<Backend> {
   return {
     type: 'alloc',
-    leaseAttrs: async () => ({ backendType: 'alloc' }),
+    prepare: async () => ({ backendType: 'alloc' }),
     mtu: () => ctx.extIface.mtu,
     start: async () => {},
     handleEvents: async () => {},

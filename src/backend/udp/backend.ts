@@ -4,17 +4,19 @@
  * (port 8285 by default), and datagrams from peers written back into it.
  * The kernel side is a /32 address and one route for the whole Network on
  * flannel0; the per-peer routing happens in the userspace dataplane
- * (src/dataplane), which this class feeds with lease events.
+ * (packet-loop.ts on worker threads, over src/tun and src/conn), which this
+ * class feeds with lease events through a shared route table.
  */
-import type { Backend, BackendContext } from '../types.js';
+import type { Backend, BackendContext, BackendLeaseAttrs } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
 import { formatIP4, formatIP4Net, ip4NetEqual, parseIP4, type IP4Net } from '../../net/ipaddr.js';
 import { IpRoute, type IpRunner } from '../../net/iproute.js';
-import { loadNative, type NativeAddon } from '../../dataplane/native.js';
-import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from '../../dataplane/routes.js';
-import { createCounterBuffer, renderCounters } from '../../dataplane/counters.js';
-import { DataplaneWorkers } from '../../dataplane/workers.js';
-import { TUN_OFFLOADS } from '../../dataplane/offload.js';
+import { loadNative, type NativeAddon } from '../../native/addon.js';
+import { openTun } from '../../tun/device.js';
+import { openUdpSocket } from '../../conn/udp-socket.js';
+import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from './routes.js';
+import { createCounterBuffer, renderCounters } from './counters.js';
+import { PacketWorkers } from './workers.js';
 import { parseUdpBackendConfig, UDP_ENCAP_OVERHEAD, type UdpBackendConfig } from './options.js';
 
 export interface UdpBackendOptions {
@@ -35,11 +37,11 @@ export interface UdpBackendOptions {
   /** false: program the kernel side only, start no packet workers (plan/dry runs, unit tests). */
   dataplane?: boolean;
   /**
-   * TUN offloads (src/dataplane/offload.ts): the kernel hands us TCP
+   * TUN offloads (src/tun/offload.ts): the kernel hands us TCP
    * super-packets which we segment ourselves, and datagrams leave with UDP
-   * GSO; the wire format is unchanged. Default: on when the kernel accepts
-   * TUNSETOFFLOAD (else the plain path is used), unless the environment has
-   * FLANNEL_UDP_OFFLOAD=0 (for comparisons).
+   * GSO; the wire format is unchanged. Default: ctx.dataplane.offload (on
+   * unless FLANNEL_UDP_OFFLOAD=0); the plain path is used when the kernel
+   * refuses TUNSETOFFLOAD.
    */
   offload?: boolean;
 }
@@ -59,7 +61,7 @@ export class UdpBackend implements Backend {
   private addon: NativeAddon | null = null;
   private tunFd = -1;
   private udpFd = -1;
-  private workers: DataplaneWorkers | null = null;
+  private workers: PacketWorkers | null = null;
   /** Whether flannel0 runs with offloads (decided at start). */
   offload = false;
 
@@ -74,7 +76,7 @@ export class UdpBackend implements Backend {
     if (!ctx.config.network) throw new Error('udp backend needs an IPv4 Network (EnableIPv4); IPv6 is not supported by udp');
   }
 
-  async leaseAttrs() {
+  async prepare(): Promise<BackendLeaseAttrs> {
     // flannel's udp backend publishes no BackendType/BackendData: peers only need PublicIP.
     return {};
   }
@@ -94,9 +96,12 @@ export class UdpBackend implements Backend {
     this.ownSubnet = ownLease.subnet;
     const addon = (this.addon = this.opts.addon ?? loadNative());
     try {
-      this.tunFd = this.openTun(addon);
+      const wantOffload = (this.opts.offload ?? this.ctx.dataplane.offload) && this.opts.dataplane !== false;
+      const tun = openTun(addon, this.tunName, wantOffload, this.log);
+      this.tunFd = tun.fd;
+      this.offload = tun.offload;
       await this.configureTun(ownLease.subnet);
-      this.udpFd = addon.udpOpen('', this.config.port, false);
+      this.udpFd = openUdpSocket(addon, '', this.config.port);
     } catch (err) {
       this.closeFds();
       throw err;
@@ -106,9 +111,9 @@ export class UdpBackend implements Backend {
     if (this.opts.dataplane === false) return;
     // One fd per device shared by both workers: a second SO_REUSEPORT socket
     // would receive a share of the incoming datagrams that nobody reads.
-    // Receive coalescing (gro.ts) rides on the offload TUN; FLANNEL_UDP_GRO=0 turns it off for comparisons.
-    const rxCoalesce = this.offload && process.env.FLANNEL_UDP_GRO !== '0';
-    this.workers = new DataplaneWorkers(
+    // Receive coalescing (tun/gro.ts) rides on the offload TUN; FLANNEL_UDP_GRO=0 turns it off for comparisons.
+    const rxCoalesce = this.offload && this.ctx.dataplane.rxCoalesce;
+    this.workers = new PacketWorkers(
       {
         tunFd: this.tunFd,
         udpFd: this.udpFd,
@@ -132,30 +137,6 @@ export class UdpBackend implements Backend {
       offload: this.offload,
       rxCoalesce,
     });
-  }
-
-  /**
-   * Open flannel0, with offloads when wanted and the kernel agrees. Any
-   * failure on the offload attempt falls back to a plain open, so a kernel
-   * without them (or a fake addon in tests) still gets a working dataplane;
-   * a real problem (EPERM, EBUSY) then surfaces from the plain open.
-   */
-  private openTun(addon: NativeAddon): number {
-    const want = this.opts.offload ?? process.env.FLANNEL_UDP_OFFLOAD !== '0';
-    this.offload = false;
-    if (want && typeof addon.tunSetOffload === 'function' && this.opts.dataplane !== false) {
-      let fd = -1;
-      try {
-        fd = addon.tunOpen(this.tunName, false, true).fd;
-        addon.tunSetOffload(fd, TUN_OFFLOADS);
-        this.offload = true;
-        return fd;
-      } catch (err) {
-        this.log.info('TUN offloads unavailable, using the plain packet path', { error: (err as Error).message });
-        if (fd >= 0) addon.close(fd);
-      }
-    }
-    return addon.tunOpen(this.tunName, false).fd;
   }
 
   /**

@@ -28,7 +28,7 @@ export interface NativeAddon {
    */
   tunOpen(name: string, multiQueue: boolean, vnetHdr?: boolean): { fd: number; name: string };
   /**
-   * ioctl(TUNSETOFFLOAD) with TUN_F_* flags (see TUN_F in offload.ts) on a
+   * ioctl(TUNSETOFFLOAD) with TUN_F_* flags (see TUN_F in src/tun/offload.ts) on a
    * TUN opened with vnetHdr: the kernel may then hand us TSO super-packets
    * and packets with a partial checksum. EINVAL: the kernel refuses.
    */
@@ -99,7 +99,7 @@ let cached: NativeAddon | null = null;
 export function loadNative(): NativeAddon {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
-  // dist/src/dataplane -> repo root
+  // dist/src/native -> repo root
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
   try {
     cached = require(join(root, 'native', 'build', 'Release', 'flannel_native.node')) as NativeAddon;

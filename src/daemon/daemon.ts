@@ -4,43 +4,32 @@
  * ours, and stop cleanly on SIGTERM/SIGINT (keeping the lease, as flannel).
  */
 import type { Server } from 'node:http';
-import { setLogLevel, createLogger, type LogLevel } from './log.js';
-import type { DaemonOptions } from './cli/options.js';
-import { ConfigError, type NetworkConfig } from './config/network.js';
-import { selectExternalInterface } from './net/interfaces.js';
-import { formatIP4Net } from './net/ipaddr.js';
-import { getBackendFactory } from './backend/registry.js';
-import type { Backend } from './backend/types.js';
-import { ConfigNotFoundError, DEFAULT_LEASE_TTL_SECONDS, KvSubnetManager, describe } from './subnet/manager.js';
-import { StoreUnavailableError, type KvStore } from './subnet/kv.js';
-import { readPreviousSubnets, renderSubnetEnv, writeSubnetEnv } from './subnet/subnet-env.js';
-import type { Lease, LeaseEvent, LeaseWatchHandle } from './subnet/types.js';
-import { Metrics, startHealthz } from './cli/healthz.js';
+import { setLogLevel, createLogger, type LogLevel } from '../log.js';
+import type { DaemonOptions } from './options.js';
+import { ConfigError, type NetworkConfig } from '../config/network.js';
+import { selectExternalInterface } from '../net/interfaces.js';
+import { formatIP4Net } from '../net/ipaddr.js';
+import { backendTypes, getBackendFactory } from '../backend/registry.js';
+import { DEFAULT_DATAPLANE_OPTIONS, type Backend, type DataplaneOptions } from '../backend/types.js';
+import { ConfigNotFoundError, DEFAULT_LEASE_TTL_SECONDS, KvSubnetManager, describe } from '../subnet/manager.js';
+import { StoreUnavailableError } from '../subnet/kv.js';
+import { openStore } from '../subnet/open-store.js';
+import { readPreviousSubnets, renderSubnetEnv, writeSubnetEnv } from '../subnet/subnet-env.js';
+import type { Lease, LeaseEvent, LeaseWatchHandle } from '../subnet/types.js';
+import { Metrics } from '../metrics/registry.js';
+import { startHealthz } from '../metrics/healthz.js';
 
 const log = createLogger('flanneld');
 
 /** Errors that mean "fix your setup", reported in one line with exit 1. */
 export class FatalError extends Error {}
 
-export interface DaemonHooks {
-  /** Test hook: lease TTL in seconds (default 24 h). */
+/** Settings that are not flannel flags: read from the environment by the CLI, or set by tests. */
+export interface DaemonSettings {
+  /** Lease TTL in seconds (default 24 h; tests shorten it to watch renewals). */
   leaseTtlSeconds?: number;
-}
-
-export async function openStore(opts: DaemonOptions): Promise<KvStore> {
-  if (opts.localStore) {
-    const { LocalStore } = await import('./subnet/local-store.js');
-    return new LocalStore({ dir: opts.localStore });
-  }
-  const { EtcdStore } = await import('./subnet/etcd-store.js');
-  return new EtcdStore({
-    endpoints: opts.etcdEndpoints,
-    caFile: opts.etcdCafile || undefined,
-    certFile: opts.etcdCertfile || undefined,
-    keyFile: opts.etcdKeyfile || undefined,
-    username: opts.etcdUsername || undefined,
-    password: opts.etcdPassword || undefined,
-  });
+  /** Userspace dataplane switches (default: offloads and receive coalescing on). */
+  dataplane?: DataplaneOptions;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -74,8 +63,11 @@ export class Daemon {
   private healthz: Server | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
   private sm: KvSubnetManager | null = null;
-  private iptables: import('./net/iptables.js').IptablesKeeper | null = null;
+  private iptables: import('../net/iptables.js').IptablesKeeper | null = null;
   private eventChain: Promise<void> = Promise.resolve();
+  private failure: Error | null = null;
+  private readonly failed: Promise<Error>;
+  private fail: (err: Error) => void = () => {};
   lease: Lease | null = null;
 
   /** True once stop() was called (e.g. SIGTERM while still waiting for etcd). */
@@ -85,8 +77,25 @@ export class Daemon {
 
   constructor(
     private readonly opts: DaemonOptions,
-    private readonly hooks: DaemonHooks = {},
-  ) {}
+    private readonly settings: DaemonSettings = {},
+  ) {
+    this.failed = new Promise((resolve) => (this.fail = resolve));
+  }
+
+  /**
+   * Resolves with the error when a backend reported, after start, that it
+   * cannot run (ctx.fatal): the caller then stops the daemon and exits 1.
+   */
+  whenFailed(): Promise<Error> {
+    return this.failed;
+  }
+
+  private backendFailed(err: Error): void {
+    if (this.failure || this.stopping) return;
+    this.failure = err;
+    log.error('backend cannot run, stopping', { error: err.message });
+    this.fail(err);
+  }
 
   async start(): Promise<void> {
     const opts = this.opts;
@@ -98,7 +107,7 @@ export class Daemon {
 
     const store = await openStore(opts);
     // --etcd-prefix applies to the embedded store too, so both stores share one layout.
-    this.sm = new KvSubnetManager({ store, prefix: opts.etcdPrefix, ttlSeconds: this.hooks.leaseTtlSeconds });
+    this.sm = new KvSubnetManager({ store, prefix: opts.etcdPrefix, ttlSeconds: this.settings.leaseTtlSeconds, backendTypes: backendTypes() });
     log.info('subnet store', { store: this.sm.name });
     const sm = this.sm;
 
@@ -113,11 +122,22 @@ export class Daemon {
 
     const metrics = new Metrics();
     const factory = await getBackendFactory(config.backendType);
-    const backend = await factory({ config, backendConfig: config.backend, extIface, subnetManager: sm, log: createLogger(config.backendType), metrics });
+    const backend = await factory({
+      config,
+      backendConfig: config.backend,
+      extIface,
+      subnetManager: sm,
+      log: createLogger(config.backendType),
+      metrics,
+      dataplane: this.settings.dataplane ?? DEFAULT_DATAPLANE_OPTIONS,
+      fatal: (err) => this.backendFailed(err),
+    });
     this.backend = backend;
 
     const previous = await readPreviousSubnets(opts.subnetFile);
-    const attrs = { publicIP: extIface.extAddr, publicIPv6: config.enableIPv6 ? (extIface.extAddr6 ?? null) : null, ...(await backend.leaseAttrs()) };
+    const previousLease = await whileUnavailable('looking up our previous lease', () => sm.findPreviousLease(extIface.extAddr), () => this.stopping);
+    const backendAttrs = await backend.prepare(previousLease);
+    const attrs = { publicIP: extIface.extAddr, publicIPv6: config.enableIPv6 ? (extIface.extAddr6 ?? null) : null, ...backendAttrs };
     const lease = await whileUnavailable('acquiring a lease', () => sm.acquireLease(attrs, previous), () => this.stopping);
     this.lease = lease;
 
@@ -126,8 +146,8 @@ export class Daemon {
     log.info('wrote subnet file', { path: opts.subnetFile, subnet: describe(lease), mtu: backend.mtu() });
 
     if (config.network && lease.subnet && (opts.ipMasq || opts.iptablesForwardRules)) {
-      const { IptablesKeeper, masqRules, forwardRules, supportsRandomFully } = await import('./net/iptables.js');
-      const { IpRoute } = await import('./net/iproute.js');
+      const { IptablesKeeper, masqRules, forwardRules, supportsRandomFully } = await import('../net/iptables.js');
+      const { IpRoute } = await import('../net/iproute.js');
       const runner = new IpRoute({ binary: 'iptables' });
       this.iptables = new IptablesKeeper(runner, opts.iptablesResync);
       try {
@@ -177,7 +197,7 @@ export class Daemon {
   private scheduleRenew(): void {
     if (this.stopping || !this.lease) return;
     const marginMs = this.opts.subnetLeaseRenewMargin * 60_000;
-    const ttlMs = (this.hooks.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS) * 1000;
+    const ttlMs = (this.settings.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS) * 1000;
     // With a short test TTL the margin may exceed it; renew at half the TTL then.
     const margin = marginMs >= ttlMs ? ttlMs / 2 : marginMs;
     const due = this.lease.expiration === 0 ? null : Math.max(0, this.lease.expiration - Date.now() - margin);

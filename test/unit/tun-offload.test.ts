@@ -1,9 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { C, counterRegion, createCounterBuffer, REGION_TX } from '../../src/dataplane/counters.js';
-import { checkIPv4, headerChecksumValid, Ipv4Check, onesSum, readU16, readU32 } from '../../src/dataplane/ipv4.js';
-import { completeChecksum, expandFromTun, segmentTcp4, SegmentError, sum16, VNET_HDR_LEN, wordView } from '../../src/dataplane/offload.js';
-import { PacketBatch } from '../../src/dataplane/pipeline.js';
+import { checkIPv4, headerChecksumValid, Ipv4Check, onesSum, readU16, readU32 } from '../../src/packet/ipv4.js';
+import { completeChecksum, expandFromTun, newExpandCounts, segmentTcp4, SegmentError, sum16, VNET_HDR_LEN, wordView } from '../../src/tun/offload.js';
+import { PacketBatch } from '../../src/tun/packet-batch.js';
 
 const SRC = [10, 5, 1, 2];
 const DST = [10, 5, 2, 3];
@@ -167,17 +166,17 @@ test('expandFromTun: super-packets are segmented, plain packets copied, bad ones
   put(1, plain, 0, 0, 1, 20, 16); // plain, partial checksum
   put(2, superPacket(3000, 0x10), 3, 1400); // UFO: never enabled, dropped as malformed
   put(3, superPacket(14200, 0x10), 1, 1420); // another 10 segments: does not fit an out of 16
-  const counters = counterRegion(createCounterBuffer(), REGION_TX);
+  const counts = newExpandCounts();
   const out = new PacketBatch(16, 2048);
-  const next = expandFromTun(inb, hdrs, 0, 4, out, wordView(out.buf), counters);
+  const next = expandFromTun(inb, hdrs, 0, 4, out, wordView(out.buf), counts);
   assert.equal(next, 3, 'stopped before the packet that does not fit');
   assert.equal(out.count, 12);
   for (let k = 0; k < 11; k++) assert.ok(tcpChecksumValid(out.buf, k * 2048), `packet ${k}`);
-  assert.equal(out.lens[11], 2049, 'unsupported GSO type marked oversize, for forwardFromTun to count as malformed');
-  assert.equal(counters[C.tunSuperPackets], 1);
-  assert.equal(counters[C.tunSegments], 10);
+  assert.equal(out.lens[11], 2049, 'unsupported GSO type marked oversize, for the caller\'s checks to count as malformed');
+  assert.equal(counts.superPackets, 1);
+  assert.equal(counts.segments, 10);
   out.count = 0;
-  assert.equal(expandFromTun(inb, hdrs, next, 4, out, wordView(out.buf), counters), 4);
+  assert.equal(expandFromTun(inb, hdrs, next, 4, out, wordView(out.buf), counts), 4);
   assert.equal(out.count, 10);
-  assert.equal(counters[C.tunSuperPackets], 2);
+  assert.equal(counts.superPackets, 2);
 });

@@ -9,7 +9,7 @@
  * update and workers never need their event loop (which is busy in the
  * packet loop) to hear about one.
  */
-import { mask4 } from '../net/ipaddr.js';
+import { mask4 } from '../../net/ipaddr.js';
 
 export interface RouteEntry {
   /** Remote subnet network address (u32) and prefix length. */

@@ -1,5 +1,5 @@
 /**
- * ICMP error replies the dataplane writes back into the TUN device, so local
+ * ICMP error replies a userspace dataplane writes back into its TUN device, so local
  * senders learn at once that a destination has no lease (net unreachable),
  * that a packet must be smaller (fragmentation needed, which drives TCP path
  * MTU discovery), or that its TTL ran out (time exceeded, for traceroute).

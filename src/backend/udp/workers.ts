@@ -1,10 +1,10 @@
 /**
- * Main-thread side of the packet workers: starts one worker per direction on
- * already-open fds and stops them through a flag in shared memory (their
+ * Main-thread side of the udp packet workers (packet-loop.ts): starts one
+ * worker per direction on already-open fds and stops them through a flag in shared memory (their
  * event loops are busy in the packet loop, so postMessage would not be seen).
  */
 import { Worker } from 'node:worker_threads';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../log.js';
 
 export const CONTROL_STOP = 0;
 
@@ -23,21 +23,21 @@ export interface WorkerConfig {
   /** How long one blocking read may wait; bounds the stop latency. */
   pollMs: number;
   /**
-   * The TUN fd was opened with IFF_VNET_HDR and TUNSETOFFLOAD succeeded: tx
-   * reads super-packets and segments them (offload.ts), sends with UDP GSO;
-   * every TUN write carries a virtio_net_hdr.
+   * The TUN fd was opened with IFF_VNET_HDR and TUNSETOFFLOAD succeeded: the
+   * TunDevice segments super-packets on read (tun/offload.ts) and tx sends
+   * with UDP GSO; every TUN write carries a virtio_net_hdr.
    */
-  offload?: boolean;
+  offload: boolean;
   /**
    * With offload: glue received TCP segments into super-packets before the
-   * TUN write (gro.ts). Default on; false keeps one TUN write per datagram.
+   * TUN write (tun/gro.ts); false keeps one TUN write per datagram.
    */
-  rxCoalesce?: boolean;
+  rxCoalesce: boolean;
 }
 
 export type WorkerOptions = Omit<WorkerConfig, 'role' | 'control'>;
 
-export class DataplaneWorkers {
+export class PacketWorkers {
   private readonly control = new SharedArrayBuffer(4);
   private readonly flags = new Int32Array(this.control);
   private readonly workers: Worker[] = [];
@@ -53,7 +53,7 @@ export class DataplaneWorkers {
   start(): void {
     for (const role of ['tx', 'rx'] as const) {
       const cfg: WorkerConfig = { ...this.opts, role, control: this.control };
-      const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: cfg, name: `flannel-udp-${role}` });
+      const w = new Worker(new URL('./packet-loop.js', import.meta.url), { workerData: cfg, name: `flannel-udp-${role}` });
       w.on('message', (m: { type: string; role: string; message: string; code?: string }) => {
         if (m.type !== 'fatal') return;
         const err = Object.assign(new Error(m.message), { code: m.code });

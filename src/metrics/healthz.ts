@@ -3,17 +3,7 @@
  * /metrics in Prometheus text format for the dataplane counters.
  */
 import { createServer, type Server } from 'node:http';
-import type { MetricsRegistry } from '../backend/types.js';
-
-export class Metrics implements MetricsRegistry {
-  private readonly renderers = new Map<string, () => string>();
-  register(name: string, render: () => string): void {
-    this.renderers.set(name, render);
-  }
-  render(): string {
-    return [...this.renderers.values()].map((r) => r()).join('');
-  }
-}
+import type { Metrics } from './registry.js';
 
 export async function startHealthz(ip: string, port: number, metrics: Metrics): Promise<Server> {
   const server = createServer((req, res) => {

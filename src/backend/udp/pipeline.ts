@@ -8,7 +8,8 @@
  * Wire format (flannel's udp backend): the UDP payload is the bare inner
  * IPv4 packet.
  */
-import { C } from './counters.js';
+import { UdpCounter } from './counters.js';
+import type { PacketBatch } from '../../tun/packet-batch.js';
 import {
   CODE_FRAG_NEEDED,
   CODE_NET_UNREACHABLE,
@@ -18,29 +19,9 @@ import {
   ICMP_TIME_EXCEEDED,
   mayReplyWithIcmpError,
   writeIcmpError,
-} from './icmp.js';
-import { checkIPv4, decrementTtl, dontFragment, dstAddr, Ipv4Check, isMulticastOrBroadcast, srcAddr } from './ipv4.js';
+} from '../../packet/icmp.js';
+import { checkIPv4, decrementTtl, dontFragment, dstAddr, Ipv4Check, isMulticastOrBroadcast, srcAddr } from '../../packet/ipv4.js';
 import { SourceCheck, type RouteTableReader } from './routes.js';
-
-/** Packets in fixed-size slots of one buffer, as the native addon moves them. */
-export class PacketBatch {
-  readonly buf: Buffer;
-  readonly lens: Uint32Array;
-  readonly addrs: Uint32Array;
-  readonly ports: Uint16Array;
-  /** Packets currently held (slots 0..count-1). */
-  count = 0;
-
-  constructor(
-    readonly capacity: number,
-    readonly slotSize: number,
-  ) {
-    this.buf = Buffer.alloc(capacity * slotSize);
-    this.lens = new Uint32Array(capacity);
-    this.addrs = new Uint32Array(capacity);
-    this.ports = new Uint16Array(capacity);
-  }
-}
 
 /** Slot size for ICMP replies (the largest is 96 bytes). */
 export const ICMP_SLOT = 128;
@@ -88,7 +69,7 @@ function replyIcmp(
   counter: number,
 ): void {
   if (icmp.count >= icmp.capacity || !mayReplyWithIcmpError(buf, off, len) || !limiter.take()) {
-    counters[C.icmpSuppressed]! += 1;
+    counters[UdpCounter.icmpSuppressed]! += 1;
     return;
   }
   const slot = icmp.count;
@@ -116,13 +97,13 @@ export function forwardFromTun(
   const { buf, lens, addrs, ports, slotSize } = batch;
   const icmpFrom = routes.icmpSource;
   let out = 0;
-  counters[C.tunRead]! += n;
+  counters[UdpCounter.tunRead]! += n;
   for (let i = 0; i < n; i++) {
     const off = i * slotSize;
     let len = lens[i]!;
     const check = len > slotSize ? Ipv4Check.TooShort : checkIPv4(buf, off, len, false, false);
     if (check !== Ipv4Check.Ok) {
-      counters[check === Ipv4Check.NotIPv4 ? C.txNotIPv4 : C.txMalformed]! += 1;
+      counters[check === Ipv4Check.NotIPv4 ? UdpCounter.txNotIPv4 : UdpCounter.txMalformed]! += 1;
       continue;
     }
     // The kernel never pads, but trust the header over the read length.
@@ -130,23 +111,23 @@ export function forwardFromTun(
     const dst = dstAddr(buf, off);
     if (routes.isOwn(dst)) {
       // Our own subnet is routed to the local bridge; reaching flannel0 means a local misroute.
-      counters[C.txLocal]! += 1;
+      counters[UdpCounter.txLocal]! += 1;
       continue;
     }
     const r = routes.lookup(dst);
     if (r < 0) {
-      counters[C.txNoRoute]! += 1;
-      replyIcmp(icmp, limiter, counters, buf, off, len, ICMP_DEST_UNREACHABLE, CODE_NET_UNREACHABLE, 0, icmpFrom, C.icmpNetUnreachable);
+      counters[UdpCounter.txNoRoute]! += 1;
+      replyIcmp(icmp, limiter, counters, buf, off, len, ICMP_DEST_UNREACHABLE, CODE_NET_UNREACHABLE, 0, icmpFrom, UdpCounter.icmpNetUnreachable);
       continue;
     }
     if (buf[off + 8]! <= 1) {
-      counters[C.txTtl]! += 1;
-      replyIcmp(icmp, limiter, counters, buf, off, len, ICMP_TIME_EXCEEDED, CODE_TTL_EXCEEDED, 0, icmpFrom, C.icmpTimeExceeded);
+      counters[UdpCounter.txTtl]! += 1;
+      replyIcmp(icmp, limiter, counters, buf, off, len, ICMP_TIME_EXCEEDED, CODE_TTL_EXCEEDED, 0, icmpFrom, UdpCounter.icmpTimeExceeded);
       continue;
     }
     if (len > pathMtu && dontFragment(buf, off)) {
-      counters[C.txTooBig]! += 1;
-      replyIcmp(icmp, limiter, counters, buf, off, len, ICMP_DEST_UNREACHABLE, CODE_FRAG_NEEDED, pathMtu, icmpFrom, C.icmpFragNeeded);
+      counters[UdpCounter.txTooBig]! += 1;
+      replyIcmp(icmp, limiter, counters, buf, off, len, ICMP_DEST_UNREACHABLE, CODE_FRAG_NEEDED, pathMtu, icmpFrom, UdpCounter.icmpFragNeeded);
       continue;
     }
     // Without DF an oversized packet is still sent: the kernel fragments the outer datagram.
@@ -164,9 +145,9 @@ export function forwardFromTun(
 export function accountSent(batch: PacketBatch, count: number, sent: number, counters: Float64Array): void {
   let bytes = 0;
   for (let i = 0; i < sent; i++) bytes += batch.lens[i]!;
-  counters[C.sent]! += sent;
-  counters[C.txBytes]! += bytes;
-  counters[C.txUdpSend]! += count - sent;
+  counters[UdpCounter.sent]! += sent;
+  counters[UdpCounter.txBytes]! += bytes;
+  counters[UdpCounter.txUdpSend]! += count - sent;
 }
 
 /**
@@ -185,37 +166,37 @@ export function acceptFromUdp(batch: PacketBatch, n: number, routes: RouteTableR
     if (len > slotSize) {
       // The addon reports slotSize + 1 for a datagram cut short by the slot.
       bytes += slotSize;
-      counters[C.rxTruncated]! += 1;
+      counters[UdpCounter.rxTruncated]! += 1;
       continue;
     }
     bytes += len;
     if (checkIPv4(buf, off, len, true, true) !== Ipv4Check.Ok) {
-      counters[C.rxMalformed]! += 1;
+      counters[UdpCounter.rxMalformed]! += 1;
       continue;
     }
     const check = routes.checkSource(addrs[i]!, srcAddr(buf, off));
     if (check !== SourceCheck.Allowed) {
-      counters[check === SourceCheck.UnknownPeer ? C.rxUnknownPeer : C.rxSpoofed]! += 1;
+      counters[check === SourceCheck.UnknownPeer ? UdpCounter.rxUnknownPeer : UdpCounter.rxSpoofed]! += 1;
       continue;
     }
     const dst = dstAddr(buf, off);
     if (!routes.isOwn(dst) || isMulticastOrBroadcast(dst)) {
-      counters[C.rxNotLocal]! += 1;
+      counters[UdpCounter.rxNotLocal]! += 1;
       continue;
     }
     if (out !== i) buf.copyWithin(out * slotSize, off, off + len);
     lens[out] = len;
     out++;
   }
-  counters[C.received]! += n;
-  counters[C.rxBytes]! += bytes;
+  counters[UdpCounter.received]! += n;
+  counters[UdpCounter.rxBytes]! += bytes;
   return out;
 }
 
 /** Account for the first `written` of `count` packets having entered TUN. */
 export function accountDelivered(count: number, written: number, counters: Float64Array): void {
-  counters[C.delivered]! += written;
-  counters[C.rxTunWrite]! += count - written;
+  counters[UdpCounter.delivered]! += written;
+  counters[UdpCounter.rxTunWrite]! += count - written;
 }
 
 export { ICMP_ERROR_MAX };

@@ -1,5 +1,5 @@
 /** Crafted IPv4 packets for the dataplane unit tests. */
-import { checksum, writeU16, writeU32 } from '../../src/dataplane/ipv4.js';
+import { checksum, writeU16, writeU32 } from '../../src/packet/ipv4.js';
 import { parseIP4 } from '../../src/net/ipaddr.js';
 
 export interface PacketSpec {

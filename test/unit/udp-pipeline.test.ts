@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { C, counterRegion, createCounterBuffer, readCounters, REGION_RX, REGION_TX, renderCounters, totalDrops } from '../../src/dataplane/counters.js';
-import { checkIPv4, headerChecksumValid, Ipv4Check, onesSum } from '../../src/dataplane/ipv4.js';
+import { UdpCounter, counterRegion, createCounterBuffer, readCounters, REGION_RX, REGION_TX, renderCounters, totalDrops } from '../../src/backend/udp/counters.js';
+import { checkIPv4, headerChecksumValid, Ipv4Check, onesSum } from '../../src/packet/ipv4.js';
 import {
   accountDelivered,
   accountSent,
@@ -9,11 +9,11 @@ import {
   forwardFromTun,
   IcmpLimiter,
   ICMP_SLOT,
-  PacketBatch,
-} from '../../src/dataplane/pipeline.js';
-import { createRouteTableBuffer, RouteTableReader, RouteTableWriter } from '../../src/dataplane/routes.js';
+} from '../../src/backend/udp/pipeline.js';
+import { PacketBatch } from '../../src/tun/packet-batch.js';
+import { createRouteTableBuffer, RouteTableReader, RouteTableWriter } from '../../src/backend/udp/routes.js';
 import { formatIP4, parseIP4 } from '../../src/net/ipaddr.js';
-import { makePacket, type PacketSpec } from './dataplane-fixtures.js';
+import { makePacket, type PacketSpec } from './packet-fixtures.js';
 
 const SLOT = 2048;
 const PATH_MTU = 1472;
@@ -187,10 +187,10 @@ test('a full batch of good packets is forwarded without any copying', () => {
 
 test('Prometheus rendering sums regions and labels drop reasons', () => {
   const sab = createCounterBuffer();
-  counterRegion(sab, REGION_TX)[C.sent] = 5;
-  counterRegion(sab, REGION_RX)[C.rxSpoofed] = 7;
-  counterRegion(sab, REGION_TX)[C.txNoRoute] = 2;
-  counterRegion(sab, REGION_RX)[C.received] = 2 ** 40;
+  counterRegion(sab, REGION_TX)[UdpCounter.sent] = 5;
+  counterRegion(sab, REGION_RX)[UdpCounter.rxSpoofed] = 7;
+  counterRegion(sab, REGION_TX)[UdpCounter.txNoRoute] = 2;
+  counterRegion(sab, REGION_RX)[UdpCounter.received] = 2 ** 40;
   const text = renderCounters(sab);
   assert.match(text, /^flannel_udp_sent_packets_total 5$/m);
   assert.match(text, /^flannel_udp_received_packets_total 1099511627776$/m);

@@ -13,14 +13,16 @@
  * the normal per-packet checks (forwardFromTun: routing, TTL, ICMP errors,
  * counters) like any packet read without offloads.
  *
+ * This module knows nothing of any backend: it reports what it did as
+ * counts (ExpandCounts) for the caller to fold into its own counters.
+ *
  * Checksums are summed with 32-bit little-endian loads over a Uint32Array
  * view (one load per 4 bytes instead of two byte loads per 2), which works
  * because the one's-complement sum is byte-order independent (RFC 1071):
  * summing byte-swapped 16-bit words yields the byte-swapped sum.
  */
-import { C } from './counters.js';
-import { checkIPv4, onesSum, readU16, readU32, writeU16, writeU32 } from './ipv4.js';
-import type { PacketBatch } from './pipeline.js';
+import { checkIPv4, onesSum, readU16, readU32, writeU16, writeU32 } from '../packet/ipv4.js';
+import type { PacketBatch } from './packet-batch.js';
 
 /** sizeof(struct virtio_net_hdr) without the MRG_RXBUF field. */
 export const VNET_HDR_LEN = 10;
@@ -112,6 +114,17 @@ export function completeChecksum(buf: Uint8Array, words: Uint32Array | null, off
   return true;
 }
 
+/** What expandFromTun did: TCP super-packets cut, segments made, packets dropped as unexpandable. */
+export interface ExpandCounts {
+  superPackets: number;
+  segments: number;
+  malformed: number;
+}
+
+export function newExpandCounts(): ExpandCounts {
+  return { superPackets: 0, segments: 0, malformed: 0 };
+}
+
 /** Ways segmentation can refuse a super-packet. */
 export const enum SegmentError {
   Malformed = -1,
@@ -190,8 +203,9 @@ export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: 
  * packets in `out`, from out.count on: super-packets are segmented, others
  * copied with their partial checksum completed. Stops early when `out` has
  * no room for the next packet's segments and returns the index to resume
- * from (n when all were taken). Packets that cannot be expanded are counted
- * as read and dropped as malformed, so the tx counters still add up.
+ * from (n when all were taken). Packets that cannot be expanded are dropped
+ * and counted in `counts.malformed` (the caller counts them as read and
+ * dropped, so its counters still add up); counts accumulate across calls.
  */
 export function expandFromTun(
   inb: PacketBatch,
@@ -200,7 +214,7 @@ export function expandFromTun(
   n: number,
   out: PacketBatch,
   outWords: Uint32Array | null,
-  counters: Float64Array,
+  counts: ExpandCounts,
 ): number {
   const { buf, lens, slotSize } = inb;
   let i = from;
@@ -216,19 +230,18 @@ export function expandFromTun(
       const r = segmentTcp4(buf, off, len, gsoSize, out, outWords);
       if (r === SegmentError.NoRoom && out.count > 0) break;
       if (r < 0) {
-        counters[C.tunRead]! += 1;
-        counters[C.txMalformed]! += 1;
+        counts.malformed += 1;
         continue;
       }
-      counters[C.tunSuperPackets]! += 1;
-      counters[C.tunSegments]! += r;
+      counts.superPackets += 1;
+      counts.segments += r;
       continue;
     }
     if (out.count >= out.capacity) break;
     const slot = out.count;
     const o = slot * out.slotSize;
     if (len > slotSize || len > out.slotSize || (gsoType !== VNET_GSO_NONE && len > 0)) {
-      // Too big for a segment slot, or a GSO type we never enabled: forwardFromTun counts it as malformed.
+      // Too big for a segment slot, or a GSO type we never enabled: slotSize + 1 marks it for the caller's checks to drop as malformed.
       out.lens[slot] = out.slotSize + 1;
       out.count = slot + 1;
       continue;

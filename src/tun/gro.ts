@@ -26,10 +26,9 @@
  * their order: a packet that cannot join its flow's open super-packet
  * closes it, so later segments of that flow cannot jump ahead of it.
  */
-import { C } from './counters.js';
-import { readU16, readU32, writeU16 } from './ipv4.js';
+import { readU16, readU32, writeU16 } from '../packet/ipv4.js';
 import { sum16, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN } from './offload.js';
-import { PacketBatch } from './pipeline.js';
+import { PacketBatch } from './packet-batch.js';
 
 /** Slot of a super-packet: the largest IPv4 packet (total length is 16 bits) fits. */
 export const SUPER_SLOT = 65536;
@@ -52,6 +51,16 @@ function flowHash(buf: Uint8Array, off: number, tcp: number): number {
   const dst = readU32(buf, off + 16);
   const ports = readU32(buf, tcp);
   return (src ^ Math.imul(dst, 0x9e3779b1) ^ Math.imul(ports, 0x85ebca6b)) | 0;
+}
+
+/** What coalescing did: super-packets built and the received segments glued into them. */
+export interface CoalesceCounts {
+  superPackets: number;
+  coalescedSegments: number;
+}
+
+export function newCoalesceCounts(): CoalesceCounts {
+  return { superPackets: 0, coalescedSegments: 0 };
 }
 
 /**
@@ -88,14 +97,14 @@ export class RxCoalescer {
 
   /**
    * Coalesce the `n` accepted packets in slots [0, n) of `batch` (already
-   * validated by acceptFromUdp: well-formed IPv4, exact length, header
-   * checksum) into `out`. Returns out.count. Counts the super-packets built
-   * and the segments that went into them; every input packet ends up in
+   * validated by the caller: well-formed IPv4, exact length, header
+   * checksum) into `out`. Returns out.count. Adds the super-packets built
+   * and the segments that went into them to `counts`; every input packet ends up in
    * exactly one output slot (segs[] sums to n). `sums` (optional):
    * sums[i] = one's-complement sum of bytes [20, lens[i]) of slot i, from
    * the addon's sumSlots.
    */
-  coalesce(batch: PacketBatch, n: number, inWords: Uint32Array | null, counters: Float64Array, sums: Uint16Array | null = null): number {
+  coalesce(batch: PacketBatch, n: number, inWords: Uint32Array | null, counts: CoalesceCounts, sums: Uint16Array | null = null): number {
     if (n > this.capacity) throw new RangeError(`batch of ${n} exceeds coalescer capacity ${this.capacity}`);
     const { buf, lens, slotSize } = batch;
     const out = this.out;
@@ -158,7 +167,7 @@ export class RxCoalescer {
       this.open[s] = (buf[tcp + 13]! & TCP_PSH) === 0 && len + plen <= MAX_IP_LEN ? 1 : 0;
       flows.set(hash, s);
     }
-    this.finish(counters);
+    this.finish(counts);
     return out.count;
   }
 
@@ -213,7 +222,7 @@ export class RxCoalescer {
    * what a CHECKSUM_PARTIAL skb carries and what the kernel's segmentation
    * adjusts per segment.
    */
-  private finish(counters: Float64Array): void {
+  private finish(counts: CoalesceCounts): void {
     const { out, hdrs, outWords } = this;
     const ob = out.buf;
     for (let s = 0; s < out.count; s++) {
@@ -243,8 +252,8 @@ export class RxCoalescer {
       hdrs[h + 7] = 0;
       hdrs[h + 8] = TCP_CSUM_OFFSET;
       hdrs[h + 9] = 0;
-      counters[C.rxSuperPackets]! += 1;
-      counters[C.rxCoalescedSegments]! += nseg;
+      counts.superPackets += 1;
+      counts.coalescedSegments += nseg;
     }
   }
 }

@@ -1,11 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { C, counterRegion, createCounterBuffer, REGION_RX } from '../../src/dataplane/counters.js';
-import { headerChecksumValid, onesSum, readU16, readU32 } from '../../src/dataplane/ipv4.js';
-import { RxCoalescer, SUPER_SLOT } from '../../src/dataplane/gro.js';
-import { completeChecksum, segmentTcp4, VNET_HDR_LEN, wordView } from '../../src/dataplane/offload.js';
-import { PacketBatch } from '../../src/dataplane/pipeline.js';
-import { loadNative } from '../../src/dataplane/native.js';
+import { headerChecksumValid, onesSum, readU16, readU32 } from '../../src/packet/ipv4.js';
+import { newCoalesceCounts, RxCoalescer, SUPER_SLOT } from '../../src/tun/gro.js';
+import { completeChecksum, segmentTcp4, VNET_HDR_LEN, wordView } from '../../src/tun/offload.js';
+import { PacketBatch } from '../../src/tun/packet-batch.js';
+import { loadNative } from '../../src/native/addon.js';
 
 const SLOT = 2048;
 const MSS = 1400;
@@ -90,10 +89,10 @@ function batchOf(pkts: Buffer[]): PacketBatch {
 }
 
 function run(pkts: Buffer[], capacity = 64) {
-  const counters = counterRegion(createCounterBuffer(), REGION_RX);
+  const counts = newCoalesceCounts();
   const gro = new RxCoalescer(capacity);
   const inb = batchOf(pkts);
-  const n = gro.coalesce(inb, pkts.length, wordView(inb.buf), counters);
+  const n = gro.coalesce(inb, pkts.length, wordView(inb.buf), counts);
   const items = Array.from({ length: n }, (_, s) => ({
     pkt: Buffer.from(gro.out.buf.subarray(s * SUPER_SLOT, s * SUPER_SLOT + gro.out.lens[s]!)),
     hdr: Buffer.from(gro.hdrs.subarray(s * VNET_HDR_LEN, (s + 1) * VNET_HDR_LEN)),
@@ -104,7 +103,7 @@ function run(pkts: Buffer[], capacity = 64) {
     pkts.length,
     'every input packet is in exactly one output',
   );
-  return { items, counters };
+  return { items, counts };
 }
 
 /**
@@ -148,12 +147,12 @@ function isPlain(it: { pkt: Buffer; hdr: Buffer; segs: number }, original: Buffe
 
 test('segments of one flow become one super-packet that re-segments to the originals', () => {
   const segs = segments(20 * MSS - 300, ACK | PSH); // 20 segments, the last short and with PSH
-  const { items, counters } = run(segs);
+  const { items, counts } = run(segs);
   assert.equal(items.length, 1);
   checkSuper(items[0]!, segs);
   assert.equal(items[0]!.pkt[33], ACK | PSH, 'PSH of the last segment kept');
-  assert.equal(counters[C.rxSuperPackets], 1);
-  assert.equal(counters[C.rxCoalescedSegments], 20);
+  assert.equal(counts.superPackets, 1);
+  assert.equal(counts.coalescedSegments, 20);
 });
 
 test('interleaved flows each coalesce, in the order of their first packet', () => {
@@ -161,11 +160,11 @@ test('interleaved flows each coalesce, in the order of their first packet', () =
   const b = segments(8 * MSS, ACK, { sport: 2222, seq: 0xfffffe00, id: 0xfffc }); // seq and id wrap
   const mixed: Buffer[] = [];
   for (let k = 0; k < 8; k++) mixed.push(a[k]!, b[k]!);
-  const { items, counters } = run(mixed);
+  const { items, counts } = run(mixed);
   assert.equal(items.length, 2);
   checkSuper(items[0]!, a);
   checkSuper(items[1]!, b);
-  assert.equal(counters[C.rxCoalescedSegments], 16);
+  assert.equal(counts.coalescedSegments, 16);
 });
 
 test('a gap in sequence numbers starts a new super-packet', () => {
@@ -270,7 +269,7 @@ test('IP differences (TOS, TTL, id gap) and a 64 KB cap split super-packets', ()
   );
   // 60 full segments: 52 + 46 * 1400 = 64452 is the most that fits 65535.
   const many = [...segments(46 * MSS, ACK, { seq: 0, id: 0 }), ...segments(14 * MSS, ACK, { seq: 46 * MSS, id: 46 })];
-  const { items, counters } = run(many);
+  const { items, counts } = run(many);
   assert.deepEqual(
     items.map((it) => it.segs),
     [46, 14],
@@ -278,8 +277,8 @@ test('IP differences (TOS, TTL, id gap) and a 64 KB cap split super-packets', ()
   assert.ok(items[0]!.pkt.length <= 65535);
   checkSuper(items[0]!, many.slice(0, 46));
   checkSuper(items[1]!, many.slice(46));
-  assert.equal(counters[C.rxSuperPackets], 2);
-  assert.equal(counters[C.rxCoalescedSegments], 60);
+  assert.equal(counts.superPackets, 2);
+  assert.equal(counts.coalescedSegments, 60);
 });
 
 test('ICMP, UDP and IP-options packets pass through untouched between TCP segments', () => {
@@ -301,7 +300,7 @@ test('ICMP, UDP and IP-options packets pass through untouched between TCP segmen
   udp[9] = 17;
   udp.set([10, 5, 1, 2, 10, 5, 2, 3], 12);
   fix(udp);
-  const { items, counters } = run([s[0]!, icmp, s[1]!, udp, s[2]!, s[3]!]);
+  const { items, counts } = run([s[0]!, icmp, s[1]!, udp, s[2]!, s[3]!]);
   assert.deepEqual(
     items.map((it) => it.segs),
     [4, 1, 1],
@@ -309,19 +308,19 @@ test('ICMP, UDP and IP-options packets pass through untouched between TCP segmen
   checkSuper(items[0]!, s);
   isPlain(items[1]!, icmp);
   isPlain(items[2]!, udp);
-  assert.equal(counters[C.rxSuperPackets], 1);
-  assert.equal(counters[C.rxCoalescedSegments], 4);
+  assert.equal(counts.superPackets, 1);
+  assert.equal(counts.coalescedSegments, 4);
   // A lone segment is written as it came, behind a zero header.
   const one = run([s[0]!]);
   isPlain(one.items[0]!, s[0]!);
-  assert.equal(one.counters[C.rxSuperPackets], 0);
+  assert.equal(one.counts.superPackets, 0);
   // Headers left over from a previous batch are cleared.
   const gro = new RxCoalescer(8);
-  const counters2 = counterRegion(createCounterBuffer(), REGION_RX);
+  const counts2 = newCoalesceCounts();
   const b1 = batchOf(s);
-  gro.coalesce(b1, 4, wordView(b1.buf), counters2);
+  gro.coalesce(b1, 4, wordView(b1.buf), counts2);
   const b2 = batchOf([icmp]);
-  assert.equal(gro.coalesce(b2, 1, wordView(b2.buf), counters2), 1);
+  assert.equal(gro.coalesce(b2, 1, wordView(b2.buf), counts2), 1);
   assert.deepEqual(Buffer.from(gro.hdrs.subarray(0, VNET_HDR_LEN)), Buffer.alloc(VNET_HDR_LEN));
 });
 
@@ -343,8 +342,8 @@ test('the addon\'s sumSlots equals onesSum, and coalescing with its sums gives t
   addon.sumSlots(odd.buf, 64, odd.lens, 3, 20, os);
   assert.deepEqual([...os], [0xab00, 0, 0]);
   const gro = new RxCoalescer(16);
-  const counters = counterRegion(createCounterBuffer(), REGION_RX);
-  assert.equal(gro.coalesce(inb, pkts.length, wordView(inb.buf), counters, sums), 3);
+  const counts = newCoalesceCounts();
+  assert.equal(gro.coalesce(inb, pkts.length, wordView(inb.buf), counts, sums), 3);
   assert.deepEqual([...gro.segs.subarray(0, 3)], [5, 1, 4]);
   assert.throws(() => addon.sumSlots(inb.buf, SLOT, inb.lens, pkts.length, 20, new Uint16Array(2)), RangeError);
 });

@@ -9,7 +9,7 @@
  */
 
 /** Counter indexes. Order matters only inside this file and its users. */
-export const C = {
+export const UdpCounter = {
   /** Packets read from the TUN device (tx direction input; with offloads, after segmentation). */
   tunRead: 0,
   /** Datagrams sent to peers and their payload bytes. */
@@ -77,18 +77,18 @@ export function createCounterBuffer(): SharedArrayBuffer {
   return new SharedArrayBuffer(REGIONS * COUNTER_COUNT * 8);
 }
 
-/** The region a single thread increments directly: counters[C.sent] += n. */
+/** The region a single thread increments directly: counters[UdpCounter.sent] += n. */
 export function counterRegion(sab: SharedArrayBuffer, region: number): Float64Array {
   return new Float64Array(sab, region * COUNTER_COUNT * 8, COUNTER_COUNT);
 }
 
-export type CounterName = keyof typeof C;
+export type CounterName = keyof typeof UdpCounter;
 
 /** Totals over all regions, by name. */
 export function readCounters(sab: SharedArrayBuffer): Record<CounterName, number> {
   const all = new Float64Array(sab);
   const out = {} as Record<CounterName, number>;
-  for (const [name, idx] of Object.entries(C) as [CounterName, number][]) {
+  for (const [name, idx] of Object.entries(UdpCounter) as [CounterName, number][]) {
     let v = 0;
     for (let r = 0; r < REGIONS; r++) v += all[r * COUNTER_COUNT + idx]!;
     out[name] = v;

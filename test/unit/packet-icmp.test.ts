@@ -7,10 +7,10 @@ import {
   ICMP_ERROR_MAX,
   mayReplyWithIcmpError,
   writeIcmpError,
-} from '../../src/dataplane/icmp.js';
-import { checkIPv4, Ipv4Check, onesSum } from '../../src/dataplane/ipv4.js';
+} from '../../src/packet/icmp.js';
+import { checkIPv4, Ipv4Check, onesSum } from '../../src/packet/ipv4.js';
 import { parseIP4 } from '../../src/net/ipaddr.js';
-import { makePacket } from './dataplane-fixtures.js';
+import { makePacket } from './packet-fixtures.js';
 
 test('net unreachable is byte-exact: header, checksums, quoted header + 8 bytes', () => {
   const orig = makePacket({ src: '10.5.1.2', dst: '10.5.9.9', payloadLen: 100 });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkIPv4, checksum, decrementTtl, headerChecksumValid, Ipv4Check, onesSum, readU16 } from '../../src/dataplane/ipv4.js';
-import { makePacket } from './dataplane-fixtures.js';
+import { checkIPv4, checksum, decrementTtl, headerChecksumValid, Ipv4Check, onesSum, readU16 } from '../../src/packet/ipv4.js';
+import { makePacket } from './packet-fixtures.js';
 
 test('a crafted packet passes every check', () => {
   const p = makePacket({ src: '10.5.1.2', dst: '10.5.2.3' });

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createUdpBackend, createUdpBackendWith, parseUdpBackendConfig } from '../../src/backend/udp/index.js';
-import type { BackendContext } from '../../src/backend/types.js';
-import type { NativeAddon } from '../../src/dataplane/native.js';
+import { DEFAULT_DATAPLANE_OPTIONS, type BackendContext } from '../../src/backend/types.js';
+import type { NativeAddon } from '../../src/native/addon.js';
 import { parseNetworkConfig } from '../../src/config/network.js';
 import { IpRoute } from '../../src/net/iproute.js';
 import { createLogger, setLogSink } from '../../src/log.js';
@@ -19,6 +19,10 @@ function ctx(backend: Record<string, unknown> = { Type: 'udp' }) {
     subnetManager: {} as BackendContext['subnetManager'],
     log: createLogger('test'),
     metrics: { register: (name, render) => metrics.set(name, render) },
+    dataplane: DEFAULT_DATAPLANE_OPTIONS,
+    fatal: (err) => {
+      throw err;
+    },
   };
   return { c, metrics };
 }
@@ -42,7 +46,7 @@ test('Port option: default 8285, case-insensitive, validated', () => {
 test('publishes no backend attributes and an MTU 28 bytes under the link', async () => {
   const b = await createUdpBackend(ctx().c);
   assert.equal(b.type, 'udp');
-  assert.deepEqual(await b.leaseAttrs(), {});
+  assert.deepEqual(await b.prepare(null), {});
   assert.equal(b.mtu(), 1472);
 });
 

@@ -1,0 +1,30 @@
+/**
+ * What the daemon is told to do: flannel's flags, as parsed from the
+ * command line and FLANNELD_* variables by src/cli/options.ts.
+ */
+export interface DaemonOptions {
+  etcdEndpoints: string[];
+  etcdPrefix: string;
+  etcdKeyfile: string;
+  etcdCertfile: string;
+  etcdCafile: string;
+  etcdUsername: string;
+  etcdPassword: string;
+  /** Embedded store directory; when set, etcd is not used. */
+  localStore: string;
+  iface: string[];
+  ifaceRegex: string[];
+  ifaceCanReach: string;
+  subnetFile: string;
+  publicIP: string;
+  publicIPv6: string;
+  subnetLeaseRenewMargin: number;
+  ipMasq: boolean;
+  healthzIP: string;
+  healthzPort: number;
+  iptablesResync: number;
+  iptablesForwardRules: boolean;
+  logLevel: string;
+  version: boolean;
+  help: boolean;
+}

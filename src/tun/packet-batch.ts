@@ -1,0 +1,24 @@
+/**
+ * The slot layout every batched I/O call of the native addon uses: packets
+ * in fixed-size slots of one buffer (packet i at i * slotSize), lengths,
+ * and for datagrams the peer address and port, in typed arrays beside it.
+ */
+export class PacketBatch {
+  readonly buf: Buffer;
+  readonly lens: Uint32Array;
+  readonly addrs: Uint32Array;
+  readonly ports: Uint16Array;
+  /** Packets currently held (slots 0..count-1). */
+  count = 0;
+
+  constructor(
+    readonly capacity: number,
+    readonly slotSize: number,
+  ) {
+    this.buf = Buffer.alloc(capacity * slotSize);
+    this.lens = new Uint32Array(capacity);
+    this.addrs = new Uint32Array(capacity);
+    this.ports = new Uint16Array(capacity);
+  }
+}
+
