@@ -1,11 +1,12 @@
 {
   # Minimal N-API addon: only the syscalls Node lacks (TUN ioctl, batched
-  # UDP via recvmmsg/sendmmsg). Headers come from --nodedir (the Debian
-  # nodejs package ships them in /usr/include/node), so nothing is downloaded.
+  # UDP via recvmmsg/sendmmsg), one C file per job (see flannel_native.h).
+  # Headers come from --nodedir (the Debian nodejs package ships them in
+  # /usr/include/node), so nothing is downloaded.
   "targets": [
     {
       "target_name": "flannel_native",
-      "sources": ["flannel_native.c"],
+      "sources": ["args.c", "fd.c", "tun.c", "udp.c", "checksum.c", "module.c"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wshadow", "-Wno-unused-parameter", "-Wformat=2"],
       "configurations": {

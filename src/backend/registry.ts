@@ -5,17 +5,26 @@
  */
 import type { BackendFactory } from './types.js';
 
-const registry = new Map<string, () => Promise<BackendFactory>>([
+export interface BackendRegistry {
+  /** Every type a network config may name. */
+  types(): string[];
+  factory(type: string): Promise<BackendFactory>;
+}
+
+const loaders = new Map<string, () => Promise<BackendFactory>>([
   ['alloc', async () => (await import('./alloc/index.js')).createAllocBackend],
   ['udp', async () => (await import('./udp/index.js')).createUdpBackend],
 ]);
 
 export function backendTypes(): string[] {
-  return [...registry.keys()].sort();
+  return [...loaders.keys()].sort();
 }
 
 export async function getBackendFactory(type: string): Promise<BackendFactory> {
-  const load = registry.get(type);
+  const load = loaders.get(type);
   if (!load) throw new Error(`unknown backend type "${type}" (known: ${backendTypes().join(', ')})`);
   return load();
 }
+
+/** The backends this build of flanneld has. */
+export const BUILTIN_BACKENDS: BackendRegistry = { types: backendTypes, factory: getBackendFactory };

@@ -9,7 +9,7 @@ import type { DaemonOptions } from './options.js';
 import { ConfigError, type NetworkConfig } from '../config/network.js';
 import { selectExternalInterface } from '../net/interfaces.js';
 import { formatIP4Net } from '../net/ipaddr.js';
-import { backendTypes, getBackendFactory } from '../backend/registry.js';
+import { BUILTIN_BACKENDS, type BackendRegistry } from '../backend/registry.js';
 import { DEFAULT_DATAPLANE_OPTIONS, type Backend, type DataplaneOptions } from '../backend/types.js';
 import { ConfigNotFoundError, DEFAULT_LEASE_TTL_SECONDS, KvSubnetManager, describe } from '../subnet/manager.js';
 import { StoreUnavailableError } from '../subnet/kv.js';
@@ -30,6 +30,8 @@ export interface DaemonSettings {
   leaseTtlSeconds?: number;
   /** Userspace dataplane switches (default: offloads and receive coalescing on). */
   dataplane?: DataplaneOptions;
+  /** Where backend types come from (default: the built-in ones). */
+  backends?: BackendRegistry;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -69,6 +71,7 @@ export class Daemon {
   private readonly failed: Promise<Error>;
   private fail: (err: Error) => void = () => {};
   lease: Lease | null = null;
+  private readonly backends: BackendRegistry;
 
   /** True once stop() was called (e.g. SIGTERM while still waiting for etcd). */
   get isStopping(): boolean {
@@ -80,6 +83,7 @@ export class Daemon {
     private readonly settings: DaemonSettings = {},
   ) {
     this.failed = new Promise((resolve) => (this.fail = resolve));
+    this.backends = settings.backends ?? BUILTIN_BACKENDS;
   }
 
   /**
@@ -107,7 +111,7 @@ export class Daemon {
 
     const store = await openStore(opts);
     // --etcd-prefix applies to the embedded store too, so both stores share one layout.
-    this.sm = new KvSubnetManager({ store, prefix: opts.etcdPrefix, ttlSeconds: this.settings.leaseTtlSeconds, backendTypes: backendTypes() });
+    this.sm = new KvSubnetManager({ store, prefix: opts.etcdPrefix, ttlSeconds: this.settings.leaseTtlSeconds, backendTypes: this.backends.types() });
     log.info('subnet store', { store: this.sm.name });
     const sm = this.sm;
 
@@ -121,7 +125,7 @@ export class Daemon {
     log.info('network config', { backend: config.backendType, network: config.network ? formatIP4Net(config.network) : undefined });
 
     const metrics = new Metrics();
-    const factory = await getBackendFactory(config.backendType);
+    const factory = await this.backends.factory(config.backendType);
     const backend = await factory({
       config,
       backendConfig: config.backend,

@@ -1,8 +1,8 @@
 /**
- * Receive-side TCP coalescing for the udp backend (the idea of wireguard-go's
+ * Receive-side TCP coalescing for TUN writes (the idea of wireguard-go's
  * tcpGRO, written from the kernel's documented virtio_net_hdr contract).
  *
- * Why: with TSO on the sender side, the receiving daemon became the limit:
+ * Why (measured on the udp backend): with TSO on the sender side, the receiving daemon became the limit:
  * one TUN write() per ~1.4 KB datagram, each running the inner packet
  * through the kernel's receive path synchronously (bench/PROFILE.md: rx
  * worker at ~80 % of a core, 76 % of it kernel time). A recvmmsg batch of a

@@ -1,5 +1,5 @@
 /**
- * TUN offloads for the udp backend (the approach wireguard-go takes on
+ * TUN offloads for a userspace dataplane (the approach wireguard-go takes on
  * Linux). With IFF_VNET_HDR + TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4) the
  * kernel stops segmenting TCP for flannel0 and hands us super-packets of up
  * to 64 KB, each behind a 10-byte struct virtio_net_hdr, plus packets whose
@@ -10,7 +10,7 @@
  * be one ordinary IPv4 packet no larger than flannel0's MTU. So every
  * super-packet is cut here into MSS-sized IPv4/TCP packets, exactly as the
  * kernel's software GSO would have done, and each segment then goes through
- * the normal per-packet checks (forwardFromTun: routing, TTL, ICMP errors,
+ * the caller's normal per-packet checks (for udp: routing, TTL, ICMP errors,
  * counters) like any packet read without offloads.
  *
  * This module knows nothing of any backend: it reports what it did as

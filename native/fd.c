@@ -1,0 +1,38 @@
+/*
+ * fd helpers shared by tun.c and udp.c: a poll() with a timeout (the only
+ * place a call may wait) and close().
+ */
+#include "flannel_native.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <unistd.h>
+
+/* 1 = ready (including error/hangup conditions, which the following
+ * read/write reports precisely), 0 = timed out or interrupted by a signal
+ * (callers treat both as "nothing yet" and simply return to JS), -errno on
+ * failure. */
+int wait_fd(int fd, short events, int timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = events, .revents = 0};
+  int r = poll(&p, 1, timeout_ms);
+  if (r < 0) return errno == EINTR ? 0 : -errno;
+  if (r == 0) return 0;
+  if (p.revents & POLLNVAL) return -EBADF;
+  return 1;
+}
+
+/* close(fd) */
+napi_value close_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int fd;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  /* On Linux the fd is released even when close() reports EINTR, so never
+   * retry (that could close an fd another thread just got). EBADF is worth
+   * reporting: it means a double close somewhere. */
+  if (close(fd) < 0 && errno != EINTR) {
+    int e = errno;
+    throw_sys(env, e, "close", fd_error_hint(e), "close fd %d", fd);
+  }
+  return NULL;
+}

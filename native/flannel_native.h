@@ -1,0 +1,116 @@
+/*
+ * flannel_native: the few syscalls Node cannot make itself, one file per job:
+ *
+ *   args.c      N-API argument checks and errors (every call's prologue)
+ *   fd.c        poll() with a timeout, close()
+ *   tun.c       TUN devices: open /dev/net/tun + ioctl(TUNSETIFF), batched
+ *               read()/write() of whole IP packets, TUNSETOFFLOAD
+ *   udp.c       batched UDP: recvmmsg()/sendmmsg() (one JS->C crossing moves
+ *               up to 1024 datagrams), UDP GSO sends (UDP_SEGMENT)
+ *   checksum.c  RFC 1071 sums over slots, for receive-side TCP coalescing
+ *   module.c    registration and per-thread scratch memory
+ *
+ * Offloads: with IFF_VNET_HDR + TUNSETOFFLOAD the kernel hands over TCP
+ * super-packets (one read per ~64 KB instead of per ~1.4 KB); the addon only
+ * moves the 10-byte virtio_net_hdr and groups slots into GSO sends.
+ * Segmentation and coalescing are TypeScript's (src/tun/offload.ts,
+ * src/tun/gro.ts); only the checksum sums moved to C, for the speed measured
+ * in checksum.c.
+ *
+ * Every call is synchronous and meant for worker_threads running tight
+ * loops. The only place a call may block is poll(), and only for the
+ * caller's timeoutMs (or ~10 ms when a send queue is full), so a worker can
+ * check a stop flag between calls. Routing, validation and encapsulation
+ * are TypeScript's job.
+ *
+ * Data layout shared with src/native/addon.ts: packets live in one
+ * Uint8Array split into fixed-size slots (packet i at i * slotSize); the
+ * per-packet lengths / addresses / ports travel in typed arrays beside it.
+ * All arguments are validated before any syscall, so a bad call throws a
+ * TypeError/RangeError instead of scribbling over memory.
+ */
+#ifndef FLANNEL_NATIVE_H
+#define FLANNEL_NATIVE_H
+
+#include <node_api.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* recvmmsg/sendmmsg silently clamp vlen to UIO_MAXIOV (1024); we refuse
+ * larger batches instead so "returned < requested" always means "no more
+ * data" / "dropped", never "the kernel ignored part of the request". */
+#define MAX_UDP_BATCH 1024
+
+/* How long a send may wait for room in a full socket/TUN queue before the
+ * rest of the batch is dropped. Short, because a stalled worker is worse
+ * than a dropped packet (the inner protocols retransmit). */
+#define SEND_STALL_MS 10
+
+#define VNET_HDR_LEN 10 /* sizeof(struct virtio_net_hdr) */
+
+#define ROOT_HINT "flanneld must run as root / with CAP_NET_ADMIN"
+
+/* ---- args.c: errors ---- */
+void throw_sys(napi_env env, int e, const char *syscall, const char *hint, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+void throw_type(napi_env env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void throw_range(napi_env env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void throw_napi_failure(napi_env env);
+bool is_fd_error(int e);
+const char *fd_error_hint(int e);
+
+/* ---- args.c: argument checks ---- */
+/* The prologue of every call: its first n arguments (missing ones are undefined). */
+bool get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv);
+bool get_int(napi_env env, napi_value v, const char *name, int64_t min, int64_t max, int64_t *out);
+bool get_fd(napi_env env, napi_value v, int *fd);
+bool get_bool(napi_env env, napi_value v, const char *name, bool *out);
+bool get_typed(napi_env env, napi_value v, const char *name, napi_typedarray_type want, const char *want_name,
+               void **data, size_t *len);
+/* A typed array that may be undefined/null (then *data = NULL) of at least min_len elements. */
+bool get_optional_typed(napi_env env, napi_value v, const char *name, napi_typedarray_type want, const char *want_name,
+                        size_t min_len, void **data);
+bool check_len(napi_env env, size_t have, int64_t n, const char *aname, const char *nname);
+bool check_out_lens(napi_env env, const uint32_t *lens, int64_t n, int64_t slot);
+
+/* A slot buffer, its slot size, the lengths array and a packet count, checked
+ * to fit each other: the check that keeps the kernel from writing past the
+ * end of a JS buffer. */
+typedef struct {
+  uint8_t *buf;
+  int64_t slot;
+  uint32_t *lens;
+  int64_t n;
+} slots_t;
+bool get_slots(napi_env env, napi_value vbuf, napi_value vslot, napi_value vlens, napi_value vn, const char *nname,
+               int64_t nmax, slots_t *s);
+/* addrs (Uint32Array) and ports (Uint16Array) with at least n entries. */
+bool get_peers(napi_env env, napi_value vaddrs, napi_value vports, int64_t n, const char *nname, uint32_t **addrs,
+               uint16_t **ports);
+/* The epilogue of calls returning a count. */
+napi_value return_count(napi_env env, int64_t n);
+
+/* ---- fd.c ---- */
+int wait_fd(int fd, short events, int timeout_ms);
+napi_value close_fd(napi_env env, napi_callback_info info);
+
+/* ---- tun.c ---- */
+napi_value tun_open(napi_env env, napi_callback_info info);
+napi_value tun_read(napi_env env, napi_callback_info info);
+napi_value tun_write(napi_env env, napi_callback_info info);
+napi_value tun_set_offload(napi_env env, napi_callback_info info);
+
+/* ---- udp.c ---- */
+void *udp_scratch_new(void);
+void udp_scratch_free(napi_env env, void *data, void *hint);
+napi_value udp_open(napi_env env, napi_callback_info info);
+napi_value udp_recv(napi_env env, napi_callback_info info);
+napi_value udp_send(napi_env env, napi_callback_info info);
+napi_value udp_local_port(napi_env env, napi_callback_info info);
+
+/* ---- checksum.c ---- */
+napi_value sum_slots(napi_env env, napi_callback_info info);
+
+#endif

@@ -1,0 +1,367 @@
+/*
+ * Batched UDP: recvmmsg()/sendmmsg() over slot buffers, so one JS->C
+ * crossing moves up to 1024 datagrams instead of one (node:dgram pays an
+ * event-loop turn and an allocation per datagram), and UDP GSO sends
+ * (UDP_SEGMENT): one sendmsg carries a run of equal-size datagrams.
+ */
+#include "flannel_native.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <linux/udp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* Socket buffer size we ask for: big enough to absorb bursts while a
+ * worker is busy with the previous batch. */
+#define SOCK_BUF_BYTES (4 * 1024 * 1024)
+
+/* ---- Per-env scratch space for mmsghdr arrays ---- */
+
+/* One per napi_env, i.e. per worker thread, so concurrent workers never
+ * share it; allocated once instead of per call (calls run in tight loops)
+ * and kept off the stack (worker stacks are small). */
+/* Datagrams one UDP GSO send may carry. The kernel's UDP_MAX_SEGMENTS is
+ * 64 on older kernels (128 since 5.x); the lower value works everywhere. */
+#define GSO_MAX_SEGS 64
+/* Payload limit of one UDP send (IP total length is 16 bits). */
+#define GSO_MAX_BYTES 65000
+
+typedef struct {
+  struct mmsghdr msgs[MAX_UDP_BATCH];
+  struct iovec iov[MAX_UDP_BATCH];
+  struct sockaddr_in sa[MAX_UDP_BATCH];
+  /* One UDP_SEGMENT control message per GSO send. */
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctl[MAX_UDP_BATCH];
+  /* Per-message segment counts of a GSO batch, and the fallback for a GSO
+   * send the kernel refuses: its segments resent one datagram each. */
+  int segs[MAX_UDP_BATCH];
+  struct mmsghdr fb_msgs[GSO_MAX_SEGS];
+} scratch_t;
+
+void *udp_scratch_new(void) { return calloc(1, sizeof(scratch_t)); }
+
+void udp_scratch_free(napi_env env, void *data, void *hint) { free(data); }
+
+static scratch_t *get_scratch(napi_env env) {
+  void *p = NULL;
+  if (napi_get_instance_data(env, &p) != napi_ok || p == NULL) {
+    napi_throw_error(env, "ERR_NAPI", "flannel_native: per-thread scratch memory missing");
+    return NULL;
+  }
+  return p;
+}
+
+/* Prefer the *FORCE variant (needs CAP_NET_ADMIN, which flanneld has) since
+ * plain SO_RCVBUF/SO_SNDBUF are silently capped by net.core.[rw]mem_max,
+ * often just 208 KiB. Failing both is not fatal: the socket still works. */
+static void set_sockbuf(int fd, int force_opt, int opt, int bytes) {
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &bytes, sizeof bytes) == 0) return;
+  (void)setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes);
+}
+
+/* udpOpen(bindAddr, port, reusePort) -> fd */
+napi_value udp_open(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+
+  napi_valuetype t;
+  if (napi_typeof(env, argv[0], &t) != napi_ok) return throw_napi_failure(env), NULL;
+  if (t != napi_string) return throw_type(env, "bindAddr must be a string"), NULL;
+  char addr[64];
+  size_t alen = 0;
+  if (napi_get_value_string_utf8(env, argv[0], addr, sizeof addr, &alen) != napi_ok)
+    return throw_napi_failure(env), NULL;
+  int64_t port;
+  bool reuse = false;
+  if (!get_int(env, argv[1], "port", 0, 65535, &port) || !get_bool(env, argv[2], "reusePort", &reuse)) return NULL;
+
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  if (alen == 0) {
+    sa.sin_addr.s_addr = htonl(INADDR_ANY); /* "" = all addresses, like node:dgram */
+  } else if (alen >= sizeof addr - 1 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+    return throw_range(env, "bindAddr must be an IPv4 address like 0.0.0.0, got \"%s\"", addr), NULL;
+  }
+
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    int e = errno;
+    throw_sys(env, e, "socket",
+              (e == EMFILE || e == ENFILE) ? "too many open files: raise the limit (ulimit -n / LimitNOFILE)" : NULL,
+              "cannot create UDP socket");
+    return NULL;
+  }
+  int one = 1;
+  /* Deliberately no SO_REUSEADDR: UDP has no TIME_WAIT, so it would not
+   * speed up restarts, but on Linux it lets a second socket bind the same
+   * port silently (and steal its datagrams), hiding a second flanneld
+   * instead of failing with EADDRINUSE. */
+  /* SO_REUSEPORT lets each worker own a socket on the same port, with the
+   * kernel spreading incoming flows across them. */
+  if (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+    int e = errno;
+    close(fd);
+    throw_sys(env, e, "setsockopt", "this kernel lacks SO_REUSEPORT; use a single UDP worker",
+              "SO_REUSEPORT on %s:%lld", alen ? addr : "0.0.0.0", (long long)port);
+    return NULL;
+  }
+  set_sockbuf(fd, SO_RCVBUFFORCE, SO_RCVBUF, SOCK_BUF_BYTES);
+  set_sockbuf(fd, SO_SNDBUFFORCE, SO_SNDBUF, SOCK_BUF_BYTES);
+
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    int e = errno;
+    close(fd);
+    char hint[256];
+    const char *h = NULL;
+    if (e == EADDRINUSE) {
+      snprintf(hint, sizeof hint,
+               "UDP port %lld is already used by another process, maybe another flanneld "
+               "(find it with: ss -ulpn 'sport = :%lld'), or by a socket opened without reusePort",
+               (long long)port, (long long)port);
+      h = hint;
+    } else if (e == EADDRNOTAVAIL) {
+      h = "the address is not assigned to any interface of this host";
+    } else if (e == EACCES || e == EPERM) {
+      h = "ports below 1024 need root / CAP_NET_BIND_SERVICE";
+    }
+    throw_sys(env, e, "bind", h, "bind UDP %s:%lld", alen ? addr : "0.0.0.0", (long long)port);
+    return NULL;
+  }
+  napi_value ret;
+  if (napi_create_int32(env, fd, &ret) != napi_ok) {
+    close(fd);
+    throw_napi_failure(env);
+    return NULL;
+  }
+  return ret;
+}
+
+/* udpRecv(fd, buf, slotSize, lens, addrs, ports, max, timeoutMs) -> count */
+napi_value udp_recv(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return NULL;
+  int fd;
+  slots_t b;
+  int64_t timeout;
+  uint32_t *addrs;
+  uint16_t *ports;
+  if (!get_fd(env, argv[0], &fd) || !get_slots(env, argv[1], argv[2], argv[3], argv[6], "max", MAX_UDP_BATCH, &b) ||
+      !get_peers(env, argv[4], argv[5], b.n, "max", &addrs, &ports) ||
+      !get_int(env, argv[7], "timeoutMs", 0, INT32_MAX, &timeout))
+    return NULL;
+  uint8_t *buf = b.buf;
+  uint32_t *lens = b.lens;
+  int64_t slot = b.slot, max = b.n;
+  scratch_t *s = get_scratch(env);
+  if (!s) return NULL;
+
+  int got = 0;
+  if (max > 0) {
+    for (int i = 0; i < max; i++) {
+      s->iov[i].iov_base = buf + i * slot;
+      s->iov[i].iov_len = (size_t)slot;
+      memset(&s->msgs[i], 0, sizeof s->msgs[i]);
+      s->msgs[i].msg_hdr.msg_name = &s->sa[i];
+      s->msgs[i].msg_hdr.msg_namelen = sizeof s->sa[i];
+      s->msgs[i].msg_hdr.msg_iov = &s->iov[i];
+      s->msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    bool waited = false;
+    for (;;) {
+      /* Non-blocking first (see tunRead); MSG_DONTWAIT also makes the
+       * kernel return what is queued instead of waiting to fill `max`. */
+      int r = recvmmsg(fd, s->msgs, (unsigned)max, MSG_DONTWAIT, NULL);
+      if (r > 0) {
+        got = r;
+        break;
+      }
+      if (r == 0) break;
+      int e = errno;
+      if (e == EINTR) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK) {
+        if (waited || timeout == 0) break;
+        int pr = wait_fd(fd, POLLIN, (int)timeout);
+        waited = true;
+        if (pr < 0) {
+          throw_sys(env, -pr, "poll", fd_error_hint(-pr), "udpRecv fd %d", fd);
+          return NULL;
+        }
+        if (pr == 0) break;
+        continue;
+      }
+      throw_sys(env, e, "recvmmsg", fd_error_hint(e), "udpRecv fd %d", fd);
+      return NULL;
+    }
+    for (int i = 0; i < got; i++) {
+      const struct msghdr *h = &s->msgs[i].msg_hdr;
+      /* MSG_TRUNC: the datagram did not fit and its tail is lost; a length
+       * that cannot fit a slot lets TS spot and drop it. */
+      lens[i] = (h->msg_flags & MSG_TRUNC) ? (uint32_t)slot + 1 : s->msgs[i].msg_len;
+      if (h->msg_namelen >= sizeof(struct sockaddr_in) && s->sa[i].sin_family == AF_INET) {
+        addrs[i] = ntohl(s->sa[i].sin_addr.s_addr);
+        ports[i] = ntohs(s->sa[i].sin_port);
+      } else {
+        addrs[i] = 0;
+        ports[i] = 0;
+      }
+    }
+  }
+  return return_count(env, got);
+}
+
+/* sendmmsg over msgs[0..nmsg): returns datagrams sent (segs[m] per message,
+ * 1 each when segs is NULL), or -errno for an fd-level error before anything
+ * went out. A message the kernel rejects is dropped alone; a rejected GSO
+ * message (no checksum offload on the route's device -> EIO, a segment
+ * larger than the path MTU -> EINVAL, ...) is resent as plain datagrams
+ * through `fb` so the datagrams still go out (fragmented by the kernel if
+ * they must be, as on the plain path). */
+static int send_msgs(int fd, struct mmsghdr *msgs, int nmsg, const int *segs, struct mmsghdr *fb) {
+  int next = 0, sent = 0;
+  /* Bounded retries when the send queue is full: ENOBUFS (qdisc full) does
+   * not make poll() wait, so without a budget this could spin. */
+  int retries = 4;
+  while (next < nmsg) {
+    int r = sendmmsg(fd, msgs + next, (unsigned)(nmsg - next), MSG_DONTWAIT);
+    if (r > 0) {
+      for (int k = 0; k < r; k++) sent += segs ? segs[next + k] : 1;
+      next += r;
+      continue;
+    }
+    int e = r == 0 ? EAGAIN : errno;
+    if (e == EINTR) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
+      if (retries-- <= 0) break; /* drop the rest of the batch */
+      int pr = wait_fd(fd, POLLOUT, SEND_STALL_MS);
+      if (pr == 0 && e != ENOBUFS) break; /* still full after the stall budget: drop the rest */
+      if (pr >= 0) continue;
+      e = -pr;
+    }
+    if (is_fd_error(e)) {
+      if (sent > 0) break; /* report what went out; the next call throws */
+      return -e;
+    }
+    /* sendmmsg stops at the first datagram the kernel rejects (EMSGSIZE,
+     * ENETUNREACH, EPERM from a firewall, EINVAL for port 0, ...). Drop that
+     * one and carry on with the rest of the batch. */
+    if (segs && segs[next] > 1 && fb) {
+      const struct msghdr *h = &msgs[next].msg_hdr;
+      int n = (int)h->msg_iovlen;
+      for (int k = 0; k < n; k++) {
+        memset(&fb[k], 0, sizeof fb[k]);
+        fb[k].msg_hdr.msg_name = h->msg_name;
+        fb[k].msg_hdr.msg_namelen = h->msg_namelen;
+        fb[k].msg_hdr.msg_iov = &h->msg_iov[k];
+        fb[k].msg_hdr.msg_iovlen = 1;
+      }
+      int r2 = send_msgs(fd, fb, n, NULL, NULL);
+      if (r2 > 0) sent += r2;
+    }
+    next++;
+  }
+  return sent;
+}
+
+/* udpSend(fd, buf, slotSize, lens, addrs, ports, count, gso?) -> sent
+ * With gso, runs of consecutive datagrams to the same address and port whose
+ * lengths are equal (the last of a run may be shorter) go out as one
+ * sendmsg with UDP_SEGMENT: on the wire they are still separate, ordinary
+ * datagrams, but the socket, routing and qdisc work is paid once per run. */
+napi_value udp_send(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return NULL;
+  int fd;
+  slots_t b;
+  uint32_t *addrs;
+  uint16_t *ports;
+  bool gso = false;
+  if (!get_fd(env, argv[0], &fd) || !get_slots(env, argv[1], argv[2], argv[3], argv[6], "count", MAX_UDP_BATCH, &b) ||
+      !get_peers(env, argv[4], argv[5], b.n, "count", &addrs, &ports) || !check_out_lens(env, b.lens, b.n, b.slot) ||
+      !get_bool(env, argv[7], "gso", &gso))
+    return NULL;
+  uint8_t *buf = b.buf;
+  uint32_t *lens = b.lens;
+  int64_t slot = b.slot, count = b.n;
+  scratch_t *s = get_scratch(env);
+  if (!s) return NULL;
+
+  int nmsg = 0;
+  for (int i = 0; i < count;) {
+    int j = i + 1;
+    if (gso && lens[i] > 0) {
+      uint32_t total = lens[i];
+      while (j < count && j - i < GSO_MAX_SEGS && addrs[j] == addrs[i] && ports[j] == ports[i] &&
+             lens[j - 1] == lens[i] && lens[j] > 0 && lens[j] <= lens[i] && total + lens[j] <= GSO_MAX_BYTES) {
+        total += lens[j];
+        j++;
+      }
+    }
+    for (int k = i; k < j; k++) {
+      s->iov[k].iov_base = buf + k * slot;
+      s->iov[k].iov_len = lens[k];
+    }
+    struct sockaddr_in *sa = &s->sa[nmsg];
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_addr.s_addr = htonl(addrs[i]);
+    sa->sin_port = htons(ports[i]);
+    struct mmsghdr *m = &s->msgs[nmsg];
+    memset(m, 0, sizeof *m);
+    m->msg_hdr.msg_name = sa;
+    m->msg_hdr.msg_namelen = sizeof *sa;
+    m->msg_hdr.msg_iov = &s->iov[i];
+    m->msg_hdr.msg_iovlen = (size_t)(j - i);
+    if (j - i > 1) {
+      m->msg_hdr.msg_control = s->ctl[nmsg].buf;
+      m->msg_hdr.msg_controllen = sizeof s->ctl[nmsg].buf;
+      struct cmsghdr *c = CMSG_FIRSTHDR(&m->msg_hdr);
+      c->cmsg_level = IPPROTO_UDP; /* = SOL_UDP */
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t seg = (uint16_t)lens[i];
+      memcpy(CMSG_DATA(c), &seg, sizeof seg);
+    }
+    s->segs[nmsg] = j - i;
+    nmsg++;
+    i = j;
+  }
+
+  int sent = send_msgs(fd, s->msgs, nmsg, s->segs, s->fb_msgs);
+  if (sent < 0) {
+    throw_sys(env, -sent, "sendmmsg", fd_error_hint(-sent), "udpSend fd %d", fd);
+    return NULL;
+  }
+  return return_count(env, sent);
+}
+
+/* udpLocalPort(fd) -> port */
+napi_value udp_local_port(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int fd;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  struct sockaddr_in sa;
+  socklen_t len = sizeof sa;
+  memset(&sa, 0, sizeof sa);
+  if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+    int e = errno;
+    throw_sys(env, e, "getsockname", fd_error_hint(e), "udpLocalPort fd %d", fd);
+    return NULL;
+  }
+  if (sa.sin_family != AF_INET) return throw_type(env, "fd %d is not an IPv4 socket", fd), NULL;
+  napi_value ret;
+  if (napi_create_uint32(env, ntohs(sa.sin_port), &ret) != napi_ok) return throw_napi_failure(env), NULL;
+  return ret;
+}

@@ -1,0 +1,98 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Daemon } from '../../src/daemon/daemon.js';
+import { parseOptions } from '../../src/cli/options.js';
+import type { Backend, BackendContext, BackendFactory } from '../../src/backend/types.js';
+import type { BackendRegistry } from '../../src/backend/registry.js';
+import { LocalStore } from '../../src/subnet/local-store.js';
+import type { Lease } from '../../src/subnet/types.js';
+import { setLogSink } from '../../src/log.js';
+
+const lines: string[] = [];
+setLogSink((l) => lines.push(l));
+
+/** A backend that records what the daemon tells it; `failAfterStart` makes it report that it cannot run. */
+function recordingBackends(failAfterStart: Error | null) {
+  const seen = { previous: [] as (Lease | null)[], ctx: null as BackendContext | null, stopped: 0 };
+  const factory: BackendFactory = async (ctx) => {
+    seen.ctx = ctx;
+    const b: Backend = {
+      type: 'recording',
+      prepare: async (previous) => {
+        seen.previous.push(previous);
+        return { backendType: 'recording', backendData: { Key: 'stable' } };
+      },
+      mtu: () => 1400,
+      start: async () => {
+        if (failAfterStart) setTimeout(() => ctx.fatal(failAfterStart), 10);
+      },
+      handleEvents: async () => {},
+      stop: async () => void seen.stopped++,
+    };
+    return b;
+  };
+  const registry: BackendRegistry = { types: () => ['recording'], factory: async () => factory };
+  return { registry, seen };
+}
+
+async function withStore(fn: (dir: string) => Promise<void>) {
+  const dir = mkdtempSync(join(tmpdir(), 'flannel-daemon-'));
+  try {
+    const store = new LocalStore({ dir: join(dir, 'store') });
+    await store.put('/coreos.com/network/config', '{"Network":"10.5.0.0/16","Backend":{"Type":"recording"}}');
+    await store.close();
+    await fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const optsFor = (dir: string) => parseOptions(['--local-store', join(dir, 'store'), '--iface', 'lo', '--subnet-file', join(dir, 'subnet.env')], {});
+
+test('prepare gets the lease this host held before (null on a first start) and its attributes are published', async () => {
+  await withStore(async (dir) => {
+    const { registry, seen } = recordingBackends(null);
+    const d1 = new Daemon(optsFor(dir), { backends: registry });
+    await d1.start();
+    const first = d1.lease!;
+    assert.equal(seen.previous[0], null);
+    assert.deepEqual(first.attrs.backendData, { Key: 'stable' });
+    await d1.stop();
+    const d2 = new Daemon(optsFor(dir), { backends: registry });
+    await d2.start();
+    const prev = seen.previous[1]!;
+    assert.ok(prev, 'a restart sees its previous lease');
+    assert.equal(prev.key, first.key);
+    assert.equal(prev.attrs.publicIP, '127.0.0.1');
+    assert.deepEqual(prev.attrs.backendData, { Key: 'stable' });
+    assert.deepEqual(seen.ctx!.dataplane, { offload: true, rxCoalesce: true }, 'default dataplane switches');
+    await d2.stop();
+  });
+});
+
+test('a backend that calls ctx.fatal after start makes the daemon report the failure and stop', async () => {
+  await withStore(async (dir) => {
+    const { registry, seen } = recordingBackends(new Error('device flannel.1 vanished'));
+    const d = new Daemon(optsFor(dir), { backends: registry, dataplane: { offload: false, rxCoalesce: false } });
+    lines.length = 0;
+    await d.start();
+    const err = await d.whenFailed();
+    assert.match(err.message, /device flannel\.1 vanished/);
+    assert.ok(lines.some((l) => l.startsWith('ERROR') && /backend cannot run, stopping/.test(l) && /vanished/.test(l)));
+    assert.deepEqual(seen.ctx!.dataplane, { offload: false, rxCoalesce: false }, 'switches passed in, not read from the environment');
+    await d.stop();
+    assert.equal(seen.stopped, 1);
+  });
+});
+
+test('a config naming a type the registry lacks is refused with the known types', async () => {
+  await withStore(async (dir) => {
+    const registry: BackendRegistry = { types: () => ['alloc'], factory: async () => assert.fail('no factory for an unknown type') };
+    const d = new Daemon(optsFor(dir), { backends: registry });
+    await assert.rejects(d.start(), /unknown backend type "recording" \(known: alloc\)/);
+    await d.stop();
+  });
+});
