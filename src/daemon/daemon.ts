@@ -15,7 +15,7 @@ import { ConfigNotFoundError, DEFAULT_LEASE_TTL_SECONDS, KvSubnetManager, descri
 import { StoreUnavailableError } from '../subnet/kv.js';
 import { openStore } from '../subnet/open-store.js';
 import { readPreviousSubnets, renderSubnetEnv, writeSubnetEnv } from '../subnet/subnet-env.js';
-import type { Lease, LeaseEvent, LeaseWatchHandle } from '../subnet/types.js';
+import { LeaseLostError, type Lease, type LeaseEvent, type LeaseWatchHandle } from '../subnet/types.js';
 import { Metrics } from '../metrics/registry.js';
 import { startHealthz } from '../metrics/healthz.js';
 
@@ -58,6 +58,33 @@ async function whileUnavailable<T>(what: string, fn: () => Promise<T>, stopping:
   }
 }
 
+/**
+ * One line per lease at debug, and at info one line per batch: a burst of
+ * thousands of leases (a start next to a big cluster) costs one line, not thousands.
+ */
+function logLeaseEvents(events: LeaseEvent[]): void {
+  let added = 0;
+  for (const e of events) {
+    if (e.type === 'added') added++;
+    log.debug(`lease ${e.type}`, { subnet: describe(e.lease), publicIP: e.lease.attrs.publicIP });
+  }
+  const sample = events.slice(0, 3).map((e) => `${e.type === 'added' ? '+' : '-'}${describe(e.lease)}`);
+  if (events.length > 3) sample.push('...');
+  log.info('lease events', { added, removed: events.length - added, subnets: sample.join(' ') });
+}
+
+function renderLeaseMetrics(s: { accepted: number; rejected: Record<string, number> }): string {
+  const lines = [
+    '# HELP flannel_subnet_leases Other hosts\' leases this daemon routes to.',
+    '# TYPE flannel_subnet_leases gauge',
+    `flannel_subnet_leases ${s.accepted}`,
+    '# HELP flannel_subnet_leases_rejected_total Leases skipped because they do not fit the network config or collide with another, by reason.',
+    '# TYPE flannel_subnet_leases_rejected_total counter',
+  ];
+  for (const [reason, n] of Object.entries(s.rejected)) lines.push(`flannel_subnet_leases_rejected_total{reason="${reason}"} ${n}`);
+  return lines.join('\n') + '\n';
+}
+
 export class Daemon {
   private stopping = false;
   private backend: Backend | null = null;
@@ -87,17 +114,18 @@ export class Daemon {
   }
 
   /**
-   * Resolves with the error when a backend reported, after start, that it
-   * cannot run (ctx.fatal): the caller then stops the daemon and exits 1.
+   * Resolves with the error when the daemon must not go on after start: a
+   * backend reported that it cannot run (ctx.fatal), or our lease now
+   * belongs to another host. The caller then stops the daemon and exits 1.
    */
   whenFailed(): Promise<Error> {
     return this.failed;
   }
 
-  private backendFailed(err: Error): void {
+  private failWith(err: Error, what: string): void {
     if (this.failure || this.stopping) return;
     this.failure = err;
-    log.error('backend cannot run, stopping', { error: err.message });
+    log.error(what, { error: err.message });
     this.fail(err);
   }
 
@@ -134,7 +162,7 @@ export class Daemon {
       log: createLogger(config.backendType),
       metrics,
       dataplane: this.settings.dataplane ?? DEFAULT_DATAPLANE_OPTIONS,
-      fatal: (err) => this.backendFailed(err),
+      fatal: (err) => this.failWith(err, 'backend cannot run, stopping'),
     });
     this.backend = backend;
 
@@ -168,38 +196,54 @@ export class Daemon {
       log.info('healthz listening', { addr: `${opts.healthzIP}:${opts.healthzPort}` });
     }
 
-    this.watch = await sm.watchLeases(
-      lease,
-      (events) => this.enqueueEvents(events),
-      () => this.restoreOwnLease(),
-    );
+    const watch = await sm.watchLeases(lease, config, {
+      onEvents: (events) => this.enqueueEvents(events),
+      onOwnLeaseRemoved: () => this.restoreOwnLease(),
+      onOwnLeaseTaken: (holder) => this.leaseLost(new LeaseLostError(describe(lease), `the key now belongs to PublicIP ${holder}`)),
+    });
+    this.watch = watch;
+    metrics.register('leases', () => renderLeaseMetrics(watch.stats()));
     this.scheduleRenew();
     log.info('running');
   }
 
   private enqueueEvents(events: LeaseEvent[]): void {
-    for (const e of events) log.info(`lease ${e.type}`, { subnet: describe(e.lease), publicIP: e.lease.attrs.publicIP });
+    logLeaseEvents(events);
     // Serialize: a backend applies one batch at a time, in order.
     this.eventChain = this.eventChain
       .then(() => this.backend?.handleEvents(events))
       .catch((err: Error) => log.error('backend failed to apply lease events', { error: err.message }));
   }
 
+  /** Our subnet now belongs to another host: stop and exit 1, as flannel does, so pods never share a subnet. */
+  private leaseLost(err: Error): void {
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    this.failWith(err, 'our lease was taken over; stopping so two hosts never use one subnet (a restart acquires a new one)');
+  }
+
+  /** Serialises writes of our own lease (renewal, restore), so each compares against the other's result. */
+  private leaseWrites: Promise<void> = Promise.resolve();
+
   private restoreOwnLease(): void {
-    if (this.stopping || !this.lease || !this.sm) return;
-    const sm = this.sm;
-    const lease = this.lease;
-    void sm
-      .renewLease(lease)
-      .then((l) => {
-        this.lease = l;
-        log.info('restored our lease in the store', { subnet: describe(l) });
-      })
-      .catch((err: Error) => log.warn('cannot restore our lease yet', { error: err.message }));
+    this.leaseWrites = this.leaseWrites.then(async () => {
+      if (this.stopping || this.failure || !this.lease || !this.sm) return;
+      try {
+        // The restored key carries a TTL whatever it had before (an operator's reservation
+        // that was deleted comes back as an ordinary lease), so renewals follow it from now on.
+        this.lease = await this.sm.restoreLease(this.lease);
+        log.info('restored our lease in the store', { subnet: describe(this.lease) });
+        this.scheduleRenew();
+      } catch (err) {
+        if (err instanceof LeaseLostError) this.leaseLost(err);
+        else log.warn('cannot restore our lease yet', { error: (err as Error).message });
+      }
+    });
   }
 
   private scheduleRenew(): void {
-    if (this.stopping || !this.lease) return;
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    this.renewTimer = null;
+    if (this.stopping || this.failure || !this.lease) return;
     const marginMs = this.opts.subnetLeaseRenewMargin * 60_000;
     const ttlMs = (this.settings.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS) * 1000;
     // With a short test TTL the margin may exceed it; renew at half the TTL then.
@@ -209,12 +253,18 @@ export class Daemon {
     this.renewTimer = setTimeout(() => void this.renew(), due);
   }
 
-  private async renew(): Promise<void> {
-    if (this.stopping || !this.lease || !this.sm) return;
+  private renew(): Promise<void> {
+    this.leaseWrites = this.leaseWrites.then(() => this.renewNow());
+    return this.leaseWrites;
+  }
+
+  private async renewNow(): Promise<void> {
+    if (this.stopping || this.failure || !this.lease || !this.sm) return;
     try {
       this.lease = await this.sm.renewLease(this.lease);
       this.scheduleRenew();
     } catch (err) {
+      if (err instanceof LeaseLostError) return this.leaseLost(err);
       // flannel retries a failed renewal after a minute; with a short TTL retry sooner.
       const retry = Math.min(60_000, Math.max(1000, (this.lease.expiration - Date.now()) / 4));
       log.warn('lease renewal failed, retrying', { error: (err as Error).message, retryInMs: Math.round(retry) });

@@ -173,15 +173,26 @@ export function makeSubnetKey(sn: IP4Net | null, sn6: IP6Net | null): string {
   return `${v4}&${formatIP6Net(sn6, '-')}`;
 }
 
-const SUBNET_KEY_RE = /(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([a-fA-F\d:]+)-(\d+))?$/;
+/** A whole path element: "x10.5.2.0-24" or "10.5.2.0-24junk" are not lease keys. */
+const SUBNET_KEY_RE = /(?:^|\/)(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([a-fA-F\d:]+)-(\d+))?$/;
 
-/** Parse the last path element of a lease key; null when it is not a lease key. */
+/**
+ * Parse the last path element of a lease key; null when it is not a lease
+ * key in canonical form (the network address with no host bits, no leading
+ * zeros), so no two keys can name one subnet and repoint or delete each
+ * other's routes.
+ */
 export function parseSubnetKey(key: string): { subnet: IP4Net; ipv6Subnet: IP6Net | null } | null {
   const m = SUBNET_KEY_RE.exec(key);
   if (!m) return null;
   try {
     const subnet = parseIP4Net(`${m[1]}/${m[2]}`);
-    const ipv6Subnet = m[3] ? parseIP6Net(`${m[3]}/${m[4]}`) : null;
+    if (`${formatIP4Net(subnet, '-')}` !== `${m[1]}-${m[2]}`) return null;
+    let ipv6Subnet: IP6Net | null = null;
+    if (m[3]) {
+      ipv6Subnet = parseIP6Net(`${m[3]}/${m[4]}`);
+      if (parseIP6(m[3]) !== ipv6Subnet.ip || String(ipv6Subnet.prefixLen) !== m[4]) return null;
+    }
     return { subnet, ipv6Subnet };
   } catch {
     return null;

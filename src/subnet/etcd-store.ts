@@ -226,7 +226,7 @@ export class EtcdStore implements KvStore {
   }
 
   private toEntry(kv: IKeyValue): KvEntry {
-    const e: KvEntry = { key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) };
+    const e: KvEntry = { key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision) };
     const exp = kv.lease && kv.lease !== '0' ? this.leaseExpiry.get(kv.lease) : undefined;
     if (exp !== undefined) e.expiresAt = exp;
     return e;
@@ -263,7 +263,7 @@ export class EtcdStore implements KvStore {
     });
   }
 
-  async create(key: string, value: string, ttlSeconds?: number): Promise<boolean> {
+  async create(key: string, value: string, ttlSeconds?: number): Promise<number | null> {
     return this.call('create', async () => {
       const lease = ttlSeconds !== undefined && ttlSeconds > 0 ? await this.grant(ttlSeconds) : undefined;
       const k = Buffer.from(key);
@@ -272,25 +272,25 @@ export class EtcdStore implements KvStore {
         success: [{ request_put: { key: k, value: Buffer.from(value), ...(lease ? { lease } : {}) } }],
       });
       if (!res.succeeded && lease) this.revokeQuietly(lease);
-      return res.succeeded;
+      return res.succeeded ? Number(res.header.revision) : null;
     });
   }
 
-  async update(key: string, value: string, ttlSeconds: number | undefined, expectedModRevision?: number): Promise<boolean> {
+  async update(key: string, value: string, ttlSeconds: number | undefined, expectedModRevision?: number): Promise<number | null> {
     return this.call('update', async () => {
       const lease = ttlSeconds !== undefined && ttlSeconds > 0 ? await this.grant(ttlSeconds) : undefined;
       const k = Buffer.from(key);
       const put = { key: k, value: Buffer.from(value), ...(lease ? { lease } : {}) };
       if (expectedModRevision === undefined) {
-        await this.client.kv.put(put);
-        return true;
+        const r = await this.client.kv.put(put);
+        return Number(r.header.revision);
       }
       const res = await this.client.kv.txn({
         compare: [{ key: k, target: 'Mod', result: 'Equal', mod_revision: expectedModRevision }],
         success: [{ request_put: put }],
       });
       if (!res.succeeded && lease) this.revokeQuietly(lease);
-      return res.succeeded;
+      return res.succeeded ? Number(res.header.revision) : null;
     });
   }
 
@@ -337,7 +337,7 @@ export class EtcdStore implements KvStore {
       const revision = Number(e.kv.mod_revision);
       if (e.type === 'Delete') return { type: 'delete', key, revision };
       const entry = this.toEntry(e.kv);
-      const ev: KvEvent = { type: 'put', key, value: entry.value, revision };
+      const ev: KvEvent = { type: 'put', key, value: entry.value, revision, createRevision: entry.createRevision };
       if (entry.expiresAt !== undefined) ev.expiresAt = entry.expiresAt;
       return ev;
     });

@@ -12,12 +12,14 @@ export interface KvEntry {
   value: string;
   /** Store revision at which this key was last modified. */
   modRevision: number;
+  /** Store revision at which this key was created (first writer wins a conflict between leases). */
+  createRevision: number;
   /** Absolute expiry time in ms since epoch, or undefined when the key has no TTL. */
   expiresAt?: number;
 }
 
 export type KvEvent =
-  | { type: 'put'; key: string; value: string; revision: number; expiresAt?: number }
+  | { type: 'put'; key: string; value: string; revision: number; createRevision: number; expiresAt?: number }
   | { type: 'delete'; key: string; revision: number };
 
 export interface KvListResult {
@@ -52,13 +54,17 @@ export interface KvStore {
   readonly description: string;
   get(key: string): Promise<KvEntry | null>;
   list(prefix: string): Promise<KvListResult>;
-  /** Create key only if it does not exist. Returns false when it already exists. */
-  create(key: string, value: string, ttlSeconds?: number): Promise<boolean>;
+  /**
+   * Create key only if it does not exist. Returns the revision of the write
+   * (the key's modRevision and createRevision), or null when it exists.
+   */
+  create(key: string, value: string, ttlSeconds?: number): Promise<number | null>;
   /**
    * Overwrite key with a fresh TTL, only if its modRevision still equals
-   * expectedModRevision (when given). Returns false on a lost race.
+   * expectedModRevision (when given; an absent key compares as 0). Returns
+   * the revision of the write, or null on a lost compare.
    */
-  update(key: string, value: string, ttlSeconds: number | undefined, expectedModRevision?: number): Promise<boolean>;
+  update(key: string, value: string, ttlSeconds: number | undefined, expectedModRevision?: number): Promise<number | null>;
   /** Unconditional put without TTL (used for the network config). */
   put(key: string, value: string): Promise<void>;
   delete(key: string): Promise<void>;

@@ -376,7 +376,7 @@ export class LocalStore implements KvStore {
     const k: StoredKey = { value, modRevision: rev, createRevision: prev ? prev.createRevision : rev };
     if (expiresAt !== undefined) k.expiresAt = expiresAt;
     state.keys[key] = k;
-    const ev: KvEvent = { type: 'put', key, value, revision: rev };
+    const ev: KvEvent = { type: 'put', key, value, revision: rev, createRevision: k.createRevision };
     if (expiresAt !== undefined) ev.expiresAt = expiresAt;
     this.record(state, ev);
   }
@@ -415,20 +415,20 @@ export class LocalStore implements KvStore {
     return { entries, revision: state.revision };
   }
 
-  async create(key: string, value: string, ttlSeconds?: number): Promise<boolean> {
+  async create(key: string, value: string, ttlSeconds?: number): Promise<number | null> {
     return this.withLock((state) => {
-      if (key in state.keys) return false;
+      if (key in state.keys) return null;
       this.applyPut(state, key, value, ttlSeconds);
-      return true;
+      return state.revision;
     });
   }
 
-  async update(key: string, value: string, ttlSeconds: number | undefined, expectedModRevision?: number): Promise<boolean> {
+  async update(key: string, value: string, ttlSeconds: number | undefined, expectedModRevision?: number): Promise<number | null> {
     return this.withLock((state) => {
       // Like etcd, an absent key compares as modRevision 0.
-      if (expectedModRevision !== undefined && (state.keys[key]?.modRevision ?? 0) !== expectedModRevision) return false;
+      if (expectedModRevision !== undefined && (state.keys[key]?.modRevision ?? 0) !== expectedModRevision) return null;
       this.applyPut(state, key, value, ttlSeconds);
-      return true;
+      return state.revision;
     });
   }
 
@@ -473,7 +473,7 @@ export class LocalStore implements KvStore {
 }
 
 function toEntry(key: string, k: StoredKey): KvEntry {
-  const e: KvEntry = { key, value: k.value, modRevision: k.modRevision };
+  const e: KvEntry = { key, value: k.value, modRevision: k.modRevision, createRevision: k.createRevision };
   if (k.expiresAt !== undefined) e.expiresAt = k.expiresAt;
   return e;
 }

@@ -27,12 +27,14 @@ import {
   ip6NetEqual,
   ip6NetOverlaps,
   makeSubnetKey,
+  parseSubnetKey,
   type IP4Net,
   type IP6Net,
 } from '../net/ipaddr.js';
-import { decodeLease, encodeLeaseAttrs, LeaseDecodeError } from './lease-codec.js';
+import { decodeLease, decodeLeaseAttrs, encodeLeaseAttrs, LeaseDecodeError } from './lease-codec.js';
+import { LeaseSet } from './lease-set.js';
 import { StoreUnavailableError, type KvEvent, type KvStore, type KvWatcher } from './kv.js';
-import type { Lease, LeaseAttrs, LeaseEvent, LeaseWatchHandle, SubnetManager } from './types.js';
+import { LeaseLostError, type Lease, type LeaseAttrs, type LeaseEvent, type LeaseWatchCallbacks, type LeaseWatchHandle, type SubnetManager } from './types.js';
 
 export const DEFAULT_PREFIX = '/coreos.com/network';
 export const DEFAULT_LEASE_TTL_SECONDS = 24 * 60 * 60;
@@ -68,6 +70,11 @@ export interface KvSubnetManagerOptions {
   backendTypes?: Iterable<string>;
 }
 
+/** A decoded lease with the store revisions of its entry, keyed for a map. */
+function keyed(lease: Lease, e: { modRevision: number; createRevision: number }): [string, Lease] {
+  return [lease.key, { ...lease, modRevision: e.modRevision, createRevision: e.createRevision }];
+}
+
 /** The lease a host holds, found as flannel does: by its PublicIP. */
 function heldBy<L extends Lease>(leases: Iterable<L>, publicIP: string): L | undefined {
   for (const l of leases) if (l.attrs.publicIP === publicIP) return l;
@@ -83,6 +90,8 @@ export class KvSubnetManager implements SubnetManager {
   private readonly random: () => number;
   private readonly backoff: { initial: number; max: number };
   private readonly backendTypes: string[] | undefined;
+  /** Malformed lease keys already logged (each is logged once). */
+  private readonly loggedMalformed = new Set<string>();
 
   constructor(opts: KvSubnetManagerOptions) {
     this.store = opts.store;
@@ -111,26 +120,33 @@ export class KvSubnetManager implements SubnetManager {
 
   async findPreviousLease(publicIP: string): Promise<Lease | null> {
     const { leases } = await this.listLeases();
-    const mine = heldBy(leases.values(), publicIP);
-    if (!mine) return null;
-    const { modRevision: _rev, ...lease } = mine;
-    return lease;
+    return heldBy(leases.values(), publicIP) ?? null;
   }
 
-  /** Every parsable lease; malformed ones are logged and skipped, never fatal. */
-  private async listLeases(): Promise<{ leases: Map<string, Lease & { modRevision: number }>; revision: number }> {
+  /**
+   * Every parsable lease, and the subnets of keys whose value is not: such a
+   * key is still taken (create on it always fails), so acquisition must not
+   * pick it. Each malformed key is logged once, not at every listing.
+   */
+  private async listLeases(): Promise<{ leases: Map<string, Lease>; unreadable: Lease[]; revision: number }> {
     const { entries, revision } = await this.store.list(this.subnetsPrefix);
-    const leases = new Map<string, Lease & { modRevision: number }>();
+    const leases = new Map<string, Lease>();
+    const unreadable: Lease[] = [];
     for (const e of entries) {
       try {
-        const lease = decodeLease(e.key, e.value, e.expiresAt);
-        leases.set(lease.key, { ...lease, modRevision: e.modRevision });
+        leases.set(...keyed(decodeLease(e.key, e.value, e.expiresAt), e));
       } catch (err) {
-        if (err instanceof LeaseDecodeError) this.log.warn('skipping malformed lease', { error: err.message });
-        else throw err;
+        if (!(err instanceof LeaseDecodeError)) throw err;
+        if (!this.loggedMalformed.has(e.key)) {
+          this.loggedMalformed.add(e.key);
+          this.log.warn('skipping malformed lease', { error: err.message });
+        }
+        const name = e.key.slice(e.key.lastIndexOf('/') + 1);
+        const sn = parseSubnetKey(name);
+        if (sn) unreadable.push({ subnet: sn.subnet, ipv6Subnet: sn.ipv6Subnet, attrs: { publicIP: '', publicIPv6: null }, expiration: 0, key: `subnets/${name}` });
       }
     }
-    return { leases, revision };
+    return { leases, unreadable, revision };
   }
 
   private compatible(cfg: NetworkConfig, sn: IP4Net | null, sn6: IP6Net | null): boolean {
@@ -164,7 +180,7 @@ export class KvSubnetManager implements SubnetManager {
     attrs: LeaseAttrs,
     previous?: { subnet?: IP4Net | null; ipv6Subnet?: IP6Net | null },
   ): Promise<Lease | null> {
-    const { leases } = await this.listLeases();
+    const { leases, unreadable } = await this.listLeases();
     const value = encodeLeaseAttrs(attrs);
 
     // 1. A lease that already carries our PublicIP is ours (a restart).
@@ -174,9 +190,10 @@ export class KvSubnetManager implements SubnetManager {
         // A lease without expiry is a reservation made by an operator: keep it without TTL.
         const ttl = mine.expiration === 0 ? undefined : this.ttl;
         const fullKey = this.fullKey(mine.subnet, mine.ipv6Subnet);
-        if (!(await this.store.update(fullKey, value, ttl, mine.modRevision))) return null;
+        const rev = await this.store.update(fullKey, value, ttl, mine.modRevision);
+        if (rev === null) return null;
         this.log.info('reusing the lease held by our PublicIP', { subnet: describe(mine), publicIP: attrs.publicIP });
-        return this.leaseFor(mine.subnet, mine.ipv6Subnet, attrs, ttl);
+        return this.leaseFor(mine.subnet, mine.ipv6Subnet, attrs, ttl, rev, mine.createRevision);
       }
       this.log.warn('lease held by our PublicIP does not fit the network config, deleting it', { subnet: describe(mine) });
       await this.store.delete(this.fullKey(mine.subnet, mine.ipv6Subnet));
@@ -189,7 +206,7 @@ export class KvSubnetManager implements SubnetManager {
     const prevSn = previous?.subnet ?? null;
     const prevSn6 = previous?.ipv6Subnet ?? null;
     if (prevSn || prevSn6) {
-      const taken = [...leases.values()].some(
+      const taken = [...leases.values(), ...unreadable].some(
         (l) => (prevSn && l.subnet && ip4NetOverlaps(prevSn, l.subnet)) || (prevSn6 && l.ipv6Subnet && ip6NetOverlaps(prevSn6, l.ipv6Subnet)),
       );
       const previousText = describe({ subnet: prevSn, ipv6Subnet: prevSn6 });
@@ -204,22 +221,24 @@ export class KvSubnetManager implements SubnetManager {
     }
 
     // 3. A random free one.
-    if (!sn && !sn6) ({ subnet: sn, ipv6Subnet: sn6 } = this.pickFree(cfg, [...leases.values()]));
+    if (!sn && !sn6) ({ subnet: sn, ipv6Subnet: sn6 } = this.pickFree(cfg, [...leases.values(), ...unreadable]));
 
-    const created = await this.store.create(this.fullKey(sn, sn6), value, this.ttl);
-    if (!created) return null;
-    const lease = this.leaseFor(sn, sn6, attrs, this.ttl);
+    const rev = await this.store.create(this.fullKey(sn, sn6), value, this.ttl);
+    if (rev === null) return null;
+    const lease = this.leaseFor(sn, sn6, attrs, this.ttl, rev, rev);
     this.log.info('acquired lease', { subnet: describe(lease), publicIP: attrs.publicIP });
     return lease;
   }
 
-  private leaseFor(sn: IP4Net | null, sn6: IP6Net | null, attrs: LeaseAttrs, ttl: number | undefined): Lease {
+  private leaseFor(sn: IP4Net | null, sn6: IP6Net | null, attrs: LeaseAttrs, ttl: number | undefined, modRevision: number, createRevision: number | undefined): Lease {
     return {
       subnet: sn,
       ipv6Subnet: sn6,
       attrs,
       expiration: ttl === undefined ? 0 : Date.now() + ttl * 1000,
       key: `subnets/${makeSubnetKey(sn, sn6)}`,
+      modRevision,
+      createRevision,
     };
   }
 
@@ -252,27 +271,73 @@ export class KvSubnetManager implements SubnetManager {
   }
 
   async renewLease(lease: Lease): Promise<Lease> {
-    await this.store.update(this.fullKey(lease.subnet, lease.ipv6Subnet), encodeLeaseAttrs(lease.attrs), this.ttl);
-    const renewed = { ...lease, expiration: Date.now() + this.ttl * 1000 };
-    this.log.info('renewed lease', { subnet: describe(lease), expires: new Date(renewed.expiration).toISOString() });
-    return renewed;
+    const key = this.fullKey(lease.subnet, lease.ipv6Subnet);
+    const value = encodeLeaseAttrs(lease.attrs);
+    // Compare on what we last wrote, so a key someone else rewrote is never extended as ours.
+    let expected = lease.modRevision ?? 0;
+    for (let attempt = 0; ; attempt++) {
+      const rev = await this.store.update(key, value, this.ttl, expected);
+      if (rev !== null) {
+        const renewed = { ...lease, expiration: Date.now() + this.ttl * 1000, modRevision: rev };
+        this.log.info('renewed lease', { subnet: describe(lease), expires: new Date(renewed.expiration).toISOString() });
+        return renewed;
+      }
+      const now = await this.store.get(key);
+      // Gone: nobody holds it, so it is ours to write back (create-if-absent).
+      if (!now) return this.restoreLease(lease);
+      // A PublicIP names one host (flannel's ownership rule): a write with ours is our own
+      // (e.g. a renewal that timed out but landed); adopt its revision and compare again.
+      if (this.holder(now.value) !== lease.attrs.publicIP || attempt > 0) throw this.lost(lease, now.value);
+      expected = now.modRevision;
+    }
   }
 
-  async watchLeases(
-    ownLease: Lease,
-    onEvents: (events: LeaseEvent[]) => void,
-    onOwnLeaseRemoved?: () => void,
-  ): Promise<LeaseWatchHandle> {
-    const known = new Map<string, Lease>();
+  async restoreLease(lease: Lease): Promise<Lease> {
+    const key = this.fullKey(lease.subnet, lease.ipv6Subnet);
+    // Create-if-absent: if another host created the key first, it is theirs now.
+    const rev = await this.store.create(key, encodeLeaseAttrs(lease.attrs), this.ttl);
+    if (rev !== null) return { ...lease, expiration: Date.now() + this.ttl * 1000, modRevision: rev, createRevision: rev };
+    const now = await this.store.get(key);
+    if (!now) throw new StoreUnavailableError(`${this.store.description}: ${key} vanished while restoring it; retry`);
+    // Our own earlier write (a restore or renewal that raced with this one) is still ours.
+    if (this.holder(now.value) !== lease.attrs.publicIP) throw this.lost(lease, now.value);
+    return { ...lease, modRevision: now.modRevision, createRevision: now.createRevision, expiration: now.expiresAt ?? 0 };
+  }
+
+  /** PublicIP of a lease value, or "" when it cannot be read. */
+  private holder(value: string): string {
+    try {
+      return decodeLeaseAttrs('', value).publicIP;
+    } catch {
+      return '';
+    }
+  }
+
+  private lost(lease: Lease, value: string): LeaseLostError {
+    const other = this.holder(value);
+    return new LeaseLostError(describe(lease), other ? `the key now belongs to PublicIP ${other}` : 'the key now holds an unreadable value written by someone else');
+  }
+
+  async watchLeases(ownLease: Lease, config: NetworkConfig, callbacks: LeaseWatchCallbacks): Promise<LeaseWatchHandle> {
+    let set = new LeaseSet(config, ownLease, this.log);
     let watcher: KvWatcher | null = null;
     let closed = false;
     let timer: NodeJS.Timeout | null = null;
     let delay = this.backoff.initial;
     let healthy = true;
     const log = this.log;
+    const ownIP = ownLease.attrs.publicIP;
 
     const emit = (events: LeaseEvent[]) => {
-      if (events.length > 0 && !closed) onEvents(events);
+      if (events.length > 0 && !closed) callbacks.onEvents(events);
+    };
+
+    /** A write to our own key: someone else's lease there means we lost the subnet. */
+    const ownKeyWritten = (value: string) => {
+      const holder = this.holder(value);
+      if (holder === ownIP) return; // our own write (renewal, restore) echoed back
+      log.error('our lease key now holds another host\'s lease', { subnet: describe(ownLease), holder: holder || '(unreadable)' });
+      callbacks.onOwnLeaseTaken?.(holder || '(unreadable value)');
     };
 
     const applyKvEvents = (kvEvents: KvEvent[]) => {
@@ -283,37 +348,25 @@ export class KvSubnetManager implements SubnetManager {
         if (name === ownLease.key) {
           if (ev.type === 'delete') {
             log.warn('our own lease was removed from the store', { subnet: describe(ownLease) });
-            onOwnLeaseRemoved?.();
-          }
+            callbacks.onOwnLeaseRemoved?.();
+          } else ownKeyWritten(ev.value);
           continue;
         }
         if (ev.type === 'delete') {
-          const prev = known.get(name);
-          if (prev) {
-            known.delete(name);
-            out.push({ type: 'removed', lease: prev });
-          }
+          set.delete(name, out, sameLease);
           continue;
         }
+        let lease: Lease;
         try {
-          const lease = decodeLease(ev.key, ev.value, ev.expiresAt);
-          const prev = known.get(name);
-          if (prev && sameLease(prev, lease)) {
-            known.set(name, lease); // a renewal: only the expiry moved
-            continue;
-          }
-          known.set(name, lease);
-          out.push({ type: 'added', lease });
+          lease = { ...decodeLease(ev.key, ev.value, ev.expiresAt), modRevision: ev.revision, createRevision: ev.createRevision };
         } catch (err) {
           if (!(err instanceof LeaseDecodeError)) throw err;
           log.warn('ignoring malformed lease', { error: err.message });
           // A lease that turned malformed can no longer be trusted: treat it as gone.
-          const prev = known.get(name);
-          if (prev) {
-            known.delete(name);
-            out.push({ type: 'removed', lease: prev });
-          }
+          set.delete(name, out, sameLease);
+          continue;
         }
+        set.put(lease, out, sameLease);
       }
       emit(out);
     };
@@ -323,24 +376,24 @@ export class KvSubnetManager implements SubnetManager {
       if (closed) return;
       try {
         const { leases, revision } = await this.listLeases();
+        // Rebuild from the listing, oldest first so collisions resolve as they would have live, then diff.
+        const fresh = new LeaseSet(config, ownLease, log, set);
+        const ignore: LeaseEvent[] = [];
+        const others = [...leases.values()].filter((l) => l.key !== ownLease.key).sort((a, b) => (a.createRevision ?? 0) - (b.createRevision ?? 0));
+        for (const l of others) fresh.put(l, ignore, sameLease);
         const out: LeaseEvent[] = [];
-        const present = new Set<string>();
-        for (const [name, lease] of leases) {
-          if (name === ownLease.key) continue;
-          present.add(name);
-          const prev = known.get(name);
+        for (const [name, lease] of set.accepted) if (!fresh.accepted.has(name)) out.push({ type: 'removed', lease });
+        for (const [name, lease] of fresh.accepted) {
+          const prev = set.accepted.get(name);
           if (!prev || !sameLease(prev, lease)) out.push({ type: 'added', lease });
-          known.set(name, lease);
         }
-        for (const [name, lease] of known) {
-          if (!present.has(name)) {
-            known.delete(name);
-            out.push({ type: 'removed', lease });
-          }
-        }
-        if (!leases.has(ownLease.key)) {
+        set = fresh;
+        const own = leases.get(ownLease.key);
+        if (!own) {
           log.warn('our own lease is missing from the store', { subnet: describe(ownLease) });
-          onOwnLeaseRemoved?.();
+          callbacks.onOwnLeaseRemoved?.();
+        } else if (own.attrs.publicIP !== ownIP) {
+          ownKeyWritten(encodeLeaseAttrs(own.attrs));
         }
         emit(out);
         if (closed) return;
@@ -358,7 +411,7 @@ export class KvSubnetManager implements SubnetManager {
           await watcher.close();
           return;
         }
-        if (!healthy) log.info('store reachable again, leases resynced', { store: this.store.description, leases: known.size });
+        if (!healthy) log.info('store reachable again, leases resynced', { store: this.store.description, leases: set.accepted.size });
         healthy = true;
         delay = this.backoff.initial;
       } catch (err) {
@@ -387,6 +440,7 @@ export class KvSubnetManager implements SubnetManager {
         if (timer) clearTimeout(timer);
         if (watcher) await watcher.close();
       },
+      stats: () => ({ accepted: set.accepted.size, rejected: { ...set.rejectedTotal } }),
     };
   }
 

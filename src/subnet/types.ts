@@ -23,6 +23,10 @@ export interface Lease {
   expiration: number;
   /** Store key relative to the prefix: "subnets/10.5.34.0-24". */
   key: string;
+  /** Store revision of the write that produced this value (our own lease: the compare for renewals). */
+  modRevision?: number;
+  /** Store revision at which the key was created (decides collisions: first created wins). */
+  createRevision?: number;
 }
 
 export type LeaseEvent =
@@ -31,6 +35,24 @@ export type LeaseEvent =
 
 export interface LeaseWatchHandle {
   close(): Promise<void>;
+  /** Leases followed now, and refusals so far by reason (for /metrics). */
+  stats(): { accepted: number; rejected: Record<string, number> };
+}
+
+export interface LeaseWatchCallbacks {
+  onEvents(events: LeaseEvent[]): void;
+  /** Our key disappeared (expired, deleted by an operator): the daemon restores it. */
+  onOwnLeaseRemoved?(): void;
+  /** Our key now holds another host's lease: this host must stop using the subnet. */
+  onOwnLeaseTaken?(holder: string): void;
+}
+
+/** Our subnet is held by someone else now; using it would put two hosts' pods on one subnet. */
+export class LeaseLostError extends Error {
+  constructor(subnet: string, why: string) {
+    super(`lost our lease ${subnet}: ${why}`);
+    this.name = 'LeaseLostError';
+  }
 }
 
 export interface SubnetManager {
@@ -43,14 +65,23 @@ export interface SubnetManager {
    * subnet.env, or a lease carrying our PublicIP), else a random free subnet.
    */
   acquireLease(attrs: LeaseAttrs, previous?: { subnet?: IP4Net | null; ipv6Subnet?: IP6Net | null }): Promise<Lease>;
-  /** Extend the lease TTL; returns the lease with its new expiration. */
+  /**
+   * Extend the lease TTL, only if the key still holds what we last wrote
+   * (compare on modRevision); returns the lease with its new expiration and
+   * revision. Throws LeaseLostError when someone else wrote it meanwhile.
+   */
   renewLease(lease: Lease): Promise<Lease>;
   /**
-   * Deliver the current set of other leases as 'added' events, then every
-   * change, without gaps, until closed. Survives store outages by re-listing
-   * and diffing on reconnect. onOwnLeaseRemoved fires when our own key
-   * disappears (expired or deleted by an operator) so the daemon can restore it.
+   * Write our lease back after it vanished, only if the key is still absent
+   * (create-if-absent). Throws LeaseLostError when another host holds it now.
    */
-  watchLeases(ownLease: Lease, onEvents: (events: LeaseEvent[]) => void, onOwnLeaseRemoved?: () => void): Promise<LeaseWatchHandle>;
+  restoreLease(lease: Lease): Promise<Lease>;
+  /**
+   * Deliver the current set of other leases as 'added' events, then every
+   * change, without gaps, until closed; leases that do not fit `config` or
+   * collide are skipped (see lease-set.ts). Survives store outages by
+   * re-listing and diffing on reconnect.
+   */
+  watchLeases(ownLease: Lease, config: NetworkConfig, callbacks: LeaseWatchCallbacks): Promise<LeaseWatchHandle>;
   close(): Promise<void>;
 }

@@ -89,15 +89,17 @@ export function runKvContract(name: string, makeStore: () => Promise<StoreHandle
     it('create succeeds once, then reports the conflict without touching the value', async () => {
       await withStores(1, async ([s], p) => {
         const before = Date.now();
-        assert.equal(await s!.create(`${p}k`, 'first', 30), true);
+        const rev = await s!.create(`${p}k`, 'first', 30);
         const e1 = await s!.get(`${p}k`);
-        assert.equal(await s!.create(`${p}k`, 'second', 30), false);
+        assert.equal(rev, e1!.modRevision, 'create returns the revision of its write');
+        assert.equal(e1!.createRevision, e1!.modRevision);
+        assert.equal(await s!.create(`${p}k`, 'second', 30), null);
         const e2 = await s!.get(`${p}k`);
         assert.equal(e2!.value, 'first');
         assert.equal(e2!.modRevision, e1!.modRevision);
         assert.ok(e1!.expiresAt !== undefined, 'a TTL key reports its expiry');
         assert.ok(e1!.expiresAt! >= before + 28_000 && e1!.expiresAt! <= Date.now() + 31_000, `expiresAt ${e1!.expiresAt! - before} ms after create`);
-        assert.equal(await s!.create(`${p}nottl`, 'v'), true);
+        assert.equal(typeof (await s!.create(`${p}nottl`, 'v')), 'number');
         assert.equal((await s!.get(`${p}nottl`))!.expiresAt, undefined);
       });
     });
@@ -106,8 +108,8 @@ export function runKvContract(name: string, makeStore: () => Promise<StoreHandle
       await withStores(2, async ([s1, s2], p) => {
         const attempts = Array.from({ length: 10 }, (_, i) => (i % 2 ? s1! : s2!).create(`${p}race`, `v${i}`, 30));
         const results = await Promise.all(attempts);
-        assert.equal(results.filter(Boolean).length, 1, `results ${results}`);
-        const winner = results.indexOf(true);
+        assert.equal(results.filter((r) => r !== null).length, 1, `results ${results}`);
+        const winner = results.findIndex((r) => r !== null);
         assert.equal((await s2!.get(`${p}race`))!.value, `v${winner}`);
       });
     });
@@ -115,21 +117,23 @@ export function runKvContract(name: string, makeStore: () => Promise<StoreHandle
     it('update is conditional on modRevision; racing updates: one wins', async () => {
       await withStores(2, async ([s1, s2], p) => {
         const k = `${p}lease`;
-        assert.equal(await s1!.create(k, 'v0', 30), true);
+        assert.equal(typeof (await s1!.create(k, 'v0', 30)), 'number');
         const cur = (await s1!.get(k))!;
         const [r1, r2] = await Promise.all([s1!.update(k, 'from-1', 30, cur.modRevision), s2!.update(k, 'from-2', 30, cur.modRevision)]);
-        assert.equal(Number(r1) + Number(r2), 1, `exactly one update wins (${r1}, ${r2})`);
+        assert.equal(Number(r1 !== null) + Number(r2 !== null), 1, `exactly one update wins (${r1}, ${r2})`);
         const after = (await s1!.get(k))!;
-        assert.equal(after.value, r1 ? 'from-1' : 'from-2');
+        assert.equal(after.value, r1 !== null ? 'from-1' : 'from-2');
+        assert.equal(after.modRevision, r1 ?? r2, 'update returns the revision of its write');
+        assert.equal(after.createRevision, cur.createRevision, 'an update keeps the createRevision');
         assert.ok(after.modRevision > cur.modRevision);
         // The loser's view is stale now.
-        assert.equal(await s2!.update(k, 'stale', 30, cur.modRevision), false);
+        assert.equal(await s2!.update(k, 'stale', 30, cur.modRevision), null);
         assert.equal((await s1!.get(k))!.value, after.value);
         // Unconditional update always succeeds.
-        assert.equal(await s2!.update(k, 'forced', 30), true);
+        assert.equal(typeof (await s2!.update(k, 'forced', 30)), 'number');
         assert.equal((await s1!.get(k))!.value, 'forced');
         // A conditional update of an absent key fails (absent compares as revision 0).
-        assert.equal(await s1!.update(`${p}absent`, 'x', 30, 5), false);
+        assert.equal(await s1!.update(`${p}absent`, 'x', 30, 5), null);
         assert.equal(await s1!.get(`${p}absent`), null);
       });
     });
@@ -140,11 +144,11 @@ export function runKvContract(name: string, makeStore: () => Promise<StoreHandle
         await s!.create(k, 'v', 5);
         const e1 = (await s!.get(k))!;
         await sleep(1100);
-        assert.equal(await s!.update(k, 'v', 60, e1.modRevision), true);
+        assert.equal(typeof (await s!.update(k, 'v', 60, e1.modRevision)), 'number');
         const e2 = (await s!.get(k))!;
         assert.ok(e2.expiresAt! > e1.expiresAt! + 50_000, `expiry moved from ${e1.expiresAt} to ${e2.expiresAt}`);
         // Update without TTL drops the expiry.
-        assert.equal(await s!.update(k, 'v', undefined, e2.modRevision), true);
+        assert.equal(typeof (await s!.update(k, 'v', undefined, e2.modRevision)), 'number');
         assert.equal((await s!.get(k))!.expiresAt, undefined);
       });
     });
@@ -155,7 +159,7 @@ export function runKvContract(name: string, makeStore: () => Promise<StoreHandle
         const start = await s!.list(p);
         c.watcher = await s!.watch(p, start.revision + 1, c.handlers);
         try {
-          assert.equal(await s!.create(`${p}short`, 'v', 1), true);
+          assert.equal(typeof (await s!.create(`${p}short`, 'v', 1)), 'number');
           await s!.put(`${p}keep`, 'v');
           // etcd rounds TTLs up to its minimum (~2 s) and checks leases every 500 ms.
           await c.waitFor((x) => x.events.some((e) => e.type === 'delete' && e.key === `${p}short`), 8000, 'expiry delete event');

@@ -8,6 +8,7 @@ import { StoreUnavailableError, type KvEntry, type KvEvent, type KvStore, type K
 interface Item {
   value: string;
   modRevision: number;
+  createRevision: number;
   expiresAt?: number;
 }
 
@@ -38,8 +39,9 @@ export class MemoryStore implements KvStore {
   private set(key: string, value: string, ttl?: number): void {
     const rev = ++this.revision;
     const expiresAt = ttl === undefined ? undefined : Date.now() + ttl * 1000;
-    this.items.set(key, { value, modRevision: rev, expiresAt });
-    this.publish({ type: 'put', key, value, revision: rev, expiresAt });
+    const createRevision = this.items.get(key)?.createRevision ?? rev;
+    this.items.set(key, { value, modRevision: rev, createRevision, expiresAt });
+    this.publish({ type: 'put', key, value, revision: rev, createRevision, expiresAt });
   }
 
   /** Simulate an outage: calls fail and every watch breaks. */
@@ -61,17 +63,17 @@ export class MemoryStore implements KvStore {
     const entries = [...this.items].filter(([k]) => k.startsWith(prefix)).map(([key, it]) => ({ key, ...it }));
     return { entries, revision: this.revision };
   }
-  async create(key: string, value: string, ttl?: number): Promise<boolean> {
+  async create(key: string, value: string, ttl?: number): Promise<number | null> {
     this.check();
-    if (this.items.has(key)) return false;
+    if (this.items.has(key)) return null;
     this.set(key, value, ttl);
-    return true;
+    return this.revision;
   }
-  async update(key: string, value: string, ttl: number | undefined, expected?: number): Promise<boolean> {
+  async update(key: string, value: string, ttl: number | undefined, expected?: number): Promise<number | null> {
     this.check();
-    if (expected !== undefined && this.items.get(key)?.modRevision !== expected) return false;
+    if (expected !== undefined && (this.items.get(key)?.modRevision ?? 0) !== expected) return null;
     this.set(key, value, ttl);
-    return true;
+    return this.revision;
   }
   async put(key: string, value: string): Promise<void> {
     this.check();

@@ -53,3 +53,11 @@ test('lease keys match flannel: 10.5.34.0-24 and the dual-stack form', () => {
   assert.equal(k.ipv6Subnet && formatIP6Net(k.ipv6Subnet), 'fc00:0:0:22::/64');
   assert.equal(parseSubnetKey('/coreos.com/network/subnets/garbage'), null);
 });
+
+test('lease keys must be canonical: one key per subnet', () => {
+  assert.ok(parseSubnetKey('10.5.2.0-24'));
+  assert.ok(parseSubnetKey('/coreos.com/network/subnets/10.5.2.0-24'));
+  for (const bad of ['x10.5.2.0-24', '/p/subnets/x10.5.2.0-24', '10.5.2.9-24', '10.5.02.0-24', '10.5.2.0-024', '10.5.2.0-24&fc00::1-64', '10.5.2.0-24&fc00::-064']) {
+    assert.equal(parseSubnetKey(bad), null, bad);
+  }
+});

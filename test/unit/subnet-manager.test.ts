@@ -4,7 +4,7 @@ import { parseNetworkConfig } from '../../src/config/network.js';
 import { formatIP4Net, ip4NetOverlaps, mask4, parseIP4Net } from '../../src/net/ipaddr.js';
 import { encodeLeaseAttrs, decodeLease } from '../../src/subnet/lease-codec.js';
 import { KvSubnetManager, SubnetsExhaustedError } from '../../src/subnet/manager.js';
-import type { Lease, LeaseEvent } from '../../src/subnet/types.js';
+import { LeaseLostError, type Lease, type LeaseEvent } from '../../src/subnet/types.js';
 import { MemoryStore } from '../helpers/memory-store.js';
 import { setLogSink } from '../../src/log.js';
 
@@ -112,7 +112,7 @@ test('watch: initial leases, additions, PublicIP changes, removals and expiry, n
   const own = await sm.acquireLease({ publicIP: '192.0.2.1', publicIPv6: null });
   const peer = await sm.acquireLease({ publicIP: '192.0.2.2', publicIPv6: null });
   const events: LeaseEvent[] = [];
-  const h = await sm.watchLeases(own, (e) => events.push(...e));
+  const h = await sm.watchLeases(own, await sm.getNetworkConfig(), { onEvents: (e) => events.push(...e) });
   assert.deepEqual(events.map((e) => [e.type, e.lease.attrs.publicIP]), [['added', '192.0.2.2']]);
   const third = await sm.acquireLease({ publicIP: '192.0.2.3', publicIPv6: null });
   await store.update(`${P}/${peer.key}`, '{"PublicIP":"192.0.2.22","PublicIPv6":null}', 100);
@@ -141,7 +141,7 @@ test('a malformed lease in the store is skipped and logged, not fatal', async ()
   const own = await sm.acquireLease({ publicIP: '192.0.2.1', publicIPv6: null });
   await store.create(`${P}/subnets/10.5.77.0-24`, '{garbage', 100);
   const events: LeaseEvent[] = [];
-  const h = await sm.watchLeases(own, (e) => events.push(...e));
+  const h = await sm.watchLeases(own, await sm.getNetworkConfig(), { onEvents: (e) => events.push(...e) });
   await store.create(`${P}/subnets/10.5.78.0-24`, '{"PublicIP":"nope"}', 100);
   assert.equal(events.length, 0);
   // Allocation also works around it and never hands out the garbled key's subnet twice.
@@ -155,7 +155,7 @@ test('store outage: last known leases kept, changes during the outage seen after
   const own = await sm.acquireLease({ publicIP: '192.0.2.1', publicIPv6: null });
   const p2 = await sm.acquireLease({ publicIP: '192.0.2.2', publicIPv6: null });
   const events: LeaseEvent[] = [];
-  const h = await sm.watchLeases(own, (e) => events.push(...e));
+  const h = await sm.watchLeases(own, await sm.getNetworkConfig(), { onEvents: (e) => events.push(...e) });
   store.setDown(true);
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(events.length, 1, 'nothing removed while the store is away');
@@ -181,8 +181,138 @@ test('own lease deleted from the store triggers the restore callback', async () 
   const { store, sm } = await setup();
   const own = await sm.acquireLease({ publicIP: '192.0.2.1', publicIPv6: null });
   let lost = 0;
-  const h = await sm.watchLeases(own, () => {}, () => lost++);
+  const h = await sm.watchLeases(own, await sm.getNetworkConfig(), { onEvents: () => {}, onOwnLeaseRemoved: () => lost++ });
   await store.delete(`${P}/${own.key}`);
   assert.equal(lost, 1);
   await h.close();
+});
+
+// ---- ownership of our own lease (hardening) ----
+
+test('renewal compares on what we last wrote: a key another host took is not extended, and the error says who holds it', async () => {
+  const { store, sm } = await setup();
+  let own = await sm.acquireLease({ publicIP: '192.0.2.1', publicIPv6: null });
+  own = await sm.renewLease(own);
+  // Our lease expires during a partition and another host creates the key first.
+  await store.delete(`${P}/${own.key}`);
+  await store.create(`${P}/${own.key}`, '{"PublicIP":"192.0.2.7","PublicIPv6":null}', 100);
+  await assert.rejects(sm.renewLease(own), (e: unknown) => e instanceof LeaseLostError && /192\.0\.2\.7/.test((e as Error).message));
+  assert.equal(JSON.parse((await store.get(`${P}/${own.key}`))!.value).PublicIP, '192.0.2.7', 'the other host keeps its lease');
+});
+
+test('renewal after a write of our own it did not see (a timed-out renewal that landed) still succeeds', async () => {
+  const { store, sm } = await setup();
+  const own = await sm.acquireLease({ publicIP: '192.0.2.1', publicIPv6: null });
+  await store.update(`${P}/${own.key}`, encodeLeaseAttrs(own.attrs), 100);
+  const renewed = await sm.renewLease(own);
+  assert.equal(renewed.modRevision, (await store.get(`${P}/${own.key}`))!.modRevision);
+});
+
+test('restore is create-if-absent: it fails with LeaseLostError when another host created the key first', async () => {
+  const { store, sm } = await setup();
+  const own = await sm.acquireLease({ publicIP: '192.0.2.1', publicIPv6: null });
+  await store.delete(`${P}/${own.key}`);
+  const restored = await sm.restoreLease(own);
+  assert.equal(restored.modRevision, (await store.get(`${P}/${own.key}`))!.modRevision);
+  assert.ok(restored.expiration > Date.now(), 'a restored lease carries a TTL');
+  await store.delete(`${P}/${own.key}`);
+  await store.create(`${P}/${own.key}`, '{"PublicIP":"192.0.2.8","PublicIPv6":null}', 100);
+  await assert.rejects(sm.restoreLease(restored), LeaseLostError);
+  assert.equal(JSON.parse((await store.get(`${P}/${own.key}`))!.value).PublicIP, '192.0.2.8');
+});
+
+test('the watch reports, within one event, that our key now holds another host\'s lease', async () => {
+  const { store, sm } = await setup();
+  const own = await sm.acquireLease({ publicIP: '192.0.2.1', publicIPv6: null });
+  const taken: string[] = [];
+  let removed = 0;
+  const h = await sm.watchLeases(own, await sm.getNetworkConfig(), { onEvents: () => {}, onOwnLeaseRemoved: () => removed++, onOwnLeaseTaken: (by) => taken.push(by) });
+  await sm.renewLease(own); // our own write: not a takeover
+  assert.deepEqual(taken, []);
+  await store.delete(`${P}/${own.key}`);
+  await store.create(`${P}/${own.key}`, '{"PublicIP":"192.0.2.9","PublicIPv6":null}', 100);
+  assert.equal(removed, 1);
+  assert.deepEqual(taken, ['192.0.2.9']);
+  await h.close();
+});
+
+// ---- validation of other hosts' leases ----
+
+async function watched(config?: string) {
+  const { store, sm } = await setup(config);
+  const own = await sm.acquireLease({ publicIP: '192.0.2.1', publicIPv6: null });
+  const events: LeaseEvent[] = [];
+  const h = await sm.watchLeases(own, await sm.getNetworkConfig(), { onEvents: (e) => events.push(...e) });
+  const seen = () => events.map((e) => `${e.type} ${e.lease.key} ${e.lease.attrs.publicIP}`);
+  return { store, sm, own, h, seen };
+}
+
+test('leases covering the Network, of another length, outside it or on our own subnet are skipped and counted', async () => {
+  const { store, own, h, seen } = await watched();
+  const v = (ip: string) => `{"PublicIP":"${ip}","PublicIPv6":null}`;
+  await store.create(`${P}/subnets/10.5.0.0-16`, v('192.0.2.66'), 100); // the whole Network
+  await store.create(`${P}/subnets/10.5.8.0-22`, v('192.0.2.66'), 100); // wrong length
+  await store.create(`${P}/subnets/10.6.1.0-24`, v('192.0.2.66'), 100); // outside
+  await store.update(`${P}/subnets/10.5.8.0-22`, v('192.0.2.66'), 100); // renewed: still one refusal
+  await store.create(`${P}/subnets/x10.5.3.0-24`, v('192.0.2.66'), 100); // not canonical
+  await store.create(`${P}/subnets/10.5.3.9-24`, v('192.0.2.66'), 100); // host bits
+  await store.create(`${P}/subnets/10.5.4.0-24`, v('192.0.2.4'), 100); // fine
+  assert.deepEqual(seen(), ['added subnets/10.5.4.0-24 192.0.2.4']);
+  const stats = h.stats();
+  assert.equal(stats.accepted, 1);
+  assert.equal(stats.rejected.outside_network, 1);
+  assert.equal(stats.rejected.wrong_length, 2);
+  // A lease for our own subnet under a dual-stack key names our subnet too.
+  await store.create(`${P}/${own.key}&fc00::-64`, v('192.0.2.66'), 100);
+  assert.equal(h.stats().rejected.overlaps_own, 1);
+  assert.equal(seen().length, 1);
+  await h.close();
+});
+
+test('two leases naming one subnet: the first created wins, the second takes over when the first goes', async () => {
+  const { store, h, seen } = await watched('{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}');
+  const v = (ip: string) => `{"PublicIP":"${ip}","PublicIPv6":null}`;
+  await store.create(`${P}/subnets/10.5.9.0-24&fc00:0:0:9::-64`, v('192.0.2.9'), 100);
+  await store.create(`${P}/subnets/10.5.9.0-24&fc00:0:0:99::-64`, v('192.0.2.99'), 100);
+  assert.deepEqual(seen(), ['added subnets/10.5.9.0-24&fc00:0:0:9::-64 192.0.2.9']);
+  assert.equal(h.stats().rejected.overlaps_other, 1);
+  await store.delete(`${P}/subnets/10.5.9.0-24&fc00:0:0:9::-64`);
+  assert.deepEqual(seen().slice(1), ['removed subnets/10.5.9.0-24&fc00:0:0:9::-64 192.0.2.9', 'added subnets/10.5.9.0-24&fc00:0:0:99::-64 192.0.2.99']);
+  await h.close();
+});
+
+test('a resync resolves collisions the same way (oldest first) and logs nothing twice', async () => {
+  const lines: string[] = [];
+  setLogSink((l) => lines.push(l));
+  try {
+    const { store, h, seen } = await watched('{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}');
+    const v = (ip: string) => `{"PublicIP":"${ip}","PublicIPv6":null}`;
+    await store.create(`${P}/subnets/10.5.9.0-24&fc00:0:0:9::-64`, v('192.0.2.9'), 100);
+    await store.create(`${P}/subnets/10.5.9.0-24&fc00:0:0:99::-64`, v('192.0.2.99'), 100);
+    store.setDown(true);
+    store.down = false;
+    await waitFor(() => lines.some((l) => /leases resynced/.test(l)));
+    assert.deepEqual(seen(), ['added subnets/10.5.9.0-24&fc00:0:0:9::-64 192.0.2.9']);
+    assert.equal(lines.filter((l) => /skipping lease/.test(l)).length, 1);
+    await h.close();
+  } finally {
+    setLogSink(() => {});
+  }
+});
+
+test('a key with a malformed value is still taken: acquisition never picks it, and it is logged once', async () => {
+  const lines: string[] = [];
+  setLogSink((l) => lines.push(l));
+  try {
+    // Room for exactly two /30s besides the never-used first one: 10.5.0.4 and 10.5.0.8 ... and .12.
+    const { store, sm } = await setup('{"Network":"10.5.0.0/28","SubnetLen":30}');
+    await store.create(`${P}/subnets/10.5.0.4-30`, '{garbage', 100);
+    await store.create(`${P}/subnets/10.5.0.8-30`, '{"PublicIP":"nope"}', 100);
+    const a = await sm.acquireLease({ publicIP: '192.0.2.1', publicIPv6: null });
+    assert.equal(formatIP4Net(a.subnet!), '10.5.0.12/30');
+    await assert.rejects(sm.acquireLease({ publicIP: '192.0.2.2', publicIPv6: null }), SubnetsExhaustedError);
+    assert.equal(lines.filter((l) => /skipping malformed lease/.test(l) && /10\.5\.0\.4-30/.test(l)).length, 1);
+  } finally {
+    setLogSink(() => {});
+  }
 });

@@ -96,3 +96,47 @@ test('a config naming a type the registry lacks is refused with the known types'
     await d.stop();
   });
 });
+
+test('our lease taken by another host: the daemon says who holds it and stops; the other host keeps it', async () => {
+  await withStore(async (dir) => {
+    const { registry, seen } = recordingBackends(null);
+    const d = new Daemon(optsFor(dir), { backends: registry });
+    await d.start();
+    const key = `/coreos.com/network/${d.lease!.key}`;
+    const store = new LocalStore({ dir: join(dir, 'store') });
+    lines.length = 0;
+    await store.delete(key);
+    await store.create(key, '{"PublicIP":"192.0.2.77","PublicIPv6":null}', 3600);
+    const err = await d.whenFailed();
+    assert.match(err.message, /lost our lease 10\.5\.\d+\.0\/24: the key now belongs to PublicIP 192\.0\.2\.77/);
+    assert.ok(lines.some((l) => l.startsWith('ERROR') && /our lease was taken over/.test(l)));
+    await d.stop();
+    assert.equal(seen.stopped, 1);
+    assert.equal(JSON.parse((await store.get(key))!.value).PublicIP, '192.0.2.77', 'never overwritten by us');
+    await store.close();
+  });
+});
+
+test('a deleted reservation comes back as a lease with a TTL, and renewals follow it', async () => {
+  await withStore(async (dir) => {
+    const store = new LocalStore({ dir: join(dir, 'store') });
+    const key = '/coreos.com/network/subnets/10.5.40.0-24';
+    await store.put(key, '{"PublicIP":"127.0.0.1","PublicIPv6":null,"BackendType":"recording"}');
+    const { registry } = recordingBackends(null);
+    const d = new Daemon(optsFor(dir), { backends: registry, leaseTtlSeconds: 2 });
+    await d.start();
+    assert.equal(d.lease!.expiration, 0, 'the reservation is taken as it is');
+    await store.delete(key);
+    const deadline = Date.now() + 3000;
+    while (!(await store.get(key)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const restored = await store.get(key);
+    assert.ok(restored?.expiresAt, 'restored with a TTL');
+    // Past two TTLs the key must still be there: renewals were scheduled for the restored lease.
+    await new Promise((r) => setTimeout(r, 4500));
+    const later = await store.get(key);
+    assert.ok(later, 'still held after two TTLs');
+    assert.ok(later.modRevision > restored.modRevision, 'renewed');
+    await d.stop();
+    await store.close();
+  });
+});
