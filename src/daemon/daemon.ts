@@ -59,18 +59,38 @@ async function whileUnavailable<T>(what: string, fn: () => Promise<T>, stopping:
 }
 
 /**
- * One line per lease at debug, and at info one line per batch: a burst of
- * thousands of leases (a start next to a big cluster) costs one line, not thousands.
+ * Lease events are handed to the backend in coalesced batches: everything
+ * that arrives within this window goes in one handleEvents call (a burst of
+ * 10,000 leases written one by one is a few dozen batches, not 10,000).
  */
-function logLeaseEvents(events: LeaseEvent[]): void {
-  let added = 0;
-  for (const e of events) {
-    if (e.type === 'added') added++;
-    log.debug(`lease ${e.type}`, { subnet: describe(e.lease), publicIP: e.lease.attrs.publicIP });
+const EVENT_COALESCE_MS = 50;
+
+/**
+ * Log lease events proportionately: the usual handful (a renewal, a host
+ * joining or leaving) one line per lease, a burst one summary line per
+ * batch with the per-lease lines at debug. A budget of per-lease lines
+ * (LINE_BURST, refilled at LINES_PER_SECOND) decides which.
+ */
+const LINE_BURST = 32;
+const LINES_PER_SECOND = 2;
+
+class LeaseEventLog {
+  private tokens = LINE_BURST;
+  private last = Date.now();
+
+  write(events: LeaseEvent[]): void {
+    const now = Date.now();
+    this.tokens = Math.min(LINE_BURST, this.tokens + ((now - this.last) / 1000) * LINES_PER_SECOND);
+    this.last = now;
+    const perLease = events.length <= 8 && this.tokens >= events.length;
+    if (perLease) this.tokens -= events.length;
+    let added = 0;
+    for (const e of events) {
+      if (e.type === 'added') added++;
+      (perLease ? log.info : log.debug)(`lease ${e.type}`, { subnet: describe(e.lease), publicIP: e.lease.attrs.publicIP });
+    }
+    if (!perLease) log.info('lease events', { added, removed: events.length - added });
   }
-  const sample = events.slice(0, 3).map((e) => `${e.type === 'added' ? '+' : '-'}${describe(e.lease)}`);
-  if (events.length > 3) sample.push('...');
-  log.info('lease events', { added, removed: events.length - added, subnets: sample.join(' ') });
 }
 
 function renderLeaseMetrics(s: { accepted: number; rejected: Record<string, number> }): string {
@@ -94,6 +114,9 @@ export class Daemon {
   private sm: KvSubnetManager | null = null;
   private iptables: import('../net/iptables.js').IptablesKeeper | null = null;
   private eventChain: Promise<void> = Promise.resolve();
+  private pendingEvents: LeaseEvent[] = [];
+  private flushTimer: NodeJS.Timeout | null = null;
+  private readonly eventLog = new LeaseEventLog();
   private failure: Error | null = null;
   private readonly failed: Promise<Error>;
   private fail: (err: Error) => void = () => {};
@@ -167,7 +190,7 @@ export class Daemon {
     this.backend = backend;
 
     const previous = await readPreviousSubnets(opts.subnetFile);
-    const previousLease = await whileUnavailable('looking up our previous lease', () => sm.findPreviousLease(extIface.extAddr), () => this.stopping);
+    const previousLease = await whileUnavailable('looking up our previous lease', () => sm.findPreviousLease(extIface.extAddr, previous), () => this.stopping);
     const backendAttrs = await backend.prepare(previousLease);
     const attrs = { publicIP: extIface.extAddr, publicIPv6: config.enableIPv6 ? (extIface.extAddr6 ?? null) : null, ...backendAttrs };
     const lease = await whileUnavailable('acquiring a lease', () => sm.acquireLease(attrs, previous), () => this.stopping);
@@ -208,7 +231,17 @@ export class Daemon {
   }
 
   private enqueueEvents(events: LeaseEvent[]): void {
-    logLeaseEvents(events);
+    for (const e of events) this.pendingEvents.push(e);
+    if (this.flushTimer) return;
+    this.flushTimer = setTimeout(() => this.flushEvents(), EVENT_COALESCE_MS);
+  }
+
+  private flushEvents(): void {
+    this.flushTimer = null;
+    const events = this.pendingEvents;
+    this.pendingEvents = [];
+    if (events.length === 0 || this.stopping) return;
+    this.eventLog.write(events);
     // Serialize: a backend applies one batch at a time, in order.
     this.eventChain = this.eventChain
       .then(() => this.backend?.handleEvents(events))
@@ -276,6 +309,7 @@ export class Daemon {
     if (this.stopping) return;
     this.stopping = true;
     if (this.renewTimer) clearTimeout(this.renewTimer);
+    if (this.flushTimer) clearTimeout(this.flushTimer);
     await this.watch?.close().catch(() => {});
     await this.eventChain;
     await this.backend?.stop().catch((err: Error) => log.warn('backend stop failed', { error: err.message }));

@@ -186,8 +186,12 @@ export function parseSubnetKey(key: string): { subnet: IP4Net; ipv6Subnet: IP6Ne
   const m = SUBNET_KEY_RE.exec(key);
   if (!m) return null;
   try {
-    const subnet = parseIP4Net(`${m[1]}/${m[2]}`);
-    if (`${formatIP4Net(subnet, '-')}` !== `${m[1]}-${m[2]}`) return null;
+    const prefixLen = Number(m[2]);
+    // parseIP4 refuses leading zeros in octets; refuse them in the length and any host bits.
+    if (prefixLen > 32 || String(prefixLen) !== m[2]) return null;
+    const ip = parseIP4(m[1]!);
+    if ((ip & mask4(prefixLen)) >>> 0 !== ip) return null;
+    const subnet: IP4Net = { ip, prefixLen };
     let ipv6Subnet: IP6Net | null = null;
     if (m[3]) {
       ipv6Subnet = parseIP6Net(`${m[3]}/${m[4]}`);

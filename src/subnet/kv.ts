@@ -14,12 +14,19 @@ export interface KvEntry {
   modRevision: number;
   /** Store revision at which this key was created (first writer wins a conflict between leases). */
   createRevision: number;
-  /** Absolute expiry time in ms since epoch, or undefined when the key has no TTL. */
+  /** The key has a TTL (is attached to an etcd lease). */
+  expires: boolean;
+  /**
+   * Absolute expiry time in ms since epoch when the store knows it: always
+   * from get(); etcd listings and watch events leave it out unless already
+   * known, because finding it costs one round trip per etcd lease, and
+   * nothing needs other hosts' expiry times.
+   */
   expiresAt?: number;
 }
 
 export type KvEvent =
-  | { type: 'put'; key: string; value: string; revision: number; createRevision: number; expiresAt?: number }
+  | { type: 'put'; key: string; value: string; revision: number; createRevision: number; expires: boolean; expiresAt?: number }
   | { type: 'delete'; key: string; revision: number };
 
 export interface KvListResult {

@@ -56,8 +56,15 @@ export function decodeLeaseAttrs(key: string, text: string): LeaseAttrs {
   return attrs;
 }
 
-/** Build a Lease from a store key (…/subnets/10.5.34.0-24) and its value. */
-export function decodeLease(fullKey: string, value: string, expiresAt?: number): Lease {
+/**
+ * Build a Lease from a store key (…/subnets/10.5.34.0-24) and its value;
+ * expiry and revisions as the store reported them (see Lease.expiration).
+ */
+export function decodeLease(
+  fullKey: string,
+  value: string,
+  entry: { expires: boolean; expiresAt?: number; modRevision?: number; createRevision?: number } = { expires: false },
+): Lease {
   const name = fullKey.slice(fullKey.lastIndexOf('/') + 1);
   const parsed = parseSubnetKey(name);
   if (!parsed) throw new LeaseDecodeError(fullKey, 'key is not a subnet (expected A.B.C.D-LEN)');
@@ -66,7 +73,9 @@ export function decodeLease(fullKey: string, value: string, expiresAt?: number):
     subnet: parsed.subnet.prefixLen === 0 ? null : parsed.subnet,
     ipv6Subnet: parsed.ipv6Subnet,
     attrs: decodeLeaseAttrs(fullKey, value),
-    expiration: expiresAt ?? 0,
+    expiration: entry.expiresAt ?? (entry.expires ? Number.POSITIVE_INFINITY : 0),
     key: `subnets/${name}`,
+    modRevision: entry.modRevision,
+    createRevision: entry.createRevision,
   };
 }

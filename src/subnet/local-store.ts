@@ -376,7 +376,7 @@ export class LocalStore implements KvStore {
     const k: StoredKey = { value, modRevision: rev, createRevision: prev ? prev.createRevision : rev };
     if (expiresAt !== undefined) k.expiresAt = expiresAt;
     state.keys[key] = k;
-    const ev: KvEvent = { type: 'put', key, value, revision: rev, createRevision: k.createRevision };
+    const ev: KvEvent = { type: 'put', key, value, revision: rev, createRevision: k.createRevision, expires: expiresAt !== undefined };
     if (expiresAt !== undefined) ev.expiresAt = expiresAt;
     this.record(state, ev);
   }
@@ -473,7 +473,7 @@ export class LocalStore implements KvStore {
 }
 
 function toEntry(key: string, k: StoredKey): KvEntry {
-  const e: KvEntry = { key, value: k.value, modRevision: k.modRevision, createRevision: k.createRevision };
+  const e: KvEntry = { key, value: k.value, modRevision: k.modRevision, createRevision: k.createRevision, expires: k.expiresAt !== undefined };
   if (k.expiresAt !== undefined) e.expiresAt = k.expiresAt;
   return e;
 }

@@ -19,7 +19,11 @@ export interface Lease {
   /** Present when IPv6 is enabled. */
   ipv6Subnet: IP6Net | null;
   attrs: LeaseAttrs;
-  /** Expiry in ms since epoch (0 when unknown). */
+  /**
+   * Expiry in ms since epoch; 0 when the lease never expires (an operator's
+   * reservation); Infinity when it expires but the store did not say when
+   * (other hosts' leases listed from etcd).
+   */
   expiration: number;
   /** Store key relative to the prefix: "subnets/10.5.34.0-24". */
   key: string;
@@ -58,8 +62,11 @@ export class LeaseLostError extends Error {
 export interface SubnetManager {
   readonly name: string;
   getNetworkConfig(): Promise<NetworkConfig>;
-  /** The lease this host held before (the one carrying our PublicIP), if any: what a backend may keep stable. */
-  findPreviousLease(publicIP: string): Promise<Lease | null>;
+  /**
+   * The lease this host held before (the one carrying our PublicIP, looked
+   * for first at the subnet subnet.env recorded), if any: what a backend may keep stable.
+   */
+  findPreviousLease(publicIP: string, previous?: { subnet?: IP4Net | null; ipv6Subnet?: IP6Net | null }): Promise<Lease | null>;
   /**
    * Acquire a lease: the previous one for this host (`previous` subnet from
    * subnet.env, or a lease carrying our PublicIP), else a random free subnet.

@@ -31,9 +31,9 @@ interface Cluster {
   hostEnv?: (i: number) => NodeJS.ProcessEnv;
 }
 
-function startHost(c: Cluster, i: number, extra: string[] = []): DaemonProcess {
+function startHost(c: Cluster, i: number, extra: string[] = [], iface = c.set.hosts[i]!.iface): DaemonProcess {
   const h = c.set.hosts[i]!;
-  const d = startDaemon([...c.storeArgs, `--iface=${h.iface}`, `--subnet-file=${join(c.dir, `h${i}.env`)}`, ...extra], {
+  const d = startDaemon([...c.storeArgs, `--iface=${iface}`, `--subnet-file=${join(c.dir, `h${i}.env`)}`, ...extra], {
     name: `h${i}`,
     prefix: ['ip', 'netns', 'exec', h.ns],
     env: c.hostEnv?.(i),
@@ -96,6 +96,31 @@ async function localCluster(n: number, prefix: string): Promise<{ c: Cluster; st
   const c = { set: await createHosts(n, { prefix, topology: 'bridge' }), dir, storeArgs: [`--local-store=${join(dir, 'store')}`], daemons: [], pod: [] };
   return { c, store };
 }
+
+describe('udp backend on a secondary address (--iface naming an address that is not the primary)', () => {
+  let c: Cluster;
+  before(async () => {
+    ({ c } = await localCluster(2, 'ftsus'));
+    const h1 = c.set.hosts[1]!;
+    await addAddress(h1, '192.0.2.102/24');
+    const ds = [startHost(c, 0), startHost(c, 1, [], '192.0.2.102')];
+    await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
+    for (const [i, h] of c.set.hosts.entries()) {
+      const env = await subnetEnv(c, i);
+      await attachPodBridge(h, env);
+      c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
+    }
+  });
+  after(() => teardown(c));
+
+  test('the socket is bound to that address, so peers see datagrams from the PublicIP they know', async () => {
+    assert.ok(c.daemons[1]!.lines.some((l) => /publicIP=192\.0\.2\.102/.test(l)), 'host1 publishes its secondary address');
+    const ss = await c.set.hosts[1]!.exec(['ss', '-uln', 'sport = :8285']);
+    assert.match(ss.stdout, /192\.0\.2\.102:8285/, ss.stdout);
+    await pingsEventually(c, 1, 0);
+    await pingsEventually(c, 0, 1);
+  });
+});
 
 describe('udp backend, three hosts on the embedded store', () => {
   let c: Cluster;

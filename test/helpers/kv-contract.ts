@@ -101,6 +101,9 @@ export function runKvContract(name: string, makeStore: () => Promise<StoreHandle
         assert.ok(e1!.expiresAt! >= before + 28_000 && e1!.expiresAt! <= Date.now() + 31_000, `expiresAt ${e1!.expiresAt! - before} ms after create`);
         assert.equal(typeof (await s!.create(`${p}nottl`, 'v')), 'number');
         assert.equal((await s!.get(`${p}nottl`))!.expiresAt, undefined);
+        // Listings say which keys expire even when they leave the time out.
+        const listed = new Map((await s!.list(p)).entries.map((e) => [e.key, e.expires]));
+        assert.deepEqual([listed.get(`${p}k`), listed.get(`${p}nottl`)], [true, false]);
       });
     });
 

@@ -41,7 +41,7 @@ export class MemoryStore implements KvStore {
     const expiresAt = ttl === undefined ? undefined : Date.now() + ttl * 1000;
     const createRevision = this.items.get(key)?.createRevision ?? rev;
     this.items.set(key, { value, modRevision: rev, createRevision, expiresAt });
-    this.publish({ type: 'put', key, value, revision: rev, createRevision, expiresAt });
+    this.publish({ type: 'put', key, value, revision: rev, createRevision, expires: expiresAt !== undefined, expiresAt });
   }
 
   /** Simulate an outage: calls fail and every watch breaks. */
@@ -56,11 +56,11 @@ export class MemoryStore implements KvStore {
   async get(key: string): Promise<KvEntry | null> {
     this.check();
     const it = this.items.get(key);
-    return it ? { key, ...it } : null;
+    return it ? { key, ...it, expires: it.expiresAt !== undefined } : null;
   }
   async list(prefix: string) {
     this.check();
-    const entries = [...this.items].filter(([k]) => k.startsWith(prefix)).map(([key, it]) => ({ key, ...it }));
+    const entries = [...this.items].filter(([k]) => k.startsWith(prefix)).map(([key, it]) => ({ key, ...it, expires: it.expiresAt !== undefined }));
     return { entries, revision: this.revision };
   }
   async create(key: string, value: string, ttl?: number): Promise<number | null> {

@@ -46,6 +46,9 @@ export interface UdpBackendOptions {
   offload?: boolean;
 }
 
+/** Shortest time between two route-table publishes during a burst of lease events. */
+const PUBLISH_INTERVAL_MS = 50;
+
 export class UdpBackend implements Backend {
   readonly type = 'udp';
   readonly config: UdpBackendConfig;
@@ -62,6 +65,8 @@ export class UdpBackend implements Backend {
   private tunFd = -1;
   private udpFd = -1;
   private workers: PacketWorkers | null = null;
+  private lastPublish = 0;
+  private publishTimer: NodeJS.Timeout | null = null;
   /** Whether flannel0 runs with offloads (decided at start). */
   offload = false;
 
@@ -101,7 +106,9 @@ export class UdpBackend implements Backend {
       this.tunFd = tun.fd;
       this.offload = tun.offload;
       await this.configureTun(ownLease.subnet);
-      this.udpFd = openUdpSocket(addon, '', this.config.port);
+      // Bound to the external interface's address, as flannel does: replies then leave from
+      // the PublicIP peers know us by, even when it is a secondary address of the link.
+      this.udpFd = openUdpSocket(addon, this.ctx.extIface.ifaceAddr, this.config.port);
     } catch (err) {
       this.closeFds();
       throw err;
@@ -170,7 +177,7 @@ export class UdpBackend implements Backend {
       if (ev.type === 'removed') {
         if (this.peers.delete(key)) {
           changed = true;
-          this.log.info('route removed', { subnet: key });
+          this.log.debug('route removed', { subnet: key });
         }
         continue;
       }
@@ -185,12 +192,30 @@ export class UdpBackend implements Backend {
       if (prev && prev.peer === peer) continue;
       this.peers.set(key, { net: sn.ip, prefixLen: sn.prefixLen, peer, port: this.config.port });
       changed = true;
-      this.log.info(prev ? 'route changed' : 'route added', { subnet: key, publicIP: ev.lease.attrs.publicIP });
+      this.log.debug(prev ? 'route changed' : 'route added', { subnet: key, publicIP: ev.lease.attrs.publicIP });
     }
-    if (changed) this.publish();
+    if (changed) this.schedulePublish();
+  }
+
+  /**
+   * Publish at once when the last publish is older than PUBLISH_INTERVAL_MS,
+   * else once at the end of that interval: one change reaches the workers
+   * immediately, while a burst of thousands of lease events costs one
+   * publish per interval instead of one per event (each publish is
+   * O(routes) here and in every worker, which rebuilds its index).
+   */
+  private schedulePublish(): void {
+    if (this.publishTimer) return;
+    const wait = this.lastPublish + PUBLISH_INTERVAL_MS - Date.now();
+    if (wait <= 0) return this.publish();
+    this.publishTimer = setTimeout(() => {
+      this.publishTimer = null;
+      this.publish();
+    }, wait);
   }
 
   private publish(): void {
+    this.lastPublish = Date.now();
     const own = this.ownSubnet;
     const network = this.ctx.config.network!;
     this.routes.publish({
@@ -212,6 +237,8 @@ export class UdpBackend implements Backend {
   }
 
   async stop(): Promise<void> {
+    if (this.publishTimer) clearTimeout(this.publishTimer);
+    this.publishTimer = null;
     const w = this.workers;
     this.workers = null;
     if (w) await w.stop();
