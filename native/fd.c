@@ -1,11 +1,14 @@
 /*
- * fd helpers shared by tun.c and udp.c: a poll() with a timeout (the only
- * place a call may wait) and close().
+ * fd helpers: a poll() with a timeout (the only place a call may wait),
+ * close(), and flock() for the embedded store's lock file (Node has no
+ * flock; a kernel lock is released when its holder dies, in whatever pid
+ * namespace it ran).
  */
 #include "flannel_native.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 /* 1 = ready (including error/hangup conditions, which the following
@@ -35,4 +38,24 @@ napi_value close_fd(napi_env env, napi_callback_info info) {
     throw_sys(env, e, "close", fd_error_hint(e), "close fd %d", fd);
   }
   return NULL;
+}
+
+/* tryLockExclusive(fd) -> true when flock(LOCK_EX | LOCK_NB) took the lock,
+ * false when another open file description holds it. Released by close(). */
+napi_value try_lock_exclusive(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int fd;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  int r;
+  do r = flock(fd, LOCK_EX | LOCK_NB);
+  while (r < 0 && errno == EINTR);
+  if (r < 0 && errno != EWOULDBLOCK) {
+    int e = errno;
+    throw_sys(env, e, "flock", fd_error_hint(e), "flock fd %d", fd);
+    return NULL;
+  }
+  napi_value ret;
+  if (napi_get_boolean(env, r == 0, &ret) != napi_ok) return throw_napi_failure(env), NULL;
+  return ret;
 }

@@ -2,7 +2,7 @@
  * flannel_native: the few syscalls Node cannot make itself, one file per job:
  *
  *   args.c      N-API argument checks and errors (every call's prologue)
- *   fd.c        poll() with a timeout, close()
+ *   fd.c        poll() with a timeout, close(), flock() for the embedded store
  *   tun.c       TUN devices: open /dev/net/tun + ioctl(TUNSETIFF), batched
  *               read()/write() of whole IP packets, TUNSETOFFLOAD
  *   udp.c       batched UDP: recvmmsg()/sendmmsg() (one JS->C crossing moves
@@ -22,6 +22,9 @@
  * caller's timeoutMs (or ~10 ms when a send queue is full), so a worker can
  * check a stop flag between calls. Routing, validation and encapsulation
  * are TypeScript's job.
+ *
+ * (flock is here because Node has none: the embedded store's lock must be a
+ * kernel lock, released when its holder dies, whatever its pid namespace.)
  *
  * Data layout shared with src/native/addon.ts: packets live in one
  * Uint8Array split into fixed-size slots (packet i at i * slotSize); the
@@ -95,6 +98,7 @@ napi_value return_count(napi_env env, int64_t n);
 /* ---- fd.c ---- */
 int wait_fd(int fd, short events, int timeout_ms);
 napi_value close_fd(napi_env env, napi_callback_info info);
+napi_value try_lock_exclusive(napi_env env, napi_callback_info info);
 
 /* ---- tun.c ---- */
 napi_value tun_open(napi_env env, napi_callback_info info);

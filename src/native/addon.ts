@@ -90,6 +90,12 @@ export interface NativeAddon {
    * of slot i; 0 when lens[i] <= start or lens[i] > slotSize. No syscall.
    */
   sumSlots(buf: Buffer, slotSize: number, lens: Uint32Array, count: number, start: number, sums: Uint16Array): void;
+  /**
+   * flock(fd, LOCK_EX | LOCK_NB): true when this open file description now
+   * holds the exclusive lock, false when another one holds it. close() (or
+   * the holder's death) releases it.
+   */
+  tryLockExclusive(fd: number): boolean;
   /** close(2); throws EBADF on a double close. */
   close(fd: number): void;
 }

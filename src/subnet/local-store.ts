@@ -17,25 +17,28 @@
  *   and its event become visible atomically; a separate append log would
  *   need its own crash-consistency story for little gain at flannel's write
  *   rate (a few renewals per host per day, plus start-ups).
- * - Every change is a read-modify-write under an exclusive lock file
- *   (`lock`, created with O_EXCL and holding "pid token"). The critical
- *   section is entirely synchronous, so two LocalStore instances inside one
- *   process can never interleave either, and the lock is held for a few
- *   milliseconds only.
+ * - Every change is a read-modify-write under a kernel lock: flock(LOCK_EX)
+ *   on the file `lock` (taken through the native addon; Node has no flock).
+ *   The kernel releases it when its holder exits or dies, whatever pid
+ *   namespace the holder runs in, and never while the holder is alive,
+ *   however long it stalls (a slow fsync): there is no stale-lock guessing
+ *   and nobody ever breaks a lock. The lock file itself is never removed, so
+ *   every process locks the same inode; a holder checks after locking that
+ *   the path still names the inode it locked (someone deleting the file
+ *   would otherwise let two holders lock two inodes). The critical section
+ *   is synchronous, so two LocalStore instances inside one process cannot
+ *   interleave either.
+ * - The commit is conditional too: just before renaming its new state into
+ *   place, a writer checks that state.json is still the file it read (same
+ *   inode and size) and that it still holds the lock file's inode; if not,
+ *   it publishes nothing and fails with StoreUnavailableError (the caller
+ *   retries). So even a writer that somehow lost its lock cannot overwrite a
+ *   newer state.
  * - Writes go to a unique temp file, are fsynced, renamed over state.json,
  *   then the directory is fsynced. A writer killed at any point (even with
  *   SIGKILL) leaves either the old or the new complete state.json; readers
- *   never take the lock because rename is atomic.
- * - Stale locks: a lock whose owner pid is dead, or that is older than
- *   staleLockMs (critical sections take milliseconds, so an old lock means a
- *   frozen or dead holder, or a holder in another pid namespace where the pid
- *   check is meaningless), is broken. Breaking is serialised by a second
- *   O_EXCL file, `lock.break`: under it the breaker re-reads the lock and
- *   unlinks it only if it still holds the same stale token. Because only a
- *   breaker ever removes somebody else's lock, and breakers are serialised,
- *   a freshly acquired lock can never be removed by mistake. (`lock.break`
- *   itself is held for microseconds; if its holder dies it is removed once it
- *   is older than staleLockMs.)
+ *   never take the lock because rename is atomic. Temp files are removed
+ *   only under the lock, when no writer can still be using one.
  * - Expiry: any locked operation first deletes expired keys, each deletion
  *   recorded as a delete event with its own revision. Lock-free reads that
  *   notice an expired key run such a sweep before answering, and watchers
@@ -51,6 +54,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createLogger } from '../log.js';
+import { loadNative } from '../native/addon.js';
 import {
   StoreUnavailableError,
   type KvEntry,
@@ -72,8 +76,6 @@ export interface LocalStoreOptions {
   maxEvents?: number;
   /** Give up acquiring the lock after this long (default 10 s). */
   lockTimeoutMs?: number;
-  /** A lock older than this is considered abandoned (default 10 s). */
-  staleLockMs?: number;
 }
 
 interface StoredKey {
@@ -93,7 +95,6 @@ interface State {
 
 const STATE_FILE = 'state.json';
 const LOCK_FILE = 'lock';
-const BREAK_FILE = 'lock.break';
 const TMP_PREFIX = 'state.json.tmp.';
 /** Watchers re-read state.json at least every this many polls, whatever stat says. */
 const FORCED_REREAD_POLLS = 10;
@@ -106,14 +107,31 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function pidAlive(pid: number): boolean {
+/** A held lock: the open lock file (closing it releases the flock) and its inode. */
+interface HeldLock {
+  fd: number;
+  ino: bigint;
+}
+
+/** Identity of state.json as read at the start of a critical section. */
+interface StateIdentity {
+  ino: bigint;
+  size: bigint;
+  mtimeNs: bigint;
+}
+
+function stateIdentity(p: string): StateIdentity | null {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    const st = fs.statSync(p, { bigint: true });
+    return { ino: st.ino, size: st.size, mtimeNs: st.mtimeNs };
+  } catch {
+    return null;
   }
+}
+
+function sameIdentity(a: StateIdentity | null, b: StateIdentity | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs;
 }
 
 /** Oldest revision still present in the event log, minus one. */
@@ -131,11 +149,9 @@ export class LocalStore implements KvStore {
   readonly dir: string;
   private readonly statePath: string;
   private readonly lockPath: string;
-  private readonly breakPath: string;
   private readonly pollIntervalMs: number;
   private readonly maxEvents: number;
   private readonly lockTimeoutMs: number;
-  private readonly staleLockMs: number;
   private readonly watchers = new Set<LocalWatcher>();
   private tmpCleaned = false;
   private closed = false;
@@ -145,11 +161,9 @@ export class LocalStore implements KvStore {
     this.description = `local ${this.dir}`;
     this.statePath = path.join(this.dir, STATE_FILE);
     this.lockPath = path.join(this.dir, LOCK_FILE);
-    this.breakPath = path.join(this.dir, BREAK_FILE);
     this.pollIntervalMs = opts.pollIntervalMs ?? 100;
     this.maxEvents = Math.max(1, opts.maxEvents ?? 1000);
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
-    this.staleLockMs = opts.staleLockMs ?? 10_000;
     try {
       fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     } catch (err) {
@@ -198,42 +212,29 @@ export class LocalStore implements KvStore {
    */
   private async withLock<T>(fn: (state: State) => T): Promise<T> {
     if (this.closed) throw new Error(`${this.description}: store is closed`);
-    const token = await this.acquireLock();
+    const lock = await this.acquireLock();
     try {
       this.cleanTmpFiles();
+      const read = stateIdentity(this.statePath);
       const state = this.readState();
       const before = state.revision;
       this.sweepExpired(state, Date.now());
       const result = fn(state);
-      if (state.revision !== before) this.writeState(state, token);
+      if (state.revision !== before) this.writeState(state, lock, read);
       return result;
     } finally {
-      this.releaseLock(token);
+      fs.closeSync(lock.fd); // releases the flock
     }
   }
 
-  private async acquireLock(): Promise<string> {
-    const token = `${process.pid} ${randomBytes(8).toString('hex')}`;
+  private async acquireLock(): Promise<HeldLock> {
     const deadline = Date.now() + this.lockTimeoutMs;
     let delay = 1;
     for (;;) {
-      try {
-        const fd = fs.openSync(this.lockPath, 'wx', 0o600);
-        try {
-          fs.writeSync(fd, token);
-        } finally {
-          fs.closeSync(fd);
-        }
-        return token;
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code !== 'EEXIST') {
-          throw new StoreUnavailableError(`${this.description}: cannot create lock file: ${(err as Error).message}`, { cause: err });
-        }
-      }
-      this.breakIfStale();
+      const held = this.tryLock();
+      if (held) return held;
       if (Date.now() > deadline) {
-        throw new StoreUnavailableError(`${this.description}: timed out after ${this.lockTimeoutMs} ms waiting for the store lock (held by ${this.describeHolder()})`);
+        throw new StoreUnavailableError(`${this.description}: timed out after ${this.lockTimeoutMs} ms waiting for the store lock (another process holds ${this.lockPath})`);
       }
       // Jittered, growing wait: the holder needs a few ms, don't spin.
       await sleep(delay + Math.random() * delay);
@@ -241,78 +242,41 @@ export class LocalStore implements KvStore {
     }
   }
 
-  private describeHolder(): string {
+  /** One non-blocking attempt; null while another process holds the lock. */
+  private tryLock(): HeldLock | null {
+    let fd: number;
     try {
-      return `pid ${fs.readFileSync(this.lockPath, 'utf8').split(' ')[0] || '?'}`;
-    } catch {
-      return 'nobody';
+      fd = fs.openSync(this.lockPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    } catch (err) {
+      throw new StoreUnavailableError(`${this.description}: cannot open lock file: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      if (!loadNative().tryLockExclusive(fd)) {
+        fs.closeSync(fd);
+        return null;
+      }
+      // Locked the inode we opened; make sure the path still names it (see the design notes).
+      const ino = fs.fstatSync(fd, { bigint: true }).ino;
+      if (this.lockInode() !== ino) {
+        fs.closeSync(fd);
+        return null;
+      }
+      return { fd, ino };
+    } catch (err) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        /* already closed */
+      }
+      throw err instanceof StoreUnavailableError ? err : new StoreUnavailableError(`${this.description}: cannot lock: ${(err as Error).message}`, { cause: err });
     }
   }
 
-  /** Is the lock described by (content, mtime) abandoned? */
-  private isStale(content: string, mtimeMs: number): boolean {
-    const age = Date.now() - mtimeMs;
-    if (age > this.staleLockMs) return true;
-    const pid = Number(content.split(' ')[0]);
-    if (!Number.isInteger(pid) || pid <= 0) {
-      // Holder died between creating the file and writing its pid; give a
-      // live holder a moment to finish that write.
-      return age > 1000;
-    }
-    return !pidAlive(pid);
-  }
-
-  private readLock(p: string): { content: string; mtimeMs: number } | null {
+  private lockInode(): bigint | null {
     try {
-      const st = fs.statSync(p);
-      return { content: fs.readFileSync(p, 'utf8'), mtimeMs: st.mtimeMs };
+      return fs.statSync(this.lockPath, { bigint: true }).ino;
     } catch {
       return null;
-    }
-  }
-
-  private breakIfStale(): void {
-    const seen = this.readLock(this.lockPath);
-    if (!seen || !this.isStale(seen.content, seen.mtimeMs)) return;
-    let breakFd: number;
-    try {
-      breakFd = fs.openSync(this.breakPath, 'wx', 0o600);
-    } catch {
-      // Someone else is breaking it, or a breaker died: clear an old breaker file.
-      const b = this.readLock(this.breakPath);
-      if (b && this.isStale(b.content, b.mtimeMs)) {
-        try {
-          fs.unlinkSync(this.breakPath);
-        } catch {
-          /* raced with another cleaner */
-        }
-      }
-      return;
-    }
-    try {
-      fs.writeSync(breakFd, `${process.pid}`);
-      fs.closeSync(breakFd);
-      // Re-check under the breaker: only remove the very lock we judged stale.
-      const now = this.readLock(this.lockPath);
-      if (now && now.content === seen.content && this.isStale(now.content, now.mtimeMs)) {
-        fs.unlinkSync(this.lockPath);
-        log.warn('removed stale store lock', { dir: this.dir, holder: seen.content.split(' ')[0] || '?' });
-      }
-    } finally {
-      try {
-        fs.unlinkSync(this.breakPath);
-      } catch {
-        /* already gone */
-      }
-    }
-  }
-
-  private releaseLock(token: string): void {
-    try {
-      if (fs.readFileSync(this.lockPath, 'utf8') === token) fs.unlinkSync(this.lockPath);
-      else log.warn('store lock was taken over while held (stale-lock timeout too short?)', { dir: this.dir });
-    } catch (err) {
-      log.warn('store lock vanished while held', { dir: this.dir, error: err as Error });
     }
   }
 
@@ -329,16 +293,7 @@ export class LocalStore implements KvStore {
     }
   }
 
-  private writeState(state: State, token: string): void {
-    // Last line of defence against a broken lock: never overwrite the state
-    // of a process that took the lock over from us.
-    let current: string | null = null;
-    try {
-      current = fs.readFileSync(this.lockPath, 'utf8');
-    } catch {
-      /* handled below */
-    }
-    if (current !== token) throw new StoreUnavailableError(`${this.description}: lost the store lock before writing; retry`);
+  private writeState(state: State, lock: HeldLock, read: StateIdentity | null): void {
     const tmp = path.join(this.dir, `${TMP_PREFIX}${process.pid}.${randomBytes(4).toString('hex')}`);
     try {
       const fd = fs.openSync(tmp, 'w', 0o600);
@@ -347,6 +302,10 @@ export class LocalStore implements KvStore {
         fs.fsyncSync(fd);
       } finally {
         fs.closeSync(fd);
+      }
+      // The conditional commit: publish only on top of the very state we read, while we hold the lock's inode.
+      if (this.lockInode() !== lock.ino || !sameIdentity(stateIdentity(this.statePath), read)) {
+        throw new StoreUnavailableError(`${this.description}: ${STATE_FILE} changed under the lock; nothing written, retry`);
       }
       fs.renameSync(tmp, this.statePath);
       // Persist the rename itself.

@@ -125,6 +125,14 @@ export function newExpandCounts(): ExpandCounts {
   return { superPackets: 0, segments: 0, malformed: 0 };
 }
 
+/**
+ * Most segments one super-packet may expand into: the capacity of a segment
+ * batch (udpSend's limit, UIO_MAXIOV). A device opened with offloads gets
+ * gso_max_segs set to this, so the kernel's TCP never builds a bigger one,
+ * even with the smallest MSS Linux allows (48 bytes: ~1,800 segments per 64 KB).
+ */
+export const MAX_SEGMENTS = 1024;
+
 /** Ways segmentation can refuse a super-packet. */
 export const enum SegmentError {
   Malformed = -1,

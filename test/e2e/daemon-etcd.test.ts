@@ -153,13 +153,15 @@ describe('flanneld with etcd', () => {
       for (let i = 0; writing && i < 250; i++) {
         const key = `${P}/subnets/10.20.${i}.0-24`;
         if (i === 0) continue;
-        await client.put(key).value(`{"PublicIP":"198.18.0.${i}","PublicIPv6":null,"BackendType":"alloc"}`);
-        written.push(`10.20.${i}.0/24`);
+        // Create-if-absent, as a flanneld would: B may hold one of these subnets by now, and its lease is B's.
+        const r = await client.if(key, 'Create', '==', 0).then(client.put(key).value(`{"PublicIP":"198.18.0.${i}","PublicIPv6":null,"BackendType":"alloc"}`)).commit();
+        if (r.succeeded) written.push(`10.20.${i}.0/24`);
         await sleep(5);
       }
     })();
     await sleep(50);
-    const b = daemon(2);
+    // Debug level: a burst logs one summary line at info, the per-lease lines (which this test checks) at debug.
+    const b = daemon(2, ['--log-level=debug']);
     await b.waitForLine(/running/);
     await sleep(300);
     writing = false;

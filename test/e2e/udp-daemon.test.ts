@@ -122,6 +122,42 @@ describe('udp backend on a secondary address (--iface naming an address that is 
   });
 });
 
+describe('udp backend with the smallest TCP MSS Linux allows (48 bytes)', () => {
+  let c: Cluster;
+  before(async () => {
+    ({ c } = await localCluster(2, 'ftsum'));
+    const ds = [startHost(c, 0, ['--healthz-ip=127.0.0.1', '--healthz-port=8471']), startHost(c, 1)];
+    await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
+    for (const [i, h] of c.set.hosts.entries()) {
+      const env = await subnetEnv(c, i);
+      await attachPodBridge(h, env);
+      c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
+    }
+  });
+  after(() => teardown(c));
+
+  test('TSO super-packets of ~1,800 segments never reach the worker: the stream flows and nothing is dropped as malformed', async () => {
+    await pingsEventually(c, 0, 1);
+    // The server advertises MSS 48 towards the client's pods, so host0 sends 36-byte segments.
+    const clientNet = c.pod[0]!.replace(/\.1$/, '.0/24');
+    await c.set.hosts[1]!.exec(['ip', 'route', 'replace', clientNet, 'dev', 'flannel0', 'advmss', '48'], { check: true });
+    const tso = await c.set.hosts[0]!.exec(['ip', '-d', 'link', 'show', 'flannel0']);
+    assert.match(tso.stdout, /gso_max_segs 1024\b/, tso.stdout);
+    const srv = c.set.hosts[1]!.spawn(['iperf3', '-s', '-1', '-B', c.pod[1]!], { stdio: 'ignore' });
+    await waitFor(() => isListening(c.set.hosts[1]!, 5201), 5000, 'iperf3 server');
+    const r = await c.set.hosts[0]!.exec(['iperf3', '-c', c.pod[1]!, '-B', c.pod[0]!, '-t', '2', '-J'], { timeoutMs: 20_000 });
+    srv.kill();
+    assert.equal(r.code, 0, r.stderr || r.stdout.slice(0, 500));
+    const res = JSON.parse(r.stdout) as { end: { sum_received: { bytes: number } } };
+    const metrics = await c.set.hosts[0]!.exec([process.execPath, '-e', "fetch('http://127.0.0.1:8471/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))"], { timeoutMs: 5000 });
+    const malformed = Number(/flannel_udp_dropped_packets_total\{direction="tx",reason="malformed"\} (\d+)/.exec(metrics.stdout)?.[1]);
+    const superPackets = Number(/flannel_udp_tun_offload_super_packets_total (\d+)/.exec(metrics.stdout)?.[1]);
+    assert.equal(malformed, 0, 'no super-packet dropped');
+    assert.ok(superPackets > 0, 'offloads were in use');
+    assert.ok(res.end.sum_received.bytes > 2e6, `${res.end.sum_received.bytes} bytes in 2 s with 36-byte segments`);
+  });
+});
+
 describe('udp backend, three hosts on the embedded store', () => {
   let c: Cluster;
   let store: LocalStore;
@@ -148,7 +184,9 @@ describe('udp backend, three hosts on the embedded store', () => {
     const routes = (await h.exec(['ip', 'route', 'show', 'dev', 'flannel0'], { check: true })).stdout;
     assert.match(routes, /^10\.5\.0\.0\/16 /m);
     const udp = (await h.exec(['cat', '/proc/net/udp'], { check: true })).stdout;
-    assert.match(udp, /00000000:205D /, 'listening on 0.0.0.0:8285');
+    // /proc/net/udp writes the bound address as a little-endian hex word: 192.0.2.1 is 010200C0.
+    const hex = h.ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0').toUpperCase()).reverse().join('');
+    assert.match(udp, new RegExp(`${hex}:205D `), `bound to ${h.ip}:8285, the external interface's address, as flannel`);
   });
 
   test('three hosts ping each other, pod address to pod address', async () => {
@@ -201,17 +239,21 @@ describe('udp backend, three hosts on the embedded store', () => {
     }
   });
 
-  test("a peer's PublicIP changes: traffic follows", async () => {
+  test("a peer moves to a new address and restarts there: traffic follows its new PublicIP", async () => {
     const moved = 1;
     const h = c.set.hosts[moved]!;
+    await c.daemons[moved]!.stop('SIGTERM');
     // Without promote_secondaries, deleting the old primary address would delete the new one too.
     await h.exec(['sysctl', '-qw', `net.ipv4.conf.${h.iface}.promote_secondaries=1`], { check: true });
     await addAddress(h, '192.0.2.102/24');
-    const key = `${P}/subnets/${c.pod[moved]!.replace(/\.1$/, '.0')}-24`;
-    await store.put(key, '{"PublicIP":"192.0.2.102","PublicIPv6":null}');
-    await c.daemons[0]!.waitForLine(/lease added subnet=.* publicIP=192\.0\.2\.102/, 10_000);
-    // The old address disappears: only the new one can carry traffic now.
     await h.exec(['ip', 'addr', 'del', '192.0.2.2/24', 'dev', h.iface], { check: true });
+    // The operator retires the lease of the old address, so the subnet in subnet.env is free to take again.
+    const key = `${P}/subnets/${c.pod[moved]!.replace(/\.1$/, '.0')}-24`;
+    await store.delete(key);
+    const d = startHost(c, moved, [], '192.0.2.102');
+    await d.waitForLine(/running/, 20_000);
+    assert.equal((await subnetEnv(c, moved)).FLANNEL_SUBNET, `${c.pod[moved]}/24`, 'same subnet on the new address');
+    await c.daemons[0]!.waitForLine(/lease added subnet=.* publicIP=192\.0\.2\.102/, 10_000);
     await pingsEventually(c, 0, moved);
     await pingsEventually(c, moved, 2);
   });

@@ -163,6 +163,10 @@ describe('udp backend between namespaces', { skip, timeout: 180_000 }, () => {
     const lost = await h[0]!.exec(['ping', '-c', '1', '-W', '1', ADDR[1]!]);
     assert.notEqual(lost.code, 0);
     await a.add(SUB[1]!, newIP);
+    // Host b's daemon restarts on its new address (its socket is bound to its address, as flannel's).
+    await b.cmd({ op: 'stop' });
+    b = await UdpHost.start(h[1]!, { network: NETWORK, subnet: SUB[1], iface: 'eth0', publicIP: newIP });
+    await b.add(SUB[0]!, h[0]!.ip);
     bIP = newIP;
     const r = await h[0]!.exec(['ping', '-c', '3', '-i', '0.2', '-W', '2', ADDR[1]!]);
     assert.equal(r.code, 0, r.stdout);

@@ -2,10 +2,11 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { mkdtempSync, rmSync, readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, writeFileSync, readdirSync, existsSync, openSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalStore } from '../../src/subnet/local-store.js';
+import { loadNative } from '../../src/native/addon.js';
 import { StoreUnavailableError } from '../../src/subnet/kv.js';
 import { runKvContract, EventCollector, sleep } from '../helpers/kv-contract.js';
 
@@ -115,27 +116,120 @@ describe('LocalStore specifics', () => {
     await watcherStore.close();
   });
 
-  it('recovers a stale lock left by a dead process', async () => {
+  it('a lock holder killed with SIGKILL releases the lock at once (the kernel does), and the lock file stays', async () => {
     const dir = tempDir();
-    const s = new LocalStore({ dir, lockTimeoutMs: 3000 });
-    // A pid that is certainly not running: a child that already exited.
-    const dead = child(dir, 'process.exit(0)');
-    await dead.done;
-    writeFileSync(join(dir, 'lock'), `${dead.pid} deadbeef`);
+    const s = new LocalStore({ dir, lockTimeoutMs: 10_000 });
+    await s.put('/k', 'v0');
+    const addonUrl = new URL('../../src/native/addon.js', import.meta.url).href;
+    const holder = child(
+      dir,
+      `import { openSync } from 'node:fs';\nconst { loadNative } = await import(${JSON.stringify(addonUrl)});\nconst fd = openSync(dir + '/lock', 'r+');\nif (!loadNative().tryLockExclusive(fd)) process.exit(3);\nconsole.log('locked');\nsetInterval(() => {}, 1000);`,
+    );
+    await holder.printed('locked');
+    const writing = s.put('/k', 'v1');
+    await sleep(300);
+    assert.equal((await s.get('/k'))!.value, 'v0', 'waits while the holder lives');
     const t0 = Date.now();
-    await s.put('/k', 'v');
-    assert.ok(Date.now() - t0 < 1000, 'stale lock broken promptly');
-    assert.equal(existsSync(join(dir, 'lock')), false);
+    holder.kill('SIGKILL');
+    await writing;
+    assert.ok(Date.now() - t0 < 1000, `written ${Date.now() - t0} ms after the holder died`);
+    assert.equal((await s.get('/k'))!.value, 'v1');
+    assert.equal(existsSync(join(dir, 'lock')), true, 'the lock file is never removed');
     await s.close();
   });
 
-  it('a live lock holder makes others wait, then time out with StoreUnavailableError', async () => {
+  it('a live lock holder makes others wait, then time out with StoreUnavailableError; its close releases the lock', async () => {
     const dir = tempDir();
     const s = new LocalStore({ dir, lockTimeoutMs: 300 });
-    writeFileSync(join(dir, 'lock'), `${process.pid} someone-else`);
+    await s.put('/k', 'v0');
+    // Hold the kernel lock from another open file description, as another process would.
+    const fd = openSync(join(dir, 'lock'), 'r+');
+    assert.equal(loadNative().tryLockExclusive(fd), true);
     await assert.rejects(s.put('/k', 'v'), (err: Error) => err instanceof StoreUnavailableError && /lock/.test(err.message));
-    rmSync(join(dir, 'lock'));
+    assert.equal((await s.get('/k'))!.value, 'v0', 'nothing written without the lock');
+    closeSync(fd);
     await s.put('/k', 'v');
+    await s.close();
+  });
+
+  it('a deleted lock file cannot let two writers in: the holder re-checks the inode it locked', async () => {
+    const dir = tempDir();
+    const s = new LocalStore({ dir, lockTimeoutMs: 2000 });
+    await s.put('/k', 'v0');
+    const fd = openSync(join(dir, 'lock'), 'r+');
+    assert.equal(loadNative().tryLockExclusive(fd), true);
+    // Someone removes the held lock file: a new one appears, but the old holder still holds its inode.
+    rmSync(join(dir, 'lock'));
+    const writing = s.put('/k', 'v1');
+    await sleep(100);
+    closeSync(fd);
+    await writing;
+    assert.equal((await s.get('/k'))!.value, 'v1');
+    await s.close();
+  });
+
+  it('writers in other pid namespaces and a writer whose fsync stalls: the lock stays exclusive, no write is lost, no revision repeats', async () => {
+    const dir = tempDir();
+    const init = new LocalStore({ dir });
+    await init.put('/counter', '0');
+    await init.close();
+    const keys = 15;
+    const increments = 8;
+    // Each writer races create() on the same keys, then increments a counter with compare-and-swap.
+    const body = (stallMs: number) => `import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
+if (${stallMs} > 0) {
+  // A slow disk: the first fsyncs of this writer hang while it holds the lock.
+  const real = fs.fsyncSync;
+  let n = 0;
+  fs.fsyncSync = (fd) => { if (n++ < 2) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ${stallMs}); return real(fd); };
+  syncBuiltinESMExports();
+}
+const s = new LocalStore({ dir, lockTimeoutMs: 30000 });
+const won = [], revs = [];
+for (let i = 0; i < ${keys}; i++) {
+  const r = await s.create('/keys/' + i, String(process.pid), 60);
+  if (r !== null) { won.push(i); revs.push(r); }
+}
+let done = 0;
+while (done < ${increments}) {
+  const cur = await s.get('/counter');
+  const r = await s.update('/counter', String(Number(cur.value) + 1), undefined, cur.modRevision);
+  if (r !== null) { done++; revs.push(r); }
+}
+console.log(JSON.stringify({ won, revs }));
+await s.close();`;
+    const nsChild = (b: string) => {
+      const code = `import { LocalStore } from ${JSON.stringify(MODULE_URL)};\nconst dir = ${JSON.stringify(dir)};\n${b}`;
+      // Not pid 1 in its namespace (sh is), so its pid means nothing to the writers outside, and theirs nothing to it.
+      const p = spawn('unshare', ['--pid', '--fork', 'sh', '-c', 'exec "$0" --input-type=module -e "$1"', process.execPath, code], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      p.stdout.on('data', (d) => (stdout += d));
+      p.stderr.on('data', (d) => (stderr += d));
+      return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => p.on('exit', (code) => resolve({ code, stdout, stderr })));
+    };
+    const runs = await Promise.all([
+      child(dir, body(1500)).done,
+      child(dir, body(0)).done,
+      nsChild(body(0)),
+      nsChild(body(700)),
+    ]);
+    const results = runs.map((r) => {
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout.trim().split('\n').pop()!) as { won: number[]; revs: number[] };
+    });
+    const winners = new Map<number, number>();
+    for (const r of results) for (const k of r.won) winners.set(k, (winners.get(k) ?? 0) + 1);
+    assert.deepEqual([...winners.entries()].sort((a, b) => a[0] - b[0]), Array.from({ length: keys }, (_, i) => [i, 1]), 'every key created exactly once');
+    const revs = results.flatMap((r) => r.revs);
+    assert.equal(new Set(revs).size, revs.length, 'no revision used twice');
+    const s = new LocalStore({ dir });
+    const counter = (await s.get('/counter'))!;
+    assert.equal(counter.value, String(increments * results.length), 'no lost increment');
+    const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as { revision: number; events: { revision: number }[] };
+    assert.equal(state.revision, 1 + keys + increments * results.length, 'one revision per successful write');
+    state.events.forEach((e, i) => assert.equal(e.revision, state.events[0]!.revision + i, 'revisions contiguous'));
     await s.close();
   });
 

@@ -13,6 +13,7 @@ import { formatIP4, formatIP4Net, ip4NetEqual, parseIP4, type IP4Net } from '../
 import { IpRoute, type IpRunner } from '../../net/iproute.js';
 import { loadNative, type NativeAddon } from '../../native/addon.js';
 import { openTun } from '../../tun/device.js';
+import { MAX_SEGMENTS } from '../../tun/offload.js';
 import { openUdpSocket } from '../../conn/udp-socket.js';
 import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from './routes.js';
 import { createCounterBuffer, renderCounters } from './counters.js';
@@ -166,6 +167,12 @@ export class UdpBackend implements Backend {
     if (!present) await this.ip.run(['addr', 'add', want, 'dev', dev]);
     await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'txqueuelen', String(this.opts.txQueueLen ?? 2000), 'up']);
     await this.ip.run(['route', 'replace', formatIP4Net(this.ctx.config.network!), 'dev', dev]);
+    if (this.offload) {
+      // Super-packets must fit one segment batch whatever the MSS (see MAX_SEGMENTS).
+      await this.ip.run(['link', 'set', 'dev', dev, 'gso_max_segs', String(MAX_SEGMENTS)]).catch((err: Error) => {
+        this.log.warn('cannot cap gso_max_segs on the TUN device; TCP with a very small MSS may stall', { device: dev, error: err.message });
+      });
+    }
   }
 
   async handleEvents(events: LeaseEvent[]): Promise<void> {

@@ -14,6 +14,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { loadNative, type NativeAddon } from '../../native/addon.js';
 import { TunDevice } from '../../tun/device.js';
+import { MAX_SEGMENTS } from '../../tun/offload.js';
 import { PacketBatch } from '../../tun/packet-batch.js';
 import { UdpSocket } from '../../conn/udp-socket.js';
 import { UdpCounter, counterRegion, REGION_RX, REGION_TX } from './counters.js';
@@ -22,8 +23,8 @@ import { accountDelivered, accountSent, acceptFromUdp, forwardFromTun, IcmpLimit
 import { PLAIN, type Encapsulation } from './encapsulation.js';
 import { CONTROL_STOP, type WorkerConfig } from './workers.js';
 
-/** Segment slots per send with offloads: udpSend's limit (UIO_MAXIOV). */
-const SEGMENT_BATCH = 1024;
+/** Segment slots per send with offloads: room for the largest super-packet (MAX_SEGMENTS). */
+const SEGMENT_BATCH = MAX_SEGMENTS;
 /**
  * Datagrams per recvmmsg when coalescing: more per batch means longer
  * super-packets. Profile (one TCP stream): 64 -> 60 datagrams/batch, 27
