@@ -3,6 +3,7 @@ import type { NetworkConfig } from '../config/network.js';
 import type { Lease, LeaseAttrs, LeaseEvent, SubnetManager } from '../subnet/types.js';
 import type { ExternalInterface } from '../net/interfaces.js';
 import type { MetricsRegistry } from '../metrics/registry.js';
+import type { HealthReporter } from '../metrics/health.js';
 
 /**
  * Switches of the userspace dataplane, read once at the edge (the CLI reads
@@ -27,6 +28,8 @@ export interface BackendContext {
   log: Logger;
   /** Prometheus-style counters exposed at /metrics, registered by the backend. */
   metrics: MetricsRegistry;
+  /** Problems that make /healthz answer 503 while they last (e.g. a packet direction down). */
+  health: HealthReporter;
   dataplane: DataplaneOptions;
   /**
    * Stop the daemon with this error (logged, exit 1): for a backend that

@@ -18,6 +18,7 @@ import { readPreviousSubnets, renderSubnetEnv, writeSubnetEnv } from '../subnet/
 import { LeaseLostError, type Lease, type LeaseEvent, type LeaseWatchHandle } from '../subnet/types.js';
 import { Metrics } from '../metrics/registry.js';
 import { startHealthz } from '../metrics/healthz.js';
+import { Health } from '../metrics/health.js';
 
 const log = createLogger('flanneld');
 
@@ -176,6 +177,7 @@ export class Daemon {
     log.info('network config', { backend: config.backendType, network: config.network ? formatIP4Net(config.network) : undefined });
 
     const metrics = new Metrics();
+    const health = new Health();
     const factory = await this.backends.factory(config.backendType);
     const backend = await factory({
       config,
@@ -184,6 +186,7 @@ export class Daemon {
       subnetManager: sm,
       log: createLogger(config.backendType),
       metrics,
+      health,
       dataplane: this.settings.dataplane ?? DEFAULT_DATAPLANE_OPTIONS,
       fatal: (err) => this.failWith(err, 'backend cannot run, stopping'),
     });
@@ -215,7 +218,7 @@ export class Daemon {
     }
 
     if (opts.healthzPort > 0) {
-      this.healthz = await startHealthz(opts.healthzIP, opts.healthzPort, metrics);
+      this.healthz = await startHealthz(opts.healthzIP, opts.healthzPort, metrics, health);
       log.info('healthz listening', { addr: `${opts.healthzIP}:${opts.healthzPort}` });
     }
 
@@ -226,6 +229,11 @@ export class Daemon {
     });
     this.watch = watch;
     metrics.register('leases', () => renderLeaseMetrics(watch.stats()));
+    // The leases listed at start go to the backend at once, not after a coalescing window:
+    // "running" means the routes to every known host are in place.
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushEvents();
+    await this.eventChain;
     this.scheduleRenew();
     log.info('running');
   }

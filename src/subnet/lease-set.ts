@@ -11,15 +11,16 @@
  *
  * Every accepted lease has the same prefix length on an aligned boundary, so
  * two of them overlap only when their subnets are equal: collisions are
- * found in one map lookup, and a change costs O(1), not O(leases).
+ * found in one map lookup, and a change costs O(1), not O(leases). With one
+ * address family there is exactly one key per subnet (keys are canonical),
+ * so collisions can only arise between dual-stack keys sharing one half.
  */
 import type { Logger } from '../log.js';
 import type { NetworkConfig } from '../config/network.js';
 import { formatIP4Net, formatIP6Net, ip4NetContains, ip6NetContains, type IP4Net, type IP6Net } from '../net/ipaddr.js';
 import type { Lease, LeaseEvent } from './types.js';
 
-export type RejectReason = 'outside_network' | 'wrong_length' | 'missing_subnet' | 'overlaps_own' | 'overlaps_other';
-export const REJECT_REASONS: readonly RejectReason[] = ['outside_network', 'wrong_length', 'missing_subnet', 'overlaps_own', 'overlaps_other'];
+export type RejectReason = 'outside_network' | 'wrong_length' | 'wrong_family' | 'missing_subnet' | 'overlaps_own' | 'overlaps_other';
 
 function describeNets(l: Lease): string {
   return [l.subnet && formatIP4Net(l.subnet), l.ipv6Subnet && formatIP6Net(l.ipv6Subnet)].filter(Boolean).join(',');
@@ -35,7 +36,7 @@ export class LeaseSet {
   /** Key -> the reason it was last refused for (so each refusal is logged once). */
   private readonly refused = new Map<string, string>();
   /** Refusals counted by reason, for /metrics. */
-  readonly rejectedTotal: Record<RejectReason, number> = { outside_network: 0, wrong_length: 0, missing_subnet: 0, overlaps_own: 0, overlaps_other: 0 };
+  readonly rejectedTotal: Record<RejectReason, number> = { outside_network: 0, wrong_length: 0, wrong_family: 0, missing_subnet: 0, overlaps_own: 0, overlaps_other: 0 };
 
   constructor(
     private readonly config: NetworkConfig,
@@ -53,6 +54,10 @@ export class LeaseSet {
   /** Why `l` can never be routed, whatever the other leases; null when it may be. */
   private shapeProblem(l: Lease): { reason: RejectReason; detail: string } | null {
     const c = this.config;
+    // A family the network does not use: flannel writes no such key, so it can only be a second
+    // key for someone's subnet (and would squat it once the owner's lease is gone and re-created).
+    if (!c.enableIPv6 && l.ipv6Subnet) return { reason: 'wrong_family', detail: 'has an IPv6 subnet while EnableIPv6 is off' };
+    if (!c.enableIPv4 && l.subnet) return { reason: 'wrong_family', detail: 'has an IPv4 subnet while EnableIPv4 is off' };
     if (c.enableIPv4) {
       if (!l.subnet || !c.network) return { reason: 'missing_subnet', detail: 'no IPv4 subnet while EnableIPv4 is set' };
       if (l.subnet.prefixLen !== c.subnetLen) return { reason: 'wrong_length', detail: `/${l.subnet.prefixLen} instead of SubnetLen /${c.subnetLen}` };

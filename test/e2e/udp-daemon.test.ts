@@ -122,6 +122,47 @@ describe('udp backend on a secondary address (--iface naming an address that is 
   });
 });
 
+describe('udp dataplane that heals: flannel0 deleted under a running daemon', () => {
+  let c: Cluster;
+  before(async () => {
+    ({ c } = await localCluster(2, 'ftsuh'));
+    const ds = [startHost(c, 0, ['--healthz-ip=127.0.0.1', '--healthz-port=8471']), startHost(c, 1)];
+    await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
+    for (const [i, h] of c.set.hosts.entries()) {
+      const env = await subnetEnv(c, i);
+      await attachPodBridge(h, env);
+      c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
+    }
+  });
+  after(() => teardown(c));
+
+  const get = async (path: string) => {
+    const r = await c.set.hosts[0]!.exec(
+      [process.execPath, '-e', `fetch('http://127.0.0.1:8471${path}').then(async r=>process.stdout.write(r.status+' '+await r.text()))`],
+      { timeoutMs: 5000 },
+    );
+    return r.stdout;
+  };
+
+  test('the workers are restarted, /healthz says 503 with the reason meanwhile, traffic comes back, the restart is counted', async () => {
+    await pingsEventually(c, 0, 1);
+    assert.match(await get('/healthz'), /^200 /);
+    await c.set.hosts[0]!.exec(['ip', 'link', 'del', 'flannel0'], { check: true });
+    const down = await waitFor(async () => {
+      const h = await get('/healthz');
+      return h.startsWith('503 ') ? h : null;
+    }, 5000, 'healthz 503', 100);
+    assert.match(down, /udp: (tx|rx) packet worker failed/);
+    await c.daemons[0]!.waitForLine(/udp dataplane restarted/, 15_000);
+    await pingsEventually(c, 0, 1);
+    await pingsEventually(c, 1, 0);
+    assert.match(await get('/healthz'), /^200 /);
+    assert.match(await get('/metrics'), /^flannel_udp_dataplane_restarts_total 1$/m);
+    const link = await c.set.hosts[0]!.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'flannel0'], { check: true });
+    assert.match(link.stdout, new RegExp(`inet ${c.pod[0]!.replace(/\.1$/, '.0').replace(/\./g, '\\.')}/32`), 'flannel0 programmed again');
+  });
+});
+
 describe('udp backend with the smallest TCP MSS Linux allows (48 bytes)', () => {
   let c: Cluster;
   before(async () => {

@@ -92,95 +92,120 @@ function installExitHook(): void {
   }
 }
 
-export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
+interface MemberSpec {
+  name: string;
+  root: string;
+  netns?: string;
+  endpoint: string;
+  peer: string;
+  initialCluster: string;
+  certs: ReturnType<typeof makeCerts> | null;
+}
+
+interface Member {
+  endpoint: string;
+  start(): Promise<void>;
+  signal(sig: NodeJS.Signals): Promise<void>;
+  /** The etcd process runs. */
+  running(): boolean;
+}
+
+/** One etcd process; several of them make a cluster (their start() must overlap for the first election). */
+function etcdMember(m: MemberSpec): Member {
+  // `ip netns exec` execs the command, so the child's pid is etcd's own and signals reach it.
+  const inNs = (cmd: string, cmdArgs: string[]): [string, string[]] => (m.netns ? ['ip', ['netns', 'exec', m.netns, cmd, ...cmdArgs]] : [cmd, cmdArgs]);
+  const args = [
+    '--name', m.name,
+    '--data-dir', join(m.root, `data-${m.name}`),
+    '--listen-client-urls', m.endpoint,
+    '--advertise-client-urls', m.endpoint,
+    '--listen-peer-urls', m.peer,
+    '--initial-advertise-peer-urls', m.peer,
+    '--initial-cluster', m.initialCluster,
+    '--initial-cluster-state', 'new',
+    '--log-level', 'warn',
+    '--logger', 'zap',
+  ];
+  if (m.certs) {
+    args.push('--cert-file', m.certs.serverCert, '--key-file', m.certs.serverKey, '--client-cert-auth', '--trusted-ca-file', m.certs.ca);
+  }
+  const ctlTls = m.certs ? ['--cacert', m.certs.ca, '--cert', m.certs.clientCert, '--key', m.certs.clientKey] : [];
+  let proc: ChildProcess | null = null;
+  let exited: Promise<void> = Promise.resolve();
+  const log = join(m.root, `etcd-${m.name}.log`);
+
+  const healthy = (): boolean => {
+    const [cmd, cmdArgs] = inNs(ETCDCTL_BIN, ['--endpoints', m.endpoint, ...ctlTls, '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health']);
+    const r = spawnSync(cmd, cmdArgs, { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' }, timeout: 3000 });
+    return r.status === 0;
+  };
+
+  return {
+    endpoint: m.endpoint,
+    running: () => proc !== null,
+    start: async () => {
+      if (proc) throw new Error(`test etcd ${m.name} already running`);
+      const logFile = createWriteStream(log, { flags: 'a' });
+      const [cmd, cmdArgs] = inNs(ETCD_BIN, args);
+      const p = spawn(cmd, cmdArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+      p.stdout!.pipe(logFile);
+      p.stderr!.pipe(logFile);
+      proc = p;
+      live.add(p);
+      exited = new Promise((resolve) =>
+        p.once('exit', () => {
+          live.delete(p);
+          if (proc === p) proc = null;
+          resolve();
+        }),
+      );
+      const deadline = Date.now() + 20_000;
+      while (Date.now() < deadline) {
+        if (!proc) throw new Error(`test etcd ${m.name} exited during start-up; see ${log}`);
+        if (healthy()) return;
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      throw new Error(`test etcd ${m.name} on ${m.endpoint} not healthy after 20 s; see ${log}`);
+    },
+    signal: async (sig) => {
+      const p = proc;
+      if (!p) return;
+      p.kill(sig);
+      const done = exited;
+      const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+      await done;
+      clearTimeout(t);
+    },
+  };
+}
+
+function requireEtcd(): void {
   if (!existsSync(ETCD_BIN)) {
     throw new Error(`etcd binary not found at ${ETCD_BIN}: install etcd-server (run the project's install script, scripts/install-system-deps.sh) or set ETCD_BIN`);
   }
   installExitHook();
+}
+
+export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
+  requireEtcd();
   const root = mkdtempSync(join(tmpdir(), 'flannel-ts-etcd-'));
   dirs.add(root);
-  const dataDir = join(root, 'data');
   const [clientPort, peerPort] = [await freePort(), await freePort()];
   const scheme = opts.tls ? 'https' : 'http';
   const host = opts.host ?? '127.0.0.1';
   const endpoint = `${scheme}://${host}:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
-  // `ip netns exec` execs the command, so the child's pid is etcd's own and signals reach it.
-  const inNs = (cmd: string, cmdArgs: string[]): [string, string[]] => (opts.netns ? ['ip', ['netns', 'exec', opts.netns, cmd, ...cmdArgs]] : [cmd, cmdArgs]);
   const certs = opts.tls ? makeCerts(root) : null;
-
-  const args = [
-    '--name', 'test',
-    '--data-dir', dataDir,
-    '--listen-client-urls', endpoint,
-    '--advertise-client-urls', endpoint,
-    '--listen-peer-urls', peer,
-    '--initial-advertise-peer-urls', peer,
-    '--initial-cluster', `test=${peer}`,
-    '--initial-cluster-state', 'new',
-    '--log-level', 'warn',
-    '--logger', 'zap',
-  ];
-  if (certs) {
-    args.push('--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--client-cert-auth', '--trusted-ca-file', certs.ca);
-  }
-  const ctlTls = certs ? ['--cacert', certs.ca, '--cert', certs.clientCert, '--key', certs.clientKey] : [];
-
-  let proc: ChildProcess | null = null;
-  let exited: Promise<void> = Promise.resolve();
-
-  const healthy = (): boolean => {
-    const [cmd, cmdArgs] = inNs(ETCDCTL_BIN, ['--endpoints', endpoint, ...ctlTls, '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health']);
-    const r = spawnSync(cmd, cmdArgs, {
-      encoding: 'utf8',
-      env: { ...process.env, ETCDCTL_API: '3' },
-      timeout: 3000,
-    });
-    return r.status === 0;
-  };
-
-  const start = async (): Promise<void> => {
-    if (proc) throw new Error('test etcd already running');
-    const logFile = createWriteStream(join(root, 'etcd.log'), { flags: 'a' });
-    const [cmd, cmdArgs] = inNs(ETCD_BIN, args);
-    const p = spawn(cmd, cmdArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
-    p.stdout!.pipe(logFile);
-    p.stderr!.pipe(logFile);
-    proc = p;
-    live.add(p);
-    exited = new Promise((resolve) => p.once('exit', () => {
-      live.delete(p);
-      if (proc === p) proc = null;
-      resolve();
-    }));
-    const deadline = Date.now() + 20_000;
-    while (Date.now() < deadline) {
-      if (!proc) throw new Error(`test etcd exited during start-up; see ${join(root, 'etcd.log')}`);
-      if (healthy()) return;
-      await new Promise((r) => setTimeout(r, 150));
-    }
-    throw new Error(`test etcd on ${endpoint} not healthy after 20 s; see ${join(root, 'etcd.log')}`);
-  };
-
-  const signal = async (sig: NodeJS.Signals): Promise<void> => {
-    const p = proc;
-    if (!p) return;
-    p.kill(sig);
-    const done = exited;
-    const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-    await done;
-    clearTimeout(t);
-  };
-
-  await start();
+  const member = etcdMember({ name: 'test', root, netns: opts.netns, endpoint, peer, initialCluster: `test=${peer}`, certs });
+  await member.start();
   const etcd: TestEtcd = {
     endpoint,
-    dataDir,
-    stop: () => signal('SIGTERM'),
-    kill: () => signal('SIGKILL'),
-    start,
+    dataDir: join(root, 'data-test'),
+    stop: () => member.signal('SIGTERM'),
+    kill: () => member.signal('SIGKILL'),
+    start: () => member.start(),
     cleanup: async () => {
-      await signal('SIGKILL');
+      await member.signal('SIGKILL');
       rmSync(root, { recursive: true, force: true });
       dirs.delete(root);
     },
@@ -191,4 +216,52 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
     etcd.keyFile = certs.clientKey;
   }
   return etcd;
+}
+
+export interface TestEtcdCluster {
+  /** Client URL of each member, in member order. */
+  endpoints: string[];
+  /** SIGKILL member i; resolves when it is gone. */
+  kill(i: number): Promise<void>;
+  /** Start member i again with its data; resolves when it is healthy. */
+  start(i: number): Promise<void>;
+  /** Index of the current leader, asked from the running members. */
+  leader(): number;
+  cleanup(): Promise<void>;
+}
+
+/** A plain-http etcd cluster, member i in netns[i] listening on host[i] (ports 2379 and 2380). */
+export async function startEtcdCluster(members: { netns: string; host: string }[]): Promise<TestEtcdCluster> {
+  requireEtcd();
+  const root = mkdtempSync(join(tmpdir(), 'flannel-ts-etcdc-'));
+  dirs.add(root);
+  const initialCluster = members.map((m, i) => `m${i}=http://${m.host}:2380`).join(',');
+  const ms = members.map((m, i) =>
+    etcdMember({ name: `m${i}`, root, netns: m.netns, endpoint: `http://${m.host}:2379`, peer: `http://${m.host}:2380`, initialCluster, certs: null }),
+  );
+  await Promise.all(ms.map((m) => m.start()));
+  return {
+    endpoints: ms.map((m) => m.endpoint),
+    kill: (i) => ms[i]!.signal('SIGKILL'),
+    start: (i) => ms[i]!.start(),
+    leader: () => {
+      for (const [i, m] of ms.entries()) {
+        if (!m.running()) continue;
+        const r = spawnSync('ip', ['netns', 'exec', members[i]!.netns, ETCDCTL_BIN, '--endpoints', m.endpoint, '--dial-timeout=1s', 'endpoint', 'status', '-w', 'json'], {
+          encoding: 'utf8',
+          env: { ...process.env, ETCDCTL_API: '3' },
+          timeout: 3000,
+        });
+        if (r.status !== 0) continue;
+        const st = (JSON.parse(r.stdout) as { Status: { header: { member_id: number }; leader: number } }[])[0]!.Status;
+        if (st.leader === st.header.member_id) return i;
+      }
+      throw new Error('no running etcd member is the leader');
+    },
+    cleanup: async () => {
+      await Promise.all(ms.map((m) => m.signal('SIGKILL')));
+      rmSync(root, { recursive: true, force: true });
+      dirs.delete(root);
+    },
+  };
 }

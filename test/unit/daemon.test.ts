@@ -140,3 +140,39 @@ test('a deleted reservation comes back as a lease with a TTL, and renewals follo
     await store.close();
   });
 });
+
+test('lease events are logged proportionately: a burst costs a few lines, not one per lease', async () => {
+  await withStore(async (dir) => {
+    const store = new LocalStore({ dir: join(dir, 'store') });
+    // Subnets 10.5.10.0 .. 10.5.249.0; the one the daemon itself takes (if among them) is skipped.
+    const create = async (i: number) =>
+      (await store.create(`/coreos.com/network/subnets/10.5.${10 + i}.0-24`, `{"PublicIP":"198.18.0.${i}","PublicIPv6":null,"BackendType":"recording"}`, 3600)) !== null;
+    let written = 0;
+    for (let i = 0; i < 120; i++) if (await create(i)) written++;
+    const handled: number[] = [];
+    const { registry } = recordingBackends(null);
+    const factory = await registry.factory('recording');
+    const counting: BackendRegistry = {
+      types: registry.types,
+      factory: async () => async (ctx) => ({ ...(await factory(ctx)), handleEvents: async (evs) => void handled.push(evs.length) }),
+    };
+    lines.length = 0;
+    const d = new Daemon(optsFor(dir), { backends: counting });
+    try {
+      await d.start();
+      assert.equal(handled[0], written, 'the leases present at start reach the backend as one batch, before "running"');
+      // As many again, one write at a time, while it runs.
+      for (let i = 120; i < 240; i++) if (await create(i)) written++;
+      const total = () => handled.reduce((a, b) => a + b, 0);
+      const deadline = Date.now() + 5000;
+      while (total() < written && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(total(), written);
+      assert.ok(handled.length < written / 2, `${written} events coalesced into ${handled.length} batches`);
+      const leaseLines = lines.filter((l) => l.startsWith('INFO') && /\[flanneld\] lease (added|removed|events)/.test(l));
+      assert.ok(leaseLines.length <= 60, `${leaseLines.length} info lines for ${written} leases`);
+    } finally {
+      await d.stop();
+      await store.close();
+    }
+  });
+});

@@ -6,6 +6,7 @@ import type { NativeAddon } from '../../src/native/addon.js';
 import { parseNetworkConfig } from '../../src/config/network.js';
 import { IpRoute } from '../../src/net/iproute.js';
 import { createLogger, setLogSink } from '../../src/log.js';
+import { Health } from '../../src/metrics/health.js';
 import { makeLease } from '../helpers/leases.js';
 
 setLogSink(() => {});
@@ -19,6 +20,7 @@ function ctx(backend: Record<string, unknown> = { Type: 'udp' }) {
     subnetManager: {} as BackendContext['subnetManager'],
     log: createLogger('test'),
     metrics: { register: (name, render) => metrics.set(name, render) },
+    health: new Health(),
     dataplane: DEFAULT_DATAPLANE_OPTIONS,
     fatal: (err) => {
       throw err;

@@ -16,7 +16,7 @@ import { openTun } from '../../tun/device.js';
 import { MAX_SEGMENTS } from '../../tun/offload.js';
 import { openUdpSocket } from '../../conn/udp-socket.js';
 import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from './routes.js';
-import { createCounterBuffer, renderCounters } from './counters.js';
+import { counterRegion, createCounterBuffer, REGION_MAIN, renderCounters, UdpCounter } from './counters.js';
 import { PacketWorkers } from './workers.js';
 import { parseUdpBackendConfig, UDP_ENCAP_OVERHEAD, type UdpBackendConfig } from './options.js';
 
@@ -47,6 +47,13 @@ export interface UdpBackendOptions {
   offload?: boolean;
 }
 
+/** Waits before restarting a dead dataplane: from 1 s, doubling up to 30 s while it keeps dying within a minute of a restart. */
+const RESTART_MIN_MS = 1000;
+const RESTART_MAX_MS = 30_000;
+const RESTART_STABLE_MS = 60_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /** Shortest time between two route-table publishes during a burst of lease events. */
 const PUBLISH_INTERVAL_MS = 50;
 
@@ -67,6 +74,10 @@ export class UdpBackend implements Backend {
   private udpFd = -1;
   private workers: PacketWorkers | null = null;
   private lastPublish = 0;
+  private stopped = false;
+  private restarting = false;
+  private restartDelayMs = RESTART_MIN_MS;
+  private workersStartedAt = 0;
   private publishTimer: NodeJS.Timeout | null = null;
   /** Whether flannel0 runs with offloads (decided at start). */
   offload = false;
@@ -100,13 +111,31 @@ export class UdpBackend implements Backend {
     if (this.tunFd >= 0) throw new Error('udp backend already started');
     if (!ownLease.subnet) throw new Error('udp backend needs an IPv4 lease');
     this.ownSubnet = ownLease.subnet;
-    const addon = (this.addon = this.opts.addon ?? loadNative());
+    this.addon = this.opts.addon ?? loadNative();
+    await this.openDevices();
+    this.publish();
+    this.ctx.metrics.register('udp', () => renderCounters(this.countersSab));
+    if (this.opts.dataplane === false) return;
+    this.startWorkers();
+    this.log.info('udp dataplane started', {
+      device: this.tunName,
+      address: formatIP4Net(ownLease.subnet),
+      port: this.config.port,
+      mtu: this.mtu(),
+      offload: this.offload,
+      rxCoalesce: this.rxCoalesce,
+    });
+  }
+
+  /** Open and program flannel0 and open the UDP socket; on failure nothing stays open. */
+  private async openDevices(): Promise<void> {
+    const addon = this.addon!;
     try {
       const wantOffload = (this.opts.offload ?? this.ctx.dataplane.offload) && this.opts.dataplane !== false;
       const tun = openTun(addon, this.tunName, wantOffload, this.log);
       this.tunFd = tun.fd;
       this.offload = tun.offload;
-      await this.configureTun(ownLease.subnet);
+      await this.configureTun(this.ownSubnet!);
       // Bound to the external interface's address, as flannel does: replies then leave from
       // the PublicIP peers know us by, even when it is a secondary address of the link.
       this.udpFd = openUdpSocket(addon, this.ctx.extIface.ifaceAddr, this.config.port);
@@ -114,13 +143,16 @@ export class UdpBackend implements Backend {
       this.closeFds();
       throw err;
     }
-    this.publish();
-    this.ctx.metrics.register('udp', () => renderCounters(this.countersSab));
-    if (this.opts.dataplane === false) return;
+  }
+
+  /** Receive coalescing (tun/gro.ts) rides on the offload TUN; FLANNEL_UDP_GRO=0 turns it off for comparisons. */
+  private get rxCoalesce(): boolean {
+    return this.offload && this.ctx.dataplane.rxCoalesce;
+  }
+
+  private startWorkers(): void {
     // One fd per device shared by both workers: a second SO_REUSEPORT socket
     // would receive a share of the incoming datagrams that nobody reads.
-    // Receive coalescing (tun/gro.ts) rides on the offload TUN; FLANNEL_UDP_GRO=0 turns it off for comparisons.
-    const rxCoalesce = this.offload && this.ctx.dataplane.rxCoalesce;
     this.workers = new PacketWorkers(
       {
         tunFd: this.tunFd,
@@ -132,19 +164,53 @@ export class UdpBackend implements Backend {
         pathMtu: this.mtu(),
         pollMs: this.opts.pollMs ?? 100,
         offload: this.offload,
-        rxCoalesce,
+        rxCoalesce: this.rxCoalesce,
       },
       this.log,
+      (role, err) => void this.restartDataplane(role, err),
     );
     this.workers.start();
-    this.log.info('udp dataplane started', {
-      device: this.tunName,
-      address: formatIP4Net(ownLease.subnet),
-      port: this.config.port,
-      mtu: this.mtu(),
-      offload: this.offload,
-      rxCoalesce,
-    });
+    this.workersStartedAt = Date.now();
+  }
+
+  /**
+   * A packet worker died on an fd-level error (flannel0 deleted under us,
+   * the socket broken): that direction moves nothing until it is restarted.
+   * Report it to /healthz, then reopen both devices and restart both
+   * workers, with a backoff that grows while restarts keep failing or the
+   * new workers keep dying soon after starting.
+   */
+  private async restartDataplane(role: string, err: Error): Promise<void> {
+    if (this.restarting || this.stopped) return;
+    this.restarting = true;
+    const problem = `${role} packet worker failed (${err.message}); restarting`;
+    this.ctx.health.report('udp', problem);
+    // Died soon after the last restart: wait longer this time; ran a while: start from the shortest wait.
+    this.restartDelayMs = Date.now() - this.workersStartedAt > RESTART_STABLE_MS ? RESTART_MIN_MS : Math.min(this.restartDelayMs * 2, RESTART_MAX_MS);
+    try {
+      const w = this.workers;
+      this.workers = null;
+      await w?.stop();
+      for (;;) {
+        await sleep(this.restartDelayMs);
+        if (this.stopped) return;
+        try {
+          this.closeFds();
+          await this.openDevices();
+          this.startWorkers();
+          break;
+        } catch (e) {
+          this.log.warn('cannot restart the udp dataplane yet', { error: (e as Error).message, retryInMs: this.restartDelayMs });
+          this.ctx.health.report('udp', `${problem}: ${(e as Error).message}`);
+          this.restartDelayMs = Math.min(this.restartDelayMs * 2, RESTART_MAX_MS);
+        }
+      }
+      counterRegion(this.countersSab, REGION_MAIN)[UdpCounter.dataplaneRestarts] += 1;
+      this.ctx.health.report('udp', null);
+      this.log.info('udp dataplane restarted', { device: this.tunName, offload: this.offload });
+    } finally {
+      this.restarting = false;
+    }
   }
 
   /**
@@ -244,6 +310,7 @@ export class UdpBackend implements Backend {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.publishTimer) clearTimeout(this.publishTimer);
     this.publishTimer = null;
     const w = this.workers;

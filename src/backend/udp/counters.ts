@@ -63,9 +63,11 @@ export const UdpCounter = {
    */
   rxSuperPackets: 29,
   rxCoalescedSegments: 30,
+  /** Times the packet workers were restarted after one died on an fd-level error (main thread). */
+  dataplaneRestarts: 31,
 } as const;
 
-export const COUNTER_COUNT = 31;
+export const COUNTER_COUNT = 32;
 
 /** Regions: one per writer thread. */
 export const REGION_TX = 0;
@@ -141,6 +143,7 @@ export function renderCounters(sab: SharedArrayBuffer, prefix = 'flannel_udp'): 
   simple('tx_batches_total', 'Non-empty batches read from the TUN device.', c.txBatches);
   simple('rx_batches_total', 'Non-empty batches received from the UDP socket.', c.rxBatches);
   simple('io_errors_total', 'Batch I/O calls that failed.', c.ioErrors);
+  simple('dataplane_restarts_total', 'Restarts of the packet workers after one died on an fd-level error.', c.dataplaneRestarts);
   simple('tun_offload_super_packets_total', 'TCP super-packets (TSO) read from the TUN device with offloads on.', c.tunSuperPackets);
   simple('tun_offload_segments_total', 'Packets cut from TCP super-packets; each is also counted in tun_read_packets_total.', c.tunSegments);
   simple('rx_super_packets_total', 'TCP super-packets (GSO) written to the TUN device after coalescing received segments.', c.rxSuperPackets);
