@@ -46,8 +46,9 @@ async function subnetEnv(c: Cluster, i: number): Promise<Record<string, string>>
   return parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
 }
 
-async function bringUp(c: Cluster): Promise<void> {
-  const ds = c.set.hosts.map((_, i) => startHost(c, i));
+/** Start every host's daemon (`start` picks flags per host), then give each its pod bridge. */
+async function bringUp(c: Cluster, start: (i: number) => DaemonProcess = (i) => startHost(c, i)): Promise<void> {
+  const ds = c.set.hosts.map((_, i) => start(i));
   await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
   for (const [i, h] of c.set.hosts.entries()) {
     const env = await subnetEnv(c, i);
@@ -88,6 +89,9 @@ async function teardown(c: Cluster | undefined): Promise<void> {
   await rm(c.dir, { recursive: true, force: true });
 }
 
+/** Host 0 serves /healthz and /metrics on 127.0.0.1:8471 of its namespace. */
+const withHealthzOnHost0 = (c: Cluster) => (i: number) => startHost(c, i, i === 0 ? ['--healthz-ip=127.0.0.1', '--healthz-port=8471'] : []);
+
 /** Hosts on a bridge sharing an embedded store that already holds the udp config. */
 async function localCluster(n: number, prefix: string): Promise<{ c: Cluster; store: LocalStore }> {
   const dir = await mkdtemp(join(tmpdir(), `fts-${prefix}-`));
@@ -101,15 +105,8 @@ describe('udp backend on a secondary address (--iface naming an address that is 
   let c: Cluster;
   before(async () => {
     ({ c } = await localCluster(2, 'ftsus'));
-    const h1 = c.set.hosts[1]!;
-    await addAddress(h1, '192.0.2.102/24');
-    const ds = [startHost(c, 0), startHost(c, 1, [], '192.0.2.102')];
-    await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
-    for (const [i, h] of c.set.hosts.entries()) {
-      const env = await subnetEnv(c, i);
-      await attachPodBridge(h, env);
-      c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
-    }
+    await addAddress(c.set.hosts[1]!, '192.0.2.102/24');
+    await bringUp(c, (i) => (i === 1 ? startHost(c, 1, [], '192.0.2.102') : startHost(c, i)));
   });
   after(() => teardown(c));
 
@@ -126,13 +123,7 @@ describe('udp dataplane that heals: flannel0 deleted under a running daemon', ()
   let c: Cluster;
   before(async () => {
     ({ c } = await localCluster(2, 'ftsuh'));
-    const ds = [startHost(c, 0, ['--healthz-ip=127.0.0.1', '--healthz-port=8471']), startHost(c, 1)];
-    await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
-    for (const [i, h] of c.set.hosts.entries()) {
-      const env = await subnetEnv(c, i);
-      await attachPodBridge(h, env);
-      c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
-    }
+    await bringUp(c, withHealthzOnHost0(c));
   });
   after(() => teardown(c));
 
@@ -167,13 +158,7 @@ describe('udp backend with the smallest TCP MSS Linux allows (48 bytes)', () => 
   let c: Cluster;
   before(async () => {
     ({ c } = await localCluster(2, 'ftsum'));
-    const ds = [startHost(c, 0, ['--healthz-ip=127.0.0.1', '--healthz-port=8471']), startHost(c, 1)];
-    await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
-    for (const [i, h] of c.set.hosts.entries()) {
-      const env = await subnetEnv(c, i);
-      await attachPodBridge(h, env);
-      c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
-    }
+    await bringUp(c, withHealthzOnHost0(c));
   });
   after(() => teardown(c));
 
