@@ -14,6 +14,8 @@ export interface BackendRegistry {
 const loaders = new Map<string, () => Promise<BackendFactory>>([
   ['alloc', async () => (await import('./alloc/index.js')).createAllocBackend],
   ['udp', async () => (await import('./udp/index.js')).createUdpBackend],
+  ['vxlan', async () => (await import('./vxlan/index.js')).createVxlanBackend],
+  ['host-gw', async () => (await import('./host-gw/index.js')).createHostGwBackend],
 ]);
 
 export function backendTypes(): string[] {

@@ -10,6 +10,7 @@ import { ConfigError, type NetworkConfig } from '../config/network.js';
 import { selectExternalInterface } from '../net/interfaces.js';
 import { formatIP4Net } from '../net/ipaddr.js';
 import { BUILTIN_BACKENDS, type BackendRegistry } from '../backend/registry.js';
+import { BackendOptionError } from '../backend/kernel-options.js';
 import { DEFAULT_DATAPLANE_OPTIONS, type Backend, type DataplaneOptions } from '../backend/types.js';
 import { ConfigNotFoundError, DEFAULT_LEASE_TTL_SECONDS, KvSubnetManager, describe } from '../subnet/manager.js';
 import { StoreUnavailableError } from '../subnet/kv.js';
@@ -189,6 +190,9 @@ export class Daemon {
       health,
       dataplane: this.settings.dataplane ?? DEFAULT_DATAPLANE_OPTIONS,
       fatal: (err) => this.failWith(err, 'backend cannot run, stopping'),
+    }).catch((err: Error) => {
+      // A bad backend option is a config error: one line naming it, before anything is touched.
+      throw err instanceof BackendOptionError ? new FatalError(err.message) : err;
     });
     this.backend = backend;
 

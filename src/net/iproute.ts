@@ -39,6 +39,11 @@ export interface IpRunner {
   runIgnoringMissing(args: readonly string[]): Promise<string>;
 }
 
+/** Runs many commands of one program in one process (see IpRoute.batch). */
+export interface BatchRunner {
+  batch(lines: readonly string[]): Promise<{ line: string; message: string }[]>;
+}
+
 export interface IpRunnerOptions {
   /** "plan" records commands instead of running them. */
   mode?: 'run' | 'plan';
@@ -49,7 +54,7 @@ export interface IpRunnerOptions {
   timeoutMs?: number;
 }
 
-export class IpRoute implements IpRunner {
+export class IpRoute implements IpRunner, BatchRunner {
   /** Every command run or planned, in order. */
   readonly commands: string[][] = [];
   private readonly mode: 'run' | 'plan';
@@ -86,6 +91,38 @@ export class IpRoute implements IpRunner {
     });
   }
 
+  /**
+   * Run `lines` (ip commands without the leading "ip") in one process:
+   * `ip -force -batch -`, which carries on after a failing line. Returns the
+   * lines that failed with iproute2's message for each; never rejects for a
+   * failing line, only when the program cannot run at all. Plan mode records
+   * the lines and reports no failure.
+   */
+  async batch(lines: readonly string[]): Promise<{ line: string; message: string }[]> {
+    if (lines.length === 0) return [];
+    for (const l of lines) this.commands.push(l.split(' '));
+    if (this.mode === 'plan') return [];
+    return new Promise((resolve, reject) => {
+      const child = execFile(this.binary, ['-force', '-batch', '-'], { timeout: this.opts.timeoutMs ?? 30_000, encoding: 'utf8' }, (err, _stdout, stderr) => {
+        const e = err as (NodeJS.ErrnoException & { code?: number | string }) | null;
+        if (e?.code === 'ENOENT') return reject(new IpCommandError(['-batch', '-'], `"${this.binary}" not found: install iproute2`, null, this.program));
+        // Each failing line prints its messages, then "Command failed -:N".
+        const failures: { line: string; message: string }[] = [];
+        let pending: string[] = [];
+        for (const l of stderr.split('\n')) {
+          const m = /^Command failed -:(\d+)$/.exec(l.trim());
+          if (m) {
+            failures.push({ line: lines[Number(m[1]) - 1] ?? `(line ${m[1]})`, message: pending.join('; ') || 'failed' });
+            pending = [];
+          } else if (l.trim()) pending.push(l.trim());
+        }
+        if (e && failures.length === 0) return reject(new IpCommandError(['-batch', '-'], stderr || e.message, typeof e.code === 'number' ? e.code : null, this.program));
+        resolve(failures);
+      });
+      child.stdin?.end(lines.join('\n') + '\n');
+    });
+  }
+
   async runIgnoringMissing(args: readonly string[]): Promise<string> {
     try {
       return await this.run(args);
@@ -97,6 +134,6 @@ export class IpRoute implements IpRunner {
 
   /** The commands as shell-like lines, for logs and test assertions. */
   lines(): string[] {
-    return this.commands.map((c) => `ip ${c.join(' ')}`);
+    return this.commands.map((c) => `${this.program} ${c.join(' ')}`);
   }
 }

@@ -1,0 +1,93 @@
+/**
+ * What every kernel backend (vxlan, host-gw, ipip) does with lease events,
+ * written once: a RouteNetwork keeps the per-peer state each remote lease
+ * calls for (filtered by BackendType, re-applied every 10 s), and the
+ * shared KernelStateApplier makes the kernel match it in one batch per round.
+ */
+import type { Logger } from '../log.js';
+import type { Lease, LeaseEvent } from '../subnet/types.js';
+import { IpRoute } from '../net/iproute.js';
+import { KernelStateApplier, type FdbSpec, type KernelScope, type KernelState, type NeighSpec, type RouteSpec } from '../net/kernel-state.js';
+import { RouteNetwork } from './route-network.js';
+
+/** The kernel state one remote lease needs. */
+export interface PeerState {
+  routes: RouteSpec[];
+  neighs?: NeighSpec[];
+  fdb?: FdbSpec[];
+}
+
+export interface KernelRoutingOptions {
+  backendType: string;
+  scope: KernelScope;
+  /** The state a lease calls for, or null (logged by the backend) when none can work. */
+  peerState(lease: Lease): PeerState | null;
+  log: Logger;
+  /** Write runners; plan-mode ones record instead (dry run, tests). */
+  ip?: IpRoute;
+  bridge?: IpRoute;
+  /** Read runners (default: real ip and bridge, also in a dry run: reading changes nothing). */
+  readIp?: IpRoute;
+  readBridge?: IpRoute;
+  recheckMs?: number;
+}
+
+export class KernelRouting {
+  readonly applier: KernelStateApplier;
+  private readonly network: RouteNetwork<PeerState>;
+
+  constructor(opts: KernelRoutingOptions) {
+    const ip = opts.ip ?? new IpRoute();
+    const bridge = opts.bridge ?? new IpRoute({ binary: 'bridge' });
+    this.applier = new KernelStateApplier({
+      scope: opts.scope,
+      readIp: opts.readIp ?? (ip.planning ? new IpRoute() : ip),
+      readBridge: opts.readBridge ?? (bridge.planning ? new IpRoute({ binary: 'bridge' }) : bridge),
+      writeIp: ip,
+      writeBridge: bridge,
+      log: opts.log,
+    });
+    this.network = new RouteNetwork<PeerState>({
+      backendType: opts.backendType,
+      routeFor: (l) => opts.peerState(l),
+      apply: async (peers) => {
+        const r = await this.applier.apply(merge(peers.values()));
+        if (r.lines.length > 0) opts.log.info('kernel state updated', { changes: r.lines.length, failed: r.failures.length });
+      },
+      log: opts.log,
+      recheckMs: opts.recheckMs,
+    });
+  }
+
+  /**
+   * Reconcile every recheck interval. The first round comes with the leases
+   * listed at start, not before: an empty round now would remove a
+   * restarted daemon's routes only to put them back (a flap).
+   */
+  start(): void {
+    this.network.start();
+  }
+
+  handleEvents(events: LeaseEvent[]): Promise<void> {
+    return this.network.handleEvents(events);
+  }
+
+  /** Current desired state (for a dry run: feed events, then ask the applier). */
+  desired(): KernelState {
+    return merge(this.network.desired().values());
+  }
+
+  stop(): void {
+    this.network.stop();
+  }
+}
+
+function merge(peers: Iterable<PeerState>): KernelState {
+  const s: KernelState = { routes: [], neighs: [], fdb: [] };
+  for (const p of peers) {
+    s.routes.push(...p.routes);
+    if (p.neighs) s.neighs.push(...p.neighs);
+    if (p.fdb) s.fdb.push(...p.fdb);
+  }
+  return s;
+}

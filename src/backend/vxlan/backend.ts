@@ -1,0 +1,194 @@
+/**
+ * flannel's vxlan backend: a kernel VXLAN device flannel.<VNI> (nolearning,
+ * local = our interface address) carries the overlay; per remote lease an
+ * FDB entry (its VtepMAC -> its PublicIP), a permanent neighbour entry (its
+ * subnet's network address -> VtepMAC) and a route `subnet via <network
+ * address> dev flannel.<VNI> onlink`. With DirectRouting, a peer on our own
+ * link gets a plain route via its PublicIP instead. The lease publishes
+ * BackendType "vxlan" and BackendData {"VNI":1,"VtepMAC":"..."} as flannel.
+ */
+import type { Backend, BackendContext, BackendLeaseAttrs } from '../types.js';
+import type { Lease, LeaseEvent } from '../../subnet/types.js';
+import { formatIP4, formatIP4Net, ip4NetContains, isIP4, parseIP4, type IP4Net } from '../../net/ipaddr.js';
+import { IpRoute } from '../../net/iproute.js';
+import { linkPrefixes, onLink } from '../../net/link-prefixes.js';
+import { goField } from '../../config/go-json.js';
+import { KernelRouting, type PeerState } from '../kernel-routing.js';
+import { parseVxlanOptions, VXLAN_OVERHEAD, type VxlanOptions } from './options.js';
+
+export interface VxlanBackendOptions {
+  /** Runner of every `ip`/`bridge` write; a plan-mode one records instead (dry run, tests). */
+  ip?: IpRoute;
+  bridge?: IpRoute;
+  readIp?: IpRoute;
+  readBridge?: IpRoute;
+  recheckMs?: number;
+}
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+interface JsonLink {
+  ifname: string;
+  address?: string;
+  mtu?: number;
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean; gbp?: boolean; link?: string } };
+}
+
+export class VxlanBackend implements Backend {
+  readonly type = 'vxlan';
+  readonly options: VxlanOptions;
+  readonly device: string;
+  private readonly ip: IpRoute;
+  private readonly readIp: IpRoute;
+  private readonly log;
+  private vtepMAC = '';
+  private ownSubnet: IP4Net | null = null;
+  private prefixes: IP4Net[] = [];
+  private readonly routing: KernelRouting;
+  /** Leases already reported as unusable (logged once each). */
+  private readonly unusable = new Set<string>();
+
+  constructor(
+    private readonly ctx: BackendContext,
+    opts: VxlanBackendOptions = {},
+  ) {
+    this.options = parseVxlanOptions(ctx.backendConfig);
+    if (!ctx.config.network) throw new Error('vxlan backend: IPv6-only networks are not supported here yet (EnableIPv4 is off)');
+    this.device = `flannel.${this.options.vni}`;
+    this.ip = opts.ip ?? new IpRoute();
+    this.readIp = opts.readIp ?? (this.ip.planning ? new IpRoute() : this.ip);
+    this.log = ctx.log.child('vxlan');
+    this.routing = new KernelRouting({
+      backendType: 'vxlan',
+      scope: { network: ctx.config.network, routeDevs: [this.device, ctx.extIface.name], ownedDevs: [this.device] },
+      peerState: (l) => this.peerState(l),
+      log: this.log,
+      ip: this.ip,
+      bridge: opts.bridge,
+      readIp: this.readIp,
+      readBridge: opts.readBridge,
+      recheckMs: opts.recheckMs,
+    });
+  }
+
+  /** The device must exist before the lease: its MAC is what peers need. A restart keeps the MAC it published. */
+  async prepare(previous: Lease | null): Promise<BackendLeaseAttrs> {
+    const prevMac = previousVtepMAC(previous, this.options.vni);
+    const existing = await this.readLink();
+    const why = existing ? this.incompatible(existing) : 'missing';
+    if (existing && why) {
+      this.log.warn('vxlan device exists with other parameters, recreating it', { device: this.device, difference: why });
+      await this.ip.run(['link', 'del', this.device]);
+    }
+    if (why) {
+      const o = this.options;
+      await this.ip.run([
+        'link', 'add', this.device, ...(prevMac ? ['address', prevMac] : []),
+        'type', 'vxlan', 'id', String(o.vni), 'local', this.ctx.extIface.ifaceAddr, 'dev', this.ctx.extIface.name,
+        'dstport', String(o.port), o.learning ? 'learning' : 'nolearning', ...(o.gbp ? ['gbp'] : []),
+      ]);
+    }
+    const link = this.ip.planning && !existing ? null : await this.readLink();
+    this.vtepMAC = (link?.address ?? prevMac ?? '00:00:00:00:00:00').toLowerCase();
+    this.prefixes = this.options.directRouting ? await linkPrefixes(this.readIp, this.ctx.extIface.name) : [];
+    return { backendType: 'vxlan', backendData: { VNI: this.options.vni, VtepMAC: this.vtepMAC } };
+  }
+
+  mtu(): number {
+    return this.options.mtu || this.ctx.extIface.mtu - VXLAN_OVERHEAD;
+  }
+
+  async start(ownLease: Lease): Promise<void> {
+    if (!ownLease.subnet) throw new Error('vxlan backend needs an IPv4 lease');
+    this.ownSubnet = ownLease.subnet;
+    const dev = this.device;
+    // Our subnet's network address as /32, as flannel: a source address for host-to-pod traffic, no broadcast routes.
+    const want = `${formatIP4(ownLease.subnet.ip)}/32`;
+    const shown = await this.readIp.runIgnoringMissing(['-4', '-o', 'addr', 'show', 'dev', dev]);
+    let present = false;
+    for (const m of shown.matchAll(/\binet\s+(\d+\.\d+\.\d+\.\d+)\/(\d+)/g)) {
+      if (`${m[1]}/${m[2]}` === want) present = true;
+      else if (this.ctx.config.network && ip4NetContains(this.ctx.config.network, parseIP4(m[1]!))) await this.ip.runIgnoringMissing(['addr', 'del', `${m[1]}/${m[2]}`, 'dev', dev]);
+    }
+    if (!present) await this.ip.run(['addr', 'add', want, 'dev', dev]);
+    await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'up']);
+    this.routing.start();
+    this.log.info('vxlan device ready', { device: dev, vni: this.options.vni, vtepMAC: this.vtepMAC, address: want, mtu: this.mtu(), directRouting: this.options.directRouting });
+  }
+
+  handleEvents(events: LeaseEvent[]): Promise<void> {
+    return this.routing.handleEvents(events);
+  }
+
+  /** What a remote lease needs; null (logged once) when its BackendData cannot be used. */
+  private peerState(l: Lease): PeerState | null {
+    const sn = l.subnet;
+    if (!sn || (this.ownSubnet && sn.ip === this.ownSubnet.ip)) return null;
+    const dst = formatIP4Net(sn);
+    if (this.options.directRouting && onLink(this.prefixes, l.attrs.publicIP)) {
+      return { routes: [{ dst, via: l.attrs.publicIP, dev: this.ctx.extIface.name }] };
+    }
+    const data = l.attrs.backendData;
+    const mac = data && typeof data === 'object' ? goField(data as Record<string, unknown>, 'VtepMAC') : undefined;
+    if (typeof mac !== 'string' || !MAC_RE.test(mac)) {
+      this.reportUnusable(l, `BackendData has no usable VtepMAC (${JSON.stringify(data)})`);
+      return null;
+    }
+    if (!isIP4(l.attrs.publicIP)) {
+      this.reportUnusable(l, `PublicIP ${l.attrs.publicIP} is not IPv4`);
+      return null;
+    }
+    this.unusable.delete(l.key);
+    const gw = formatIP4(sn.ip);
+    return {
+      fdb: [{ dev: this.device, mac: mac.toLowerCase(), dst: l.attrs.publicIP }],
+      neighs: [{ dev: this.device, ip: gw, mac: mac.toLowerCase() }],
+      routes: [{ dst, via: gw, dev: this.device, onlink: true }],
+    };
+  }
+
+  private reportUnusable(l: Lease, why: string): void {
+    if (this.unusable.has(l.key)) return;
+    this.unusable.add(l.key);
+    this.log.warn('skipping vxlan lease', { subnet: l.subnet ? formatIP4Net(l.subnet) : l.key, publicIP: l.attrs.publicIP, reason: why });
+  }
+
+  async stop(): Promise<void> {
+    // The device, its entries and routes stay, as flannel leaves them: a restart reconciles them without a gap.
+    this.routing.stop();
+  }
+
+  /** The routing state machine, for a dry run. */
+  get kernelRouting(): KernelRouting {
+    return this.routing;
+  }
+
+  private async readLink(): Promise<JsonLink | null> {
+    const text = await this.readIp.runIgnoringMissing(['-d', '-json', 'link', 'show', 'dev', this.device]);
+    const links = JSON.parse(text || '[]') as JsonLink[];
+    return links[0] ?? null;
+  }
+
+  /** Why an existing flannel.<VNI> does not fit (flannel recreates it then), or '' when it does. */
+  private incompatible(l: JsonLink): string {
+    const d = l.linkinfo?.info_data;
+    if (l.linkinfo?.info_kind !== 'vxlan' || !d) return `not a vxlan device (${l.linkinfo?.info_kind ?? 'unknown kind'})`;
+    const o = this.options;
+    if (d.id !== o.vni) return `VNI ${d.id} instead of ${o.vni}`;
+    if ((d.local ?? '') !== this.ctx.extIface.ifaceAddr) return `local address ${d.local ?? 'none'} instead of ${this.ctx.extIface.ifaceAddr}`;
+    const port = o.port || 8472;
+    if (d.port !== undefined && d.port !== port) return `port ${d.port} instead of ${port}`;
+    if (!!d.learning !== o.learning) return `learning ${!!d.learning} instead of ${o.learning}`;
+    if (!!d.gbp !== o.gbp) return `gbp ${!!d.gbp} instead of ${o.gbp}`;
+    return '';
+  }
+}
+
+/** The VtepMAC this host published before (same VNI), to give a recreated device the same MAC. */
+function previousVtepMAC(previous: Lease | null, vni: number): string | null {
+  const d = previous?.attrs.backendType === 'vxlan' ? previous.attrs.backendData : undefined;
+  if (!d || typeof d !== 'object') return null;
+  const mac = goField(d as Record<string, unknown>, 'VtepMAC');
+  const id = goField(d as Record<string, unknown>, 'VNI');
+  return typeof mac === 'string' && MAC_RE.test(mac) && id === vni ? mac.toLowerCase() : null;
+}

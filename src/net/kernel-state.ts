@@ -1,0 +1,166 @@
+/**
+ * The kernel-state applier every kernel backend shares: a backend says what
+ * per-peer state it wants (routes, permanent neighbour entries, FDB
+ * entries), the applier reads what the kernel holds (`ip -json`, `bridge
+ * -json`), computes the difference and applies it with one `bridge -batch`
+ * and one `ip -batch` process per round, never one process per route.
+ *
+ * It owns only what its scope names: routes to destinations inside the
+ * overlay Network on the backend's devices, and the permanent neighbour and
+ * unicast FDB entries of the backend's own devices. Everything else (the
+ * host's other routes, a link's connected route) is never touched. A round
+ * with nothing to change runs no write at all, so a restarted daemon that
+ * finds its earlier state changes nothing and nothing flaps. A failing line
+ * is logged with the command and iproute2's message; the rest of the batch
+ * still applies (`-force`).
+ */
+import type { Logger } from '../log.js';
+import { ip4NetContains, parseIP4Net, type IP4Net } from './ipaddr.js';
+import type { BatchRunner, IpRunner } from './iproute.js';
+
+export interface RouteSpec {
+  /** Destination, "10.5.3.0/24". */
+  dst: string;
+  /** Gateway; absent for a device route. */
+  via?: string;
+  dev: string;
+  /** The gateway is reachable through dev whatever the addresses say (vxlan, ipip). */
+  onlink?: boolean;
+}
+
+/** A permanent neighbour entry: ip is at mac on dev. */
+export interface NeighSpec {
+  dev: string;
+  ip: string;
+  mac: string;
+}
+
+/** A unicast FDB entry of a vxlan device: frames for mac go to the VTEP at dst. */
+export interface FdbSpec {
+  dev: string;
+  mac: string;
+  dst: string;
+}
+
+export interface KernelState {
+  routes: RouteSpec[];
+  neighs: NeighSpec[];
+  fdb: FdbSpec[];
+}
+
+export interface KernelScope {
+  /** Routes owned: destination strictly inside this network... */
+  network: IP4Net;
+  /** ...through one of these devices. */
+  routeDevs: string[];
+  /** Devices whose permanent IPv4 neighbour entries and unicast FDB entries are all ours. */
+  ownedDevs: string[];
+}
+
+export interface ApplyResult {
+  /** Lines run (or, in a dry run, that would run), "ip ..." and "bridge ...". */
+  lines: string[];
+  failures: { line: string; message: string }[];
+}
+
+interface JsonRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  flags?: string[];
+}
+interface JsonNeigh {
+  dst: string;
+  lladdr?: string;
+  state?: string[];
+}
+interface JsonFdb {
+  mac: string;
+  dst?: string;
+}
+
+export interface KernelStateApplierOptions {
+  scope: KernelScope;
+  /** Runs the read-only `ip -json ... show` and `bridge -json fdb show` queries (always for real, also in a dry run). */
+  readIp: IpRunner;
+  readBridge: IpRunner;
+  /** Run the writes: real runners, or plan-mode ones for a dry run. */
+  writeIp: BatchRunner;
+  writeBridge: BatchRunner;
+  log: Logger;
+}
+
+const routeKey = (r: RouteSpec) => `${r.dst} ${r.via ?? '-'} ${r.dev} ${r.onlink ? 'onlink' : ''}`;
+
+export class KernelStateApplier {
+  constructor(private readonly opts: KernelStateApplierOptions) {}
+
+  /** Make the kernel hold exactly `want` within the scope. */
+  async apply(want: KernelState): Promise<ApplyResult> {
+    const [routes, neighs, fdb] = await Promise.all([this.readRoutes(), this.readNeighs(), this.readFdb()]);
+    const ipLines: string[] = [];
+    const bridgeLines: string[] = [];
+
+    // FDB and neighbour entries first: an onlink route's gateway must resolve through them.
+    const haveFdb = new Map(fdb.map((f) => [`${f.dev} ${f.mac}`, f]));
+    const wantFdb = new Map(want.fdb.map((f) => [`${f.dev} ${f.mac.toLowerCase()}`, f]));
+    for (const [k, f] of wantFdb) if (haveFdb.get(k)?.dst !== f.dst) bridgeLines.push(`fdb replace ${f.mac.toLowerCase()} dev ${f.dev} dst ${f.dst} self permanent`);
+    for (const [k, f] of haveFdb) if (!wantFdb.has(k)) bridgeLines.push(`fdb del ${f.mac} dev ${f.dev} dst ${f.dst} self`);
+
+    const haveNeigh = new Map(neighs.map((n) => [`${n.dev} ${n.ip}`, n]));
+    const wantNeigh = new Map(want.neighs.map((n) => [`${n.dev} ${n.ip}`, n]));
+    for (const [k, n] of wantNeigh) if (haveNeigh.get(k)?.mac !== n.mac.toLowerCase()) ipLines.push(`neigh replace ${n.ip} lladdr ${n.mac.toLowerCase()} dev ${n.dev} nud permanent`);
+    for (const [k, n] of haveNeigh) if (!wantNeigh.has(k)) ipLines.push(`neigh del ${n.ip} dev ${n.dev}`);
+
+    const haveRoute = new Map(routes.map((r) => [r.dst, r]));
+    const wantRoute = new Map(want.routes.map((r) => [r.dst, r]));
+    for (const [dst, r] of haveRoute) if (!wantRoute.has(dst)) ipLines.push(`route del ${dst} dev ${r.dev}`);
+    for (const [dst, r] of wantRoute) {
+      const cur = haveRoute.get(dst);
+      if (cur && routeKey(cur) === routeKey(r)) continue;
+      ipLines.push(`route replace ${dst}${r.via ? ` via ${r.via}` : ''} dev ${r.dev}${r.onlink ? ' onlink' : ''}`);
+    }
+
+    const failures = [...(await this.opts.writeBridge.batch(bridgeLines)).map((f) => ({ ...f, line: `bridge ${f.line}` })), ...(await this.opts.writeIp.batch(ipLines)).map((f) => ({ ...f, line: `ip ${f.line}` }))];
+    for (const f of failures) this.opts.log.error('kernel state change failed', { command: f.line, error: f.message });
+    return { lines: [...bridgeLines.map((l) => `bridge ${l}`), ...ipLines.map((l) => `ip ${l}`)], failures };
+  }
+
+  private async readRoutes(): Promise<RouteSpec[]> {
+    const { scope } = this.opts;
+    const out = JSON.parse((await this.opts.readIp.run(['-4', '-json', 'route', 'show', 'table', 'main'])) || '[]') as JsonRoute[];
+    const mine: RouteSpec[] = [];
+    for (const r of out) {
+      if (!r.dev || !scope.routeDevs.includes(r.dev) || r.dst === 'default') continue;
+      let net: IP4Net;
+      try {
+        net = parseIP4Net(r.dst.includes('/') ? r.dst : `${r.dst}/32`);
+      } catch {
+        continue;
+      }
+      // Strictly inside the Network: a route for the whole Network (the udp backend's) is not per-peer state.
+      if (net.prefixLen <= scope.network.prefixLen || !ip4NetContains(scope.network, net.ip)) continue;
+      mine.push({ dst: r.dst.includes('/') ? r.dst : `${r.dst}/32`, via: r.gateway, dev: r.dev, onlink: r.flags?.includes('onlink') ?? false });
+    }
+    return mine;
+  }
+
+  private async readNeighs(): Promise<NeighSpec[]> {
+    const all: NeighSpec[] = [];
+    for (const dev of this.opts.scope.ownedDevs) {
+      const text = await this.opts.readIp.runIgnoringMissing(['-4', '-json', 'neigh', 'show', 'dev', dev, 'nud', 'permanent']);
+      for (const n of JSON.parse(text || '[]') as JsonNeigh[]) if (n.lladdr) all.push({ dev, ip: n.dst, mac: n.lladdr.toLowerCase() });
+    }
+    return all;
+  }
+
+  private async readFdb(): Promise<FdbSpec[]> {
+    const all: FdbSpec[] = [];
+    for (const dev of this.opts.scope.ownedDevs) {
+      const text = await this.opts.readBridge.runIgnoringMissing(['-json', 'fdb', 'show', 'dev', dev]);
+      // Unicast VTEP entries only: the ones with a remote dst (the device's own MAC entries have none).
+      for (const f of JSON.parse(text || '[]') as JsonFdb[]) if (f.dst && f.mac !== '00:00:00:00:00:00') all.push({ dev, mac: f.mac.toLowerCase(), dst: f.dst });
+    }
+    return all;
+  }
+}

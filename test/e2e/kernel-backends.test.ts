@@ -1,0 +1,217 @@
+/**
+ * The kernel backends end to end: hosts are network namespaces on a bridge,
+ * etcd runs in the bridge's namespace, each host runs bin/flanneld and puts
+ * its FLANNEL_SUBNET on a cni0 bridge. vxlan: three hosts, ping matrix and
+ * iperf3 over flannel.1, a removed lease takes its FDB, neighbour and route
+ * with it, restarts (SIGTERM, SIGKILL) reconcile without duplicates or a
+ * gap in a running ping, a route deleted by hand comes back, bad options and
+ * bad BackendData are refused clearly. host-gw: hosts on one link.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHosts, isListening, run, waitFor, type HostSet, type TestHost } from '../helpers/netns.js';
+import { startDaemon, FLANNELCTL, type DaemonProcess } from '../helpers/daemon.js';
+import { startEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { attachPodBridge } from '../helpers/pod-bridge.js';
+import { parseEnv } from '../../src/subnet/subnet-env.js';
+
+const P = '/coreos.com/network';
+
+interface KCluster {
+  set: HostSet;
+  etcd: TestEtcd;
+  dir: string;
+  daemons: DaemonProcess[];
+  pod: string[];
+}
+
+async function ctl(c: KCluster, args: string[]) {
+  return run('ip', ['netns', 'exec', c.set.switchNs!, process.execPath, FLANNELCTL, `--etcd-endpoints=${c.etcd.endpoint}`, ...args], { timeoutMs: 20_000 });
+}
+
+function startHost(c: KCluster, i: number, extra: string[] = []): DaemonProcess {
+  const h = c.set.hosts[i]!;
+  const d = startDaemon([`--etcd-endpoints=${c.etcd.endpoint}`, `--iface=${h.iface}`, `--subnet-file=${join(c.dir, `h${i}.env`)}`, ...extra], { name: `h${i}`, prefix: ['ip', 'netns', 'exec', h.ns] });
+  c.daemons[i] = d;
+  return d;
+}
+
+async function cluster(n: number, prefix: string, config: string): Promise<KCluster> {
+  const set = await createHosts(n, { prefix, topology: 'bridge' });
+  await run('ip', ['-n', set.switchNs!, 'addr', 'add', '192.0.2.254/24', 'dev', 'br0'], { check: true });
+  const etcd = await startEtcd({ netns: set.switchNs!, host: '192.0.2.254' });
+  const c: KCluster = { set, etcd, dir: await mkdtemp(join(tmpdir(), `fts-${prefix}-`)), daemons: [], pod: [] };
+  const put = await ctl(c, ['put', `${P}/config`, config]);
+  assert.equal(put.code, 0, put.stderr);
+  return c;
+}
+
+async function bringUp(c: KCluster): Promise<void> {
+  const ds = c.set.hosts.map((_, i) => startHost(c, i));
+  await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
+  for (const [i, h] of c.set.hosts.entries()) {
+    const env = parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
+    await attachPodBridge(h, env);
+    c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
+  }
+}
+
+async function teardown(c: KCluster | undefined): Promise<void> {
+  if (!c) return;
+  await Promise.all(c.daemons.map((d) => d?.stop('SIGKILL')));
+  await c.etcd.cleanup();
+  await c.set.destroy();
+  await rm(c.dir, { recursive: true, force: true });
+}
+
+const ping = (c: KCluster, from: number, to: number) => c.set.hosts[from]!.exec(['ping', '-c', '1', '-W', '1', '-I', c.pod[from]!, c.pod[to]!], { timeoutMs: 5000 });
+async function pingsEventually(c: KCluster, from: number, to: number): Promise<void> {
+  await waitFor(async () => (await ping(c, from, to)).code === 0, 15_000, `ping h${from} -> h${to}`, 200);
+}
+async function pingMatrix(c: KCluster): Promise<void> {
+  for (let i = 0; i < c.set.hosts.length; i++) for (let j = 0; j < c.set.hosts.length; j++) if (i !== j) await pingsEventually(c, i, j);
+}
+const net = (pod: string) => pod.replace(/\.1$/, '.0');
+const show = async (h: TestHost, args: string[]) => (await h.exec(args, { check: true })).stdout;
+
+describe('vxlan backend, three hosts on a real etcd', { timeout: 180_000 }, () => {
+  let c: KCluster;
+  before(async () => {
+    c = await cluster(3, 'ftskv', '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}');
+    await bringUp(c);
+  });
+  after(() => teardown(c));
+
+  test('flannel.1 as flannel makes it, and the lease carries VNI and VtepMAC', async () => {
+    const h = c.set.hosts[0]!;
+    const link = (JSON.parse(await show(h, ['ip', '-d', '-json', 'link', 'show', 'flannel.1'])) as { address: string; mtu: number; linkinfo: { info_kind: string; info_data: { id: number; local: string; learning: boolean } } }[])[0]!;
+    assert.equal(link.linkinfo.info_kind, 'vxlan');
+    assert.equal(link.linkinfo.info_data.id, 1);
+    assert.equal(link.linkinfo.info_data.local, h.ip);
+    assert.equal(link.linkinfo.info_data.learning, false);
+    assert.equal(link.mtu, 1450);
+    assert.match(await show(h, ['ip', '-4', '-o', 'addr', 'show', 'dev', 'flannel.1']), new RegExp(`inet ${net(c.pod[0]!).replace(/\./g, '\\.')}/32`));
+    const env = parseEnv(await readFile(join(c.dir, 'h0.env'), 'utf8'));
+    assert.equal(env.FLANNEL_MTU, '1450');
+    const lease = await ctl(c, ['get', `${P}/subnets/${net(c.pod[0]!)}-24`]);
+    assert.equal(lease.stdout.trim(), `{"PublicIP":"${h.ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"${link.address}"}}`);
+  });
+
+  test('every host reaches every other, and iperf3 runs over flannel.1', async () => {
+    await pingMatrix(c);
+    const srv = c.set.hosts[1]!.spawn(['iperf3', '-s', '-1', '-B', c.pod[1]!], { stdio: 'ignore' });
+    await waitFor(() => isListening(c.set.hosts[1]!, 5201), 5000, 'iperf3 server');
+    const r = await c.set.hosts[0]!.exec(['iperf3', '-c', c.pod[1]!, '-B', c.pod[0]!, '-t', '2', '-J'], { timeoutMs: 20_000 });
+    srv.kill();
+    assert.equal(r.code, 0, r.stderr);
+    const bps = (JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
+    assert.ok(bps > 100e6, `${bps} bit/s`);
+  });
+
+  test('per peer: one FDB entry, one permanent neighbour entry, one onlink route', async () => {
+    const h = c.set.hosts[0]!;
+    const routes = await show(h, ['ip', '-4', 'route', 'show', 'dev', 'flannel.1']);
+    for (const j of [1, 2]) assert.match(routes, new RegExp(`^${net(c.pod[j]!).replace(/\./g, '\\.')}/24 via ${net(c.pod[j]!).replace(/\./g, '\\.')} onlink`, 'm'));
+    assert.equal(routes.trim().split('\n').length, 2, routes);
+    const neigh = await show(h, ['ip', '-4', 'neigh', 'show', 'dev', 'flannel.1', 'nud', 'permanent']);
+    assert.equal(neigh.trim().split('\n').length, 2, neigh);
+    const fdb = await show(h, ['bridge', 'fdb', 'show', 'dev', 'flannel.1']);
+    for (const j of [1, 2]) assert.match(fdb, new RegExp(`dst ${c.set.hosts[j]!.ip.replace(/\./g, '\\.')} self permanent`));
+  });
+
+  test('a route deleted by hand comes back', async () => {
+    const h = c.set.hosts[0]!;
+    await h.exec(['ip', 'route', 'del', `${net(c.pod[1]!)}/24`], { check: true });
+    await waitFor(async () => (await show(h, ['ip', '-4', 'route', 'show', 'dev', 'flannel.1'])).includes(`${net(c.pod[1]!)}/24`), 20_000, 'route restored', 250);
+    await pingsEventually(c, 0, 1);
+  });
+
+  test('restarts (SIGTERM, then SIGKILL) reconcile: no duplicate entries, a running ping loses at most a second', async () => {
+    const h = c.set.hosts[0]!;
+    for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
+      const pinger = h.exec(['ping', '-c', '40', '-i', '0.1', '-W', '1', '-I', c.pod[0]!, c.pod[1]!], { timeoutMs: 30_000 });
+      await new Promise((r) => setTimeout(r, 500));
+      await c.daemons[0]!.stop(sig);
+      const d = startHost(c, 0);
+      await d.waitForLine(/running/, 20_000);
+      const out = (await pinger).stdout;
+      const received = Number(/(\d+) received/.exec(out)?.[1]);
+      assert.ok(received >= 30, `${sig}: ${received}/40 replies (at most ~1 s lost)\n${out}`);
+      assert.ok(!d.lines.some((l) => /kernel state updated/.test(l)), `${sig}: the restart changed nothing: ${d.lines.filter((l) => /kernel state/.test(l)).join('\n')}`);
+      assert.equal((await show(h, ['ip', '-4', 'route', 'show', 'dev', 'flannel.1'])).trim().split('\n').length, 2);
+      assert.equal((await show(h, ['ip', '-4', 'neigh', 'show', 'dev', 'flannel.1', 'nud', 'permanent'])).trim().split('\n').length, 2);
+    }
+  });
+
+  test('a lease with unusable BackendData is skipped with one log line; the others are still served', async () => {
+    await ctl(c, ['put', `${P}/subnets/10.5.250.0-24`, '{"PublicIP":"192.0.2.77","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"not-a-mac"}}']);
+    await ctl(c, ['put', `${P}/subnets/10.5.251.0-24`, '{"PublicIP":"192.0.2.78","PublicIPv6":null,"BackendType":"udp"}']);
+    const d = c.daemons[1]!;
+    await d.waitForLine(/skipping vxlan lease subnet=10\.5\.250\.0\/24/, 10_000);
+    await d.waitForLine(/ignoring lease of another backend type .*10\.5\.251\.0\/24/, 10_000);
+    await pingsEventually(c, 1, 2);
+    await ctl(c, ['del', `${P}/subnets/10.5.250.0-24`]);
+    await ctl(c, ['del', `${P}/subnets/10.5.251.0-24`]);
+  });
+
+  test('a lease removed: its FDB entry, neighbour entry and route are gone on the peers', async () => {
+    const gone = 2;
+    await c.daemons[gone]!.stop('SIGTERM');
+    await ctl(c, ['del', `${P}/subnets/${net(c.pod[gone]!)}-24`]);
+    const h = c.set.hosts[0]!;
+    await waitFor(async () => !(await show(h, ['ip', '-4', 'route', 'show', 'dev', 'flannel.1'])).includes(net(c.pod[gone]!)), 10_000, 'route removed', 200);
+    assert.ok(!(await show(h, ['ip', '-4', 'neigh', 'show', 'dev', 'flannel.1'])).includes(`${net(c.pod[gone]!)} `));
+    assert.ok(!(await show(h, ['bridge', 'fdb', 'show', 'dev', 'flannel.1'])).includes(`dst ${c.set.hosts[gone]!.ip} `));
+    await pingsEventually(c, 0, 1);
+  });
+});
+
+describe('vxlan options are checked before anything is touched', () => {
+  test('VNI 0, a VNI above 16777215, a port out of range, a string VNI: one clear error, exit 1', async () => {
+    const c = await cluster(1, 'ftskb', '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}');
+    try {
+      for (const [backend, re] of [
+        ['{"Type":"vxlan","VNI":0}', /VNI must be an integer in 1\.\.16777215, got 0/],
+        ['{"Type":"vxlan","VNI":16777216}', /VNI must be an integer in 1\.\.16777215, got 16777216/],
+        ['{"Type":"vxlan","Port":70000}', /Port must be an integer in 0\.\.65535/],
+        ['{"Type":"vxlan","VNI":"1"}', /VNI must be an integer in 1\.\.16777215, got "1"/],
+        ['{"Type":"vxlan","GBP":"yes"}', /GBP must be true or false/],
+      ] as const) {
+        await ctl(c, ['put', `${P}/config`, `{"Network":"10.5.0.0/16","Backend":${backend}}`]);
+        const d = startHost(c, 0);
+        assert.equal(await d.exited, 1, backend);
+        assert.ok(d.lines.some((l) => re.test(l)), `${backend}: ${d.lines.join('\n')}`);
+        const links = await show(c.set.hosts[0]!, ['ip', '-o', 'link', 'show']);
+        assert.ok(!/flannel\./.test(links), 'no device created');
+      }
+    } finally {
+      await teardown(c);
+    }
+  });
+});
+
+describe('host-gw backend, hosts on one link', { timeout: 60_000 }, () => {
+  let c: KCluster;
+  before(async () => {
+    c = await cluster(3, 'ftskh', '{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}');
+    await bringUp(c);
+  });
+  after(() => teardown(c));
+
+  test('one route per peer via its PublicIP; every host reaches every other', async () => {
+    await pingMatrix(c);
+    const h = c.set.hosts[0]!;
+    const routes = await show(h, ['ip', '-4', 'route', 'show']);
+    for (const j of [1, 2]) assert.match(routes, new RegExp(`^${net(c.pod[j]!).replace(/\./g, '\\.')}/24 via ${c.set.hosts[j]!.ip.replace(/\./g, '\\.')} dev eth0`, 'm'));
+    assert.equal(parseEnv(await readFile(join(c.dir, 'h0.env'), 'utf8')).FLANNEL_MTU, '1500');
+  });
+
+  test('a peer that is not on our link gets one clear log line and no route', async () => {
+    await ctl(c, ['put', `${P}/subnets/10.5.252.0-24`, '{"PublicIP":"198.18.5.5","PublicIPv6":null,"BackendType":"host-gw"}']);
+    await c.daemons[0]!.waitForLine(/peer is not on our link: host-gw cannot reach it, no route subnet=10\.5\.252\.0\/24/, 10_000);
+    assert.ok(!(await show(c.set.hosts[0]!, ['ip', '-4', 'route', 'show'])).includes('10.5.252.0'));
+  });
+});
