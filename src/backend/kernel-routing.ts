@@ -32,6 +32,16 @@ export interface KernelRoutingOptions {
   recheckMs?: number;
 }
 
+/**
+ * The write runners of a kernel backend: real ones, or in a dry run
+ * plan-mode ones sharing one transcript (reads always run for real).
+ */
+export function kernelRunners(dryRun: boolean | undefined): { ip: IpRoute; bridge: IpRoute; transcript: string[] } {
+  const transcript: string[] = [];
+  const mode = dryRun ? 'plan' : 'run';
+  return { ip: new IpRoute({ mode, transcript: dryRun ? transcript : undefined }), bridge: new IpRoute({ mode, binary: 'bridge', transcript: dryRun ? transcript : undefined }), transcript };
+}
+
 export class KernelRouting {
   readonly applier: KernelStateApplier;
   private readonly network: RouteNetwork<PeerState>;

@@ -16,6 +16,7 @@ const loaders = new Map<string, () => Promise<BackendFactory>>([
   ['udp', async () => (await import('./udp/index.js')).createUdpBackend],
   ['vxlan', async () => (await import('./vxlan/index.js')).createVxlanBackend],
   ['host-gw', async () => (await import('./host-gw/index.js')).createHostGwBackend],
+  ['ipip', async () => (await import('./ipip/index.js')).createIpipBackend],
 ]);
 
 export function backendTypes(): string[] {

@@ -32,6 +32,11 @@ export interface BackendContext {
   health: HealthReporter;
   dataplane: DataplaneOptions;
   /**
+   * A dry run (--dry-run): kernel backends read the kernel for real but only
+   * record their writes, for plannedCommands() to report.
+   */
+  dryRun?: boolean;
+  /**
    * Stop the daemon with this error (logged, exit 1): for a backend that
    * finds, after starting, that it cannot run. A half-working daemon that
    * keeps its lease is worse than one that stops and says why.
@@ -65,6 +70,8 @@ export interface Backend {
   handleEvents(events: LeaseEvent[]): Promise<void>;
   /** Stop the dataplane. Leaves kernel state that survives restarts, as flannel does. */
   stop(): Promise<void>;
+  /** In a dry run: every command the backend would have run, in order ("ip ...", "bridge ..."). */
+  plannedCommands?(): string[];
 }
 
 export type BackendFactory = (ctx: BackendContext) => Promise<Backend>;

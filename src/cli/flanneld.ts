@@ -46,6 +46,11 @@ export async function main(argv: string[]): Promise<number> {
   });
   try {
     await daemon.start();
+    if (opts.dryRun) {
+      for (const line of daemon.plan) process.stdout.write(`${line}\n`);
+      await daemon.stop();
+      return 0;
+    }
   } catch (err) {
     const e = err as Error;
     // Asked to stop while still starting (waiting for etcd or the config): a clean exit.

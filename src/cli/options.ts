@@ -40,6 +40,7 @@ export const FLAGS: FlagSpec[] = [
   { name: 'iptables-resync', key: 'iptablesResync', kind: 'int', def: '5', usage: 'resync period for iptables rules, in seconds' },
   { name: 'iptables-forward-rules', key: 'iptablesForwardRules', kind: 'bool', def: 'true', usage: 'add default accept rules to FORWARD chain in iptables' },
   { name: 'log-level', key: 'logLevel', kind: 'string', def: 'info', usage: 'debug, info, warn or error' },
+  { name: 'dry-run', key: 'dryRun', kind: 'bool', def: 'false', usage: "print the ip/bridge commands a kernel backend would run for the current leases, change nothing, exit (needs this host's lease in the store)" },
   { name: 'version', key: 'version', kind: 'bool', def: 'false', usage: 'print version and exit' },
   { name: 'help', key: 'help', kind: 'bool', def: 'false', usage: 'print this help and exit' },
 ];

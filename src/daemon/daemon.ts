@@ -10,7 +10,7 @@ import { ConfigError, type NetworkConfig } from '../config/network.js';
 import { selectExternalInterface } from '../net/interfaces.js';
 import { formatIP4Net } from '../net/ipaddr.js';
 import { BUILTIN_BACKENDS, type BackendRegistry } from '../backend/registry.js';
-import { BackendOptionError } from '../backend/kernel-options.js';
+import { BackendOptionError, BackendUnavailableError } from '../backend/errors.js';
 import { DEFAULT_DATAPLANE_OPTIONS, type Backend, type DataplaneOptions } from '../backend/types.js';
 import { ConfigNotFoundError, DEFAULT_LEASE_TTL_SECONDS, KvSubnetManager, describe } from '../subnet/manager.js';
 import { StoreUnavailableError } from '../subnet/kv.js';
@@ -25,6 +25,11 @@ const log = createLogger('flanneld');
 
 /** Errors that mean "fix your setup", reported in one line with exit 1. */
 export class FatalError extends Error {}
+
+/** A backend that cannot run with this config on this host is a setup error: one line, before anything is touched. */
+function asFatal(err: Error): never {
+  throw err instanceof BackendOptionError || err instanceof BackendUnavailableError ? new FatalError(err.message) : err;
+}
 
 /** Settings that are not flannel flags: read from the environment by the CLI, or set by tests. */
 export interface DaemonSettings {
@@ -189,16 +194,15 @@ export class Daemon {
       metrics,
       health,
       dataplane: this.settings.dataplane ?? DEFAULT_DATAPLANE_OPTIONS,
+      dryRun: opts.dryRun,
       fatal: (err) => this.failWith(err, 'backend cannot run, stopping'),
-    }).catch((err: Error) => {
-      // A bad backend option is a config error: one line naming it, before anything is touched.
-      throw err instanceof BackendOptionError ? new FatalError(err.message) : err;
-    });
+    }).catch(asFatal);
     this.backend = backend;
 
     const previous = await readPreviousSubnets(opts.subnetFile);
     const previousLease = await whileUnavailable('looking up our previous lease', () => sm.findPreviousLease(extIface.extAddr, previous), () => this.stopping);
-    const backendAttrs = await backend.prepare(previousLease);
+    if (opts.dryRun) return this.dryRun(backend, previousLease, config);
+    const backendAttrs = await backend.prepare(previousLease).catch(asFatal);
     const attrs = { publicIP: extIface.extAddr, publicIPv6: config.enableIPv6 ? (extIface.extAddr6 ?? null) : null, ...backendAttrs };
     const lease = await whileUnavailable('acquiring a lease', () => sm.acquireLease(attrs, previous), () => this.stopping);
     this.lease = lease;
@@ -241,6 +245,28 @@ export class Daemon {
     this.scheduleRenew();
     log.info('running');
   }
+
+  /**
+   * --dry-run: what the backend would change for our lease and the leases
+   * in the store now, printed one command a line; nothing is written (not
+   * the store, not the kernel: kernel backends only record their writes).
+   */
+  private async dryRun(backend: Backend, own: Lease | null, config: NetworkConfig): Promise<void> {
+    if (!backend.plannedCommands) throw new FatalError(`--dry-run: the ${backend.type} backend has no kernel state to plan (kernel backends: vxlan, host-gw, ipip)`);
+    if (!own) throw new FatalError('--dry-run: this host holds no lease in the store yet; start flanneld once, then ask again');
+    await backend.prepare(own).catch(asFatal);
+    await backend.start(own);
+    const events: LeaseEvent[] = [];
+    const watch = await this.sm!.watchLeases(own, config, { onEvents: (e) => events.push(...e) });
+    await watch.close();
+    await backend.handleEvents(events);
+    await backend.stop();
+    this.plan = backend.plannedCommands();
+    log.info('dry run: nothing was changed', { commands: this.plan.length, leases: events.length });
+  }
+
+  /** The commands of a dry run (after start() returned). */
+  plan: string[] = [];
 
   private enqueueEvents(events: LeaseEvent[]): void {
     for (const e of events) this.pendingEvents.push(e);

@@ -25,6 +25,8 @@ export interface DaemonOptions {
   iptablesResync: number;
   iptablesForwardRules: boolean;
   logLevel: string;
+  /** Print what a kernel backend would change, change nothing. */
+  dryRun: boolean;
   version: boolean;
   help: boolean;
 }

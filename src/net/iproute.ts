@@ -52,6 +52,8 @@ export interface IpRunnerOptions {
   /** Canned stdout for plan mode, by joined args (e.g. for "-4 -o addr show dev flannel0"). */
   planOutputs?: Record<string, string>;
   timeoutMs?: number;
+  /** Every command also goes here as one line ("ip ...", "bridge ..."); several runners may share one. */
+  transcript?: string[];
 }
 
 export class IpRoute implements IpRunner, BatchRunner {
@@ -76,6 +78,7 @@ export class IpRoute implements IpRunner, BatchRunner {
 
   run(args: readonly string[]): Promise<string> {
     this.commands.push([...args]);
+    this.opts.transcript?.push(`${this.program} ${args.join(' ')}`);
     if (this.mode === 'plan') return Promise.resolve(this.opts.planOutputs?.[args.join(' ')] ?? '');
     return new Promise((resolve, reject) => {
       execFile(this.binary, [...args], { timeout: this.opts.timeoutMs ?? 10_000, encoding: 'utf8' }, (err, stdout, stderr) => {
@@ -100,7 +103,10 @@ export class IpRoute implements IpRunner, BatchRunner {
    */
   async batch(lines: readonly string[]): Promise<{ line: string; message: string }[]> {
     if (lines.length === 0) return [];
-    for (const l of lines) this.commands.push(l.split(' '));
+    for (const l of lines) {
+      this.commands.push(l.split(' '));
+      this.opts.transcript?.push(`${this.program} ${l}`);
+    }
     if (this.mode === 'plan') return [];
     return new Promise((resolve, reject) => {
       const child = execFile(this.binary, ['-force', '-batch', '-'], { timeout: this.opts.timeoutMs ?? 30_000, encoding: 'utf8' }, (err, _stdout, stderr) => {

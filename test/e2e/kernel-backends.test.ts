@@ -157,6 +157,21 @@ describe('vxlan backend, three hosts on a real etcd', { timeout: 180_000 }, () =
     await ctl(c, ['del', `${P}/subnets/10.5.251.0-24`]);
   });
 
+  test('--dry-run prints what would change and changes nothing', async () => {
+    const h = c.set.hosts[0]!;
+    await c.daemons[0]!.stop('SIGTERM');
+    await h.exec(['ip', 'route', 'del', `${net(c.pod[1]!)}/24`], { check: true });
+    const d = startHost(c, 0, ['--dry-run']);
+    assert.equal(await d.exited, 0, d.lines.join('\n'));
+    const printed = d.lines.filter((l) => /^(ip|bridge) /.test(l));
+    assert.ok(printed.includes(`ip route replace ${net(c.pod[1]!)}/24 via ${net(c.pod[1]!)} dev flannel.1 onlink`), printed.join('\n'));
+    assert.ok(!printed.some((l) => /fdb|neigh/.test(l)), `only the missing route: ${printed.join('\n')}`);
+    assert.ok(!(await show(h, ['ip', '-4', 'route', 'show', 'dev', 'flannel.1'])).includes(`${net(c.pod[1]!)}/24`), 'nothing changed');
+    const back = startHost(c, 0);
+    await back.waitForLine(/running/, 20_000);
+    await pingsEventually(c, 0, 1);
+  });
+
   test('a lease removed: its FDB entry, neighbour entry and route are gone on the peers', async () => {
     const gone = 2;
     await c.daemons[gone]!.stop('SIGTERM');
@@ -187,6 +202,21 @@ describe('vxlan options are checked before anything is touched', () => {
         const links = await show(c.set.hosts[0]!, ['ip', '-o', 'link', 'show']);
         assert.ok(!/flannel\./.test(links), 'no device created');
       }
+    } finally {
+      await teardown(c);
+    }
+  });
+});
+
+describe('ipip on a kernel without it', () => {
+  test('one clear error, exit 1, nothing half-configured (no lease, no device, no route)', async () => {
+    const c = await cluster(1, 'ftski', '{"Network":"10.5.0.0/16","Backend":{"Type":"ipip"}}');
+    try {
+      const d = startHost(c, 0);
+      assert.equal(await d.exited, 1);
+      assert.ok(d.lines.some((l) => /^ERROR .*ipip backend: this kernel has no IP-in-IP tunnels .*modprobe ipip/.test(l)), d.lines.join('\n'));
+      assert.equal((await ctl(c, ['get', '--prefix', `${P}/subnets/`])).stdout.trim(), '', 'no lease taken');
+      assert.ok(!/flannel\.ipip/.test(await show(c.set.hosts[0]!, ['ip', '-o', 'link', 'show'])));
     } finally {
       await teardown(c);
     }

@@ -8,7 +8,7 @@ import type { Lease, LeaseEvent } from '../../subnet/types.js';
 import { formatIP4Net, type IP4Net } from '../../net/ipaddr.js';
 import { IpRoute } from '../../net/iproute.js';
 import { linkPrefixes, onLink } from '../../net/link-prefixes.js';
-import { KernelRouting, type PeerState } from '../kernel-routing.js';
+import { KernelRouting, kernelRunners, type PeerState } from '../kernel-routing.js';
 
 export interface HostGwBackendOptions {
   ip?: IpRoute;
@@ -24,13 +24,16 @@ export class HostGwBackend implements Backend {
   private prefixes: IP4Net[] = [];
   private ownSubnet: IP4Net | null = null;
   private readonly offLink = new Set<string>();
+  private readonly transcript: string[];
 
   constructor(
     private readonly ctx: BackendContext,
     opts: HostGwBackendOptions = {},
   ) {
     if (!ctx.config.network) throw new Error('host-gw backend: IPv6-only networks are not supported here yet (EnableIPv4 is off)');
-    const ip = opts.ip ?? new IpRoute();
+    const runners = kernelRunners(ctx.dryRun);
+    this.transcript = runners.transcript;
+    const ip = opts.ip ?? runners.ip;
     this.readIp = opts.readIp ?? (ip.planning ? new IpRoute() : ip);
     this.log = ctx.log.child('host-gw');
     this.routing = new KernelRouting({
@@ -75,8 +78,8 @@ export class HostGwBackend implements Backend {
     return { routes: [{ dst: formatIP4Net(l.subnet), via: l.attrs.publicIP, dev: this.ctx.extIface.name }] };
   }
 
-  get kernelRouting(): KernelRouting {
-    return this.routing;
+  plannedCommands(): string[] {
+    return this.transcript;
   }
 
   async stop(): Promise<void> {

@@ -13,7 +13,7 @@ import { formatIP4, formatIP4Net, ip4NetContains, isIP4, parseIP4, type IP4Net }
 import { IpRoute } from '../../net/iproute.js';
 import { linkPrefixes, onLink } from '../../net/link-prefixes.js';
 import { goField } from '../../config/go-json.js';
-import { KernelRouting, type PeerState } from '../kernel-routing.js';
+import { KernelRouting, kernelRunners, type PeerState } from '../kernel-routing.js';
 import { parseVxlanOptions, VXLAN_OVERHEAD, type VxlanOptions } from './options.js';
 
 export interface VxlanBackendOptions {
@@ -47,6 +47,7 @@ export class VxlanBackend implements Backend {
   private readonly routing: KernelRouting;
   /** Leases already reported as unusable (logged once each). */
   private readonly unusable = new Set<string>();
+  private readonly transcript: string[];
 
   constructor(
     private readonly ctx: BackendContext,
@@ -55,7 +56,9 @@ export class VxlanBackend implements Backend {
     this.options = parseVxlanOptions(ctx.backendConfig);
     if (!ctx.config.network) throw new Error('vxlan backend: IPv6-only networks are not supported here yet (EnableIPv4 is off)');
     this.device = `flannel.${this.options.vni}`;
-    this.ip = opts.ip ?? new IpRoute();
+    const runners = kernelRunners(ctx.dryRun);
+    this.transcript = runners.transcript;
+    this.ip = opts.ip ?? runners.ip;
     this.readIp = opts.readIp ?? (this.ip.planning ? new IpRoute() : this.ip);
     this.log = ctx.log.child('vxlan');
     this.routing = new KernelRouting({
@@ -64,7 +67,7 @@ export class VxlanBackend implements Backend {
       peerState: (l) => this.peerState(l),
       log: this.log,
       ip: this.ip,
-      bridge: opts.bridge,
+      bridge: opts.bridge ?? runners.bridge,
       readIp: this.readIp,
       readBridge: opts.readBridge,
       recheckMs: opts.recheckMs,
@@ -158,9 +161,8 @@ export class VxlanBackend implements Backend {
     this.routing.stop();
   }
 
-  /** The routing state machine, for a dry run. */
-  get kernelRouting(): KernelRouting {
-    return this.routing;
+  plannedCommands(): string[] {
+    return this.transcript;
   }
 
   private async readLink(): Promise<JsonLink | null> {

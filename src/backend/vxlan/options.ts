@@ -1,5 +1,5 @@
 /** Options of the vxlan backend, as flannel reads them: {"Type":"vxlan","VNI":1,"Port":0,"GBP":false,"DirectRouting":false,"MTU":0}. */
-import { boolOption, intOption } from '../kernel-options.js';
+import { boolOption, intOption } from '../option-readers.js';
 
 export interface VxlanOptions {
   vni: number;

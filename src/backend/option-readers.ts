@@ -1,16 +1,10 @@
 /**
- * Typed reads of kernel backends' options from the Backend object, with
+ * Typed reads of backend options from the Backend object, with
  * Go's case-insensitive field names and a clear error naming the backend,
  * the option and what it must be.
  */
 import { goField } from '../config/go-json.js';
-
-export class BackendOptionError extends Error {
-  constructor(backend: string, option: string, want: string, got: unknown) {
-    super(`invalid ${backend} backend config: ${option} must be ${want}, got ${JSON.stringify(got)}`);
-    this.name = 'BackendOptionError';
-  }
-}
+import { BackendOptionError } from './errors.js';
 
 export function intOption(backend: string, cfg: Record<string, unknown>, name: string, def: number, min: number, max: number): number {
   const v = goField(cfg, name);
