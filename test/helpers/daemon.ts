@@ -56,9 +56,12 @@ export class DaemonProcess {
   }
 }
 
-/** Start flanneld; `prefix` is e.g. ['ip','netns','exec',NS] to run inside a namespace. */
-export function startDaemon(args: string[], opts: { name?: string; env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): DaemonProcess {
-  const argv = [...(opts.prefix ?? []), process.execPath, FLANNELD, ...args];
+/**
+ * Start flanneld; `prefix` is e.g. ['ip','netns','exec',NS] to run inside a
+ * namespace; `program` replaces ours (e.g. flannel's own flanneld binary).
+ */
+export function startDaemon(args: string[], opts: { name?: string; env?: NodeJS.ProcessEnv; prefix?: string[]; program?: string[] } = {}): DaemonProcess {
+  const argv = [...(opts.prefix ?? []), ...(opts.program ?? [process.execPath, FLANNELD]), ...args];
   const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const d = new DaemonProcess(child, opts.name ?? 'flanneld');
   running.add(d);

@@ -57,8 +57,8 @@ function openssl(args: string[], cwd: string): void {
   if (r.error || r.status !== 0) throw new Error(`openssl ${args.join(' ')} failed: ${r.error?.message ?? r.stderr}`);
 }
 
-/** CA, server cert (SAN IP:127.0.0.1) and client cert, EC keys for speed. */
-function makeCerts(dir: string): { ca: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string } {
+/** CA, server cert (SAN IP:127.0.0.1 and the listen address) and client cert, EC keys for speed. */
+function makeCerts(dir: string, host = '127.0.0.1'): { ca: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string } {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   openssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=flannel-ts test CA'], dir);
   const sign = (name: string, cn: string, ext: string) => {
@@ -66,7 +66,8 @@ function makeCerts(dir: string): { ca: string; serverCert: string; serverKey: st
     openssl(['req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
     openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`], dir);
   };
-  sign('server', '127.0.0.1', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n');
+  const san = host === '127.0.0.1' ? 'IP:127.0.0.1' : `IP:127.0.0.1,IP:${host}`;
+  sign('server', host, `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n`);
   sign('client', 'flannel-client', 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n');
   return {
     ca: join(dir, 'ca.crt'),
@@ -195,7 +196,7 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<TestEtcd> {
   const host = opts.host ?? '127.0.0.1';
   const endpoint = `${scheme}://${host}:${clientPort}`;
   const peer = `http://127.0.0.1:${peerPort}`;
-  const certs = opts.tls ? makeCerts(root) : null;
+  const certs = opts.tls ? makeCerts(root, host) : null;
   const member = etcdMember({ name: 'test', root, netns: opts.netns, endpoint, peer, initialCluster: `test=${peer}`, certs });
   await member.start();
   const etcd: TestEtcd = {
