@@ -22,6 +22,8 @@ import { goField } from './go-json.js';
 export interface NetworkConfig {
   enableIPv4: boolean;
   enableIPv6: boolean;
+  /** Masquerade and forward policy as an nftables table instead of iptables rules (flannel's EnableNFTables). */
+  enableNFTables: boolean;
   network: IP4Net | null;
   subnetLen: number;
   subnetMin: number;
@@ -52,7 +54,7 @@ export interface ParseNetworkConfigOptions {
 }
 
 const KNOWN_FIELDS = new Set(
-  ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax', 'Backend'].map((f) =>
+  ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax', 'EnableNFTables', 'Backend'].map((f) =>
     f.toLowerCase(),
   ),
 );
@@ -98,6 +100,7 @@ export function parseNetworkConfig(text: string, opts: ParseNetworkConfigOptions
   const cfg: NetworkConfig = {
     enableIPv4,
     enableIPv6,
+    enableNFTables: field<boolean>(obj, 'EnableNFTables', 'boolean') ?? false,
     network: null,
     subnetLen: 0,
     subnetMin: 0,

@@ -119,7 +119,8 @@ export class Daemon {
   private healthz: Server | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
   private sm: KvSubnetManager | null = null;
-  private iptables: import('../net/iptables.js').IptablesKeeper | null = null;
+  /** The masquerade/forward rules kept in place: iptables rules, or an nftables table (EnableNFTables). */
+  private firewall: { teardown(): Promise<void> } | null = null;
   private eventChain: Promise<void> = Promise.resolve();
   private pendingEvents: LeaseEvent[] = [];
   private flushTimer: NodeJS.Timeout | null = null;
@@ -212,16 +213,24 @@ export class Daemon {
     log.info('wrote subnet file', { path: opts.subnetFile, subnet: describe(lease), mtu: backend.mtu() });
 
     if (config.network && lease.subnet && (opts.ipMasq || opts.iptablesForwardRules)) {
-      const { IptablesKeeper, masqRules, forwardRules, supportsRandomFully } = await import('../net/iptables.js');
-      const { IpRoute } = await import('../net/iproute.js');
-      const runner = new IpRoute({ binary: 'iptables' });
-      this.iptables = new IptablesKeeper(runner, opts.iptablesResync);
       try {
-        if (opts.ipMasq) await this.iptables.keep(masqRules(config.network, lease.subnet, await supportsRandomFully(runner)));
-        if (opts.iptablesForwardRules) await this.iptables.keep(forwardRules(config.network));
+        if (config.enableNFTables) {
+          const { NftablesKeeper, nftRuleset } = await import('../net/nftables.js');
+          const keeper = new NftablesKeeper(undefined, opts.iptablesResync);
+          this.firewall = keeper;
+          await keeper.keep(nftRuleset(config.network, lease.subnet, { masq: opts.ipMasq, forward: opts.iptablesForwardRules }));
+        } else {
+          const { IptablesKeeper, masqRules, forwardRules, supportsRandomFully } = await import('../net/iptables.js');
+          const { IpRoute } = await import('../net/iproute.js');
+          const runner = new IpRoute({ binary: 'iptables' });
+          const keeper = new IptablesKeeper(runner, opts.iptablesResync);
+          this.firewall = keeper;
+          if (opts.ipMasq) await keeper.keep(masqRules(config.network, lease.subnet, await supportsRandomFully(runner)));
+          if (opts.iptablesForwardRules) await keeper.keep(forwardRules(config.network));
+        }
       } catch (err) {
         // flannel keeps running without its rules and says so; so do we.
-        log.error('cannot install iptables rules', { error: (err as Error).message });
+        log.error(`cannot install ${config.enableNFTables ? 'nftables' : 'iptables'} rules`, { error: (err as Error).message });
       }
     }
 
@@ -351,7 +360,7 @@ export class Daemon {
     await this.watch?.close().catch(() => {});
     await this.eventChain;
     await this.backend?.stop().catch((err: Error) => log.warn('backend stop failed', { error: err.message }));
-    await this.iptables?.teardown().catch((err: Error) => log.warn('iptables teardown failed', { error: err.message }));
+    await this.firewall?.teardown().catch((err: Error) => log.warn('firewall rules teardown failed', { error: err.message }));
     await new Promise<void>((r) => (this.healthz ? this.healthz.close(() => r()) : r()));
     await this.sm?.close().catch(() => {});
     log.info('stopped; the lease is kept for the next start');

@@ -129,6 +129,25 @@ export class IpRoute implements IpRunner, BatchRunner {
     });
   }
 
+  /**
+   * Run the program on a whole file given on stdin (`nft -f -`): one
+   * transaction for nft. Rejects with IpCommandError when it fails.
+   */
+  batchFile(text: string): Promise<string> {
+    this.opts.transcript?.push(`${this.program} -f - <<EOF\n${text}EOF`);
+    this.commands.push(['-f', '-']);
+    if (this.mode === 'plan') return Promise.resolve('');
+    return new Promise((resolve, reject) => {
+      const child = execFile(this.binary, ['-f', '-'], { timeout: this.opts.timeoutMs ?? 10_000, encoding: 'utf8' }, (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        const e = err as NodeJS.ErrnoException & { code?: number | string };
+        if (e.code === 'ENOENT') return reject(new IpCommandError(['-f', '-'], `"${this.binary}" not found: install nftables`, null, this.program));
+        reject(new IpCommandError(['-f', '-'], stderr || e.message, typeof e.code === 'number' ? e.code : null, this.program));
+      });
+      child.stdin?.end(text);
+    });
+  }
+
   async runIgnoringMissing(args: readonly string[]): Promise<string> {
     try {
       return await this.run(args);

@@ -245,3 +245,48 @@ describe('host-gw backend, hosts on one link', { timeout: 60_000 }, () => {
     assert.ok(!(await show(c.set.hosts[0]!, ['ip', '-4', 'route', 'show'])).includes('10.5.252.0'));
   });
 });
+
+/** A TCP listener in namespace `ns` that prints each peer's address; resolves with the first one seen. */
+async function peerAddressSeen(listenNs: string, listenAddr: string, connect: TestHost, from: string): Promise<string> {
+  const port = 9000 + Math.floor(Math.random() * 500);
+  const srv = run('ip', ['netns', 'exec', listenNs, process.execPath, '-e', `require('net').createServer((s)=>{process.stdout.write(s.remoteAddress+'\\n');s.end();process.exit(0)}).listen(${port},'${listenAddr}')`], { timeoutMs: 15_000 });
+  await new Promise((r) => setTimeout(r, 400));
+  await connect.exec([process.execPath, '-e', `const c=require('net').connect({host:'${listenAddr}',port:${port},localAddress:'${from}'});c.on('data',()=>{});c.on('close',()=>process.exit(0));c.on('error',e=>{console.error(e.message);process.exit(1)})`], { timeoutMs: 10_000 });
+  return (await srv).stdout.trim();
+}
+
+for (const nft of [false, true]) {
+  describe(`--ip-masq with ${nft ? 'nftables (EnableNFTables)' : 'iptables'}: real packets`, { timeout: 60_000 }, () => {
+    let c: KCluster;
+    before(async () => {
+      c = await cluster(2, nft ? 'ftskn' : 'ftskt', JSON.stringify({ Network: '10.5.0.0/16', EnableNFTables: nft, Backend: { Type: 'host-gw' } }));
+      const ds = c.set.hosts.map((_, i) => startHost(c, i, ['--ip-masq']));
+      await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
+      for (const [i, h] of c.set.hosts.entries()) {
+        const env = parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
+        await attachPodBridge(h, env);
+        c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
+      }
+      await pingsEventually(c, 0, 1);
+    });
+    after(() => teardown(c));
+
+    test('a pod talking outside Network leaves masqueraded; between pod subnets the source is kept', async () => {
+      const h0 = c.set.hosts[0]!;
+      assert.equal(await peerAddressSeen(c.set.switchNs!, '192.0.2.254', h0, c.pod[0]!), h0.ip, 'masqueraded to the host address');
+      assert.equal(await peerAddressSeen(c.set.hosts[1]!.ns, c.pod[1]!, h0, c.pod[0]!), c.pod[0]!, 'pod to pod keeps its source');
+      if (nft) {
+        const t = await show(h0, ['nft', 'list', 'table', 'ip', 'flannel-ipv4']);
+        assert.match(t, /masquerade fully-random/);
+        // Deleted by someone: reinstalled within a resync interval.
+        await h0.exec(['nft', 'delete', 'table', 'ip', 'flannel-ipv4'], { check: true });
+        await waitFor(async () => (await h0.exec(['nft', 'list', 'table', 'ip', 'flannel-ipv4'])).code === 0, 15_000, 'table reinstalled', 250);
+        // Removed on a clean stop.
+        await c.daemons[0]!.stop('SIGTERM');
+        assert.notEqual((await h0.exec(['nft', 'list', 'table', 'ip', 'flannel-ipv4'])).code, 0, 'table removed on SIGTERM');
+      } else {
+        assert.match(await show(h0, ['iptables', '-t', 'nat', '-S', 'POSTROUTING']), /flanneld masq/);
+      }
+    });
+  });
+}
