@@ -184,6 +184,58 @@ describe('vxlan backend, three hosts on a real etcd', { timeout: 180_000 }, () =
   });
 });
 
+describe('vxlan DirectRouting: two hosts on one link, a third behind a router', { timeout: 90_000 }, () => {
+  let c: KCluster;
+  const R = 'ftskdr-r';
+  const H3 = 'ftskdr-h3';
+  const sh = (args: string[]) => run('ip', args, { check: true });
+  before(async () => {
+    c = await cluster(2, 'ftskd', '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}');
+    const sw = c.set.switchNs!;
+    for (const ns of [R, H3]) await run('ip', ['netns', 'del', ns]);
+    await sh(['netns', 'add', R]);
+    await sh(['netns', 'add', H3]);
+    // The router: one leg on the hosts' bridge (192.0.2.253), one on 198.18.1.0/24 towards the third host.
+    await sh(['-n', sw, 'link', 'add', 'rleg', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', R]);
+    await sh(['-n', sw, 'link', 'set', 'rleg', 'master', 'br0', 'up']);
+    await sh(['-n', R, 'addr', 'add', '192.0.2.253/24', 'dev', 'eth0']);
+    await sh(['-n', R, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', H3]);
+    await sh(['-n', R, 'addr', 'add', '198.18.1.1/24', 'dev', 'eth1']);
+    await sh(['-n', H3, 'addr', 'add', '198.18.1.2/24', 'dev', 'eth0']);
+    for (const [ns, dev] of [[R, 'eth0'], [R, 'eth1'], [R, 'lo'], [H3, 'eth0'], [H3, 'lo']] as const) await sh(['-n', ns, 'link', 'set', dev, 'up']);
+    await run('ip', ['netns', 'exec', R, 'sysctl', '-qw', 'net.ipv4.ip_forward=1'], { check: true });
+    await sh(['-n', H3, 'route', 'add', 'default', 'via', '198.18.1.1']);
+    for (const ns of [sw, ...c.set.hosts.map((h) => h.ns)]) await sh(['-n', ns, 'route', 'add', '198.18.1.0/24', 'via', '192.0.2.253']);
+    const ds = [startHost(c, 0), startHost(c, 1)];
+    const d3 = startDaemon([`--etcd-endpoints=${c.etcd.endpoint}`, '--iface=eth0', `--subnet-file=${join(c.dir, 'h2.env')}`], { name: 'h2', prefix: ['ip', 'netns', 'exec', H3] });
+    c.daemons[2] = d3;
+    await Promise.all([...ds, d3].map((d) => d.waitForLine(/running/, 20_000)));
+    const h3: TestHost = { ns: H3, iface: 'eth0', addr: '198.18.1.2/24', ip: '198.18.1.2', exec: (args, o) => run('ip', ['netns', 'exec', H3, ...args], o), spawn: c.set.hosts[0]!.spawn };
+    c.set.hosts.push(h3);
+    for (const [i, h] of c.set.hosts.entries()) {
+      const env = parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
+      await attachPodBridge(h, env);
+      c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
+    }
+  });
+  after(async () => {
+    c?.set.hosts.pop();
+    await teardown(c);
+    for (const ns of [R, H3]) await run('ip', ['netns', 'del', ns]);
+  });
+
+  test('the peer on our link gets a plain route via its PublicIP, the one behind the router a vxlan route; all reach each other', async () => {
+    await pingMatrix(c);
+    const h0 = c.set.hosts[0]!;
+    const routes = await show(h0, ['ip', '-4', 'route', 'show']);
+    assert.match(routes, new RegExp(`^${net(c.pod[1]!).replace(/\./g, '\\.')}/24 via 192\\.0\\.2\\.2 dev eth0`, 'm'), routes);
+    assert.match(routes, new RegExp(`^${net(c.pod[2]!).replace(/\./g, '\\.')}/24 via ${net(c.pod[2]!).replace(/\./g, '\\.')} dev flannel\\.1 onlink`, 'm'), routes);
+    const fdb = await show(h0, ['bridge', 'fdb', 'show', 'dev', 'flannel.1']);
+    assert.match(fdb, /dst 198\.18\.1\.2 self permanent/);
+    assert.ok(!fdb.includes('dst 192.0.2.2 '), 'no vxlan entry for the directly routed peer');
+  });
+});
+
 describe('vxlan options are checked before anything is touched', () => {
   test('VNI 0, a VNI above 16777215, a port out of range, a string VNI: one clear error, exit 1', async () => {
     const c = await cluster(1, 'ftskb', '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}');
