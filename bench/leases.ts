@@ -8,7 +8,7 @@
  * CPU is the daemon's user + system time, with the `ip` processes it ran.
  * Written by bench/lease-writer.ts as flanneld daemons would write them.
  */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
@@ -69,6 +69,9 @@ async function leasesFollowed(host: TestHost): Promise<number> {
 
 async function main(): Promise<void> {
   const n = arg('--leases', 10_000);
+  // --backend vxlan: every lease also costs an FDB entry, a neighbour entry and a route, programmed by the applier.
+  const bi = process.argv.indexOf('--backend');
+  const backend = bi >= 0 ? process.argv[bi + 1]! : 'udp';
   // --profile DIR: V8 CPU profiles of the daemons (one .cpuprofile per start) for chrome://inspect or speedscope.
   const pi = process.argv.indexOf('--profile');
   const profileArgs = pi >= 0 ? ['--cpu-prof', `--cpu-prof-dir=${process.argv[pi + 1]}`] : [];
@@ -80,15 +83,20 @@ async function main(): Promise<void> {
   const inEtcdNs = (args: string[]) => run('ip', ['netns', 'exec', etcdNs, ...args], { check: true, timeoutMs: 600_000 });
   const host = set.hosts[0]!;
   try {
-    await inEtcdNs([process.execPath, FLANNELCTL, `--etcd-endpoints=${etcd.endpoint}`, 'put', `${PREFIX}/config`, '{"Network":"10.0.0.0/8","SubnetMin":"10.200.0.0","Backend":{"Type":"udp"}}']);
-    const write = (first: number, count: number) => inEtcdNs([process.execPath, WRITER, etcd.endpoint, PREFIX, String(first), String(count)]);
+    await inEtcdNs([process.execPath, FLANNELCTL, `--etcd-endpoints=${etcd.endpoint}`, 'put', `${PREFIX}/config`, `{"Network":"10.0.0.0/8","SubnetMin":"10.200.0.0","Backend":{"Type":"${backend}"}}`]);
+    const write = (first: number, count: number) => inEtcdNs([process.execPath, WRITER, etcd.endpoint, PREFIX, String(first), String(count), backend]);
+    const logFile = join(dir, 'flanneld.log');
     const start = async () => {
-      const child = host.spawn([process.execPath, ...profileArgs, FLANNELD, `--etcd-endpoints=${etcd.endpoint}`, `--iface=${host.iface}`, `--subnet-file=${join(dir, 'subnet.env')}`, `--healthz-port=${HEALTHZ_PORT}`, '--healthz-ip=127.0.0.1'], { stdio: 'ignore' });
+      const fd = openSync(logFile, 'w');
+      const child = host.spawn([process.execPath, ...profileArgs, FLANNELD, `--etcd-endpoints=${etcd.endpoint}`, `--iface=${host.iface}`, `--subnet-file=${join(dir, 'subnet.env')}`, `--healthz-port=${HEALTHZ_PORT}`, '--healthz-ip=127.0.0.1'], { stdio: ['ignore', fd, fd] });
+      closeSync(fd);
       return child;
     };
     let last = -1;
+    // Converged: the daemon follows every lease, and with vxlan the kernel holds a route for each.
+    const kernelRoutes = async () => (backend === 'vxlan' ? (await host.exec(['ip', '-4', 'route', 'show', 'dev', 'flannel.1'])).stdout.split('\n').filter(Boolean).length : -1);
     const converge = async (want: number) =>
-      waitFor(async () => ((last = await leasesFollowed(host)) === want ? true : null), 120_000, `${want} leases followed`, 500).catch((e: Error) => {
+      waitFor(async () => ((last = await leasesFollowed(host)) === want && (backend !== 'vxlan' || (await kernelRoutes()) === want) ? true : null), 120_000, `${want} leases followed`, 500).catch((e: Error) => {
         throw new Error(`${e.message} (the daemon follows ${last})`);
       });
     const stopDaemon = async (c: ReturnType<typeof host.spawn>) => {
@@ -109,6 +117,18 @@ async function main(): Promise<void> {
     await converge(n);
     const atStart = cpuOf(d.pid!) - idleStart;
     process.stderr.write(`${n} leases present at start: ${atStart.toFixed(2)} s CPU beyond an empty start (${idleStart.toFixed(2)} s), converged in ${Date.now() - t0} ms\n`);
+    let oneChange = '';
+    if (backend === 'vxlan') {
+      // One more lease once converged: one small batch (its FDB entry, neighbour entry and route).
+      const before1 = readFileSync(logFile, 'utf8').split('\n').length;
+      await write(n + 1, 1);
+      await converge(n + 1);
+      await new Promise((r) => setTimeout(r, 300));
+      oneChange = readFileSync(logFile, 'utf8').split('\n').slice(before1 - 1).filter((l) => /kernel state updated/.test(l)).join(' | ');
+      process.stderr.write(`one more lease: ${oneChange}\n`);
+      await inEtcdNs(['etcdctl', `--endpoints=${etcd.endpoint}`, 'del', `${PREFIX}/subnets/10.${(n + 1) >> 8}.${(n + 1) & 255}.0-24`]);
+      await converge(n);
+    }
     await stopDaemon(d);
 
     // Leases arriving while it runs: a fresh daemon with only the first batch gone.
@@ -136,7 +156,9 @@ async function main(): Promise<void> {
     await stopDaemon(d);
     const out = {
       leases: n,
+      backend,
       cpuSecondsAtStart: Number(atStart.toFixed(3)),
+      oneChange,
       cpuSecondsEmptyStart: Number(idleStart.toFixed(3)),
       cpuSecondsArriving: Number(arriving.toFixed(3)),
       cpuSecondsArrivingRaw: Number(arrivingRaw.toFixed(3)),

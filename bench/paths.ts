@@ -9,11 +9,12 @@ import { join } from 'node:path';
 import { createHosts, registerCleanup, run, waitFor, type HostSet, type TestHost } from '../test/helpers/netns.js';
 import { measureLatency } from './latency.js';
 
-export type PathId = 'veth' | 'vxlan' | 'udp';
-export const ALL_PATHS: PathId[] = ['veth', 'vxlan', 'udp'];
+export type PathId = 'veth' | 'vxlan' | 'ftvxlan' | 'udp';
+export const ALL_PATHS: PathId[] = ['veth', 'vxlan', 'ftvxlan', 'udp'];
 export const PATH_LABELS: Record<PathId, string> = {
   veth: 'bare veth',
   vxlan: 'kernel VXLAN',
+  ftvxlan: 'flannel-ts vxlan',
   udp: 'flannel-ts udp',
 };
 
@@ -85,6 +86,7 @@ export async function setupVxlan(): Promise<PathSetup> {
 }
 
 export const FLANNEL_NETWORK_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}';
+const networkConfig = (backend: string) => FLANNEL_NETWORK_CONFIG.replace('"udp"', `"${backend}"`);
 
 /** KEY=VALUE lines of a flannel subnet.env file. */
 export function parseSubnetEnv(text: string): Record<string, string> {
@@ -140,7 +142,7 @@ export function repoRoot(): string {
  * the network address of FLANNEL_SUBNET is only the fallback. Adding the .1
  * to lo would also work but adds setup that a real node would not have.
  */
-export interface FlannelUdpOptions {
+export interface FlannelOptions {
   startTimeoutMs?: number;
   /** Options for node itself, before the script (e.g. --cpu-prof; bench/profile.ts). */
   nodeArgs?: string[];
@@ -148,9 +150,11 @@ export interface FlannelUdpOptions {
   daemonArgs?: string[];
   /** Extra environment for the daemons (e.g. FLANNEL_UDP_OFFLOAD=0). */
   env?: Record<string, string>;
+  /** Backend of the daemons (default udp). */
+  backend?: 'udp' | 'vxlan';
 }
 
-export async function setupFlannelUdp(progress: Progress, opts: FlannelUdpOptions = {}): Promise<PathSetup> {
+export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}): Promise<PathSetup> {
   const root = repoRoot();
   const flanneld = join(root, 'bin', 'flanneld');
   const flannelctl = join(root, 'bin', 'flannelctl');
@@ -166,7 +170,7 @@ export async function setupFlannelUdp(progress: Progress, opts: FlannelUdpOption
   };
   const node = process.execPath;
 
-  const put = await run(node, [flannelctl, '--local-store', dir, 'put', '/coreos.com/network/config', FLANNEL_NETWORK_CONFIG], { timeoutMs: 20000 });
+  const put = await run(node, [flannelctl, '--local-store', dir, 'put', '/coreos.com/network/config', networkConfig(opts.backend ?? 'udp')], { timeoutMs: 20000 });
   if (put.code !== 0) {
     cleanupDir();
     throw new Unavailable(`flannelctl put failed (exit ${put.code}): ${(put.stderr || put.stdout).trim().split('\n').slice(-3).join(' | ')}`);
@@ -212,9 +216,10 @@ export async function setupFlannelUdp(progress: Progress, opts: FlannelUdpOption
     progress(`udp: leases ${subnets.join(', ')}`);
 
     const server = daemons[1]!;
-    const onDevice = (await deviceAddresses(server.host, 'flannel0')).find((a) => a.startsWith('10.5.'));
+    const device = opts.backend === 'vxlan' ? 'flannel.1' : 'flannel0';
+    const onDevice = (await deviceAddresses(server.host, device)).find((a) => a.startsWith('10.5.'));
     const targetIp = onDevice ?? networkAddress(subnets[1]!);
-    const notes = [`leases ${subnets.join(', ')}`, `target = peer flannel0 address ${targetIp}${onDevice ? '' : ' (from FLANNEL_SUBNET; flannel0 not found)'}`];
+    const notes = [`leases ${subnets.join(', ')}`, `target = peer ${device} address ${targetIp}${onDevice ? '' : ` (from FLANNEL_SUBNET; ${device} not found)`}`];
 
     // The daemons learn each other's lease through the store's watch; wait
     // until the overlay actually carries packets before measuring.

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ticksPerSecond } from './cpu.js';
 import { startIperfServer, runIperfClient } from './iperf.js';
-import { setupFlannelUdp } from './paths.js';
+import { setupFlannel } from './paths.js';
 import type { TestHost } from '../test/helpers/netns.js';
 
 const HEALTHZ_PORT = 9102;
@@ -88,7 +88,7 @@ async function main(): Promise<void> {
     }
   }
   const profDir = mkdtempSync(join(tmpdir(), 'ftprof-'));
-  const p = await setupFlannelUdp((m) => process.stderr.write(m + '\n'), {
+  const p = await setupFlannel((m) => process.stderr.write(m + '\n'), {
     nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
     daemonArgs: ['--healthz-port', String(HEALTHZ_PORT), '--healthz-ip', '127.0.0.1'],
     env,

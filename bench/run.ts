@@ -4,6 +4,7 @@
  * ratios compare like with like on this machine:
  *   veth   - the bare link (upper bound)
  *   vxlan  - kernel VXLAN over that link (what an in-kernel overlay costs)
+ *   ftvxlan - flannel-ts flanneld with the vxlan backend (the same kernel dataplane, programmed by us)
  *   udp    - flannel-ts flanneld with the udp backend (userspace overlay)
  * Progress goes to stderr; the table to stdout; JSON and SVG to bench/results/.
  */
@@ -15,7 +16,7 @@ import { createLogger } from '../src/log.js';
 import { parseArgs, USAGE, type BenchOptions } from './args.js';
 import { haveBinary } from './latency.js';
 import { runSuite } from './measure.js';
-import { PATH_LABELS, Unavailable, repoRoot, setupFlannelUdp, setupVeth, setupVxlan, type PathId, type PathSetup, type Progress } from './paths.js';
+import { PATH_LABELS, Unavailable, repoRoot, setupFlannel, setupVeth, setupVxlan, type PathId, type PathSetup, type Progress } from './paths.js';
 import { computeRatios, metricTable, ratioColumns, renderTable, type PathResult } from './report.js';
 import { renderSvg } from './svg.js';
 
@@ -35,8 +36,10 @@ async function setup(path: PathId): Promise<PathSetup> {
       return setupVeth();
     case 'vxlan':
       return setupVxlan();
+    case 'ftvxlan':
+      return setupFlannel(progress, { backend: 'vxlan' });
     case 'udp':
-      return setupFlannelUdp(progress);
+      return setupFlannel(progress);
   }
 }
 

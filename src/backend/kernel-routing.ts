@@ -60,8 +60,8 @@ export class KernelRouting {
     this.network = new RouteNetwork<PeerState>({
       backendType: opts.backendType,
       routeFor: (l) => opts.peerState(l),
-      apply: async (peers) => {
-        const r = await this.applier.apply(merge(peers.values()));
+      apply: async (peers, recheck) => {
+        const r = await this.applier.apply(merge(peers.values()), { reread: recheck });
         if (r.lines.length > 0) opts.log.info('kernel state updated', { changes: r.lines.length, failed: r.failures.length });
       },
       log: opts.log,

@@ -18,8 +18,13 @@ export interface RouteNetworkOptions<R> {
   backendType: string;
   /** The route a remote lease calls for, or null when none can work (say why in the log). */
   routeFor(lease: Lease): R | null;
-  /** Make the kernel hold exactly these routes (by lease key) of ours. */
-  apply(routes: ReadonlyMap<string, R>): Promise<void>;
+  /**
+   * Make the kernel hold exactly these routes (by lease key) of ours.
+   * `recheck` is true for the periodic round, which must look at the kernel
+   * again (someone may have deleted a route by hand); lease-event rounds may
+   * trust what the last round left.
+   */
+  apply(routes: ReadonlyMap<string, R>, recheck: boolean): Promise<void>;
   log: Logger;
   /** How often the full set is applied again (flannel checks every 10 s). 0: never. */
   recheckMs?: number;
@@ -38,7 +43,7 @@ export class RouteNetwork<R> {
   start(): void {
     const every = this.opts.recheckMs ?? 10_000;
     if (every <= 0 || this.timer) return;
-    this.timer = setInterval(() => void this.reapply('periodic check'), every);
+    this.timer = setInterval(() => void this.reapply('periodic check', true), every);
     this.timer.unref();
   }
 
@@ -77,7 +82,7 @@ export class RouteNetwork<R> {
       this.routes.set(key, route);
       changed = true;
     }
-    if (changed) await this.reapply('lease events');
+    if (changed) await this.reapply('lease events', false);
   }
 
   /** The desired routes, by lease key. */
@@ -86,9 +91,9 @@ export class RouteNetwork<R> {
   }
 
   /** Apply the whole set; calls never overlap, and a failure is logged and retried at the next check. */
-  reapply(why: string): Promise<void> {
+  reapply(why: string, recheck = true): Promise<void> {
     this.applying = this.applying.then(() =>
-      this.opts.apply(this.routes).catch((err: Error) => this.opts.log.error('cannot apply routes', { why, error: err.message })),
+      this.opts.apply(this.routes, recheck).catch((err: Error) => this.opts.log.error('cannot apply routes', { why, error: err.message })),
     );
     return this.applying;
   }

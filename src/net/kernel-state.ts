@@ -93,11 +93,23 @@ export interface KernelStateApplierOptions {
 const routeKey = (r: RouteSpec) => `${r.dst} ${r.via ?? '-'} ${r.dev} ${r.onlink ? 'onlink' : ''}`;
 
 export class KernelStateApplier {
+  /**
+   * What the kernel holds after the last round that fully succeeded, or null
+   * (read it): a lease-event round diffs against this instead of reading the
+   * kernel, so one change costs one small write and no read of 1,000 routes.
+   */
+  private known: KernelState | null = null;
+
   constructor(private readonly opts: KernelStateApplierOptions) {}
 
-  /** Make the kernel hold exactly `want` within the scope. */
-  async apply(want: KernelState): Promise<ApplyResult> {
-    const [routes, neighs, fdb] = await Promise.all([this.readRoutes(), this.readNeighs(), this.readFdb()]);
+  /**
+   * Make the kernel hold exactly `want` within the scope. With `reread`
+   * (the first round, the periodic recheck) the kernel is read; otherwise
+   * the state the last successful round left is trusted.
+   */
+  async apply(want: KernelState, opts: { reread?: boolean } = {}): Promise<ApplyResult> {
+    const known = opts.reread === false ? this.known : null;
+    const [routes, neighs, fdb] = known ? [known.routes, known.neighs, known.fdb] : await Promise.all([this.readRoutes(), this.readNeighs(), this.readFdb()]);
     const ipLines: string[] = [];
     const bridgeLines: string[] = [];
 
@@ -123,6 +135,8 @@ export class KernelStateApplier {
 
     const failures = [...(await this.opts.writeBridge.batch(bridgeLines)).map((f) => ({ ...f, line: `bridge ${f.line}` })), ...(await this.opts.writeIp.batch(ipLines)).map((f) => ({ ...f, line: `ip ${f.line}` }))];
     for (const f of failures) this.opts.log.error('kernel state change failed', { command: f.line, error: f.message });
+    // After a failure nobody knows what the kernel holds: the next round reads it again.
+    this.known = failures.length === 0 ? { routes: [...want.routes], neighs: want.neighs.map((n) => ({ ...n, mac: n.mac.toLowerCase() })), fdb: want.fdb.map((f) => ({ ...f, mac: f.mac.toLowerCase() })) } : null;
     return { lines: [...bridgeLines.map((l) => `bridge ${l}`), ...ipLines.map((l) => `ip ${l}`)], failures };
   }
 
