@@ -190,7 +190,7 @@ export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}
         ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
       });
       closeSync(fd); // the child holds its own copy
-      progress(`udp: started flanneld in ${h.ns} pid=${child.pid}`);
+      progress(`${opts.backend ?? 'udp'}: started flanneld in ${h.ns} pid=${child.pid}`);
       return { host: h, child, logFile, subnetFile };
     });
 
@@ -213,7 +213,7 @@ export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}
       if ('exited' in got) throw new Unavailable(`flanneld in ${d.host.ns} exited (${got.exited}): ${tail(d.logFile)}`);
       subnets.push(got.subnet);
     }
-    progress(`udp: leases ${subnets.join(', ')}`);
+    progress(`${opts.backend ?? 'udp'}: leases ${subnets.join(', ')}`);
 
     const server = daemons[1]!;
     const device = opts.backend === 'vxlan' ? 'flannel.1' : 'flannel0';

@@ -49,8 +49,9 @@ async function cluster(n: number, prefix: string, config: string): Promise<KClus
   return c;
 }
 
-async function bringUp(c: KCluster): Promise<void> {
-  const ds = c.set.hosts.map((_, i) => startHost(c, i));
+/** Start every host's daemon (`start` picks its flags), then give each its pod bridge. */
+async function bringUp(c: KCluster, start: (i: number) => DaemonProcess = (i) => startHost(c, i)): Promise<void> {
+  const ds = c.set.hosts.map((_, i) => start(i));
   await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
   for (const [i, h] of c.set.hosts.entries()) {
     const env = parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
@@ -312,13 +313,7 @@ for (const nft of [false, true]) {
     let c: KCluster;
     before(async () => {
       c = await cluster(2, nft ? 'ftskn' : 'ftskt', JSON.stringify({ Network: '10.5.0.0/16', EnableNFTables: nft, Backend: { Type: 'host-gw' } }));
-      const ds = c.set.hosts.map((_, i) => startHost(c, i, ['--ip-masq']));
-      await Promise.all(ds.map((d) => d.waitForLine(/running/, 20_000)));
-      for (const [i, h] of c.set.hosts.entries()) {
-        const env = parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
-        await attachPodBridge(h, env);
-        c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
-      }
+      await bringUp(c, (i) => startHost(c, i, ['--ip-masq']));
       await pingsEventually(c, 0, 1);
     });
     after(() => teardown(c));
