@@ -261,6 +261,23 @@ describe('vxlan options are checked before anything is touched', () => {
   });
 });
 
+describe('an existing flannel.1 with other parameters', () => {
+  test('is recreated as flannel does (here: another UDP port), and the daemon runs', async () => {
+    const c = await cluster(1, 'ftskr', '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}');
+    try {
+      const h = c.set.hosts[0]!;
+      await h.exec(['ip', 'link', 'add', 'flannel.1', 'type', 'vxlan', 'id', '1', 'local', h.ip, 'dev', 'eth0', 'dstport', '4789', 'nolearning'], { check: true });
+      const d = startHost(c, 0);
+      await d.waitForLine(/running/, 20_000);
+      assert.ok(d.lines.some((l) => /vxlan device exists with other parameters, recreating it .*port 4789 instead of 8472/.test(l)), d.lines.join('\n'));
+      const link = (JSON.parse(await show(h, ['ip', '-d', '-json', 'link', 'show', 'flannel.1'])) as { linkinfo: { info_data: { port: number } } }[])[0]!;
+      assert.equal(link.linkinfo.info_data.port, 8472);
+    } finally {
+      await teardown(c);
+    }
+  });
+});
+
 describe('ipip on a kernel without it', () => {
   test('one clear error, exit 1, nothing half-configured (no lease, no device, no route)', async () => {
     const c = await cluster(1, 'ftski', '{"Network":"10.5.0.0/16","Backend":{"Type":"ipip"}}');
