@@ -117,10 +117,11 @@ test('parseProcStat: utime and stime even with spaces and parens in the name', (
 test('parseArgs: defaults, --quick, --only order, errors', () => {
   const d = parseArgs([], '/out');
   assert.equal(d.seconds, 8);
-  assert.deepEqual(d.paths, ['veth', 'vxlan', 'udp']);
+  assert.deepEqual(d.paths, ['veth', 'vxlan', 'ftvxlan', 'udp']);
   const q = parseArgs(['--quick', '--only', 'udp,veth'], '/out');
   assert.equal(q.seconds, 2);
   assert.deepEqual(q.paths, ['veth', 'udp']);
+  assert.deepEqual(parseArgs(['--only', 'ftvxlan,vxlan'], '/out').paths, ['vxlan', 'ftvxlan']);
   assert.equal(parseArgs(['--quick', '--duration=5'], '/out').seconds, 5);
   assert.throws(() => parseArgs(['--only', 'wireguard'], '/out'), /unknown path/);
   assert.throws(() => parseArgs(['--duration', '0'], '/out'), /--duration/);
