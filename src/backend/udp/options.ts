@@ -5,6 +5,7 @@
  */
 
 import { goField } from '../../config/go-json.js';
+import { BackendOptionError } from '../errors.js';
 
 export const DEFAULT_UDP_PORT = 8285;
 /** Outer IPv4 header (20) + UDP header (8): what encapsulation costs per packet. */
@@ -17,8 +18,6 @@ export interface UdpBackendConfig {
 export function parseUdpBackendConfig(backend: Record<string, unknown>): UdpBackendConfig {
   const raw = goField(backend, 'Port');
   if (raw === undefined || raw === null || raw === 0) return { port: DEFAULT_UDP_PORT };
-  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 1 || raw > 65535) {
-    throw new Error(`invalid udp backend config: Port must be an integer in 1..65535, got ${JSON.stringify(raw)}`);
-  }
+  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < 1 || raw > 65535) throw new BackendOptionError('udp', 'Port', 'an integer in 1..65535', raw);
   return { port: raw };
 }
