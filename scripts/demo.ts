@@ -5,7 +5,7 @@
  * every host pings every other host's pod address and iperf3 measures one
  * path. Everything it creates is removed at the end, or on Ctrl-C.
  *
- * Options: --hosts N (2..6, default 3), --backend udp|alloc, --seconds S (iperf3 time, default 3).
+ * Options: --hosts N (2..6, default 3), --backend udp|vxlan|host-gw|alloc, --seconds S (iperf3 time, default 3).
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -98,7 +98,8 @@ async function main(): Promise<number> {
       }
     }
 
-    say(`[5/6] iperf3, one TCP stream for ${seconds} s, host1 -> host2 through flannel0`);
+    const device = { udp: 'flannel0', vxlan: 'flannel.1', 'host-gw': 'eth0' }[backend] ?? backend;
+    say(`[5/6] iperf3, one TCP stream for ${seconds} s, host1 -> host2 through ${device}`);
     const [h1, h2] = [set.hosts[0]!, set.hosts[1]!];
     const server = h2.spawn(['iperf3', '-s', '-1', '-B', podAddr(1)], { stdio: 'ignore' });
     await new Promise((r) => setTimeout(r, 500));
@@ -112,7 +113,7 @@ async function main(): Promise<number> {
       failures++;
     }
 
-    say('[6/6] dataplane counters of host1 (GET /metrics on its healthz port)');
+    say(`[6/6] ${backend === 'udp' ? 'dataplane counters' : 'metrics'} of host1 (GET /metrics on its healthz port)`);
     const m = await h1.exec([process.execPath, '-e', "fetch('http://127.0.0.1:8471/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))"], { timeoutMs: 5000 });
     for (const line of m.stdout.split('\n').filter((l) => l && !l.startsWith('#') && !/ 0$/.test(l))) say(`      ${line}`);
     say(failures === 0 ? 'demo: overlay works' : `demo: ${failures} check(s) failed`);
