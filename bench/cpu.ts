@@ -23,15 +23,18 @@ export interface ProcStat {
   ppid: number;
   utime: number;
   stime: number;
+  /** CPU of the children it waited for (e.g. the `ip` processes a daemon ran). */
+  cutime: number;
+  cstime: number;
 }
 
 /** Parses one /proc/<pid>/stat line. The command name may contain spaces and ')'. */
 export function parseProcStat(line: string): ProcStat {
   const close = line.lastIndexOf(')');
   if (close < 0) throw new Error('malformed /proc stat line');
-  // Fields after the name start at field 3 (state); utime is field 14, stime 15.
+  // Fields after the name start at field 3 (state); utime is field 14, stime 15, cutime 16, cstime 17.
   const rest = line.slice(close + 2).split(' ');
-  return { ppid: Number(rest[1]), utime: Number(rest[11]), stime: Number(rest[12]) };
+  return { ppid: Number(rest[1]), utime: Number(rest[11]), stime: Number(rest[12]), cutime: Number(rest[13]), cstime: Number(rest[14]) };
 }
 
 function readStat(pid: number): ProcStat | null {

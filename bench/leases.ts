@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { createHosts, run, waitFor, type TestHost } from '../test/helpers/netns.js';
 import { startEtcd } from '../test/helpers/etcd.js';
 import { FLANNELCTL, FLANNELD } from '../test/helpers/daemon.js';
-import { ticksPerSecond } from './cpu.js';
+import { parseProcStat, ticksPerSecond } from './cpu.js';
 
 const PREFIX = '/coreos.com/network';
 const WRITER = new URL('./lease-writer.js', import.meta.url).pathname;
@@ -28,10 +28,8 @@ function arg(name: string, def: number): number {
 
 /** User + system seconds of a process and its waited-for children (the `ip` runs). */
 function cpuOf(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  // fields[11..14] = utime stime cutime cstime (stat fields 14..17)
-  return fields.slice(11, 15).reduce((s, v) => s + Number(v), 0) / ticksPerSecond();
+  const st = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  return (st.utime + st.stime + st.cutime + st.cstime) / ticksPerSecond();
 }
 
 /** CPU seconds per thread name (main thread = "node", workers by their names), user and system apart. */
@@ -41,10 +39,10 @@ function threads(pid: number): Map<string, { user: number; sys: number }> {
     try {
       const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
       const name = f.slice(f.indexOf('(') + 1, f.lastIndexOf(')'));
-      const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      const st = parseProcStat(f);
       const t = out.get(name) ?? { user: 0, sys: 0 };
-      t.user += Number(fields[11]) / ticksPerSecond();
-      t.sys += Number(fields[12]) / ticksPerSecond();
+      t.user += st.utime / ticksPerSecond();
+      t.sys += st.stime / ticksPerSecond();
       out.set(name, t);
     } catch {
       /* thread exited */

@@ -56,6 +56,9 @@ export interface IpRunnerOptions {
   transcript?: string[];
 }
 
+/** The Debian package of each program a runner may be pointed at, for "not found" errors. */
+const PACKAGES: Record<string, string> = { ip: 'iproute2', bridge: 'iproute2', nft: 'nftables' };
+
 export class IpRoute implements IpRunner, BatchRunner {
   /** Every command run or planned, in order. */
   readonly commands: string[][] = [];
@@ -80,17 +83,26 @@ export class IpRoute implements IpRunner, BatchRunner {
     this.commands.push([...args]);
     this.opts.transcript?.push(`${this.program} ${args.join(' ')}`);
     if (this.mode === 'plan') return Promise.resolve(this.opts.planOutputs?.[args.join(' ')] ?? '');
-    return new Promise((resolve, reject) => {
-      execFile(this.binary, [...args], { timeout: this.opts.timeoutMs ?? 10_000, encoding: 'utf8' }, (err, stdout, stderr) => {
-        if (!err) return resolve(stdout);
+    return this.exec(args).then(({ stdout, error }) => (error ? Promise.reject(error) : stdout));
+  }
+
+  /**
+   * Run the program for real, with `input` on stdin. Resolves with its output
+   * and, when it failed, the IpCommandError to report (a missing program
+   * names the package to install); `missingProgram` tells that case apart.
+   */
+  private exec(args: readonly string[], input?: string, timeoutMs = this.opts.timeoutMs ?? 10_000): Promise<{ stdout: string; stderr: string; error: IpCommandError | null; missingProgram: boolean }> {
+    return new Promise((resolve) => {
+      const child = execFile(this.binary, [...args], { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+        if (!err) return resolve({ stdout, stderr, error: null, missingProgram: false });
         const e = err as NodeJS.ErrnoException & { code?: number | string };
         if (e.code === 'ENOENT') {
-          const pkg = this.program === 'ip' ? 'iproute2' : `the package providing ${this.program}`;
-          reject(new IpCommandError(args, `"${this.binary}" not found: install ${pkg}`, null, this.program));
-        } else {
-          reject(new IpCommandError(args, stderr || e.message, typeof e.code === 'number' ? e.code : null, this.program));
+          const pkg = PACKAGES[this.program] ?? `the package providing ${this.program}`;
+          return resolve({ stdout, stderr, error: new IpCommandError(args, `"${this.binary}" not found: install ${pkg}`, null, this.program), missingProgram: true });
         }
+        resolve({ stdout, stderr, error: new IpCommandError(args, stderr || e.message, typeof e.code === 'number' ? e.code : null, this.program), missingProgram: false });
       });
+      if (input !== undefined) child.stdin?.end(input);
     });
   }
 
@@ -108,25 +120,20 @@ export class IpRoute implements IpRunner, BatchRunner {
       this.opts.transcript?.push(`${this.program} ${l}`);
     }
     if (this.mode === 'plan') return [];
-    return new Promise((resolve, reject) => {
-      const child = execFile(this.binary, ['-force', '-batch', '-'], { timeout: this.opts.timeoutMs ?? 30_000, encoding: 'utf8' }, (err, _stdout, stderr) => {
-        const e = err as (NodeJS.ErrnoException & { code?: number | string }) | null;
-        if (e?.code === 'ENOENT') return reject(new IpCommandError(['-batch', '-'], `"${this.binary}" not found: install iproute2`, null, this.program));
-        // Each failing line prints its messages, then "Command failed -:N".
-        const failures: { line: string; message: string }[] = [];
-        let pending: string[] = [];
-        for (const l of stderr.split('\n')) {
-          const m = /^Command failed -:(\d+)$/.exec(l.trim());
-          if (m) {
-            failures.push({ line: lines[Number(m[1]) - 1] ?? `(line ${m[1]})`, message: pending.join('; ') || 'failed' });
-            pending = [];
-          } else if (l.trim()) pending.push(l.trim());
-        }
-        if (e && failures.length === 0) return reject(new IpCommandError(['-batch', '-'], stderr || e.message, typeof e.code === 'number' ? e.code : null, this.program));
-        resolve(failures);
-      });
-      child.stdin?.end(lines.join('\n') + '\n');
-    });
+    const { stderr, error, missingProgram } = await this.exec(['-force', '-batch', '-'], lines.join('\n') + '\n', this.opts.timeoutMs ?? 30_000);
+    if (missingProgram) throw error;
+    // Each failing line prints its messages, then "Command failed -:N".
+    const failures: { line: string; message: string }[] = [];
+    let pending: string[] = [];
+    for (const l of stderr.split('\n')) {
+      const m = /^Command failed -:(\d+)$/.exec(l.trim());
+      if (m) {
+        failures.push({ line: lines[Number(m[1]) - 1] ?? `(line ${m[1]})`, message: pending.join('; ') || 'failed' });
+        pending = [];
+      } else if (l.trim()) pending.push(l.trim());
+    }
+    if (error && failures.length === 0) throw error;
+    return failures;
   }
 
   /**
@@ -137,15 +144,7 @@ export class IpRoute implements IpRunner, BatchRunner {
     this.opts.transcript?.push(`${this.program} -f - <<EOF\n${text}EOF`);
     this.commands.push(['-f', '-']);
     if (this.mode === 'plan') return Promise.resolve('');
-    return new Promise((resolve, reject) => {
-      const child = execFile(this.binary, ['-f', '-'], { timeout: this.opts.timeoutMs ?? 10_000, encoding: 'utf8' }, (err, stdout, stderr) => {
-        if (!err) return resolve(stdout);
-        const e = err as NodeJS.ErrnoException & { code?: number | string };
-        if (e.code === 'ENOENT') return reject(new IpCommandError(['-f', '-'], `"${this.binary}" not found: install nftables`, null, this.program));
-        reject(new IpCommandError(['-f', '-'], stderr || e.message, typeof e.code === 'number' ? e.code : null, this.program));
-      });
-      child.stdin?.end(text);
-    });
+    return this.exec(['-f', '-'], text).then(({ stdout, error }) => (error ? Promise.reject(error) : stdout));
   }
 
   async runIgnoringMissing(args: readonly string[]): Promise<string> {

@@ -109,7 +109,8 @@ test('summariseRtts: UDP echo fallback', () => {
 
 test('parseProcStat: utime and stime even with spaces and parens in the name', () => {
   const line = '4242 (node (worker) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 11 0 1000 0 0';
-  assert.deepEqual(parseProcStat(line), { ppid: 1, utime: 250, stime: 75 });
+  assert.deepEqual(parseProcStat(line), { ppid: 1, utime: 250, stime: 75, cutime: 0, cstime: 0 });
+  assert.deepEqual(parseProcStat('7 (ip) S 1 7 7 0 -1 0 0 0 0 0 3 4 12 9 20 0 1 0 5 0 0'), { ppid: 1, utime: 3, stime: 4, cutime: 12, cstime: 9 });
   assert.equal(cpuPerGB(2, 4e9), 0.5);
   assert.equal(cpuPerGB(2, 0), null);
 });

@@ -13,6 +13,7 @@ import { formatIP4, formatIP4Net, ip4NetEqual, parseIP4, type IP4Net } from '../
 import { IpRoute, type IpRunner } from '../../net/iproute.js';
 import { loadNative, type NativeAddon } from '../../native/addon.js';
 import { openTun } from '../../tun/device.js';
+import { ensureOnlyAddress } from '../../net/device-address.js';
 import { MAX_SEGMENTS } from '../../tun/offload.js';
 import { openUdpSocket } from '../../conn/udp-socket.js';
 import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from './routes.js';
@@ -220,17 +221,8 @@ export class UdpBackend implements Backend {
    */
   private async configureTun(subnet: IP4Net): Promise<void> {
     const dev = this.tunName;
-    const want = `${formatIP4(subnet.ip)}/32`;
-    const shown = await this.ip.run(['-4', '-o', 'addr', 'show', 'dev', dev]);
-    let present = false;
-    for (const m of shown.matchAll(/\binet\s+(\d+\.\d+\.\d+\.\d+\/\d+)/g)) {
-      if (m[1] === want) present = true;
-      else {
-        this.log.info('removing stale address from TUN device', { device: dev, address: m[1] });
-        await this.ip.runIgnoringMissing(['addr', 'del', m[1]!, 'dev', dev]);
-      }
-    }
-    if (!present) await this.ip.run(['addr', 'add', want, 'dev', dev]);
+    // Every address on flannel0 is ours: any other than the wanted one is from an earlier lease.
+    await ensureOnlyAddress(this.ip, this.ip, dev, `${formatIP4(subnet.ip)}/32`, () => true, this.log);
     await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'txqueuelen', String(this.opts.txQueueLen ?? 2000), 'up']);
     await this.ip.run(['route', 'replace', formatIP4Net(this.ctx.config.network!), 'dev', dev]);
     if (this.offload) {

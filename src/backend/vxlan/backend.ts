@@ -12,6 +12,7 @@ import type { Lease, LeaseEvent } from '../../subnet/types.js';
 import { formatIP4, formatIP4Net, ip4NetContains, isIP4, parseIP4, type IP4Net } from '../../net/ipaddr.js';
 import { IpRoute } from '../../net/iproute.js';
 import { linkPrefixes, onLink } from '../../net/link-prefixes.js';
+import { ensureOnlyAddress } from '../../net/device-address.js';
 import { goField } from '../../config/go-json.js';
 import { KernelRouting, kernelRunners, type PeerState } from '../kernel-routing.js';
 import { parseVxlanOptions, VXLAN_OVERHEAD, type VxlanOptions } from './options.js';
@@ -107,13 +108,8 @@ export class VxlanBackend implements Backend {
     const dev = this.device;
     // Our subnet's network address as /32, as flannel: a source address for host-to-pod traffic, no broadcast routes.
     const want = `${formatIP4(ownLease.subnet.ip)}/32`;
-    const shown = await this.readIp.runIgnoringMissing(['-4', '-o', 'addr', 'show', 'dev', dev]);
-    let present = false;
-    for (const m of shown.matchAll(/\binet\s+(\d+\.\d+\.\d+\.\d+)\/(\d+)/g)) {
-      if (`${m[1]}/${m[2]}` === want) present = true;
-      else if (this.ctx.config.network && ip4NetContains(this.ctx.config.network, parseIP4(m[1]!))) await this.ip.runIgnoringMissing(['addr', 'del', `${m[1]}/${m[2]}`, 'dev', dev]);
-    }
-    if (!present) await this.ip.run(['addr', 'add', want, 'dev', dev]);
+    const network = this.ctx.config.network!;
+    await ensureOnlyAddress(this.readIp, this.ip, dev, want, (cidr) => ip4NetContains(network, parseIP4(cidr.split('/')[0]!)), this.log);
     await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'up']);
     this.routing.start();
     this.log.info('vxlan device ready', { device: dev, vni: this.options.vni, vtepMAC: this.vtepMAC, address: want, mtu: this.mtu(), directRouting: this.options.directRouting });

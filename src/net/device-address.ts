@@ -1,0 +1,29 @@
+/**
+ * A device holds exactly one address of ours: the one wanted is added if
+ * missing, every other that `isOurs` claims (an address from an earlier
+ * lease) is removed, and nothing is done when it is already right, so a
+ * restart causes no flap. Used by the udp and vxlan backends for their
+ * device's /32.
+ */
+import type { Logger } from '../log.js';
+import type { IpRunner } from './iproute.js';
+
+export async function ensureOnlyAddress(
+  read: IpRunner,
+  write: IpRunner,
+  dev: string,
+  want: string,
+  isOurs: (cidr: string) => boolean,
+  log: Logger,
+): Promise<void> {
+  const shown = await read.runIgnoringMissing(['-4', '-o', 'addr', 'show', 'dev', dev]);
+  let present = false;
+  for (const m of shown.matchAll(/\binet\s+(\d+\.\d+\.\d+\.\d+\/\d+)/g)) {
+    if (m[1] === want) present = true;
+    else if (isOurs(m[1]!)) {
+      log.info('removing stale address from device', { device: dev, address: m[1] });
+      await write.runIgnoringMissing(['addr', 'del', m[1]!, 'dev', dev]);
+    }
+  }
+  if (!present) await write.run(['addr', 'add', want, 'dev', dev]);
+}
