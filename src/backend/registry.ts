@@ -17,6 +17,9 @@ const loaders = new Map<string, () => Promise<BackendFactory>>([
   ['vxlan', async () => (await import('./vxlan/index.js')).createVxlanBackend],
   ['host-gw', async () => (await import('./host-gw/index.js')).createHostGwBackend],
   ['ipip', async () => (await import('./ipip/index.js')).createIpipBackend],
+  ['aws-vpc', async () => (await import('./aws-vpc/index.js')).createAwsVpcBackend],
+  ['gce', async () => (await import('./gce/index.js')).createGceBackend],
+  ['ali-vpc', async () => (await import('./ali-vpc/index.js')).createAliVpcBackend],
 ]);
 
 export function backendTypes(): string[] {

@@ -1,0 +1,239 @@
+/**
+ * The route-sync loop the cloud backends share. It runs beside the daemon,
+ * never on the packet path and never in the way of lease renewal: lease
+ * events only mark the table dirty, and one reconcile round later brings the
+ * cloud's route table in line.
+ *
+ * What a round does, per route table:
+ * - our lease: create the route to our instance; replace one for our CIDR
+ *   that is a blackhole or points elsewhere; leave it alone when it is right
+ *   (a restart that finds its route makes no write);
+ * - leases that went away: delete their route, but only when it still
+ *   points where it pointed while the lease lived (so a route somebody else
+ *   made for that CIDR is never touched);
+ * - warn once when a table nears the cloud's route limit, and report a
+ *   clear error when it is full.
+ *
+ * Failures: throttling, 5xx and an absent metadata service are retried with
+ * exponential backoff and jitter; credentials refused or a missing
+ * permission stop the daemon with one clear line (retrying cannot help).
+ * Each problem is logged when it starts and when it ends, not at every try.
+ */
+import type { Logger } from '../../log.js';
+import type { HealthReporter } from '../../metrics/health.js';
+import type { LeaseEvent } from '../../subnet/types.js';
+import { formatIP4Net } from '../../net/ipaddr.js';
+import { CloudError, type CloudIdentity, type RouteCloud } from './types.js';
+import type { CloudCounters } from './counters.js';
+
+export interface RouteSyncOptions {
+  cloud: RouteCloud;
+  counters: CloudCounters;
+  log: Logger;
+  health: HealthReporter;
+  /** Stop the daemon (exit 1) with this error. */
+  fatal(err: Error): void;
+  /** Lease events arriving within this window make one round (default 200 ms). */
+  coalesceMs?: number;
+  /** First retry pause; doubles per failure up to maxBackoffMs, with jitter (default 1 s .. 60 s). */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** A round this often even without events, to put back a route deleted by hand (default 5 min). */
+  recheckMs?: number;
+}
+
+export class RouteSync {
+  private identity: CloudIdentity | null = null;
+  private ownDest: string | null = null;
+  /** Other hosts' lease subnets, and what their route pointed at when we last looked. */
+  private readonly live = new Map<string, string | null>();
+  /** Subnets whose lease went away -> the target their route had, to delete it if still so. */
+  private readonly departed = new Map<string, string>();
+  private timer: NodeJS.Timeout | null = null;
+  private timerDue = Infinity;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private failures = 0;
+  private problem: string | null = null;
+  private readonly nearLimitWarned = new Set<string>();
+  private stopped = false;
+  private inSync = false;
+
+  constructor(private readonly opts: RouteSyncOptions) {}
+
+  /** Begin with our lease's subnet: discovery, then the first round, in the background. */
+  start(ownSubnet: string): void {
+    this.ownDest = ownSubnet;
+    this.opts.health.report(this.opts.cloud.name, `route for ${ownSubnet} not in place yet`);
+    this.schedule(0);
+  }
+
+  /** Follow other hosts' leases; a burst of events becomes one round. */
+  leasesChanged(events: LeaseEvent[]): void {
+    let changed = false;
+    for (const ev of events) {
+      if (!ev.lease.subnet) continue;
+      const dest = formatIP4Net(ev.lease.subnet);
+      if (dest === this.ownDest) continue;
+      if (ev.type === 'added') {
+        // A new lease is looked at in the next round, so that its route's target is known when it goes.
+        if (!this.live.has(dest)) {
+          this.live.set(dest, null);
+          changed = true;
+        }
+        this.departed.delete(dest);
+        continue;
+      }
+      const seen = this.live.get(dest);
+      this.live.delete(dest);
+      // A route never seen while the lease lived is not known to be the lease's: leave it.
+      if (seen) this.departed.set(dest, seen);
+      changed = true;
+    }
+    if (changed) this.schedule(this.opts.coalesceMs ?? 200);
+  }
+
+  /** Wait for the round in progress (if any) and stop. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+
+  /** True after a round that ended with the tables in line, until a round fails. */
+  get synced(): boolean {
+    return this.inSync;
+  }
+
+  /** Rounds that ended with the tables in line, since start. */
+  get completedRounds(): number {
+    return this.opts.counters.reconciles;
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    const due = Date.now() + delayMs;
+    if (this.timer && this.timerDue <= due) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerDue = due;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerDue = Infinity;
+      this.kick();
+    }, delayMs);
+    this.timer.unref?.();
+  }
+
+  private kick(): void {
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.loop().finally(() => (this.running = null));
+  }
+
+  private async loop(): Promise<void> {
+    do {
+      this.again = false;
+      try {
+        await this.round();
+        this.succeeded();
+      } catch (err) {
+        this.failed(err as Error);
+        return;
+      }
+    } while (this.again && !this.stopped);
+    this.schedule(this.opts.recheckMs ?? 300_000);
+  }
+
+  private async round(): Promise<void> {
+    const { cloud, log } = this.opts;
+    if (!this.identity) {
+      const identity = await cloud.discover();
+      log.info('cloud identity', { ...identity.describe, target: identity.target, routeTables: identity.tables.join(',') });
+      this.identity = identity;
+      if (cloud.afterDiscover) await cloud.afterDiscover(identity);
+    }
+    const { target, tables } = this.identity;
+    const ownDest = this.ownDest!;
+    for (const table of tables) {
+      const routes = await cloud.listRoutes(table);
+      const byDest = new Map(routes.map((r) => [r.dest, r]));
+      for (const dest of this.live.keys()) this.live.set(dest, byDest.get(dest)?.target ?? null);
+
+      const own = byDest.get(ownDest);
+      if (!own) {
+        this.checkRoom(table, routes.length);
+        await cloud.createRoute(table, ownDest, target);
+        this.opts.counters.write('create');
+        log.info('created route', { table, dest: ownDest, target });
+      } else if (own.foreign) {
+        throw new CloudError('blocked', `route table ${table} has a route for our subnet ${ownDest} that is not an instance route (${own.target ?? 'a gateway'}): it is not ours to replace; remove it or pick a Network that does not overlap the VPC's routes`);
+      } else if (own.state === 'blackhole' || own.target !== target) {
+        await cloud.replaceRoute(table, own, target);
+        this.opts.counters.write('replace');
+        log.info('replaced route', { table, dest: ownDest, was: own.state === 'blackhole' ? 'blackhole' : own.target, target });
+      }
+
+      for (const [dest, wasTarget] of this.departed) {
+        const r = byDest.get(dest);
+        if (!r || r.foreign || r.target !== wasTarget) continue;
+        await cloud.deleteRoute(table, r);
+        this.opts.counters.write('delete');
+        log.info('deleted route of a lease that went away', { table, dest, target: wasTarget });
+      }
+    }
+    this.departed.clear();
+  }
+
+  private checkRoom(table: string, used: number): void {
+    const limit = this.opts.cloud.routeLimit;
+    if (used >= limit) {
+      throw new CloudError('blocked', `route table ${table} is full (${used} of ${limit} routes): ask the cloud for a higher limit, remove unused routes, or use the vxlan backend`);
+    }
+    if (used + 1 >= Math.ceil(limit * 0.9) && !this.nearLimitWarned.has(table)) {
+      this.nearLimitWarned.add(table);
+      this.opts.log.warn('route table is nearly full', { table, routes: used + 1, limit });
+    }
+  }
+
+  private succeeded(): void {
+    this.opts.counters.reconciles++;
+    this.failures = 0;
+    this.inSync = true;
+    if (this.problem) this.opts.log.info('cloud routes in place again', { after: this.problem });
+    else this.opts.log.debug('cloud routes in place');
+    this.problem = null;
+    this.opts.health.report(this.opts.cloud.name, null);
+  }
+
+  private failed(err: Error): void {
+    this.opts.counters.reconcileFailures++;
+    this.inSync = false;
+    const cloudErr = err instanceof CloudError ? err : new CloudError('retry', err.message);
+    if (cloudErr.kind === 'fatal') {
+      this.stopped = true;
+      this.opts.health.report(this.opts.cloud.name, cloudErr.message);
+      this.opts.fatal(new Error(`${this.opts.cloud.name}: ${cloudErr.message}`));
+      return;
+    }
+    this.failures++;
+    const base = this.opts.backoffMs ?? 1000;
+    const max = this.opts.maxBackoffMs ?? 60_000;
+    // A full table frees up only when a person acts: no point asking at the fast rate.
+    const ceiling = cloudErr.kind === 'blocked' ? max : Math.min(max, base * 2 ** (this.failures - 1));
+    const delay = Math.round(ceiling * (0.5 + Math.random() * 0.5));
+    // conflict: someone wrote the same route between our read and our write; look again at once.
+    const wait = cloudErr.kind === 'conflict' ? Math.min(delay, base) : delay;
+    if (cloudErr.message !== this.problem) {
+      this.problem = cloudErr.message;
+      const level = cloudErr.kind === 'conflict' ? 'info' : 'error';
+      this.opts.log[level]('cloud route sync failed, will retry', { error: cloudErr.message, retryInMs: wait });
+    } else {
+      this.opts.log.debug('cloud route sync still failing', { error: cloudErr.message, retryInMs: wait, failures: this.failures });
+    }
+    this.opts.health.report(this.opts.cloud.name, cloudErr.message);
+    this.schedule(wait);
+  }
+}
