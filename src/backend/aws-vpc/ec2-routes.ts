@@ -64,6 +64,12 @@ export class Ec2Routes implements RouteCloud {
   async discover(): Promise<CloudIdentity> {
     const instanceId = await this.imds.get('instance-id');
     const region = await this.imds.get('placement/region');
+    // We pin an SDK release that supports Node 20; its multi-line notice about later
+    // releases would break the one-line-per-event log, so say it once in ours instead.
+    if (!process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED && Number(process.versions.node.split('.')[0]) < 22) {
+      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+      this.opts.log.debug('AWS SDK releases after January 2027 need Node 22; this build pins one that runs on Node 20');
+    }
     this.client ??= new EC2Client({ region, endpoint: this.opts.ec2Endpoint, maxAttempts: 1 });
     const ours = await this.findInterface(instanceId);
     this.ours = ours;
