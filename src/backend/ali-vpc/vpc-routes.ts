@@ -22,7 +22,6 @@ export interface VpcRoutesOptions {
   log: Logger;
   /** How long to wait for an entry to become Available or go away (default 60 s, as flannel). */
   settleTimeoutMs?: number;
-  settlePollMs?: number;
 }
 
 const API_VERSION = '2016-04-28';
@@ -113,11 +112,12 @@ export class VpcRoutes implements RouteCloud {
   /** Poll the entry for dest until done(entry) holds (entries settle asynchronously). */
   private async settle(table: string, dest: string, done: (e: RouteEntry | undefined) => boolean, what: string): Promise<void> {
     const deadline = Date.now() + (this.opts.settleTimeoutMs ?? 60_000);
-    for (;;) {
+    for (let i = 0; ; i++) {
       const entry = (await this.entries(table, dest)).find((e) => e.DestinationCidrBlock === dest);
       if (done(entry)) return;
       if (Date.now() > deadline) throw new CloudError('retry', `route entry ${dest} in ${table} not ${what} in time (status ${entry?.Status ?? 'absent'})`);
-      await new Promise((r) => setTimeout(r, this.opts.settlePollMs ?? 1000));
+      // Entries usually settle within a second: look again soon, then once a second.
+      await new Promise((r) => setTimeout(r, Math.min(1000, 250 * 2 ** i)));
     }
   }
 
