@@ -54,6 +54,7 @@ export class RouteSync {
   private running: Promise<void> | null = null;
   private again = false;
   private failures = 0;
+  private unseenLooks = 0;
   private problem: string | null = null;
   private readonly nearLimitWarned = new Set<string>();
   private stopped = false;
@@ -93,12 +94,18 @@ export class RouteSync {
     if (changed) this.schedule(this.opts.coalesceMs ?? 200);
   }
 
-  /** Wait for the round in progress (if any) and stop. */
+  /**
+   * Stop: no new round; the one in progress (if any) gets a few seconds to
+   * finish its write, so a SIGTERM is not held up by a slow cloud.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    await this.running;
+    if (!this.running) return;
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([this.running, new Promise<void>((r) => (grace = setTimeout(r, 5000)))]);
+    clearTimeout(grace);
   }
 
   /** True after a round that ended with the tables in line, until a round fails. */
@@ -144,7 +151,23 @@ export class RouteSync {
         return;
       }
     } while (this.again && !this.stopped);
-    this.schedule(this.opts.recheckMs ?? 300_000);
+    this.schedule(this.nextLookMs());
+  }
+
+  /**
+   * When the next round without events is due: the periodic recheck, or
+   * sooner while another host's route has not shown up yet (its daemon may
+   * still be writing it), so that we know where it pointed if the lease goes.
+   */
+  private nextLookMs(): number {
+    const recheck = this.opts.recheckMs ?? 300_000;
+    const unseen = [...this.live.values()].some((t) => t === null);
+    if (!unseen) {
+      this.unseenLooks = 0;
+      return recheck;
+    }
+    this.unseenLooks++;
+    return Math.min(recheck, 2000 * 2 ** Math.min(this.unseenLooks - 1, 5));
   }
 
   private async round(): Promise<void> {
