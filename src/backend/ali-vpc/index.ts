@@ -21,7 +21,7 @@ export interface AliVpcOptions {
 /** AccessKeyID/AccessKeySecret from the config, else ACCESS_KEY_ID/ACCESS_KEY_SECRET, as flannel reads them. */
 export function parseAliVpcOptions(cfg: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): AliVpcOptions {
   let accessKeyId = stringOption('ali-vpc', cfg, 'AccessKeyID');
-  let accessKeySecret = stringOption('ali-vpc', cfg, 'AccessKeySecret');
+  let accessKeySecret = stringOption('ali-vpc', cfg, 'AccessKeySecret', true);
   if (!accessKeyId || !accessKeySecret) {
     accessKeyId = env.ACCESS_KEY_ID;
     accessKeySecret = env.ACCESS_KEY_SECRET;

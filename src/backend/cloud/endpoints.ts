@@ -23,10 +23,13 @@ export function endpointOption(backend: string, cfg: Record<string, unknown>, op
   return raw.replace(/\/+$/, '');
 }
 
-/** A string option; absent -> undefined. */
-export function stringOption(backend: string, cfg: Record<string, unknown>, option: string): string | undefined {
+/** A string option; absent -> undefined. A secret's value never appears in the error. */
+export function stringOption(backend: string, cfg: Record<string, unknown>, option: string, secret = false): string | undefined {
   const v = goField(cfg, option);
   if (v === undefined || v === null || v === '') return undefined;
-  if (typeof v !== 'string') throw new BackendOptionError(backend, option, 'a string', v);
+  if (typeof v !== 'string') {
+    if (secret) throw new Error(`invalid ${backend} backend config: ${option} must be a string (value not shown)`);
+    throw new BackendOptionError(backend, option, 'a string', v);
+  }
   return v;
 }

@@ -1,0 +1,59 @@
+/**
+ * Options of the cloud backends: flannel's (RouteTableID as a string or a
+ * list; AccessKeyID/AccessKeySecret or the environment) and our endpoint
+ * overrides (option first, then the variable), with clear errors.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseAwsVpcOptions } from '../../src/backend/aws-vpc/index.js';
+import { parseGceOptions } from '../../src/backend/gce/index.js';
+import { parseAliVpcOptions } from '../../src/backend/ali-vpc/index.js';
+import { gceRouteName } from '../../src/backend/gce/compute-routes.js';
+
+test('aws-vpc: RouteTableID is a string or a list of strings; anything else is a clear error', () => {
+  assert.deepEqual(parseAwsVpcOptions({ Type: 'aws-vpc' }).routeTables, []);
+  assert.deepEqual(parseAwsVpcOptions({ RouteTableID: 'rtb-1' }).routeTables, ['rtb-1']);
+  assert.deepEqual(parseAwsVpcOptions({ routetableid: ['rtb-1', 'rtb-2'] }).routeTables, ['rtb-1', 'rtb-2'], 'Go field names match case-insensitively');
+  assert.throws(() => parseAwsVpcOptions({ RouteTableID: 7 }), /RouteTableID must be a route table ID or a list of them, got 7/);
+  assert.throws(() => parseAwsVpcOptions({ RouteTableID: ['rtb-1', 2] }), /RouteTableID must be/);
+});
+
+test('endpoints: option, then environment, then the cloud\'s own address; no credentials in URLs', () => {
+  const saved = { ...process.env };
+  try {
+    delete process.env.AWS_ENDPOINT_URL_EC2;
+    delete process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT;
+    assert.equal(parseAwsVpcOptions({}).metadataEndpoint, 'http://169.254.169.254');
+    assert.equal(parseAwsVpcOptions({}).ec2Endpoint, undefined, 'the SDK picks the regional endpoint');
+    process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT = 'http://127.0.0.1:9/';
+    process.env.AWS_ENDPOINT_URL_EC2 = 'https://ec2.internal.example';
+    assert.equal(parseAwsVpcOptions({}).metadataEndpoint, 'http://127.0.0.1:9');
+    assert.equal(parseAwsVpcOptions({}).ec2Endpoint, 'https://ec2.internal.example');
+    assert.equal(parseAwsVpcOptions({ EC2Endpoint: 'https://vpce-1.ec2.example' }).ec2Endpoint, 'https://vpce-1.ec2.example', 'the option wins');
+    assert.throws(() => parseAwsVpcOptions({ EC2Endpoint: 'https://user:pw@ec2.example' }), /must not carry credentials/);
+    assert.throws(() => parseAwsVpcOptions({ MetadataEndpoint: 'ftp://x' }), /an http:\/\/ or https:\/\/ URL/);
+
+    process.env.GCE_METADATA_HOST = '127.0.0.1:8080';
+    assert.equal(parseGceOptions({}).metadataEndpoint, 'http://127.0.0.1:8080', 'GCE_METADATA_HOST is host:port, as Google\'s libraries read it');
+    delete process.env.GCE_METADATA_HOST;
+    assert.equal(parseGceOptions({}).metadataEndpoint, 'http://169.254.169.254');
+    assert.equal(parseGceOptions({}).routeLimit, 100);
+
+    const ali = parseAliVpcOptions({}, { ACCESS_KEY_ID: 'id', ACCESS_KEY_SECRET: 'secret' });
+    assert.equal(ali.metadataEndpoint, 'http://100.100.100.200');
+    assert.equal(ali.routeLimit, 50);
+  } finally {
+    process.env = saved;
+  }
+});
+
+test('ali-vpc: keys from the config, else from ACCESS_KEY_ID/ACCESS_KEY_SECRET; neither is a clear error that prints no secret', () => {
+  assert.equal(parseAliVpcOptions({ AccessKeyID: 'a', AccessKeySecret: 'b' }, {}).accessKeyId, 'a');
+  assert.equal(parseAliVpcOptions({ AccessKeyID: 'a' }, { ACCESS_KEY_ID: 'e', ACCESS_KEY_SECRET: 'f' }).accessKeyId, 'e', 'half a pair in the config: both from the environment, as flannel');
+  assert.throws(() => parseAliVpcOptions({ AccessKeyID: 'a' }, {}), (e: Error) => /no Aliyun credentials/.test(e.message) && !e.message.includes('"a"'));
+  assert.throws(() => parseAliVpcOptions({ AccessKeySecret: 12345 }, {}), (e: Error) => /AccessKeySecret must be a string \(value not shown\)/.test(e.message) && !e.message.includes('12345'));
+});
+
+test('gce route names as flannel makes them', () => {
+  assert.equal(gceRouteName('10.20.5.0/24'), 'flannel-10-20-5-0-24');
+});
