@@ -8,7 +8,7 @@
  * when allowed) per instance, with an instance-role credential.
  */
 import { createHash, createHmac } from 'node:crypto';
-import { FakeHttpServer, FaultPlan, type FakeReply, type FakeRequest } from './http-server.js';
+import { FakeHttpServer, FakeMetadataServer, FaultPlan, type FakeReply, type FakeRequest } from './http-server.js';
 
 export const FAKE_AWS_KEY = { accessKeyId: 'AKIAFAKEFLANNELTEST1', secretAccessKey: 'fake/secret/for/tests/only/0123456789abcd' };
 const ROLE_KEY = { accessKeyId: 'ASIAFAKEROLEKEY00001', secretAccessKey: 'fake/role/secret/0123456789abcdefghij', token: 'fake-role-session-token' };
@@ -270,36 +270,27 @@ export class FakeEc2 {
   }
 }
 
-/** One instance's metadata service: a server of its own, as IMDS is per instance. */
-export class FakeImds {
+/** One instance's metadata service (IMDS). */
+export class FakeImds extends FakeMetadataServer {
   readonly tokens = new Set<string>();
   /** false: IMDSv1 GETs without a token are refused (401), as on instances that require v2. */
   allowV1 = true;
   /** false: the token endpoint answers 403 (IMDSv2 switched off, v1 only). */
   allowV2 = true;
-  readonly paths: string[] = [];
-  private readonly server = new FakeHttpServer((r) => this.serve(r));
 
   constructor(
     private readonly ec2: FakeEc2,
     private readonly instance: FakeInstance,
-  ) {}
-
-  get endpoint(): string {
-    return this.server.url;
+  ) {
+    super();
   }
 
-  listen(): Promise<void> {
-    return this.server.listen();
+  protected override recordAs(req: FakeRequest): string {
+    return `${req.method} ${req.url.pathname}`;
   }
 
-  close(): Promise<void> {
-    return this.server.close();
-  }
-
-  private serve(req: FakeRequest): FakeReply {
+  protected answer(req: FakeRequest): FakeReply {
     const path = req.url.pathname;
-    this.paths.push(`${req.method} ${path}`);
     if (path === '/latest/api/token') {
       if (req.method !== 'PUT') return { status: 405, body: '' };
       if (!this.allowV2) return { status: 403, body: '' };

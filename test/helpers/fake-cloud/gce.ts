@@ -5,7 +5,7 @@
  * bearer tokens checked against the ones the metadata servers handed out,
  * and one metadata server per instance (Metadata-Flavor: Google both ways).
  */
-import { FakeHttpServer, FaultPlan, type FakeReply, type FakeRequest } from './http-server.js';
+import { FakeHttpServer, FakeMetadataServer, FaultPlan, type FakeReply, type FakeRequest } from './http-server.js';
 
 export interface FakeGceInstance {
   name: string;
@@ -203,30 +203,16 @@ export class FakeGce {
   }
 }
 
-export class FakeGceMetadata {
-  readonly paths: string[] = [];
-  private readonly server = new FakeHttpServer((r) => this.serve(r));
-
+export class FakeGceMetadata extends FakeMetadataServer {
   constructor(
     private readonly gce: FakeGce,
     private readonly instance: FakeGceInstance,
-  ) {}
-
-  get endpoint(): string {
-    return this.server.url;
+  ) {
+    super();
   }
 
-  listen(): Promise<void> {
-    return this.server.listen();
-  }
-
-  close(): Promise<void> {
-    return this.server.close();
-  }
-
-  private serve(req: FakeRequest): FakeReply {
+  protected answer(req: FakeRequest): FakeReply {
     const path = req.url.pathname;
-    this.paths.push(path);
     if (req.headers['metadata-flavor'] !== 'Google') return { status: 403, body: 'Missing Metadata-Flavor:Google header.' };
     const i = this.instance;
     const base = '/computeMetadata/v1/';

@@ -107,3 +107,30 @@ export class FaultPlan {
     this.faults.length = 0;
   }
 }
+
+/** One instance's metadata service: a server of its own per instance (each answers only for itself), paths recorded. */
+export abstract class FakeMetadataServer {
+  readonly paths: string[] = [];
+  private readonly server = new FakeHttpServer((r) => {
+    this.paths.push(this.recordAs(r));
+    return this.answer(r);
+  });
+
+  get endpoint(): string {
+    return this.server.url;
+  }
+
+  listen(): Promise<void> {
+    return this.server.listen();
+  }
+
+  close(): Promise<void> {
+    return this.server.close();
+  }
+
+  protected recordAs(req: FakeRequest): string {
+    return req.url.pathname;
+  }
+
+  protected abstract answer(req: FakeRequest): FakeReply;
+}
