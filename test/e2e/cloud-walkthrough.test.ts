@@ -74,8 +74,8 @@ function publishConfig(json: string): void {
 /** The walkthrough's "Run flannel daemon" step, on instance n. */
 function flanneld(n: number, env: NodeJS.ProcessEnv): DaemonProcess {
   const d = startDaemon(
-    [`--etcd-endpoints=${etcd.endpoint}`, `--iface=${IFACES[n]!.name}`, `--subnet-file=${join(dir, `h${n}.env`)}`, '--iptables-forward-rules=false'],
-    { name: `instance-${n + 1}`, env: { FLANNELD_LOG_LEVEL: 'info', ...env } },
+    [`--etcd-endpoints=${etcd.endpoint}`, `--iface=${IFACES[n]!.name}`, `--subnet-file=${join(dir, `h${n}.env`)}`, '--iptables-forward-rules=false', '--log-level=debug'],
+    { name: `instance-${n + 1}`, env },
   );
   daemons.push(d);
   return d;
@@ -130,9 +130,11 @@ describe('AWS VPC walkthrough', () => {
     assert.equal(hosts[0]!.instance.sourceDestCheck, false);
     assert.equal(hosts[1]!.instance.sourceDestCheck, false);
 
-    // Instance 2 goes away and its lease expires: instance 1 deletes the route it left.
-    await d[1]!.stop('SIGKILL');
+    // Instance 2 goes away and its lease expires: instance 1 deletes the route it left
+    // (once it has seen that route: a route never seen pointing at the lease's host is not touched).
     const gone = [...l].find(([, json]) => JSON.parse(json).PublicIP === IFACES[1]!.addr)![0];
+    await d[0]!.waitForLine(new RegExp(`another host's route is in place .*dest=${gone.replace(/[./]/g, '\\$&')}`), 60_000);
+    await d[1]!.stop('SIGKILL');
     await client.delete().key(`${P}/subnets/${gone.replace('/', '-')}`);
     await waitFor(() => !flannelRoutes().some((r) => r.dest === gone), 20_000, 'the departed lease\'s route deleted');
     assert.equal(flannelRoutes().length, 1);

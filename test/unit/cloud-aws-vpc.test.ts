@@ -239,6 +239,23 @@ test('a lease removed: its route goes; a route for that CIDR someone else pointe
   assert.ok(dests.includes('172.31.0.0/16') && dests.includes('10.20.5.0/24'));
 });
 
+test('a lease that goes before its route was seen: only a blackhole route for its CIDR is deleted', async () => {
+  const table = ec2.tables.get('rtb-0subnet')!;
+  const h = await start();
+  await h.synced();
+  const rounds = h.backend.sync.completedRounds;
+  // Both hosts' routes appear only after our last look, and both leases go at once.
+  table.routes.push({ dest: '10.20.7.0/24', eniId: 'eni-0terminated00000', origin: 'CreateRoute' });
+  table.routes.push({ dest: '10.20.8.0/24', eniId: host2.instance.eniId, origin: 'CreateRoute' });
+  const l7 = makeLease('10.20.7.0/24', '172.31.9.9');
+  const l8 = makeLease('10.20.8.0/24', host2.instance.privateIp);
+  await h.backend.handleEvents([{ type: 'added', lease: l7 }, { type: 'added', lease: l8 }, { type: 'removed', lease: l7 }, { type: 'removed', lease: l8 }]);
+  await waitFor(() => h.backend.sync.completedRounds > rounds, 5000);
+  const dests = ec2.routesOf('rtb-0subnet').map((r) => r.dest);
+  assert.ok(!dests.includes('10.20.7.0/24'), 'a blackhole route of a departed lease goes');
+  assert.ok(dests.includes('10.20.8.0/24'), 'an active route never seen as the lease\'s stays');
+});
+
 test('a restart that finds its route in place makes no API writes', async () => {
   const h = await start();
   await h.synced();

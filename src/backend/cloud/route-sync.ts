@@ -26,6 +26,9 @@ import { formatIP4Net } from '../../net/ipaddr.js';
 import { CloudError, type CloudIdentity, type RouteCloud } from './types.js';
 import type { CloudCounters } from './counters.js';
 
+/** A departed lease whose route we never saw: only a blackhole route for its CIDR may go. */
+const BLACKHOLE_ONLY = '\0blackhole-only';
+
 export interface RouteSyncOptions {
   cloud: RouteCloud;
   counters: CloudCounters;
@@ -87,8 +90,9 @@ export class RouteSync {
       }
       const seen = this.live.get(dest);
       this.live.delete(dest);
-      // A route never seen while the lease lived is not known to be the lease's: leave it.
-      if (seen) this.departed.set(dest, seen);
+      // A route never seen while the lease lived is not known to be the lease's: it is
+      // deleted only if it points at nothing any more (a blackhole: the instance is gone).
+      this.departed.set(dest, seen ?? BLACKHOLE_ONLY);
       changed = true;
     }
     if (changed) this.schedule(this.opts.coalesceMs ?? 200);
@@ -183,7 +187,11 @@ export class RouteSync {
     for (const table of tables) {
       const routes = await cloud.listRoutes(table);
       const byDest = new Map(routes.map((r) => [r.dest, r]));
-      for (const dest of this.live.keys()) this.live.set(dest, byDest.get(dest)?.target ?? null);
+      for (const [dest, was] of this.live) {
+        const now = byDest.get(dest)?.target ?? null;
+        if (now && now !== was) log.debug('another host\'s route is in place', { table, dest, target: now });
+        this.live.set(dest, now);
+      }
 
       const own = byDest.get(ownDest);
       if (!own) {
@@ -201,10 +209,11 @@ export class RouteSync {
 
       for (const [dest, wasTarget] of this.departed) {
         const r = byDest.get(dest);
-        if (!r || r.foreign || r.target !== wasTarget) continue;
+        if (!r || r.foreign) continue;
+        if (wasTarget === BLACKHOLE_ONLY ? r.state !== 'blackhole' : r.target !== wasTarget) continue;
         await cloud.deleteRoute(table, r);
         this.opts.counters.write('delete');
-        log.info('deleted route of a lease that went away', { table, dest, target: wasTarget });
+        log.info('deleted route of a lease that went away', { table, dest, target: r.target ?? 'none', state: r.state });
       }
     }
     this.departed.clear();
