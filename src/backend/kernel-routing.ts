@@ -32,14 +32,30 @@ export interface KernelRoutingOptions {
   recheckMs?: number;
 }
 
+/** Runners of a kernel backend: writes (real, or recorded in a dry run) and reads (always real). */
+export interface KernelRunners {
+  ip: IpRoute;
+  readIp: IpRoute;
+  bridge: IpRoute;
+  /** What plan-mode writers recorded (empty unless dryRun). */
+  transcript: string[];
+}
+
+/** A reader for what `writer` changes: the writer itself, or a real runner when the writer only plans. */
+export function readerFor(writer: IpRoute, binary?: string): IpRoute {
+  return writer.planning ? new IpRoute(binary ? { binary } : {}) : writer;
+}
+
 /**
- * The write runners of a kernel backend: real ones, or in a dry run
- * plan-mode ones sharing one transcript (reads always run for real).
+ * The runners of a kernel backend: real ones, or in a dry run plan-mode
+ * writers sharing one transcript; a test may pass its own (`overrides`).
  */
-export function kernelRunners(dryRun: boolean | undefined): { ip: IpRoute; bridge: IpRoute; transcript: string[] } {
+export function kernelRunners(dryRun: boolean | undefined, overrides: { ip?: IpRoute; readIp?: IpRoute; bridge?: IpRoute } = {}): KernelRunners {
   const transcript: string[] = [];
   const mode = dryRun ? 'plan' : 'run';
-  return { ip: new IpRoute({ mode, transcript: dryRun ? transcript : undefined }), bridge: new IpRoute({ mode, binary: 'bridge', transcript: dryRun ? transcript : undefined }), transcript };
+  const ip = overrides.ip ?? new IpRoute({ mode, transcript: dryRun ? transcript : undefined });
+  const bridge = overrides.bridge ?? new IpRoute({ mode, binary: 'bridge', transcript: dryRun ? transcript : undefined });
+  return { ip, readIp: overrides.readIp ?? readerFor(ip), bridge, transcript };
 }
 
 export class KernelRouting {
@@ -51,8 +67,8 @@ export class KernelRouting {
     const bridge = opts.bridge ?? new IpRoute({ binary: 'bridge' });
     this.applier = new KernelStateApplier({
       scope: opts.scope,
-      readIp: opts.readIp ?? (ip.planning ? new IpRoute() : ip),
-      readBridge: opts.readBridge ?? (bridge.planning ? new IpRoute({ binary: 'bridge' }) : bridge),
+      readIp: opts.readIp ?? readerFor(ip),
+      readBridge: opts.readBridge ?? readerFor(bridge, 'bridge'),
       writeIp: ip,
       writeBridge: bridge,
       log: opts.log,

@@ -31,10 +31,10 @@ export class HostGwBackend implements Backend {
     opts: HostGwBackendOptions = {},
   ) {
     if (!ctx.config.network) throw new Error('host-gw backend: IPv6-only networks are not supported here yet (EnableIPv4 is off)');
-    const runners = kernelRunners(ctx.dryRun);
+    const runners = kernelRunners(ctx.dryRun, opts);
     this.transcript = runners.transcript;
-    const ip = opts.ip ?? runners.ip;
-    this.readIp = opts.readIp ?? (ip.planning ? new IpRoute() : ip);
+    const ip = runners.ip;
+    this.readIp = runners.readIp;
     this.log = ctx.log.child('host-gw');
     this.routing = new KernelRouting({
       backendType: 'host-gw',

@@ -45,10 +45,10 @@ export class IpipBackend implements Backend {
   ) {
     this.directRouting = boolOption('ipip', ctx.backendConfig, 'DirectRouting');
     if (!ctx.config.network) throw new Error('ipip backend needs an IPv4 Network');
-    const runners = kernelRunners(ctx.dryRun);
+    const runners = kernelRunners(ctx.dryRun, opts);
     this.transcript = runners.transcript;
-    this.ip = opts.ip ?? runners.ip;
-    this.readIp = opts.readIp ?? (this.ip.planning ? new IpRoute() : this.ip);
+    this.ip = runners.ip;
+    this.readIp = runners.readIp;
     this.log = ctx.log.child('ipip');
     this.routing = new KernelRouting({
       backendType: 'ipip',

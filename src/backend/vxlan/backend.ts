@@ -57,10 +57,10 @@ export class VxlanBackend implements Backend {
     this.options = parseVxlanOptions(ctx.backendConfig);
     if (!ctx.config.network) throw new Error('vxlan backend: IPv6-only networks are not supported here yet (EnableIPv4 is off)');
     this.device = `flannel.${this.options.vni}`;
-    const runners = kernelRunners(ctx.dryRun);
+    const runners = kernelRunners(ctx.dryRun, opts);
     this.transcript = runners.transcript;
-    this.ip = opts.ip ?? runners.ip;
-    this.readIp = opts.readIp ?? (this.ip.planning ? new IpRoute() : this.ip);
+    this.ip = runners.ip;
+    this.readIp = runners.readIp;
     this.log = ctx.log.child('vxlan');
     this.routing = new KernelRouting({
       backendType: 'vxlan',
@@ -68,7 +68,7 @@ export class VxlanBackend implements Backend {
       peerState: (l) => this.peerState(l),
       log: this.log,
       ip: this.ip,
-      bridge: opts.bridge ?? runners.bridge,
+      bridge: runners.bridge,
       readIp: this.readIp,
       readBridge: opts.readBridge,
       recheckMs: opts.recheckMs,
