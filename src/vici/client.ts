@@ -75,13 +75,18 @@ export class ViciClient {
       await this.register(PacketType.EventRegister, event);
       const events: ViciMessage[] = [];
       this.events = { name: event, sink: (m) => events.push(m) };
+      let response: ViciMessage;
       try {
-        const response = checkSuccess(command, await this.exchange(command, message));
-        return { events, response };
-      } finally {
+        response = checkSuccess(command, await this.exchange(command, message));
+      } catch (err) {
+        // The command's own failure is the one to report, not a failed unregister after it.
         this.events = null;
-        await this.register(PacketType.EventUnregister, event);
+        await this.register(PacketType.EventUnregister, event).catch(() => undefined);
+        throw err;
       }
+      this.events = null;
+      await this.register(PacketType.EventUnregister, event);
+      return { events, response };
     });
   }
 

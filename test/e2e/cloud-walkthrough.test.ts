@@ -21,7 +21,7 @@ import { startEtcd, ETCDCTL_BIN, type TestEtcd } from '../helpers/etcd.js';
 import { startDaemon, type DaemonProcess } from '../helpers/daemon.js';
 import { registerCleanup, waitFor } from '../helpers/netns.js';
 import { FakeEc2, FAKE_AWS_KEY } from '../helpers/fake-cloud/ec2.js';
-import { FakeAliyun, FAKE_ALI_KEY } from '../helpers/fake-cloud/aliyun.js';
+import { FakeAliyun, FAKE_ALI_KEY, type FakeAliMetadata } from '../helpers/fake-cloud/aliyun.js';
 
 const P = '/coreos.com/network';
 const IFACES = [
@@ -159,7 +159,7 @@ describe('AliCloud VPC walkthrough', () => {
       ACCESS_KEY_ID: FAKE_ALI_KEY.id,
       ACCESS_KEY_SECRET: FAKE_ALI_KEY.secret,
       ALICLOUD_VPC_ENDPOINT: ali.endpoint,
-      ALICLOUD_METADATA_ENDPOINT: md[n]!.url,
+      ALICLOUD_METADATA_ENDPOINT: md[n]!.endpoint,
     });
     const d = [flanneld(0, env(0)), flanneld(1, env(1))];
     await Promise.all(d.map((x) => x.waitForLine(/\brunning\b/, 20_000)));

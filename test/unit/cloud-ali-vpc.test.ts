@@ -5,20 +5,19 @@
  */
 import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeAliyun, FAKE_ALI_KEY } from '../helpers/fake-cloud/aliyun.js';
-import type { FakeHttpServer } from '../helpers/fake-cloud/http-server.js';
+import { FakeAliyun, FAKE_ALI_KEY, type FakeAliMetadata } from '../helpers/fake-cloud/aliyun.js';
 import { startCloudBackend, type CloudHarness } from '../helpers/cloud-backend.js';
 import { makeLease } from '../helpers/leases.js';
 import { waitFor } from '../helpers/netns.js';
 
 let ali: FakeAliyun;
-let md1: FakeHttpServer;
+let md1: FakeAliMetadata;
 const running: CloudHarness[] = [];
 const I1 = 'i-bp1fakeflannel00001';
 const I2 = 'i-bp1fakeflannel00002';
 
 function config(extra: Record<string, unknown> = {}): string {
-  return JSON.stringify({ Network: '10.24.0.0/16', Backend: { Type: 'ali-vpc', VPCEndpoint: ali.endpoint, MetadataEndpoint: md1.url, ...extra } });
+  return JSON.stringify({ Network: '10.24.0.0/16', Backend: { Type: 'ali-vpc', VPCEndpoint: ali.endpoint, MetadataEndpoint: md1.endpoint, ...extra } });
 }
 
 async function start(cfg = config(), subnet = '10.24.5.0/24'): Promise<CloudHarness> {

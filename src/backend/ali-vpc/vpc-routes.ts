@@ -146,9 +146,14 @@ function toCloudRoute(e: RouteEntry): CloudRoute {
   };
 }
 
-const RETRYABLE = /^(Throttling|ServiceUnavailable|InternalError|UnknownError|OperationConflict|IncorrectStatus|IncorrectRouteEntryStatus|IncorrectVpcStatus|TaskConflict|LastTokenProcessing|OperationFailed\.LastTokenProcessing)/;
 const CREDENTIALS = /^(SignatureDoesNotMatch|InvalidAccessKeyId|IncompleteSignature|InvalidSecurityToken)/;
 
+/**
+ * What an Aliyun failure means for the loop. Everything not named here is
+ * worth another try: Throttling*, ServiceUnavailable, InternalError,
+ * OperationConflict, IncorrectRouteEntryStatus (an entry still settling),
+ * TaskConflict, network errors (ECONNREFUSED, ...).
+ */
 export function classifyAliError(action: string, err: unknown): CloudError {
   const e = err as { code?: string; data?: { Code?: string; Message?: string }; message?: string };
   const code = e.data?.Code ?? e.code ?? 'Error';
@@ -159,6 +164,5 @@ export function classifyAliError(action: string, err: unknown): CloudError {
   if (/^(Forbidden|NoPermission)/.test(code)) return new CloudError('fatal', `${what}: the access key's RAM policy must allow vpc:${action}`, code);
   if (/^QuotaExceed/.test(code)) return new CloudError('blocked', `the route table is full (${what}): ask Aliyun for a higher quota, remove unused entries, or use the vxlan backend`, code);
   if (/Duplicate|AlreadyExist/.test(code)) return new CloudError('conflict', what, code);
-  if (RETRYABLE.test(code) || /^E[A-Z]+$/.test(code)) return new CloudError('retry', what, code);
   return new CloudError('retry', what, code);
 }

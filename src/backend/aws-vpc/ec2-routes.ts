@@ -194,9 +194,13 @@ export class Ec2Routes implements RouteCloud {
   }
 }
 
-const RETRYABLE = new Set(['RequestLimitExceeded', 'Throttling', 'ThrottlingException', 'InternalError', 'InternalFailure', 'ServiceUnavailable', 'Unavailable', 'IncorrectState']);
 const CREDENTIALS_REFUSED = new Set(['AuthFailure', 'InvalidClientTokenId', 'SignatureDoesNotMatch', 'UnrecognizedClientException', 'InvalidAccessKeyId', 'ExpiredToken', 'RequestExpired']);
 
+/**
+ * What an EC2 failure means for the loop. Everything not named here is
+ * worth another try: RequestLimitExceeded and the other throttling codes,
+ * InternalError/Unavailable and any 5xx, IncorrectState, network errors.
+ */
 export function classifyEc2Error(action: string, err: unknown): CloudError {
   const e = err as { name?: string; Code?: string; message?: string; $metadata?: { httpStatusCode?: number }; code?: string };
   const code = e.Code ?? e.name ?? 'Error';
@@ -212,9 +216,5 @@ export function classifyEc2Error(action: string, err: unknown): CloudError {
   if (code === 'RouteLimitExceeded') return new CloudError('blocked', `the route table is full (RouteLimitExceeded on ${action}): ask AWS for a higher limit, remove unused routes, or use the vxlan backend`, code);
   if (code === 'RouteAlreadyExists' || (action === 'ReplaceRoute' && code === 'InvalidRoute.NotFound')) return new CloudError('conflict', `${action}: ${code} (another writer changed the route meanwhile)`, code);
   if (code === 'InvalidRouteTableID.NotFound' || code === 'InvalidRouteTableId.Malformed') return new CloudError('fatal', `${action}: ${code}: check Backend.RouteTableID`, code);
-  if (code === 'InvalidRoute.NotFound') return new CloudError('retry', `${action}: ${code}`, code);
-  if (RETRYABLE.has(code) || (status !== undefined && status >= 500) || status === undefined) {
-    return new CloudError('retry', `${action} failed: ${code}${detail && detail !== code ? `: ${detail}` : ''}`, code);
-  }
-  return new CloudError('retry', `${action} failed: ${code} (HTTP ${status})${detail ? `: ${detail}` : ''}`, code);
+  return new CloudError('retry', `${action} failed: ${code}${status !== undefined ? ` (HTTP ${status})` : ''}${detail && detail !== code ? `: ${detail}` : ''}`, code);
 }

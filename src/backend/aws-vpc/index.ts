@@ -26,10 +26,9 @@ export function parseAwsVpcOptions(cfg: Record<string, unknown>): AwsVpcOptions 
   if (typeof raw === 'string' && raw !== '') routeTables = [raw];
   else if (Array.isArray(raw) && raw.every((t) => typeof t === 'string' && t !== '')) routeTables = raw as string[];
   else if (raw !== undefined && raw !== null && raw !== '') throw new BackendOptionError('aws-vpc', 'RouteTableID', 'a route table ID or a list of them', raw);
-  const ec2Endpoint = goField(cfg, 'EC2Endpoint') || process.env.AWS_ENDPOINT_URL_EC2 ? endpointOption('aws-vpc', cfg, 'EC2Endpoint', 'AWS_ENDPOINT_URL_EC2', '') : undefined;
   return {
     routeTables,
-    ec2Endpoint,
+    ec2Endpoint: endpointOption('aws-vpc', cfg, 'EC2Endpoint', 'AWS_ENDPOINT_URL_EC2'),
     metadataEndpoint: endpointOption('aws-vpc', cfg, 'MetadataEndpoint', 'AWS_EC2_METADATA_SERVICE_ENDPOINT', 'http://169.254.169.254'),
     routeLimit: intOption('aws-vpc', cfg, 'RouteLimit', 50, 1, 10_000),
   };

@@ -25,13 +25,6 @@ export class CloudCounters {
     bump(this.routeWrites, op);
   }
 
-  /** Every API call so far, all actions together. */
-  totalCalls(): number {
-    let n = 0;
-    for (const v of this.apiCalls.values()) n += v;
-    return n;
-  }
-
   render(): string {
     const b = this.backend;
     const lines: string[] = [];

@@ -6,10 +6,17 @@
 import { goField } from '../../config/go-json.js';
 import { BackendOptionError } from '../errors.js';
 
-export function endpointOption(backend: string, cfg: Record<string, unknown>, option: string, envName: string, fallback: string): string {
+/**
+ * The endpoint from the option, else the variable, else `fallback`; without
+ * a fallback, undefined when neither is set (the SDK then picks its own).
+ */
+export function endpointOption(backend: string, cfg: Record<string, unknown>, option: string, envName: string, fallback: string): string;
+export function endpointOption(backend: string, cfg: Record<string, unknown>, option: string, envName: string): string | undefined;
+export function endpointOption(backend: string, cfg: Record<string, unknown>, option: string, envName: string, fallback?: string): string | undefined {
   const fromOption = goField(cfg, option);
   if (fromOption !== undefined && fromOption !== null && typeof fromOption !== 'string') throw new BackendOptionError(backend, option, 'a URL string', fromOption);
   const given = (fromOption as string | undefined) || process.env[envName] || fallback;
+  if (!given) return undefined;
   // Some clouds' own variables hold host[:port] only (GCE_METADATA_HOST): plain http then.
   const raw = /^[a-z][a-z0-9+.-]*:\/\//i.test(given) ? given : `http://${given}`;
   let url: URL;

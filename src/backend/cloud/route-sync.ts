@@ -61,7 +61,6 @@ export class RouteSync {
   private problem: string | null = null;
   private readonly nearLimitWarned = new Set<string>();
   private stopped = false;
-  private inSync = false;
 
   constructor(private readonly opts: RouteSyncOptions) {}
 
@@ -114,7 +113,7 @@ export class RouteSync {
 
   /** True after a round that ended with the tables in line, until a round fails. */
   get synced(): boolean {
-    return this.inSync;
+    return this.opts.counters.reconciles > 0 && this.problem === null;
   }
 
   /** Rounds that ended with the tables in line, since start. */
@@ -233,7 +232,6 @@ export class RouteSync {
   private succeeded(): void {
     this.opts.counters.reconciles++;
     this.failures = 0;
-    this.inSync = true;
     if (this.problem) this.opts.log.info('cloud routes in place again', { after: this.problem });
     else this.opts.log.debug('cloud routes in place');
     this.problem = null;
@@ -242,10 +240,10 @@ export class RouteSync {
 
   private failed(err: Error): void {
     this.opts.counters.reconcileFailures++;
-    this.inSync = false;
     const cloudErr = err instanceof CloudError ? err : new CloudError('retry', err.message);
     if (cloudErr.kind === 'fatal') {
       this.stopped = true;
+      this.problem = cloudErr.message;
       this.opts.health.report(this.opts.cloud.name, cloudErr.message);
       this.opts.fatal(new Error(`${this.opts.cloud.name}: ${cloudErr.message}`));
       return;

@@ -3,7 +3,6 @@
  * `flannel-<subnet>` in our network sends our subnet to this instance.
  */
 import type { BackendContext, BackendFactory } from '../types.js';
-import { goField } from '../../config/go-json.js';
 import { intOption } from '../option-readers.js';
 import { endpointOption } from '../cloud/endpoints.js';
 import { CloudCounters } from '../cloud/counters.js';
@@ -18,7 +17,7 @@ export interface GceOptions {
 
 export function parseGceOptions(cfg: Record<string, unknown>): GceOptions {
   return {
-    computeEndpoint: goField(cfg, 'ComputeEndpoint') || process.env.FLANNEL_GCE_COMPUTE_ENDPOINT ? endpointOption('gce', cfg, 'ComputeEndpoint', 'FLANNEL_GCE_COMPUTE_ENDPOINT', '') : undefined,
+    computeEndpoint: endpointOption('gce', cfg, 'ComputeEndpoint', 'FLANNEL_GCE_COMPUTE_ENDPOINT'),
     // GCE_METADATA_HOST is the variable Google's own libraries read (host[:port], no scheme).
     metadataEndpoint: endpointOption('gce', cfg, 'MetadataEndpoint', 'GCE_METADATA_HOST', 'http://169.254.169.254'),
     routeLimit: intOption('gce', cfg, 'RouteLimit', 100, 1, 100_000),

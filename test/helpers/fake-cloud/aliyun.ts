@@ -7,7 +7,7 @@
  * are Pending for a while before Available; one metadata service per instance.
  */
 import { createHmac } from 'node:crypto';
-import { FakeHttpServer, FaultPlan, type FakeReply, type FakeRequest } from './http-server.js';
+import { FakeHttpServer, FakeMetadataServer, FaultPlan, type FakeReply, type FakeRequest } from './http-server.js';
 
 export const FAKE_ALI_KEY = { id: 'LTAI5tFakeFlannelTest01', secret: 'fakeAliyunSecretForTestsOnly0123' };
 
@@ -43,7 +43,7 @@ export class FakeAliyun {
   private readonly nonces = new Set<string>();
   private nextEntry = 1;
   private readonly api = new FakeHttpServer((r) => this.serve(r));
-  readonly metadata = new Map<string, FakeHttpServer>();
+  readonly metadata = new Map<string, FakeAliMetadata>();
 
   async start(): Promise<void> {
     await this.api.listen();
@@ -65,9 +65,9 @@ export class FakeAliyun {
     for (const m of this.metadata.values()) await m.close();
   }
 
-  async addInstance(instanceId: string, privateIp: string): Promise<FakeHttpServer> {
+  async addInstance(instanceId: string, privateIp: string): Promise<FakeAliMetadata> {
     this.instances.set(instanceId, { instanceId, privateIp });
-    const md = new FakeHttpServer((r) => this.serveMetadata(instanceId, r));
+    const md = new FakeAliMetadata(this.region, this.vpcId, { instanceId, privateIp });
     await md.listen();
     this.metadata.set(instanceId, md);
     return md;
@@ -95,17 +95,6 @@ export class FakeAliyun {
       if (e.status === 'Pending') e.status = 'Available';
       else if (e.status === 'Deleting') this.entries.splice(i, 1);
     }
-  }
-
-  private serveMetadata(instanceId: string, req: FakeRequest): FakeReply {
-    const values: Record<string, string> = {
-      '/latest/meta-data/region-id': this.region,
-      '/latest/meta-data/instance-id': instanceId,
-      '/latest/meta-data/vpc-id': this.vpcId,
-      '/latest/meta-data/private-ipv4': this.instances.get(instanceId)!.privateIp,
-    };
-    const v = values[req.url.pathname];
-    return v === undefined ? { status: 404, body: '' } : { status: 200, body: v };
   }
 
   private serve(req: FakeRequest): FakeReply {
@@ -195,6 +184,28 @@ export class FakeAliyun {
     e.status = 'Deleting';
     e.settlesAt = Date.now() + this.settleMs;
     return ok({});
+  }
+}
+
+/** One instance's metadata service (100.100.100.200 in the cloud). */
+export class FakeAliMetadata extends FakeMetadataServer {
+  constructor(
+    private readonly region: string,
+    private readonly vpcId: string,
+    private readonly instance: FakeEcs,
+  ) {
+    super();
+  }
+
+  protected answer(req: FakeRequest): FakeReply {
+    const values: Record<string, string> = {
+      '/latest/meta-data/region-id': this.region,
+      '/latest/meta-data/instance-id': this.instance.instanceId,
+      '/latest/meta-data/vpc-id': this.vpcId,
+      '/latest/meta-data/private-ipv4': this.instance.privateIp,
+    };
+    const v = values[req.url.pathname];
+    return v === undefined ? { status: 404, body: '' } : { status: 200, body: v };
   }
 }
 
