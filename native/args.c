@@ -58,22 +58,26 @@ void throw_sys(napi_env env, int e, const char *syscall, const char *hint, const
   napi_throw(env, err);
 }
 
-void throw_type(napi_env env, const char *fmt, ...) {
+typedef napi_status (*error_thrower)(napi_env, const char *code, const char *msg);
+
+static void throw_formatted(napi_env env, error_thrower thrower, const char *code, const char *fmt, va_list ap) {
   char msg[256];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  thrower(env, code, msg);
+}
+
+void throw_type(napi_env env, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  throw_formatted(env, napi_throw_type_error, "ERR_INVALID_ARG_TYPE", fmt, ap);
   va_end(ap);
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
 }
 
 void throw_range(napi_env env, const char *fmt, ...) {
-  char msg[256];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  throw_formatted(env, napi_throw_range_error, "ERR_OUT_OF_RANGE", fmt, ap);
   va_end(ap);
-  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
 }
 
 /* A failing napi_* call normally leaves an exception pending; make sure
