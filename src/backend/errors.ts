@@ -7,6 +7,13 @@ export class BackendOptionError extends Error {
     super(`invalid ${backend} backend config: ${option} must be ${want}, got ${JSON.stringify(got)}`);
     this.name = 'BackendOptionError';
   }
+
+  /** An option error in words of its own: for a value that must not be echoed (a PSK) or a check made elsewhere (by charon). */
+  static saying(backend: string, option: string, what: string): BackendOptionError {
+    const err = new BackendOptionError(backend, option, '', undefined);
+    err.message = `invalid ${backend} backend config: ${option} ${what}`;
+    return err;
+  }
 }
 
 /** The host lacks what the backend needs (a kernel module, a program). */

@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import type { Lease, LeaseEvent } from '../subnet/types.js';
 import { IpRoute } from '../net/iproute.js';
 import { KernelStateApplier, type FdbSpec, type KernelScope, type KernelState, type NeighSpec, type RouteSpec } from '../net/kernel-state.js';
+import type { XfrmPolicySpec } from '../net/xfrm-policy.js';
 import { RouteNetwork } from './route-network.js';
 
 /** The kernel state one remote lease needs. */
@@ -15,6 +16,7 @@ export interface PeerState {
   routes: RouteSpec[];
   neighs?: NeighSpec[];
   fdb?: FdbSpec[];
+  policies?: XfrmPolicySpec[];
 }
 
 export interface KernelRoutingOptions {
@@ -109,8 +111,10 @@ export class KernelRouting {
 }
 
 function merge(peers: Iterable<PeerState>): KernelState {
-  const s: KernelState = { routes: [], neighs: [], fdb: [] };
+  const policies: XfrmPolicySpec[] = [];
+  const s: KernelState = { routes: [], neighs: [], fdb: [], policies };
   for (const p of peers) {
+    if (p.policies) policies.push(...p.policies);
     s.routes.push(...p.routes);
     if (p.neighs) s.neighs.push(...p.neighs);
     if (p.fdb) s.fdb.push(...p.fdb);

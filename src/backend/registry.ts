@@ -20,6 +20,7 @@ const loaders = new Map<string, () => Promise<BackendFactory>>([
   ['aws-vpc', async () => (await import('./aws-vpc/index.js')).createAwsVpcBackend],
   ['gce', async () => (await import('./gce/index.js')).createGceBackend],
   ['ali-vpc', async () => (await import('./ali-vpc/index.js')).createAliVpcBackend],
+  ['ipsec', async () => (await import('./ipsec/index.js')).createIpsecBackend],
 ]);
 
 export function backendTypes(): string[] {

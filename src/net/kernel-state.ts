@@ -17,6 +17,7 @@
 import type { Logger } from '../log.js';
 import { ip4NetContains, parseIP4Net, type IP4Net } from './ipaddr.js';
 import type { BatchRunner, IpRunner } from './iproute.js';
+import { parseXfrmPolicies, policyDeleteLine, policyKey, policyUpdateLine, type XfrmPolicySpec } from './xfrm-policy.js';
 
 export interface RouteSpec {
   /** Destination, "10.5.3.0/24". */
@@ -46,6 +47,8 @@ export interface KernelState {
   routes: RouteSpec[];
   neighs: NeighSpec[];
   fdb: FdbSpec[];
+  /** IPsec policies (ipsec backend); only read and written when the scope names a reqid. */
+  policies?: XfrmPolicySpec[];
 }
 
 export interface KernelScope {
@@ -55,6 +58,11 @@ export interface KernelScope {
   routeDevs: string[];
   /** Devices whose permanent IPv4 neighbour entries and unicast FDB entries are all ours. */
   ownedDevs: string[];
+  /**
+   * ESP tunnel policies owned: those with this template reqid whose selector
+   * subnets both lie strictly inside the network (flannel's ipsec policies).
+   */
+  xfrmReqid?: number;
 }
 
 export interface ApplyResult {
@@ -109,7 +117,9 @@ export class KernelStateApplier {
    */
   async apply(want: KernelState, opts: { reread?: boolean } = {}): Promise<ApplyResult> {
     const known = opts.reread === false ? this.known : null;
-    const [routes, neighs, fdb] = known ? [known.routes, known.neighs, known.fdb] : await Promise.all([this.readRoutes(), this.readNeighs(), this.readFdb()]);
+    const [routes, neighs, fdb, policies] = known
+      ? [known.routes, known.neighs, known.fdb, known.policies ?? []]
+      : await Promise.all([this.readRoutes(), this.readNeighs(), this.readFdb(), this.readPolicies()]);
     const ipLines: string[] = [];
     const bridgeLines: string[] = [];
 
@@ -133,10 +143,26 @@ export class KernelStateApplier {
       ipLines.push(`route replace ${dst}${r.via ? ` via ${r.via}` : ''} dev ${r.dev}${r.onlink ? ' onlink' : ''}`);
     }
 
+    const havePolicy = new Map(policies.map((p) => [policyKey(p), p]));
+    const wantPolicy = new Map((want.policies ?? []).map((p) => [policyKey(p), p]));
+    for (const [k, p] of havePolicy) if (!wantPolicy.has(k)) ipLines.push(policyDeleteLine(p));
+    for (const [k, p] of wantPolicy) {
+      const cur = havePolicy.get(k);
+      if (!cur || policyUpdateLine(cur) !== policyUpdateLine(p)) ipLines.push(policyUpdateLine(p));
+    }
+
     const failures = [...(await this.opts.writeBridge.batch(bridgeLines)).map((f) => ({ ...f, line: `bridge ${f.line}` })), ...(await this.opts.writeIp.batch(ipLines)).map((f) => ({ ...f, line: `ip ${f.line}` }))];
     for (const f of failures) this.opts.log.error('kernel state change failed', { command: f.line, error: f.message });
     // After a failure nobody knows what the kernel holds: the next round reads it again.
-    this.known = failures.length === 0 ? { routes: [...want.routes], neighs: want.neighs.map((n) => ({ ...n, mac: n.mac.toLowerCase() })), fdb: want.fdb.map((f) => ({ ...f, mac: f.mac.toLowerCase() })) } : null;
+    this.known =
+      failures.length === 0
+        ? {
+            routes: [...want.routes],
+            neighs: want.neighs.map((n) => ({ ...n, mac: n.mac.toLowerCase() })),
+            fdb: want.fdb.map((f) => ({ ...f, mac: f.mac.toLowerCase() })),
+            policies: [...(want.policies ?? [])],
+          }
+        : null;
     return { lines: [...bridgeLines.map((l) => `bridge ${l}`), ...ipLines.map((l) => `ip ${l}`)], failures };
   }
 
@@ -157,6 +183,17 @@ export class KernelStateApplier {
       mine.push({ dst: r.dst.includes('/') ? r.dst : `${r.dst}/32`, via: r.gateway, dev: r.dev, onlink: r.flags?.includes('onlink') ?? false });
     }
     return mine;
+  }
+
+  private async readPolicies(): Promise<XfrmPolicySpec[]> {
+    const { network, xfrmReqid } = this.opts.scope;
+    if (xfrmReqid === undefined) return [];
+    const inside = (net: string) => {
+      const n = parseIP4Net(net);
+      return n.prefixLen > network.prefixLen && ip4NetContains(network, n.ip);
+    };
+    const text = await this.opts.readIp.run(['xfrm', 'policy', 'show']);
+    return parseXfrmPolicies(text).filter((p) => p.reqid === xfrmReqid && inside(p.src) && inside(p.dst));
   }
 
   private async readNeighs(): Promise<NeighSpec[]> {
