@@ -14,6 +14,15 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+# ipsec backend: charon (strongSwan's IKE daemon), swanctl for troubleshooting,
+# the openssl/gcm plugins for flannel's default ESP proposal, and libipsec
+# (userspace ESP, in the extra plugins) for kernels without ESP.
+charon_dir=/usr/lib/ipsec
+[ -x "$charon_dir/charon" ] || need+=(strongswan-charon)
+command -v swanctl >/dev/null 2>&1 || need+=(strongswan-swanctl)
+[ -e "$charon_dir/plugins/libstrongswan-openssl.so" ] || need+=(libstrongswan-standard-plugins)
+[ -e "$charon_dir/plugins/libstrongswan-kernel-libipsec.so" ] || need+=(libcharon-extra-plugins)
 if [ ${#need[@]} -eq 0 ]; then
   echo "install-system-deps: everything present"
   exit 0
@@ -30,4 +39,6 @@ echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/
 apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
 # Debian starts etcd as a service on install; tests start their own on other ports.
 systemctl disable --now etcd >/dev/null 2>&1 || true
+# Our charon is flanneld's child; a system-wide IKE daemon would hold UDP 500/4500.
+systemctl disable --now strongswan strongswan-starter >/dev/null 2>&1 || true
 echo "install-system-deps: done"

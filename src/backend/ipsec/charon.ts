@@ -24,6 +24,7 @@ import type { HealthReporter } from '../../metrics/health.js';
 import { ViciClient } from '../../vici/client.js';
 import { BackendUnavailableError } from '../errors.js';
 import type { EspMode } from './options.js';
+import { CharonLog } from './charon-log.js';
 
 /** flannel's search list: PATH, then where distributions put charon. */
 export const CHARON_PATHS = ['charon', '/usr/lib/strongswan/charon', '/usr/lib/ipsec/charon', '/usr/libexec/strongswan/charon', '/usr/libexec/ipsec/charon'];
@@ -36,14 +37,14 @@ async function executable(path: string): Promise<boolean> {
 }
 
 /** The charon to run: `explicit` if given (must exist), else the first of flannel's paths that exists. */
-export async function findCharon(explicit: string | null, envPath = process.env.PATH ?? ''): Promise<string> {
+export async function findCharon(explicit: string | null, envPath = process.env.PATH ?? '', candidates = CHARON_PATHS): Promise<string> {
   if (explicit) {
     if (await executable(explicit)) return explicit;
     throw new BackendUnavailableError(`ipsec backend: charon not found at ${explicit} (FLANNEL_IPSEC_CHARON); install strongswan-charon`);
   }
-  for (const p of CHARON_PATHS) {
-    const candidates = p.includes('/') ? [p] : envPath.split(delimiter).filter(Boolean).map((d) => join(d, p));
-    for (const c of candidates) if (await executable(c)) return c;
+  for (const p of candidates) {
+    const paths = p.includes('/') ? [p] : envPath.split(delimiter).filter(Boolean).map((d) => join(d, p));
+    for (const c of paths) if (await executable(c)) return c;
   }
   throw new BackendUnavailableError(`ipsec backend: charon (strongSwan's IKE daemon) not found at ${CHARON_PATHS.join(', ')}: install strongswan-charon and strongswan-swanctl (Debian), or set FLANNEL_IPSEC_CHARON`);
 }
@@ -102,25 +103,18 @@ export interface CharonDaemonOptions {
   maxRestartDelayMs?: number;
 }
 
-const SA_INSTALL_FAILED = /unable to install (?:inbound and outbound )?IPsec SA/;
-const NETLINK_ERROR = /received netlink error: (.+)$/;
-/** `NN[TAG] <name|N> text` (ike_name = yes) or `NN[TAG] text`. */
-const CHARON_LINE = /^(\d+)\[(\w+)\] (?:<([^|>]*)\|\d+> )?(.*)$/;
-
 export class CharonDaemon {
   private child: ChildProcess | null = null;
   private stopping = false;
   private restartTimer: NodeJS.Timeout | null = null;
   private delay: number;
   private startedAt = 0;
-  /** The last netlink error each charon thread logged: the reason for the failure it logs next. */
-  private readonly netlinkErrors = new Map<string, string>();
-  private readonly charonLog: Logger;
+  private readonly charonLog: CharonLog;
   restarts = 0;
 
   constructor(private readonly opts: CharonDaemonOptions) {
     this.delay = opts.restartDelayMs ?? 1000;
-    this.charonLog = opts.log.child('charon');
+    this.charonLog = new CharonLog(opts.log.child('charon'), (conn, reason) => opts.events.onSaInstallFailed(conn, reason));
   }
 
   get socketPath(): string {
@@ -182,7 +176,7 @@ export class CharonDaemon {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
-    for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (l) => this.charonLine(l));
+    for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (l) => this.charonLog.line(l));
     return new Promise((resolve) => {
       child.on('error', (err) => {
         this.opts.log.error('cannot start charon', { error: err.message });
@@ -219,21 +213,6 @@ export class CharonDaemon {
     this.restarts++;
     // A failed reload is the caller's to report and retry; charon itself is fine.
     await this.opts.events.onStarted().catch((err: Error) => this.opts.log.error('reloading charon after its restart failed', { error: err.message }));
-  }
-
-  private charonLine(line: string): void {
-    const m = CHARON_LINE.exec(line);
-    const text = m ? m[4]! : line;
-    const level = /\b(unable|failed|failure|error|refused|invalid|discarded)\b/i.test(text) ? 'warn' : 'info';
-    this.charonLog[level](line.trim());
-    if (!m) return;
-    const thread = m[1]!;
-    const nl = NETLINK_ERROR.exec(text);
-    if (nl) this.netlinkErrors.set(thread, nl[1]!);
-    else if (SA_INSTALL_FAILED.test(text)) {
-      this.opts.events.onSaInstallFailed(m[3] || null, this.netlinkErrors.get(thread) ?? null);
-      this.netlinkErrors.delete(thread);
-    }
   }
 
   private async waitForSocket(): Promise<void> {
