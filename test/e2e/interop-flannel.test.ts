@@ -68,3 +68,56 @@ for (const [backend, mtu] of [['vxlan', '1450'], ['udp', '1472']] as const) desc
     }
   });
 });
+
+/**
+ * ipsec: flannel's flanneld starts its own charon with fixed /var/run paths,
+ * so it runs in a mount namespace with a tmpfs of its own on /run. This
+ * machine's kernel has no ESP on either side, so the check is IKE: both
+ * sides load each other's connection, the IKE SA is established between
+ * them, and both install flannel's three policies for the other.
+ */
+describe("ipsec next to flannel's own flanneld v0.19.2 (IKE; no ESP in this kernel)", { skip, timeout: 180_000 }, () => {
+  let set: HostSet;
+  let etcd: TestEtcd;
+  let dir: string;
+  const daemons: DaemonProcess[] = [];
+  const subnets: string[] = [];
+  const psk = 'interop-psk-'.padEnd(120, 'x');
+
+  before(async () => {
+    set = await createHosts(2, { prefix: 'ftsixs', topology: 'bridge' });
+    dir = await mkdtemp(join(tmpdir(), 'fts-ix-'));
+    await run('ip', ['-n', set.switchNs!, 'addr', 'add', '192.0.2.254/24', 'dev', 'br0'], { check: true });
+    etcd = await startEtcd({ netns: set.switchNs!, host: '192.0.2.254', tls: true });
+    const tls = [`--etcd-cafile=${etcd.caFile}`, `--etcd-certfile=${etcd.certFile}`, `--etcd-keyfile=${etcd.keyFile}`];
+    const put = await run('ip', ['netns', 'exec', set.switchNs!, process.execPath, FLANNELCTL, `--etcd-endpoints=${etcd.endpoint}`, ...tls, 'put', `${P}/config`, JSON.stringify({ Network: '10.5.0.0/16', Backend: { Type: 'ipsec', PSK: psk } })]);
+    assert.equal(put.code, 0, put.stderr);
+    const args = (i: number) => [`--etcd-endpoints=${etcd.endpoint}`, ...tls, `--iface=${set.hosts[i]!.iface}`, `--subnet-file=${join(dir, `h${i}.env`)}`];
+    daemons.push(startDaemon(args(0), { name: 'flannel-ts', prefix: ['ip', 'netns', 'exec', set.hosts[0]!.ns], env: { FLANNEL_IPSEC_ESP: 'kernel', FLANNEL_IPSEC_RUN_DIR: join(dir, 'ipsec') } }));
+    const privateRun = ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount -t tmpfs flannel-run /run && exec "$0" "$@"'];
+    daemons.push(startDaemon([...args(1), '--v=1'], { name: 'flannel', prefix: ['ip', 'netns', 'exec', set.hosts[1]!.ns, ...privateRun], program: [REF] }));
+    await daemons[0]!.waitForLine(/\[flanneld\] running$/, 30_000);
+    await waitFor(() => existsSync(join(dir, 'h1.env')), 60_000, "flannel's subnet.env");
+    for (const i of [0, 1]) subnets[i] = parseEnv(await readFile(join(dir, `h${i}.env`), 'utf8')).FLANNEL_SUBNET!.replace(/\.1\//, '.0/');
+  });
+
+  after(async () => {
+    await Promise.all(daemons.map((d) => d.stop('SIGKILL')));
+    await etcd?.cleanup();
+    await set?.destroy();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('the IKE SA is established between them and both install the three policies', async () => {
+    const [h0, h1] = [set.hosts[0]!, set.hosts[1]!];
+    const sas = () => h0.exec(['swanctl', '--list-sas', '--uri', `unix://${join(dir, 'ipsec', 'charon.vici')}`], { timeoutMs: 10_000 });
+    await waitFor(async () => /ESTABLISHED, IKEv2/.test((await sas()).stdout), 60_000, 'IKE SA between flannel-ts and flannel', 500);
+    assert.ok((await sas()).stdout.includes(`remote '${h1.ip}' @ ${h1.ip}[`), 'the SA is with the flannel host');
+    const dirs = (text: string) => (text.match(/^\s+dir (?:in|out|fwd) /gm) ?? []).length;
+    for (const [h, mine, theirs, peer] of [[h0, subnets[0], subnets[1], h1.ip], [h1, subnets[1], subnets[0], h0.ip]] as const) {
+      await waitFor(async () => dirs((await h.exec(['ip', 'xfrm', 'policy', 'show'])).stdout) === 3, 30_000, `policies on ${h.ns}`);
+      const text = (await h.exec(['ip', 'xfrm', 'policy', 'show'])).stdout;
+      assert.ok(text.includes(`src ${mine} dst ${theirs} \n\tdir out priority 0 ptype main \n\ttmpl src ${h.ip} dst ${peer}\n\t\tproto esp reqid 11 mode tunnel`), text);
+    }
+  });
+});
