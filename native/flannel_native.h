@@ -8,6 +8,8 @@
  *   udp.c       batched UDP: recvmmsg()/sendmmsg() (one JS->C crossing moves
  *               up to 1024 datagrams), UDP GSO sends (UDP_SEGMENT)
  *   checksum.c  RFC 1071 sums over slots, for receive-side TCP coalescing
+ *   crypto.c    WireGuard transport seal/open over slots (ChaCha20-Poly1305
+ *               via the OpenSSL node runs on), for the speed measured there
  *   module.c    registration and per-thread scratch memory
  *
  * Offloads: with IFF_VNET_HDR + TUNSETOFFLOAD the kernel hands over TCP
@@ -116,5 +118,9 @@ napi_value udp_local_port(napi_env env, napi_callback_info info);
 
 /* ---- checksum.c ---- */
 napi_value sum_slots(napi_env env, napi_callback_info info);
+
+/* ---- crypto.c ---- */
+napi_value wg_seal(napi_env env, napi_callback_info info);
+napi_value wg_open(napi_env env, napi_callback_info info);
 
 #endif

@@ -29,6 +29,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"udpLocalPort", NULL, udp_local_port, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sumSlots", NULL, sum_slots, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wgSeal", NULL, wg_seal, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wgOpen", NULL, wg_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tryLockExclusive", NULL, try_lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {

@@ -91,6 +91,23 @@ export interface NativeAddon {
    */
   sumSlots(buf: Buffer, slotSize: number, lens: Uint32Array, count: number, start: number, sums: Uint16Array): void;
   /**
+   * WireGuard transport seal, in place: slot i's inner packet (lens[i]
+   * bytes) becomes [4,0,0,0 | receivers[i] LE | counters[i] LE |
+   * ChaCha20-Poly1305 under keys[32*keyIdx[i]..] of the packet zero-padded
+   * to 16 | tag]; lens[i] = its length, 0 when it does not fit the slot or
+   * keyIdx[i] is out of range. Returns how many were sealed. No syscall.
+   */
+  wgSeal(buf: Buffer, slotSize: number, lens: Uint32Array, count: number, keys: Uint8Array, keyIdx: Uint32Array, receivers: Uint32Array, counters: BigUint64Array): number;
+  /**
+   * WireGuard transport open, in place: slot i's message (lens[i] bytes) is
+   * authenticated and decrypted under keys[32*keyIdx[i]..] with the counter
+   * of its header, the plaintext moved to the slot's start and lens[i] set
+   * to its length (padding included; 0 for a keepalive). Failure (bad tag,
+   * too short, keyIdx out of range): lens[i] = 0xffffffff. Returns how many
+   * opened. No syscall.
+   */
+  wgOpen(buf: Buffer, slotSize: number, lens: Uint32Array, count: number, keys: Uint8Array, keyIdx: Uint32Array): number;
+  /**
    * flock(fd, LOCK_EX | LOCK_NB): true when this open file description now
    * holds the exclusive lock, false when another one holds it. close() (or
    * the holder's death) releases it.
