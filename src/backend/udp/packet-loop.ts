@@ -22,6 +22,8 @@ import { RouteTableReader } from './routes.js';
 import { accountDelivered, accountSent, acceptFromUdp, forwardFromTun, IcmpLimiter, ICMP_SLOT } from './pipeline.js';
 import { PLAIN, type Encapsulation } from './encapsulation.js';
 import { CONTROL_STOP, type WorkerConfig } from './workers.js';
+import { WireGuardTransport } from '../../wireguard/transport.js';
+import { wgCounterRegion, WG_REGION_RX, WG_REGION_TX } from '../../wireguard/counters.js';
 
 /** Segment slots per send with offloads: room for the largest super-packet (MAX_SEGMENTS). */
 const SEGMENT_BATCH = MAX_SEGMENTS;
@@ -94,7 +96,17 @@ function run(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
     writeCapacity: rxBatchSize(cfg),
   });
   const udp = new UdpSocket(addon, cfg.udpFd, cfg.pollMs);
-  (cfg.role === 'tx' ? runTx : runRx)(tun, udp, PLAIN, cfg, control);
+  (cfg.role === 'tx' ? runTx : runRx)(tun, udp, encapsulation(addon, cfg), cfg, control);
+}
+
+/** PLAIN for flannel's udp backend; WireGuard's seal/open for the wireguard backend's userspace path. */
+function encapsulation(addon: NativeAddon, cfg: WorkerConfig): Encapsulation {
+  const wg = cfg.wireguard;
+  if (!wg) return PLAIN;
+  const stats = wgCounterRegion(wg.counters, cfg.role === 'tx' ? WG_REGION_TX : WG_REGION_RX);
+  // Handshakes are rare and the main thread's: a copy each, posted (the per-second budget bounds a flood).
+  const handshake = (msg: Buffer, addr: number, port: number) => parentPort?.postMessage({ type: 'handshake', data: msg, addr, port });
+  return new WireGuardTransport(addon, wg, stats, handshake);
 }
 
 const cfg = workerData as WorkerConfig;

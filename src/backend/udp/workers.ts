@@ -5,6 +5,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../log.js';
+import type { WireGuardWorkerConfig } from '../../wireguard/transport.js';
 
 export const CONTROL_STOP = 0;
 
@@ -33,6 +34,8 @@ export interface WorkerConfig {
    * TUN write (tun/gro.ts); false keeps one TUN write per datagram.
    */
   rxCoalesce: boolean;
+  /** Seal and open with WireGuard (the wireguard backend's userspace path) instead of sending bare packets. */
+  wireguard?: WireGuardWorkerConfig;
 }
 
 export type WorkerOptions = Omit<WorkerConfig, 'role' | 'control'>;
@@ -48,13 +51,16 @@ export class PacketWorkers {
     private readonly log: Logger,
     /** Called when a worker dies on an fd-level error (the dataplane is then down in that direction). */
     private readonly onFatal: (role: string, err: Error) => void = () => {},
+    /** A handshake datagram the rx worker received (WireGuard only). */
+    private readonly onHandshake: (msg: Buffer, addr: number, port: number) => void = () => {},
   ) {}
 
   start(): void {
     for (const role of ['tx', 'rx'] as const) {
       const cfg: WorkerConfig = { ...this.opts, role, control: this.control };
       const w = new Worker(new URL('./packet-loop.js', import.meta.url), { workerData: cfg, name: `flannel-udp-${role}` });
-      w.on('message', (m: { type: string; role: string; message: string; code?: string }) => {
+      w.on('message', (m: { type: string; role: string; message: string; code?: string; data?: Uint8Array; addr?: number; port?: number }) => {
+        if (m.type === 'handshake') return this.onHandshake(Buffer.from(m.data!), m.addr!, m.port!);
         if (m.type !== 'fatal') return;
         const err = Object.assign(new Error(m.message), { code: m.code });
         this.log.error('packet worker failed', { role: m.role, error: m.message, code: m.code });

@@ -1,0 +1,349 @@
+/**
+ * The main-thread half of our userspace WireGuard: the peers, their
+ * handshakes and timers (whitepaper section 6), and what the packet workers
+ * need published in the shared PeerTable. The workers hand every handshake
+ * datagram here and move transport packets themselves; this side sends
+ * handshake messages, cookie replies and keepalives on the same UDP socket.
+ *
+ * Keypairs per peer, as wireguard-go keeps them: `current` (sending),
+ * `previous` (still received during a rekey) and `next` (a responder's new
+ * keypair, used for sending once the initiator has sent with it).
+ */
+import type { Logger } from '../log.js';
+import type { NativeAddon } from '../native/addon.js';
+import { PacketBatch } from '../tun/packet-batch.js';
+import { CookieChecker, CookieGenerator } from './cookie.js';
+import { consumeInitiation, consumeResponse, createInitiation, createResponse, timestampNewer, type Identity, type InitiatorState } from './noise.js';
+import { publicKeyOf } from './primitives.js';
+import { INITIATION_MIN_INTERVAL, KEEPALIVE_TIMEOUT, MessageType, REJECT_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT, Resp, Cookie } from './messages.js';
+import { KeypairFlag, NO_KEYPAIR, PeerTable } from './peer-table.js';
+import { WgCounter } from './counters.js';
+import { randomBytes } from 'node:crypto';
+
+export interface PeerConfig {
+  publicKey: Buffer;
+  addr: number;
+  port: number;
+  psk: Buffer | null;
+  /** Persistent keepalive interval in ms; 0 = off. */
+  keepaliveMs: number;
+  /** Allowed IPs, for `wg show` (routing itself is the route table's). */
+  allowedIPs: string[];
+}
+
+interface Pending {
+  state: InitiatorState;
+  slot: number;
+  sentMs: number;
+  firstMs: number;
+}
+
+interface Peer {
+  slot: number;
+  cfg: PeerConfig;
+  cookies: CookieGenerator;
+  pending: Pending | null;
+  lastTimestamp: Buffer | null;
+  lastInitiationMs: number;
+  lastHandshakeMs: number;
+  rxBytes: number;
+  txBytes: number;
+}
+
+export interface DeviceOptions {
+  privateKey: Buffer;
+  table: PeerTable;
+  /** The main thread's counter region. */
+  stats: Float64Array;
+  addon: NativeAddon;
+  udpFd: number;
+  log: Logger;
+  listenPort: number;
+  now?: () => number;
+}
+
+/** More handshake messages than this in one second: answer with cookies instead of DH work. */
+export const UNDER_LOAD_PER_SECOND = 100;
+/** A freed keypair slot waits this long before reuse, so no worker still holds it. */
+const QUARANTINE_MS = 5000;
+
+export class WireGuardDevice {
+  readonly id: Identity;
+  private readonly checker: CookieChecker;
+  private readonly peers = new Map<string, Peer>();
+  private readonly byPendingIndex = new Map<number, Peer>();
+  private readonly freePeerSlots: number[] = [];
+  private readonly freeKeypairs: number[] = [];
+  private readonly quarantine: { slot: number; since: number }[] = [];
+  private readonly scratch = new PacketBatch(1, 256);
+  private loadSecond = 0;
+  private loadCount = 0;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: DeviceOptions) {
+    this.id = { staticPrivate: opts.privateKey, staticPublic: publicKeyOf(opts.privateKey) };
+    this.checker = new CookieChecker(this.id.staticPublic);
+    this.now = opts.now ?? Date.now;
+    for (let s = opts.table.peerCapacity - 1; s >= 0; s--) this.freePeerSlots.push(s);
+    for (let k = opts.table.keypairCapacity - 1; k >= 0; k--) this.freeKeypairs.push(k);
+  }
+
+  get publicKey(): Buffer {
+    return this.id.staticPublic;
+  }
+
+  /** Make the peer set exactly `configs` (by public key); a changed endpoint or PSK is updated in place. */
+  setPeers(configs: PeerConfig[]): void {
+    const want = new Map(configs.map((c) => [c.publicKey.toString('hex'), c]));
+    for (const [hex, peer] of this.peers) if (!want.has(hex)) this.removePeer(hex, peer);
+    for (const [hex, cfg] of want) {
+      const peer = this.peers.get(hex);
+      if (peer) {
+        peer.cfg = cfg;
+        this.opts.table.setPeer(peer.slot, cfg.addr, cfg.port, true);
+        continue;
+      }
+      const slot = this.freePeerSlots.pop();
+      if (slot === undefined) {
+        this.opts.log.error('too many WireGuard peers; ignoring one', { capacity: this.opts.table.peerCapacity });
+        continue;
+      }
+      this.opts.table.setPeer(slot, cfg.addr, cfg.port, false);
+      this.opts.table.setPeer(slot, cfg.addr, cfg.port, true);
+      this.peers.set(hex, { slot, cfg, cookies: new CookieGenerator(cfg.publicKey), pending: null, lastTimestamp: null, lastInitiationMs: 0, lastHandshakeMs: 0, rxBytes: 0, txBytes: 0 });
+    }
+    this.opts.table.bump();
+  }
+
+  private removePeer(hex: string, peer: Peer): void {
+    const t = this.opts.table;
+    const keypairs = [t.current(peer.slot), t.previous(peer.slot), t.next(peer.slot), peer.pending?.slot ?? NO_KEYPAIR];
+    t.setPeer(peer.slot, 0, 0, false);
+    for (const k of keypairs) this.freeKeypair(k);
+    if (peer.pending) this.byPendingIndex.delete(peer.pending.state.localIndex);
+    this.peers.delete(hex);
+    this.freePeerSlots.push(peer.slot);
+  }
+
+  // ---- keypair slots ----
+  private allocKeypair(): number | null {
+    const now = this.now();
+    while (this.quarantine.length > 0 && now - this.quarantine[0]!.since >= QUARANTINE_MS) this.freeKeypairs.push(this.quarantine.shift()!.slot);
+    return this.freeKeypairs.pop() ?? null;
+  }
+
+  private freeKeypair(k: number): void {
+    if (k === NO_KEYPAIR) return;
+    this.opts.table.clearKeypair(k);
+    this.quarantine.push({ slot: k, since: this.now() });
+  }
+
+  private newIndex(slot: number): number {
+    // Low 16 bits: the slot (the rx worker's lookup); high 16 bits random, so indexes are not guessable.
+    return ((randomBytes(2).readUInt16LE(0) << 16) | slot) >>> 0;
+  }
+
+  // ---- sending ----
+  private sendRaw(msg: Buffer, addr: number, port: number): void {
+    const b = this.scratch;
+    msg.copy(b.buf, 0);
+    b.lens[0] = msg.length;
+    b.addrs[0] = addr;
+    b.ports[0] = port;
+    this.opts.addon.udpSend(this.opts.udpFd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false);
+  }
+
+  /** A keepalive (empty transport packet) with the peer's sending keypair, if it has one. */
+  private sendKeepalive(peer: Peer): boolean {
+    const t = this.opts.table;
+    const k = [t.next(peer.slot), t.current(peer.slot)].find((x) => x !== NO_KEYPAIR && t.keypairValid(x) && t.keypairFlags(x) & (KeypairFlag.Initiator | KeypairFlag.Confirmed) && this.now() - t.created[x]! < REJECT_AFTER_TIME);
+    if (k === undefined) return false;
+    const b = this.scratch;
+    b.lens[0] = 0;
+    b.addrs[0] = peer.cfg.addr;
+    b.ports[0] = peer.cfg.port;
+    const keyIdx = Uint32Array.of(k);
+    this.opts.addon.wgSeal(b.buf, b.slotSize, b.lens, 1, t.sendKeys, keyIdx, Uint32Array.of(t.remoteIndex(k)), BigUint64Array.of(BigInt.asUintN(64, t.takeCounters(k, 1))));
+    if (b.lens[0] === 0) return false;
+    this.opts.addon.udpSend(this.opts.udpFd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false);
+    t.stampSent(peer.slot, this.now(), false);
+    this.opts.stats[WgCounter.keepalivesSent]! += 1;
+    return true;
+  }
+
+  /** Send an initiation to the peer (a retry keeps the first attempt's time, for REKEY_ATTEMPT_TIME). */
+  initiate(peer: Peer): void {
+    const now = this.now();
+    const slot = this.allocKeypair();
+    if (slot === null) return;
+    const firstMs = peer.pending?.firstMs ?? now;
+    if (peer.pending) {
+      this.byPendingIndex.delete(peer.pending.state.localIndex);
+      this.freeKeypair(peer.pending.slot);
+    }
+    const { message, state } = createInitiation(this.id, peer.cfg.publicKey, this.newIndex(slot));
+    peer.cookies.addMacs(message, now);
+    peer.pending = { state, slot, sentMs: now, firstMs };
+    this.byPendingIndex.set(state.localIndex, peer);
+    this.sendRaw(message, peer.cfg.addr, peer.cfg.port);
+    this.opts.table.stampSent(peer.slot, now, false);
+    this.opts.stats[WgCounter.initiationsSent]! += 1;
+  }
+
+  // ---- receiving ----
+  private underLoad(): boolean {
+    const second = Math.floor(this.now() / 1000);
+    if (second !== this.loadSecond) {
+      this.loadSecond = second;
+      this.loadCount = 0;
+    }
+    return ++this.loadCount > UNDER_LOAD_PER_SECOND;
+  }
+
+  /** A handshake datagram the rx worker handed over. */
+  handleHandshake(msg: Buffer, addr: number, port: number): void {
+    const s = this.opts.stats;
+    const type = msg[0];
+    if (type === MessageType.CookieReply) return this.cookieReply(msg);
+    if (!this.checker.checkMac1(msg)) {
+      s[WgCounter.dropBadMac]! += 1;
+      return;
+    }
+    if (this.underLoad() && !this.checker.checkMac2(msg, addr, port, this.now())) {
+      this.sendRaw(this.checker.createReply(msg, addr, port, this.now()), addr, port);
+      s[WgCounter.cookieRepliesSent]! += 1;
+      return;
+    }
+    if (type === MessageType.Initiation) this.initiation(msg, addr, port);
+    else this.response(msg);
+  }
+
+  private initiation(msg: Buffer, addr: number, port: number): void {
+    const s = this.opts.stats;
+    s[WgCounter.initiationsReceived]! += 1;
+    const got = consumeInitiation(this.id, msg);
+    const peer = got ? this.peers.get(got.remoteStatic.toString('hex')) : undefined;
+    if (!got || !peer) {
+      s[got ? WgCounter.dropUnknownPeer : WgCounter.handshakesFailed]! += 1;
+      return;
+    }
+    const now = this.now();
+    // A replayed initiation carries an old timestamp; a burst from one peer is cut to 50 per second.
+    if (!timestampNewer(got.timestamp, peer.lastTimestamp) || now - peer.lastInitiationMs < INITIATION_MIN_INTERVAL) {
+      s[WgCounter.handshakesFailed]! += 1;
+      return;
+    }
+    const slot = this.allocKeypair();
+    if (slot === null) return;
+    const { message, keys } = createResponse(got, this.newIndex(slot), peer.cfg.psk);
+    peer.lastTimestamp = got.timestamp;
+    peer.lastInitiationMs = now;
+    const t = this.opts.table;
+    t.writeKeypair(slot, peer.slot, keys.localIndex, keys.remoteIndex, keys.sendKey, keys.recvKey, false, now);
+    // The new keypair waits as `next` until the initiator uses it; an unconfirmed older `next` is dropped.
+    this.freeKeypair(t.next(peer.slot));
+    t.setKeypairs(peer.slot, t.current(peer.slot), t.previous(peer.slot), slot);
+    t.bump();
+    peer.cookies.addMacs(message, now);
+    this.sendRaw(message, addr, port);
+    t.stampSent(peer.slot, now, false);
+    peer.lastHandshakeMs = now;
+    s[WgCounter.responsesSent]! += 1;
+    s[WgCounter.sessionsEstablished]! += 1;
+  }
+
+  private response(msg: Buffer): void {
+    const s = this.opts.stats;
+    s[WgCounter.responsesReceived]! += 1;
+    const peer = this.byPendingIndex.get(msg.readUInt32LE(Resp.receiver));
+    const keys = peer?.pending ? consumeResponse(this.id, peer.pending.state, msg, peer.cfg.psk) : null;
+    if (!peer || !peer.pending || !keys) {
+      s[WgCounter.handshakesFailed]! += 1;
+      return;
+    }
+    const now = this.now();
+    const t = this.opts.table;
+    const slot = peer.pending.slot;
+    this.byPendingIndex.delete(peer.pending.state.localIndex);
+    peer.pending = null;
+    t.writeKeypair(slot, peer.slot, keys.localIndex, keys.remoteIndex, keys.sendKey, keys.recvKey, true, now);
+    this.freeKeypair(t.previous(peer.slot));
+    this.freeKeypair(t.next(peer.slot));
+    t.setKeypairs(peer.slot, slot, t.current(peer.slot), NO_KEYPAIR);
+    t.bump();
+    peer.lastHandshakeMs = now;
+    s[WgCounter.sessionsEstablished]! += 1;
+    // The responder may not send until we have: confirm the keypair at once.
+    this.sendKeepalive(peer);
+    this.opts.log.debug('WireGuard session established', { peer: peer.cfg.publicKey.toString('base64') });
+  }
+
+  private cookieReply(msg: Buffer): void {
+    const peer = this.byPendingIndex.get(msg.readUInt32LE(Cookie.receiver));
+    if (peer && peer.cookies.consumeReply(msg, this.now())) this.opts.stats[WgCounter.cookieRepliesReceived]! += 1;
+    else this.opts.stats[WgCounter.dropBadMac]! += 1;
+  }
+
+  // ---- timers ----
+  /** Run the protocol's timers; called every ~100 ms. */
+  tick(): void {
+    const now = this.now();
+    const t = this.opts.table;
+    let changed = false;
+    for (const peer of this.peers.values()) {
+      const p = peer.slot;
+      // A responder's keypair the initiator has used becomes current.
+      const next = t.next(p);
+      if (next !== NO_KEYPAIR && t.keypairValid(next) && t.keypairFlags(next) & KeypairFlag.Confirmed) {
+        this.freeKeypair(t.previous(p));
+        t.setKeypairs(p, next, t.current(p), NO_KEYPAIR);
+        changed = true;
+      }
+      // Keys older than three rejection periods are erased.
+      for (const k of [t.current(p), t.previous(p), t.next(p)]) {
+        if (k !== NO_KEYPAIR && now - t.created[k]! > 3 * REJECT_AFTER_TIME) {
+          this.freeKeypair(k);
+          t.setKeypairs(p, t.current(p) === k ? NO_KEYPAIR : t.current(p), t.previous(p) === k ? NO_KEYPAIR : t.previous(p), t.next(p) === k ? NO_KEYPAIR : t.next(p));
+          changed = true;
+        }
+      }
+      let want = t.takeHandshakeWish(p);
+      // Sent data and heard nothing back for KEEPALIVE + REKEY_TIMEOUT: the session may be dead.
+      const sentData = t.lastDataSent(p);
+      if (sentData > 0 && sentData > t.lastReceived(p) && now - Math.max(t.lastReceived(p), peer.lastHandshakeMs) > KEEPALIVE_TIMEOUT + REKEY_TIMEOUT) want = true;
+      const cur = t.current(p);
+      if (cur !== NO_KEYPAIR && t.keypairFlags(cur) & KeypairFlag.Initiator && now - t.created[cur]! > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT && t.lastDataReceived(p) > t.created[cur]!) want = true;
+      if (peer.pending) {
+        if (now - peer.pending.firstMs > REKEY_ATTEMPT_TIME) {
+          this.opts.stats[WgCounter.handshakesFailed]! += 1;
+          this.opts.log.warn('WireGuard handshake gave up after 90 s', { peer: peer.cfg.publicKey.toString('base64') });
+          this.byPendingIndex.delete(peer.pending.state.localIndex);
+          this.freeKeypair(peer.pending.slot);
+          peer.pending = null;
+        } else if (now - peer.pending.sentMs > REKEY_TIMEOUT + Math.random() * 333) this.initiate(peer);
+      } else if (want && now - peer.lastHandshakeMs > REKEY_TIMEOUT) this.initiate(peer);
+
+      // Passive keepalive: data came in and we sent nothing back for KEEPALIVE_TIMEOUT.
+      if (t.lastDataReceived(p) > t.lastSent(p) && now - t.lastDataReceived(p) >= KEEPALIVE_TIMEOUT) this.sendKeepalive(peer);
+      else if (peer.cfg.keepaliveMs > 0 && now - t.lastSent(p) >= peer.cfg.keepaliveMs) this.sendKeepalive(peer);
+    }
+    if (changed) t.bump();
+  }
+
+  /** Peers with a keypair usable for sending. */
+  sessionCount(): number {
+    const t = this.opts.table;
+    const now = this.now();
+    let n = 0;
+    for (const peer of this.peers.values()) {
+      const k = t.current(peer.slot);
+      if (k !== NO_KEYPAIR && t.keypairValid(k) && now - t.created[k]! < REJECT_AFTER_TIME) n++;
+    }
+    return n;
+  }
+
+  /** What `wg show` reports per peer. */
+  peerInfo(): { publicKey: Buffer; addr: number; port: number; allowedIPs: string[]; lastHandshakeMs: number; keepaliveMs: number; psk: Buffer | null }[] {
+    return [...this.peers.values()].map((p) => ({ publicKey: p.cfg.publicKey, addr: p.cfg.addr, port: p.cfg.port, allowedIPs: p.cfg.allowedIPs, lastHandshakeMs: p.lastHandshakeMs, keepaliveMs: p.cfg.keepaliveMs, psk: p.cfg.psk }));
+  }
+}

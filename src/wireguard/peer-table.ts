@@ -1,0 +1,230 @@
+/**
+ * The WireGuard state the packet workers need, in shared memory: the main
+ * thread (handshakes, timers) is the only writer of keys and peer
+ * references; the tx worker only adds to send counters and stamps send
+ * times; the rx worker only stamps receive times and marks a responder's
+ * keypair confirmed. Nothing crosses postMessage per packet.
+ *
+ * Keypairs (a finished handshake's keys) live in slots; the low 16 bits of
+ * our receiver index are the slot, so the rx worker finds a keypair with
+ * one array read and checks the whole index against the slot. A keypair is
+ * written completely before a peer refers to it (Atomics.store of the
+ * reference publishes the plain writes before it), and a freed slot is
+ * reused only after a quarantine, so a worker in the middle of a batch
+ * never sees keys change under it.
+ */
+
+export const KEYPAIR_CAPACITY = 4096;
+export const PEER_CAPACITY = 1024;
+export const NO_KEYPAIR = -1;
+
+/** Keypair words (Int32). */
+const K_STATE = 0; // 0 free, 1 valid
+const K_FLAGS = 1; // bit 0 initiator, bit 1 confirmed (the peer used it: a responder may send)
+const K_PEER = 2;
+const K_LOCAL = 3;
+const K_REMOTE = 4;
+const K_GEN = 5;
+const K_WORDS = 8;
+export const KeypairFlag = { Initiator: 1, Confirmed: 2 } as const;
+
+/** Peer words (Int32). */
+const P_ADDR = 0;
+const P_PORT = 1;
+const P_CURRENT = 2;
+const P_PREVIOUS = 3;
+const P_NEXT = 4;
+/** Set by the tx worker: a packet found no usable or a stale keypair; cleared by the main thread. */
+const P_WANT_HANDSHAKE = 5;
+const P_ACTIVE = 6;
+const P_WORDS = 8;
+/** Peer times (Float64, ms since epoch). */
+const T_SENT = 0;
+const T_DATA_SENT = 1;
+const T_RECV = 2;
+const T_DATA_RECV = 3;
+const T_WORDS = 4;
+
+/** Table header (Int32): generation, bumped whenever peers or their keypairs change. */
+const H_GEN = 0;
+const HEADER_WORDS = 4;
+
+export interface PeerTableBuffers {
+  header: SharedArrayBuffer;
+  keypairs: SharedArrayBuffer;
+  created: SharedArrayBuffer;
+  counters: SharedArrayBuffer;
+  sendKeys: SharedArrayBuffer;
+  recvKeys: SharedArrayBuffer;
+  peers: SharedArrayBuffer;
+  times: SharedArrayBuffer;
+}
+
+export function createPeerTableBuffers(keypairs = KEYPAIR_CAPACITY, peers = PEER_CAPACITY): PeerTableBuffers {
+  return {
+    header: new SharedArrayBuffer(HEADER_WORDS * 4),
+    keypairs: new SharedArrayBuffer(keypairs * K_WORDS * 4),
+    created: new SharedArrayBuffer(keypairs * 8),
+    counters: new SharedArrayBuffer(keypairs * 8),
+    sendKeys: new SharedArrayBuffer(keypairs * 32),
+    recvKeys: new SharedArrayBuffer(keypairs * 32),
+    peers: new SharedArrayBuffer(peers * P_WORDS * 4),
+    times: new SharedArrayBuffer(peers * T_WORDS * 8),
+  };
+}
+
+/** Views over the buffers, for either side. */
+export class PeerTable {
+  readonly header: Int32Array;
+  readonly keypairs: Int32Array;
+  readonly created: Float64Array;
+  readonly sendCounters: BigInt64Array;
+  /** Keys as the addon takes them: slot k's key at 32 * k. */
+  readonly sendKeys: Uint8Array;
+  readonly recvKeys: Uint8Array;
+  readonly peers: Int32Array;
+  readonly times: Float64Array;
+  readonly keypairCapacity: number;
+  readonly peerCapacity: number;
+
+  constructor(readonly buffers: PeerTableBuffers) {
+    this.header = new Int32Array(buffers.header);
+    this.keypairs = new Int32Array(buffers.keypairs);
+    this.created = new Float64Array(buffers.created);
+    this.sendCounters = new BigInt64Array(buffers.counters);
+    this.sendKeys = new Uint8Array(buffers.sendKeys);
+    this.recvKeys = new Uint8Array(buffers.recvKeys);
+    this.peers = new Int32Array(buffers.peers);
+    this.times = new Float64Array(buffers.times);
+    this.keypairCapacity = this.keypairs.length / K_WORDS;
+    this.peerCapacity = this.peers.length / P_WORDS;
+  }
+
+  get generation(): number {
+    return Atomics.load(this.header, H_GEN);
+  }
+
+  bump(): void {
+    Atomics.add(this.header, H_GEN, 1);
+  }
+
+  // ---- keypairs ----
+  keypairValid(k: number): boolean {
+    return k >= 0 && k < this.keypairCapacity && Atomics.load(this.keypairs, k * K_WORDS + K_STATE) === 1;
+  }
+  keypairFlags(k: number): number {
+    return Atomics.load(this.keypairs, k * K_WORDS + K_FLAGS);
+  }
+  keypairPeer(k: number): number {
+    return this.keypairs[k * K_WORDS + K_PEER]!;
+  }
+  localIndex(k: number): number {
+    return this.keypairs[k * K_WORDS + K_LOCAL]! >>> 0;
+  }
+  remoteIndex(k: number): number {
+    return this.keypairs[k * K_WORDS + K_REMOTE]! >>> 0;
+  }
+  keypairGeneration(k: number): number {
+    return Atomics.load(this.keypairs, k * K_WORDS + K_GEN);
+  }
+  /** rx worker: the peer sent with this keypair, so its responder side may now send too. */
+  confirm(k: number): void {
+    Atomics.or(this.keypairs, k * K_WORDS + K_FLAGS, KeypairFlag.Confirmed);
+  }
+  /** Main thread: fill a free slot, then mark it valid. */
+  writeKeypair(k: number, peer: number, localIndex: number, remoteIndex: number, sendKey: Uint8Array, recvKey: Uint8Array, initiator: boolean, nowMs: number): void {
+    const w = k * K_WORDS;
+    this.keypairs[w + K_PEER] = peer;
+    this.keypairs[w + K_LOCAL] = localIndex | 0;
+    this.keypairs[w + K_REMOTE] = remoteIndex | 0;
+    this.created[k] = nowMs;
+    Atomics.store(this.sendCounters, k, 0n);
+    this.sendKeys.set(sendKey, k * 32);
+    this.recvKeys.set(recvKey, k * 32);
+    Atomics.store(this.keypairs, w + K_FLAGS, initiator ? KeypairFlag.Initiator : 0);
+    Atomics.add(this.keypairs, w + K_GEN, 1);
+    Atomics.store(this.keypairs, w + K_STATE, 1);
+  }
+  clearKeypair(k: number): void {
+    const w = k * K_WORDS;
+    Atomics.store(this.keypairs, w + K_STATE, 0);
+    Atomics.add(this.keypairs, w + K_GEN, 1);
+    this.sendKeys.fill(0, k * 32, k * 32 + 32);
+    this.recvKeys.fill(0, k * 32, k * 32 + 32);
+  }
+  /** Reserve `n` send counters of keypair k; returns the first. */
+  takeCounters(k: number, n: number): bigint {
+    return Atomics.add(this.sendCounters, k, BigInt(n));
+  }
+  counterOf(k: number): bigint {
+    return Atomics.load(this.sendCounters, k);
+  }
+
+  // ---- peers ----
+  peerActive(p: number): boolean {
+    return Atomics.load(this.peers, p * P_WORDS + P_ACTIVE) === 1;
+  }
+  endpoint(p: number): { addr: number; port: number } {
+    return { addr: Atomics.load(this.peers, p * P_WORDS + P_ADDR) >>> 0, port: Atomics.load(this.peers, p * P_WORDS + P_PORT) };
+  }
+  /** The keypair slots of a peer: current, previous, next (NO_KEYPAIR when none). */
+  current(p: number): number {
+    return Atomics.load(this.peers, p * P_WORDS + P_CURRENT);
+  }
+  previous(p: number): number {
+    return Atomics.load(this.peers, p * P_WORDS + P_PREVIOUS);
+  }
+  next(p: number): number {
+    return Atomics.load(this.peers, p * P_WORDS + P_NEXT);
+  }
+  setPeer(p: number, addr: number, port: number, active: boolean): void {
+    const w = p * P_WORDS;
+    Atomics.store(this.peers, w + P_ADDR, addr | 0);
+    Atomics.store(this.peers, w + P_PORT, port);
+    if (!active) for (const f of [P_CURRENT, P_PREVIOUS, P_NEXT]) Atomics.store(this.peers, w + f, NO_KEYPAIR);
+    Atomics.store(this.peers, w + P_WANT_HANDSHAKE, 0);
+    Atomics.store(this.peers, w + P_ACTIVE, active ? 1 : 0);
+    if (!active) this.times.fill(0, p * T_WORDS, p * T_WORDS + T_WORDS);
+  }
+  setKeypairs(p: number, current: number, previous: number, next: number): void {
+    const w = p * P_WORDS;
+    Atomics.store(this.peers, w + P_CURRENT, current);
+    Atomics.store(this.peers, w + P_PREVIOUS, previous);
+    Atomics.store(this.peers, w + P_NEXT, next);
+  }
+  wantHandshake(p: number): void {
+    Atomics.store(this.peers, p * P_WORDS + P_WANT_HANDSHAKE, 1);
+  }
+  /** Main thread: read and clear the tx worker's request. */
+  takeHandshakeWish(p: number): boolean {
+    return Atomics.exchange(this.peers, p * P_WORDS + P_WANT_HANDSHAKE, 0) === 1;
+  }
+
+  // ---- times (one writer per field) ----
+  stampSent(p: number, nowMs: number, data: boolean): void {
+    this.times[p * T_WORDS + T_SENT] = nowMs;
+    if (data) this.times[p * T_WORDS + T_DATA_SENT] = nowMs;
+  }
+  stampReceived(p: number, nowMs: number, data: boolean): void {
+    this.times[p * T_WORDS + T_RECV] = nowMs;
+    if (data) this.times[p * T_WORDS + T_DATA_RECV] = nowMs;
+  }
+  lastSent(p: number): number {
+    return this.times[p * T_WORDS + T_SENT]!;
+  }
+  lastDataSent(p: number): number {
+    return this.times[p * T_WORDS + T_DATA_SENT]!;
+  }
+  lastReceived(p: number): number {
+    return this.times[p * T_WORDS + T_RECV]!;
+  }
+  lastDataReceived(p: number): number {
+    return this.times[p * T_WORDS + T_DATA_RECV]!;
+  }
+}
+
+/** The slot a receiver index names (its low 16 bits), or -1 when out of range. */
+export function slotOfIndex(index: number, capacity: number): number {
+  const s = index & 0xffff;
+  return s < capacity ? s : -1;
+}

@@ -1,0 +1,251 @@
+/**
+ * WireGuard on the udp backend's packet path: the Encapsulation the packet
+ * workers call between routing and the socket (see
+ * backend/udp/encapsulation.ts). Peer lookup (the route's endpoint names
+ * the peer), keypair choice, counters and replay windows are here; the AEAD
+ * runs in the addon, one call per batch (native/crypto.c). Handshake
+ * messages arriving on the socket are handed to the main thread
+ * (`onHandshake`), which owns the Noise state; a flood of them beyond
+ * HANDSHAKE_BACKLOG per second is dropped here and counted.
+ */
+import type { NativeAddon } from '../native/addon.js';
+import type { Encapsulation } from '../backend/udp/encapsulation.js';
+import type { PacketBatch } from '../tun/packet-batch.js';
+import { MessageType, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, TRANSPORT_OVERHEAD, messageType, INITIATION_LEN, RESPONSE_LEN, COOKIE_REPLY_LEN } from './messages.js';
+import { KeypairFlag, NO_KEYPAIR, PeerTable, slotOfIndex, type PeerTableBuffers } from './peer-table.js';
+import { ReplayWindow } from './replay.js';
+import { WgCounter } from './counters.js';
+
+/** Handshake datagrams per second handed to the main thread; more are dropped before any work. */
+export const HANDSHAKE_BACKLOG = 2000;
+const FAILED = 0xffffffff;
+
+export interface WireGuardWorkerConfig {
+  table: PeerTableBuffers;
+  /** WireGuard counters (counters.ts); each worker writes its own region. */
+  counters: SharedArrayBuffer;
+}
+
+export class WireGuardTransport implements Encapsulation {
+  private readonly t: PeerTable;
+  private gen = -1;
+  /** Endpoint address -> peer slot, rebuilt when the table's generation moves. */
+  private byAddr = new Map<number, number>();
+  private keyIdx: Uint32Array;
+  private receivers: Uint32Array;
+  private nonces: BigUint64Array;
+  private counters: Float64Array;
+  /** Per keypair slot: its replay window and the keypair generation it belongs to (rx only). */
+  private readonly windows: (ReplayWindow | undefined)[] = [];
+  private readonly windowGen: number[] = [];
+  private handshakeBudget = HANDSHAKE_BACKLOG;
+  private budgetSecond = 0;
+
+  constructor(
+    private readonly addon: NativeAddon,
+    cfg: WireGuardWorkerConfig,
+    private readonly stats: Float64Array,
+    private readonly onHandshake: (msg: Buffer, addr: number, port: number) => void = () => {},
+    private readonly now: () => number = Date.now,
+    capacity = 1024,
+  ) {
+    this.t = new PeerTable(cfg.table);
+    this.keyIdx = new Uint32Array(capacity);
+    this.receivers = new Uint32Array(capacity);
+    this.nonces = new BigUint64Array(capacity);
+    this.counters = new Float64Array(capacity);
+  }
+
+  private grow(n: number): void {
+    if (n <= this.keyIdx.length) return;
+    this.keyIdx = new Uint32Array(n);
+    this.receivers = new Uint32Array(n);
+    this.nonces = new BigUint64Array(n);
+    this.counters = new Float64Array(n);
+  }
+
+  private refresh(): void {
+    const g = this.t.generation;
+    if (g === this.gen) return;
+    this.gen = g;
+    const m = new Map<number, number>();
+    for (let p = 0; p < this.t.peerCapacity; p++) if (this.t.peerActive(p)) m.set(this.t.endpoint(p).addr, p);
+    this.byAddr = m;
+  }
+
+  /** The keypair to send with: the newest one we may use (ours as initiator, or confirmed by the peer). */
+  private sendKeypair(p: number, nowMs: number): number {
+    let best = NO_KEYPAIR;
+    for (const k of [this.t.next(p), this.t.current(p)]) {
+      if (k === NO_KEYPAIR || !this.t.keypairValid(k)) continue;
+      const flags = this.t.keypairFlags(k);
+      if (!(flags & (KeypairFlag.Initiator | KeypairFlag.Confirmed))) continue;
+      if (nowMs - this.t.created[k]! >= REJECT_AFTER_TIME || this.t.counterOf(k) >= REJECT_AFTER_MESSAGES) continue;
+      if (best === NO_KEYPAIR || this.t.created[k]! > this.t.created[best]!) best = k;
+    }
+    return best;
+  }
+
+  seal(batch: PacketBatch, n: number): number {
+    if (n === 0) return 0;
+    this.refresh();
+    this.grow(n);
+    const { lens, addrs, buf, slotSize } = batch;
+    const nowMs = this.now();
+    let out = 0;
+    let lastPeer = -1;
+    let lastKey = NO_KEYPAIR;
+    for (let i = 0; i < n; i++) {
+      const p = this.byAddr.get(addrs[i]!);
+      if (p === undefined) {
+        this.stats[WgCounter.dropUnknownPeer]! += 1;
+        continue;
+      }
+      let k = lastKey;
+      if (p !== lastPeer) {
+        k = this.sendKeypair(p, nowMs);
+        lastPeer = p;
+        lastKey = k;
+        if (k !== NO_KEYPAIR) {
+          // Time to rekey: the initiator of the keypair asks for a new handshake, and keeps sending meanwhile.
+          const old = this.t.keypairFlags(k) & KeypairFlag.Initiator && nowMs - this.t.created[k]! >= REKEY_AFTER_TIME;
+          if (old || this.t.counterOf(k) >= REKEY_AFTER_MESSAGES) this.t.wantHandshake(p);
+        }
+      }
+      if (k === NO_KEYPAIR) {
+        this.t.wantHandshake(p);
+        this.stats[WgCounter.dropNoSession]! += 1;
+        continue;
+      }
+      if (out !== i) {
+        buf.copyWithin(out * slotSize, i * slotSize, i * slotSize + lens[i]!);
+        lens[out] = lens[i]!;
+        addrs[out] = addrs[i]!;
+        batch.ports[out] = batch.ports[i]!;
+      }
+      this.keyIdx[out] = k;
+      this.receivers[out] = this.t.remoteIndex(k);
+      this.nonces[out] = BigInt.asUintN(64, this.t.takeCounters(k, 1));
+      this.t.stampSent(p, nowMs, true);
+      out++;
+    }
+    if (out === 0) return 0;
+    this.addon.wgSeal(buf, slotSize, lens, out, this.t.sendKeys, this.keyIdx, this.receivers, this.nonces);
+    // A packet that no longer fits its slot once sealed (lens 0) is dropped.
+    let kept = 0;
+    for (let i = 0; i < out; i++) {
+      if (lens[i] === 0) {
+        this.stats[WgCounter.dropTooBig]! += 1;
+        continue;
+      }
+      if (kept !== i) {
+        buf.copyWithin(kept * slotSize, i * slotSize, i * slotSize + lens[i]!);
+        lens[kept] = lens[i]!;
+        addrs[kept] = addrs[i]!;
+        batch.ports[kept] = batch.ports[i]!;
+      }
+      kept++;
+    }
+    this.stats[WgCounter.sealed]! += kept;
+    return kept;
+  }
+
+  open(batch: PacketBatch, n: number): number {
+    if (n === 0) return 0;
+    this.refresh();
+    this.grow(n);
+    const { lens, addrs, buf, slotSize } = batch;
+    const nowMs = this.now();
+    for (let i = 0; i < n; i++) {
+      this.keyIdx[i] = FAILED;
+      const off = i * slotSize;
+      const len = lens[i]!;
+      const type = len >= 4 && len <= slotSize ? messageType(buf, off) : 0;
+      if (type === MessageType.Transport) {
+        if (len < TRANSPORT_OVERHEAD) {
+          this.stats[WgCounter.dropMalformed]! += 1;
+          continue;
+        }
+        const receiver = buf.readUInt32LE(off + 4);
+        const k = slotOfIndex(receiver, this.t.keypairCapacity);
+        if (k < 0 || !this.t.keypairValid(k) || this.t.localIndex(k) !== receiver) {
+          this.stats[WgCounter.dropStaleSession]! += 1;
+          continue;
+        }
+        if (nowMs - this.t.created[k]! >= REJECT_AFTER_TIME) {
+          this.stats[WgCounter.dropStaleSession]! += 1;
+          continue;
+        }
+        this.keyIdx[i] = k;
+        this.counters[i] = buf.readUInt32LE(off + 12) * 0x100000000 + buf.readUInt32LE(off + 8);
+        continue;
+      }
+      if ((type === MessageType.Initiation && len === INITIATION_LEN) || (type === MessageType.Response && len === RESPONSE_LEN) || (type === MessageType.CookieReply && len === COOKIE_REPLY_LEN)) {
+        this.handHandshake(Buffer.from(buf.subarray(off, off + len)), addrs[i]!, batch.ports[i]!, nowMs);
+        continue;
+      }
+      this.stats[WgCounter.dropMalformed]! += 1;
+    }
+    // Slots without a key fail inside the call (lens = FAILED) without any AEAD work.
+    this.addon.wgOpen(buf, slotSize, lens, n, this.t.recvKeys, this.keyIdx);
+    let out = 0;
+    for (let i = 0; i < n; i++) {
+      const k = this.keyIdx[i]!;
+      if (k === FAILED) continue;
+      if (lens[i] === FAILED) {
+        this.stats[WgCounter.dropBadMac]! += 1;
+        continue;
+      }
+      if (!this.window(k).accept(this.counters[i]!)) {
+        this.stats[WgCounter.dropReplay]! += 1;
+        continue;
+      }
+      const p = this.t.keypairPeer(k);
+      if (!(this.t.keypairFlags(k) & (KeypairFlag.Initiator | KeypairFlag.Confirmed))) this.t.confirm(k);
+      const len = lens[i]!;
+      if (len === 0) {
+        this.t.stampReceived(p, nowMs, false);
+        this.stats[WgCounter.keepalivesReceived]! += 1;
+        continue;
+      }
+      this.t.stampReceived(p, nowMs, true);
+      this.stats[WgCounter.opened]! += 1;
+      const off = i * slotSize;
+      // The inner packet's own length, without WireGuard's padding (IPv4 total length).
+      const inner = buf[off]! >> 4 === 4 && len >= 20 ? Math.min(len, (buf[off + 2]! << 8) | buf[off + 3]!) : len;
+      if (out !== i) buf.copyWithin(out * slotSize, off, off + inner);
+      lens[out] = inner;
+      // Cryptokey routing: the source checks that follow judge the packet by the peer whose key opened it.
+      const ep = this.t.endpoint(p);
+      addrs[out] = ep.addr;
+      batch.ports[out] = ep.port;
+      out++;
+    }
+    return out;
+  }
+
+  private window(k: number): ReplayWindow {
+    const g = this.t.keypairGeneration(k);
+    let w = this.windows[k];
+    if (!w || this.windowGen[k] !== g) {
+      w = new ReplayWindow();
+      this.windows[k] = w;
+      this.windowGen[k] = g;
+    }
+    return w;
+  }
+
+  private handHandshake(msg: Buffer, addr: number, port: number, nowMs: number): void {
+    const second = Math.floor(nowMs / 1000);
+    if (second !== this.budgetSecond) {
+      this.budgetSecond = second;
+      this.handshakeBudget = HANDSHAKE_BACKLOG;
+    }
+    if (this.handshakeBudget <= 0) {
+      this.stats[WgCounter.dropHandshakeBacklog]! += 1;
+      return;
+    }
+    this.handshakeBudget--;
+    this.onHandshake(msg, addr, port);
+  }
+}
