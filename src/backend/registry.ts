@@ -21,6 +21,7 @@ const loaders = new Map<string, () => Promise<BackendFactory>>([
   ['gce', async () => (await import('./gce/index.js')).createGceBackend],
   ['ali-vpc', async () => (await import('./ali-vpc/index.js')).createAliVpcBackend],
   ['ipsec', async () => (await import('./ipsec/index.js')).createIpsecBackend],
+  ['wireguard', async () => (await import('./wireguard/index.js')).createWireGuardBackend],
 ]);
 
 export function backendTypes(): string[] {

@@ -55,8 +55,8 @@ export interface DeviceOptions {
   table: PeerTable;
   /** The main thread's counter region. */
   stats: Float64Array;
-  addon: NativeAddon;
-  udpFd: number;
+  /** The dataplane's addon and UDP socket (it changes when the dataplane restarts; null while down). */
+  socket: () => { addon: NativeAddon; fd: number } | null;
   log: Logger;
   listenPort: number;
   now?: () => number;
@@ -145,27 +145,30 @@ export class WireGuardDevice {
 
   // ---- sending ----
   private sendRaw(msg: Buffer, addr: number, port: number): void {
+    const sock = this.opts.socket();
+    if (!sock) return;
     const b = this.scratch;
     msg.copy(b.buf, 0);
     b.lens[0] = msg.length;
     b.addrs[0] = addr;
     b.ports[0] = port;
-    this.opts.addon.udpSend(this.opts.udpFd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false);
+    sock.addon.udpSend(sock.fd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false);
   }
 
   /** A keepalive (empty transport packet) with the peer's sending keypair, if it has one. */
   private sendKeepalive(peer: Peer): boolean {
     const t = this.opts.table;
     const k = [t.next(peer.slot), t.current(peer.slot)].find((x) => x !== NO_KEYPAIR && t.keypairValid(x) && t.keypairFlags(x) & (KeypairFlag.Initiator | KeypairFlag.Confirmed) && this.now() - t.created[x]! < REJECT_AFTER_TIME);
-    if (k === undefined) return false;
+    const sock = this.opts.socket();
+    if (k === undefined || !sock) return false;
     const b = this.scratch;
     b.lens[0] = 0;
     b.addrs[0] = peer.cfg.addr;
     b.ports[0] = peer.cfg.port;
     const keyIdx = Uint32Array.of(k);
-    this.opts.addon.wgSeal(b.buf, b.slotSize, b.lens, 1, t.sendKeys, keyIdx, Uint32Array.of(t.remoteIndex(k)), BigUint64Array.of(BigInt.asUintN(64, t.takeCounters(k, 1))));
+    sock.addon.wgSeal(b.buf, b.slotSize, b.lens, 1, t.sendKeys, keyIdx, Uint32Array.of(t.remoteIndex(k)), BigUint64Array.of(BigInt.asUintN(64, t.takeCounters(k, 1))));
     if (b.lens[0] === 0) return false;
-    this.opts.addon.udpSend(this.opts.udpFd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false);
+    sock.addon.udpSend(sock.fd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false);
     t.stampSent(peer.slot, this.now(), false);
     this.opts.stats[WgCounter.keepalivesSent]! += 1;
     return true;

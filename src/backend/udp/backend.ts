@@ -20,6 +20,7 @@ import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from './rou
 import { counterRegion, createCounterBuffer, REGION_MAIN, renderCounters, UdpCounter } from './counters.js';
 import { PacketWorkers } from './workers.js';
 import { parseUdpBackendConfig, UDP_ENCAP_OVERHEAD, type UdpBackendConfig } from './options.js';
+import type { WireGuardWorkerConfig } from '../../wireguard/transport.js';
 
 export interface UdpBackendOptions {
   /** TUN device name; flannel's is flannel0. */
@@ -46,6 +47,16 @@ export interface UdpBackendOptions {
    * refuses TUNSETOFFLOAD.
    */
   offload?: boolean;
+  /** UDP port to listen on and send to, instead of the config's Port (the wireguard backend's ListenPort). */
+  port?: number;
+  /** Bytes the encapsulation adds per packet (flannel0's MTU = link MTU - this); default 28. */
+  overhead?: number;
+  /** Seal/open with WireGuard in the packet workers (the wireguard backend's userspace path). */
+  wireguard?: WireGuardWorkerConfig;
+  /** Handshake datagrams the rx worker hands over (WireGuard). */
+  onHandshake?: (msg: Buffer, addr: number, port: number) => void;
+  /** The backend this dataplane serves, when not udp: names its metrics (flannel_<component>_...) and log lines. */
+  component?: string;
 }
 
 /** Waits before restarting a dead dataplane: from 1 s, doubling up to 30 s while it keeps dying within a minute of a restart. */
@@ -87,10 +98,11 @@ export class UdpBackend implements Backend {
     private readonly ctx: BackendContext,
     private readonly opts: UdpBackendOptions = {},
   ) {
-    this.config = parseUdpBackendConfig(ctx.backendConfig);
+    this.config = opts.port === undefined ? parseUdpBackendConfig(ctx.backendConfig) : { port: opts.port };
     this.tunName = opts.tunName ?? 'flannel0';
     this.ip = opts.ip ?? new IpRoute();
-    this.log = ctx.log.child('udp');
+    // Under another backend (wireguard) this is that backend's dataplane.
+    this.log = ctx.log.child(opts.component ? 'dataplane' : 'udp');
     if (!ctx.config.network) throw new Error('udp backend needs an IPv4 Network (EnableIPv4); IPv6 is not supported by udp');
   }
 
@@ -100,7 +112,12 @@ export class UdpBackend implements Backend {
   }
 
   mtu(): number {
-    return this.ctx.extIface.mtu - UDP_ENCAP_OVERHEAD;
+    return this.ctx.extIface.mtu - (this.opts.overhead ?? UDP_ENCAP_OVERHEAD);
+  }
+
+  /** The addon and the UDP socket of the running dataplane (the WireGuard device sends handshakes on it). */
+  get socket(): { addon: NativeAddon; fd: number } | null {
+    return this.addon && this.udpFd >= 0 ? { addon: this.addon, fd: this.udpFd } : null;
   }
 
   /** Slot size of the packet buffers: room for any datagram the underlay link carries unfragmented. */
@@ -115,7 +132,7 @@ export class UdpBackend implements Backend {
     this.addon = this.opts.addon ?? loadNative();
     await this.openDevices();
     this.publish();
-    this.ctx.metrics.register('udp', () => renderCounters(this.countersSab));
+    this.ctx.metrics.register(this.opts.component ?? 'udp', () => renderCounters(this.countersSab, `flannel_${this.opts.component ?? 'udp'}`));
     if (this.opts.dataplane === false) return;
     this.startWorkers();
     this.log.info('udp dataplane started', {
@@ -166,9 +183,11 @@ export class UdpBackend implements Backend {
         pollMs: this.opts.pollMs ?? 100,
         offload: this.offload,
         rxCoalesce: this.rxCoalesce,
+        wireguard: this.opts.wireguard,
       },
       this.log,
       (role, err) => void this.restartDataplane(role, err),
+      this.opts.onHandshake,
     );
     this.workers.start();
     this.workersStartedAt = Date.now();

@@ -1,0 +1,172 @@
+/**
+ * The wireguard backend's userspace path end to end (this kernel has no
+ * WireGuard): hosts are network namespaces on a bridge, each runs
+ * bin/flanneld with its own key file. Three hosts on the embedded store:
+ * ping matrix and iperf3 through flannel-wg, lease removal, restart with
+ * the same key, key rotation. Two hosts on a real etcd. Interop with
+ * Debian's wireguard-go configured by wg as a peer of a flannel-ts host.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHosts, run, waitFor, type HostSet, type TestHost } from '../helpers/netns.js';
+import { startDaemon, FLANNELCTL, type DaemonProcess } from '../helpers/daemon.js';
+import { startEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { attachPodBridge } from '../helpers/pod-bridge.js';
+import { parseEnv } from '../../src/subnet/subnet-env.js';
+import { LocalStore } from '../../src/subnet/local-store.js';
+
+const P = '/coreos.com/network';
+const CONFIG = JSON.stringify({ Network: '10.61.0.0/16', Backend: { Type: 'wireguard' } });
+
+interface WCluster {
+  set: HostSet;
+  dir: string;
+  storeArgs: string[];
+  daemons: DaemonProcess[];
+  pod: string[];
+  etcd?: TestEtcd;
+  store?: LocalStore;
+}
+
+const keyFile = (c: WCluster, i: number) => join(c.dir, `h${i}.wgkey`);
+
+function startHost(c: WCluster, i: number): DaemonProcess {
+  const h = c.set.hosts[i]!;
+  const d = startDaemon([...c.storeArgs, `--iface=${h.iface}`, `--subnet-file=${join(c.dir, `h${i}.env`)}`, '--healthz-ip=127.0.0.1', '--healthz-port=8473'], {
+    name: `h${i}`,
+    prefix: ['ip', 'netns', 'exec', h.ns],
+    env: { WIREGUARD_KEY_FILE: keyFile(c, i) },
+  });
+  c.daemons[i] = d;
+  return d;
+}
+
+async function bringUp(c: WCluster, hosts = c.set.hosts.map((_, i) => i)): Promise<void> {
+  const ds = hosts.map((i) => startHost(c, i));
+  await Promise.all(ds.map((d) => d.waitForLine(/\[flanneld\] running$/, 30_000)));
+  for (const i of hosts) {
+    const env = parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
+    if (!c.pod[i]) await attachPodBridge(c.set.hosts[i]!, env);
+    c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
+  }
+}
+
+async function teardown(c: WCluster | undefined): Promise<void> {
+  if (!c) return;
+  await Promise.all(c.daemons.map((d) => d?.stop('SIGKILL')));
+  await c.etcd?.cleanup();
+  await c.set.destroy();
+  await rm(c.dir, { recursive: true, force: true });
+}
+
+const ping = (c: WCluster, from: number, to: number) => c.set.hosts[from]!.exec(['ping', '-c', '1', '-W', '1', '-I', c.pod[from]!, c.pod[to]!], { timeoutMs: 5000 });
+const pingsEventually = (c: WCluster, from: number, to: number, ms = 20_000) => waitFor(async () => (await ping(c, from, to)).code === 0, ms, `ping h${from} -> h${to}`, 200);
+const metrics = async (h: TestHost) => (await h.exec([process.execPath, '-e', "fetch('http://127.0.0.1:8473/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))"], { timeoutMs: 5000 })).stdout;
+const metric = (text: string, re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+const net = (pod: string) => pod.replace(/\.1$/, '.0');
+
+async function localCluster(n: number, prefix: string): Promise<WCluster> {
+  const dir = await mkdtemp(join(tmpdir(), `fts-${prefix}-`));
+  const store = new LocalStore({ dir: join(dir, 'store') });
+  await store.put(`${P}/config`, CONFIG);
+  return { set: await createHosts(n, { prefix, topology: 'bridge' }), dir, storeArgs: [`--local-store=${join(dir, 'store')}`], daemons: [], pod: [], store };
+}
+
+async function leaseOf(c: WCluster, i: number): Promise<{ key: string; value: string }> {
+  const key = `${P}/subnets/${net(c.pod[i]!)}-24`;
+  const e = await c.store!.get(key);
+  assert.ok(e, `lease of h${i}`);
+  return { key, value: e.value };
+}
+
+describe('wireguard backend (userspace), three hosts on the embedded store', { timeout: 240_000 }, () => {
+  let c: WCluster | undefined;
+  before(async () => {
+    c = await localCluster(3, 'ftw');
+  });
+  after(() => teardown(c));
+
+  test('lease carries the PublicKey as flannel writes it; key file 0600; ping matrix through flannel-wg', async () => {
+    await bringUp(c!);
+    const { value } = await leaseOf(c!, 0);
+    const key = (await readFile(keyFile(c!, 0), 'utf8')).trim();
+    assert.match(value, /^\{"PublicIP":"192\.0\.2\.1","PublicIPv6":null,"BackendType":"wireguard","BackendData":\{"PublicKey":"[A-Za-z0-9+/]{43}="\}\}$/);
+    const { publicKeyOf } = await import('../../src/wireguard/primitives.js');
+    assert.equal(JSON.parse(value).BackendData.PublicKey, publicKeyOf(Buffer.from(key, 'base64')).toString('base64'));
+    const { stat } = await import('node:fs/promises');
+    assert.equal((await stat(keyFile(c!, 0))).mode & 0o777, 0o600);
+    assert.ok(!c!.daemons[0]!.lines.some((l) => l.includes(key)), 'the private key is never logged');
+    const dev = (await c!.set.hosts[0]!.exec(['ip', '-4', '-o', 'addr', 'show', 'dev', 'flannel-wg'], { check: true })).stdout;
+    assert.match(dev, new RegExp(`inet ${net(c!.pod[0]!).replace(/\./g, '\\.')}/32`));
+    for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) if (i !== j) await pingsEventually(c!, i, j);
+    const m = await metrics(c!.set.hosts[0]!);
+    assert.equal(metric(m, /^flannel_wireguard_sessions (\d+)$/m), 2);
+    assert.ok(metric(m, /flannel_wireguard_packets_total\{op="sealed"\} (\d+)/) > 0);
+    assert.ok(metric(m, /flannel_wireguard_packets_total\{op="opened"\} (\d+)/) > 0);
+  });
+
+  test('iperf3 through the tunnel', async () => {
+    const [h0, h1] = c!.set.hosts as [TestHost, TestHost];
+    const server = h1.spawn(['iperf3', '-s', '-1', '-B', c!.pod[1]!]);
+    await waitFor(async () => (await h1.exec(['ss', '-ltn'])).stdout.includes(`${c!.pod[1]}:5201`), 5000, 'iperf3 listening');
+    const r = await h0.exec(['iperf3', '-c', c!.pod[1]!, '-B', c!.pod[0]!, '-t', '3', '-J'], { timeoutMs: 30_000 });
+    server.kill();
+    assert.equal(r.code, 0, r.stderr);
+    const bps = JSON.parse(r.stdout).end.sum_received.bits_per_second as number;
+    assert.ok(bps > 50e6, `iperf3 ${bps} bit/s`);
+  });
+
+  test('a lease removed: the peer is gone on the others', async () => {
+    const { key } = await leaseOf(c!, 2);
+    await c!.daemons[2]!.stop('SIGKILL');
+    await c!.store!.delete(key);
+    await c!.daemons[0]!.waitForLine(/wireguard peer removed/, 15_000);
+    await c!.daemons[1]!.waitForLine(/wireguard peer removed/, 15_000);
+    assert.notEqual((await ping(c!, 0, 2)).code, 0);
+    await pingsEventually(c!, 0, 1);
+  });
+
+  test('a daemon restarted with the same key: same PublicKey, sessions re-established', async () => {
+    const before = (await leaseOf(c!, 1)).value;
+    await c!.daemons[1]!.stop('SIGTERM');
+    await bringUp(c!, [1]);
+    assert.equal((await leaseOf(c!, 1)).value, before);
+    await pingsEventually(c!, 0, 1);
+    await pingsEventually(c!, 1, 0);
+  });
+
+  test('a key rotated (key file deleted, daemon restarted): the peers follow the new PublicKey', async () => {
+    const before = JSON.parse((await leaseOf(c!, 1)).value).BackendData.PublicKey as string;
+    await c!.daemons[1]!.stop('SIGTERM');
+    await rm(keyFile(c!, 1));
+    await bringUp(c!, [1]);
+    const after = JSON.parse((await leaseOf(c!, 1)).value).BackendData.PublicKey as string;
+    assert.notEqual(after, before);
+    await c!.daemons[0]!.waitForLine(new RegExp(`wireguard peer changed.*${after.replace(/[+/]/g, '\\$&')}`), 15_000);
+    await pingsEventually(c!, 0, 1);
+    await pingsEventually(c!, 1, 0);
+  });
+});
+
+describe('wireguard backend (userspace), two hosts on a real etcd', { timeout: 120_000 }, () => {
+  let c: WCluster | undefined;
+  before(async () => {
+    const set = await createHosts(2, { prefix: 'ftwe', topology: 'bridge' });
+    await run('ip', ['-n', set.switchNs!, 'addr', 'add', '192.0.2.254/24', 'dev', 'br0'], { check: true });
+    const etcd = await startEtcd({ netns: set.switchNs!, host: '192.0.2.254' });
+    c = { set, etcd, dir: await mkdtemp(join(tmpdir(), 'fts-ftwe-')), storeArgs: [`--etcd-endpoints=${etcd.endpoint}`], daemons: [], pod: [] };
+    const put = await run('ip', ['netns', 'exec', set.switchNs!, process.execPath, FLANNELCTL, `--etcd-endpoints=${etcd.endpoint}`, 'put', `${P}/config`, JSON.stringify({ Network: '10.62.0.0/16', Backend: { Type: 'wireguard', PersistentKeepaliveInterval: 5 } })]);
+    assert.equal(put.code, 0, put.stderr);
+  });
+  after(() => teardown(c));
+
+  test('pods reach each other both ways; persistent keepalives flow', async () => {
+    await bringUp(c!);
+    await pingsEventually(c!, 0, 1);
+    await pingsEventually(c!, 1, 0);
+    await waitFor(async () => metric(await metrics(c!.set.hosts[0]!), /flannel_wireguard_packets_total\{op="keepalive_sent"\} (\d+)/) >= 1, 15_000, 'a keepalive', 500);
+  });
+});
