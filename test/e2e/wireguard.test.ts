@@ -170,3 +170,67 @@ describe('wireguard backend (userspace), two hosts on a real etcd', { timeout: 1
     await waitFor(async () => metric(await metrics(c!.set.hosts[0]!), /flannel_wireguard_packets_total\{op="keepalive_sent"\} (\d+)/) >= 1, 15_000, 'a keepalive', 500);
   });
 });
+
+/**
+ * Interop with a WireGuard written elsewhere: Debian's wireguard-go on host
+ * 1, configured by wg, published in the store as flannel would publish it.
+ * Its interface has a name of its own (its control socket lives in the
+ * machine-wide /var/run/wireguard).
+ */
+describe('wireguard backend (userspace) next to wireguard-go', { timeout: 180_000 }, () => {
+  let c: WCluster | undefined;
+  let wgGo: ReturnType<TestHost['spawn']> | undefined;
+  const IFACE = `ftwgo${process.pid % 10000}`;
+  const GO_SUBNET = '10.61.200.0/24';
+  const GO_ADDR = '10.61.200.1';
+
+  async function startWireGuardGo(h: TestHost, priv: string, ourPublic: string, ourSubnet: string): Promise<void> {
+    wgGo = h.spawn(['wireguard-go', '-f', IFACE], { env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' } });
+    await waitFor(async () => (await h.exec(['ip', 'link', 'show', IFACE])).code === 0, 10_000, 'wireguard-go interface');
+    await h.exec(['sh', '-c', `umask 077; printf '%s\\n' '${priv}' > ${join(c!.dir, 'go.key')}`], { check: true });
+    await h.exec(['wg', 'set', IFACE, 'private-key', join(c!.dir, 'go.key'), 'listen-port', '51820', 'peer', ourPublic, 'endpoint', '192.0.2.1:51820', 'allowed-ips', ourSubnet], { check: true });
+    await h.exec(['ip', 'addr', 'add', `${GO_ADDR}/32`, 'dev', IFACE], { check: true });
+    await h.exec(['ip', 'link', 'set', IFACE, 'mtu', '1420', 'up'], { check: true });
+    await h.exec(['ip', 'route', 'replace', '10.61.0.0/16', 'dev', IFACE], { check: true });
+  }
+
+  before(async () => {
+    c = await localCluster(2, 'ftwg');
+  });
+  after(async () => {
+    wgGo?.kill('SIGKILL');
+    await teardown(c);
+  });
+
+  test('handshake and traffic both ways, initiated from either side', async () => {
+    const [h0, h1] = c!.set.hosts as [TestHost, TestHost];
+    const genkey = await h1.exec(['wg', 'genkey'], { check: true });
+    const priv = genkey.stdout.trim();
+    const pub = (await h1.exec(['sh', '-c', `printf '%s\\n' '${priv}' | wg pubkey`], { check: true })).stdout.trim();
+    // wireguard-go's host as a flannel lease, written as flannel's wireguard backend writes it.
+    await c!.store!.put(`${P}/subnets/10.61.200.0-24`, JSON.stringify({ PublicIP: h1.ip, PublicIPv6: null, BackendType: 'wireguard', BackendData: { PublicKey: pub } }));
+    await bringUp(c!, [0]);
+    const ours = JSON.parse((await leaseOf(c!, 0)).value).BackendData.PublicKey as string;
+    await startWireGuardGo(h1, priv, ours, `${net(c!.pod[0]!)}/24`);
+
+    // flannel-ts initiates: its ping needs a session first.
+    await waitFor(async () => (await h0.exec(['ping', '-c', '1', '-W', '1', '-I', c!.pod[0]!, GO_ADDR], { timeoutMs: 5000 })).code === 0, 20_000, 'flannel-ts -> wireguard-go', 300);
+    await waitFor(async () => (await h1.exec(['ping', '-c', '1', '-W', '1', '-I', GO_ADDR, c!.pod[0]!], { timeoutMs: 5000 })).code === 0, 10_000, 'wireguard-go -> flannel-ts', 300);
+    const show = (await h1.exec(['wg', 'show', IFACE, 'latest-handshakes'], { check: true })).stdout;
+    assert.match(show, new RegExp(`${ours.replace(/[+/]/g, '\\$&')}\\t[1-9]\\d*`), 'wireguard-go saw a handshake');
+    const m0 = await metrics(h0);
+    assert.ok(metric(m0, /flannel_wireguard_handshakes_total\{kind="initiation_sent"\} (\d+)/) >= 1);
+    assert.ok(metric(m0, /flannel_wireguard_handshakes_total\{kind="response_received"\} (\d+)/) >= 1);
+
+    // wireguard-go initiates: a fresh wireguard-go (no session) pings first.
+    wgGo!.kill('SIGKILL');
+    await waitFor(async () => (await h1.exec(['ip', 'link', 'show', IFACE])).code !== 0, 10_000, 'wireguard-go gone');
+    await startWireGuardGo(h1, priv, ours, `${net(c!.pod[0]!)}/24`);
+    const before = metric(await metrics(h0), /flannel_wireguard_handshakes_total\{kind="initiation_received"\} (\d+)/);
+    await waitFor(async () => (await h1.exec(['ping', '-c', '1', '-W', '1', '-I', GO_ADDR, c!.pod[0]!], { timeoutMs: 5000 })).code === 0, 20_000, 'wireguard-go -> flannel-ts (it initiates)', 300);
+    const m1 = await metrics(h0);
+    assert.ok(metric(m1, /flannel_wireguard_handshakes_total\{kind="initiation_received"\} (\d+)/) > before, 'flannel-ts answered an initiation');
+    assert.ok(metric(m1, /flannel_wireguard_handshakes_total\{kind="response_sent"\} (\d+)/) >= 1);
+    await waitFor(async () => (await h0.exec(['ping', '-c', '1', '-W', '1', '-I', c!.pod[0]!, GO_ADDR], { timeoutMs: 5000 })).code === 0, 10_000, 'flannel-ts -> wireguard-go again', 300);
+  });
+});
