@@ -19,6 +19,7 @@ import { INITIATION_MIN_INTERVAL, KEEPALIVE_TIMEOUT, MessageType, REJECT_AFTER_T
 import { KeypairFlag, NO_KEYPAIR, PeerTable } from './peer-table.js';
 import { WgCounter } from './counters.js';
 import { randomBytes } from 'node:crypto';
+import type { UapiDevice, UapiPeer } from './uapi.js';
 
 export interface PeerConfig {
   publicKey: Buffer;
@@ -46,8 +47,6 @@ interface Peer {
   lastTimestamp: Buffer | null;
   lastInitiationMs: number;
   lastHandshakeMs: number;
-  rxBytes: number;
-  txBytes: number;
 }
 
 export interface DeviceOptions {
@@ -67,10 +66,10 @@ export const UNDER_LOAD_PER_SECOND = 100;
 /** A freed keypair slot waits this long before reuse, so no worker still holds it. */
 const QUARANTINE_MS = 5000;
 
-export class WireGuardDevice {
+export class WireGuardDevice implements UapiDevice {
   readonly id: Identity;
   private readonly checker: CookieChecker;
-  private readonly peers = new Map<string, Peer>();
+  private readonly peers_ = new Map<string, Peer>();
   private readonly byPendingIndex = new Map<number, Peer>();
   private readonly freePeerSlots: number[] = [];
   private readonly freeKeypairs: number[] = [];
@@ -95,9 +94,9 @@ export class WireGuardDevice {
   /** Make the peer set exactly `configs` (by public key); a changed endpoint or PSK is updated in place. */
   setPeers(configs: PeerConfig[]): void {
     const want = new Map(configs.map((c) => [c.publicKey.toString('hex'), c]));
-    for (const [hex, peer] of this.peers) if (!want.has(hex)) this.removePeer(hex, peer);
+    for (const [hex, peer] of this.peers_) if (!want.has(hex)) this.removePeer(hex, peer);
     for (const [hex, cfg] of want) {
-      const peer = this.peers.get(hex);
+      const peer = this.peers_.get(hex);
       if (peer) {
         peer.cfg = cfg;
         this.opts.table.setPeer(peer.slot, cfg.addr, cfg.port, true);
@@ -110,7 +109,7 @@ export class WireGuardDevice {
       }
       this.opts.table.setPeer(slot, cfg.addr, cfg.port, false);
       this.opts.table.setPeer(slot, cfg.addr, cfg.port, true);
-      this.peers.set(hex, { slot, cfg, cookies: new CookieGenerator(cfg.publicKey), pending: null, lastTimestamp: null, lastInitiationMs: 0, lastHandshakeMs: 0, rxBytes: 0, txBytes: 0 });
+      this.peers_.set(hex, { slot, cfg, cookies: new CookieGenerator(cfg.publicKey), pending: null, lastTimestamp: null, lastInitiationMs: 0, lastHandshakeMs: 0 });
     }
     this.opts.table.bump();
   }
@@ -121,7 +120,7 @@ export class WireGuardDevice {
     t.setPeer(peer.slot, 0, 0, false);
     for (const k of keypairs) this.freeKeypair(k);
     if (peer.pending) this.byPendingIndex.delete(peer.pending.state.localIndex);
-    this.peers.delete(hex);
+    this.peers_.delete(hex);
     this.freePeerSlots.push(peer.slot);
   }
 
@@ -225,7 +224,7 @@ export class WireGuardDevice {
     const s = this.opts.stats;
     s[WgCounter.initiationsReceived]! += 1;
     const got = consumeInitiation(this.id, msg);
-    const peer = got ? this.peers.get(got.remoteStatic.toString('hex')) : undefined;
+    const peer = got ? this.peers_.get(got.remoteStatic.toString('hex')) : undefined;
     if (!got || !peer) {
       s[got ? WgCounter.dropUnknownPeer : WgCounter.handshakesFailed]! += 1;
       return;
@@ -293,7 +292,7 @@ export class WireGuardDevice {
     const now = this.now();
     const t = this.opts.table;
     let changed = false;
-    for (const peer of this.peers.values()) {
+    for (const peer of this.peers_.values()) {
       const p = peer.slot;
       // A responder's keypair the initiator has used becomes current.
       const next = t.next(p);
@@ -338,15 +337,49 @@ export class WireGuardDevice {
     const t = this.opts.table;
     const now = this.now();
     let n = 0;
-    for (const peer of this.peers.values()) {
+    for (const peer of this.peers_.values()) {
       const k = t.current(peer.slot);
       if (k !== NO_KEYPAIR && t.keypairValid(k) && now - t.created[k]! < REJECT_AFTER_TIME) n++;
     }
     return n;
   }
 
-  /** What `wg show` reports per peer. */
-  peerInfo(): { publicKey: Buffer; addr: number; port: number; allowedIPs: string[]; lastHandshakeMs: number; keepaliveMs: number; psk: Buffer | null }[] {
-    return [...this.peers.values()].map((p) => ({ publicKey: p.cfg.publicKey, addr: p.cfg.addr, port: p.cfg.port, allowedIPs: p.cfg.allowedIPs, lastHandshakeMs: p.lastHandshakeMs, keepaliveMs: p.cfg.keepaliveMs, psk: p.cfg.psk }));
+  // ---- the userspace API (uapi.ts) ----
+  privateKey(): Buffer {
+    return this.id.staticPrivate;
+  }
+
+  listenPort(): number {
+    return this.opts.listenPort;
+  }
+
+  peers(): UapiPeer[] {
+    const t = this.opts.table;
+    return [...this.peers_.values()].map((p) => ({
+      publicKey: p.cfg.publicKey,
+      psk: p.cfg.psk,
+      addr: p.cfg.addr,
+      port: p.cfg.port,
+      allowedIPs: p.cfg.allowedIPs,
+      lastHandshakeMs: p.lastHandshakeMs,
+      keepaliveMs: p.cfg.keepaliveMs,
+      rxBytes: t.rxBytes(p.slot),
+      txBytes: t.txBytes(p.slot),
+    }));
+  }
+
+  updatePeer(publicKey: Buffer, change: { remove?: boolean; addr?: number; port?: number; keepaliveMs?: number; psk?: Buffer | null }): boolean {
+    const hex = publicKey.toString('hex');
+    const peer = this.peers_.get(hex);
+    if (!peer) return false;
+    if (change.remove) {
+      this.removePeer(hex, peer);
+      this.opts.table.bump();
+      return true;
+    }
+    peer.cfg = { ...peer.cfg, ...(change.addr !== undefined ? { addr: change.addr, port: change.port ?? peer.cfg.port } : {}), ...(change.keepaliveMs !== undefined ? { keepaliveMs: change.keepaliveMs } : {}), ...(change.psk !== undefined ? { psk: change.psk } : {}) };
+    this.opts.table.setPeer(peer.slot, peer.cfg.addr, peer.cfg.port, true);
+    this.opts.table.bump();
+    return true;
   }
 }

@@ -43,7 +43,10 @@ const T_SENT = 0;
 const T_DATA_SENT = 1;
 const T_RECV = 2;
 const T_DATA_RECV = 3;
-const T_WORDS = 4;
+/** Payload bytes: sent (tx worker), received (rx worker), for `wg show`. */
+const T_TX_BYTES = 4;
+const T_RX_BYTES = 5;
+const T_WORDS = 6;
 
 /** Table header (Int32): generation, bumped whenever peers or their keypairs change. */
 const H_GEN = 0;
@@ -201,13 +204,21 @@ export class PeerTable {
   }
 
   // ---- times (one writer per field) ----
-  stampSent(p: number, nowMs: number, data: boolean): void {
+  stampSent(p: number, nowMs: number, data: boolean, bytes = 0): void {
     this.times[p * T_WORDS + T_SENT] = nowMs;
     if (data) this.times[p * T_WORDS + T_DATA_SENT] = nowMs;
+    this.times[p * T_WORDS + T_TX_BYTES] = this.times[p * T_WORDS + T_TX_BYTES]! + bytes;
   }
-  stampReceived(p: number, nowMs: number, data: boolean): void {
+  stampReceived(p: number, nowMs: number, data: boolean, bytes = 0): void {
     this.times[p * T_WORDS + T_RECV] = nowMs;
     if (data) this.times[p * T_WORDS + T_DATA_RECV] = nowMs;
+    this.times[p * T_WORDS + T_RX_BYTES] = this.times[p * T_WORDS + T_RX_BYTES]! + bytes;
+  }
+  txBytes(p: number): number {
+    return this.times[p * T_WORDS + T_TX_BYTES]!;
+  }
+  rxBytes(p: number): number {
+    return this.times[p * T_WORDS + T_RX_BYTES]!;
   }
   lastSent(p: number): number {
     return this.times[p * T_WORDS + T_SENT]!;

@@ -126,7 +126,7 @@ export class WireGuardTransport implements Encapsulation {
       this.keyIdx[out] = k;
       this.receivers[out] = this.t.remoteIndex(k);
       this.nonces[out] = BigInt.asUintN(64, this.t.takeCounters(k, 1));
-      this.t.stampSent(p, nowMs, true);
+      this.t.stampSent(p, nowMs, true, lens[out]!);
       out++;
     }
     if (out === 0) return 0;
@@ -204,11 +204,11 @@ export class WireGuardTransport implements Encapsulation {
       if (!(this.t.keypairFlags(k) & (KeypairFlag.Initiator | KeypairFlag.Confirmed))) this.t.confirm(k);
       const len = lens[i]!;
       if (len === 0) {
-        this.t.stampReceived(p, nowMs, false);
+        this.t.stampReceived(p, nowMs, false, TRANSPORT_OVERHEAD);
         this.stats[WgCounter.keepalivesReceived]! += 1;
         continue;
       }
-      this.t.stampReceived(p, nowMs, true);
+      this.t.stampReceived(p, nowMs, true, len + TRANSPORT_OVERHEAD);
       this.stats[WgCounter.opened]! += 1;
       const off = i * slotSize;
       // The inner packet's own length, without WireGuard's padding (IPv4 total length).

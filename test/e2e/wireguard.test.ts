@@ -32,13 +32,18 @@ interface WCluster {
 }
 
 const keyFile = (c: WCluster, i: number) => join(c.dir, `h${i}.wgkey`);
+/** Each host's wg API socket directory (the machine-wide /var/run/wireguard would be shared by all hosts). */
+const sockDir = (c: WCluster, i: number) => join(c.dir, `h${i}-wg`);
+/** `wg ARGS` as host i's operator runs it: /var/run/wireguard is that host's socket directory. */
+const wgOn = (c: WCluster, i: number, args: string[]) =>
+  c.set.hosts[i]!.exec(['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mkdir -p /run/wireguard && mount --bind "$0" /run/wireguard && exec wg "$@"', sockDir(c, i), ...args], { timeoutMs: 10_000 });
 
 function startHost(c: WCluster, i: number): DaemonProcess {
   const h = c.set.hosts[i]!;
   const d = startDaemon([...c.storeArgs, `--iface=${h.iface}`, `--subnet-file=${join(c.dir, `h${i}.env`)}`, '--healthz-ip=127.0.0.1', '--healthz-port=8473'], {
     name: `h${i}`,
     prefix: ['ip', 'netns', 'exec', h.ns],
-    env: { WIREGUARD_KEY_FILE: keyFile(c, i) },
+    env: { WIREGUARD_KEY_FILE: keyFile(c, i), FLANNEL_WIREGUARD_SOCKET_DIR: sockDir(c, i) },
   });
   c.daemons[i] = d;
   return d;
@@ -104,6 +109,15 @@ describe('wireguard backend (userspace), three hosts on the embedded store', { t
     for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) if (i !== j) await pingsEventually(c!, i, j);
     const m = await metrics(c!.set.hosts[0]!);
     assert.equal(metric(m, /^flannel_wireguard_sessions (\d+)$/m), 2);
+    // wg show works on our device, through the API socket.
+    const show = await wgOn(c!, 0, ['show', 'flannel-wg']);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, /interface: flannel-wg/);
+    assert.match(show.stdout, /listening port: 51820/);
+    assert.equal((show.stdout.match(/^peer: /gm) ?? []).length, 2);
+    assert.match(show.stdout, /latest handshake: /);
+    assert.match(show.stdout, /transfer: .* received, .* sent/);
+    assert.ok(!show.stdout.includes(key), 'wg show hides the private key');
     assert.ok(metric(m, /flannel_wireguard_packets_total\{op="sealed"\} (\d+)/) > 0);
     assert.ok(metric(m, /flannel_wireguard_packets_total\{op="opened"\} (\d+)/) > 0);
   });

@@ -67,7 +67,7 @@ export class WireGuardBackend implements Backend {
     this.link =
       this.impl === 'kernel'
         ? new KernelWireGuard(ip, this.tuning.wg ?? new IpRoute({ binary: 'wg' }), this.ctx.config.network!, this.mtu(), key, this.options, this.host.keyFile, this.log)
-        : new UserspaceWireGuard(this.ctx, this.options, key, this.tuning.udp);
+        : new UserspaceWireGuard(this.ctx, this.options, key, this.host.socketDir, this.tuning.udp);
     return { backendType: 'wireguard', backendData: { PublicKey: publicKey } };
   }
 

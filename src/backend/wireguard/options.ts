@@ -3,7 +3,8 @@
  * object: {"Type":"wireguard","ListenPort":51820,"ListenPortV6":51821,
  * "PSK":"<base64>","PersistentKeepaliveInterval":25,"Mode":"separate"},
  * plus the host settings from the environment: WIREGUARD_KEY_FILE (as
- * flannel), FLANNEL_WIREGUARD_IMPL (kernel, userspace or auto).
+ * flannel), FLANNEL_WIREGUARD_IMPL (kernel, userspace or auto),
+ * FLANNEL_WIREGUARD_SOCKET_DIR (the userspace device's API socket).
  */
 import { goField } from '../../config/go-json.js';
 import { BackendOptionError } from '../errors.js';
@@ -32,7 +33,11 @@ export interface WireGuardOptions {
 export interface WireGuardHostSettings {
   keyFile: string;
   impl: WireGuardImpl | 'auto';
+  /** Where the userspace device serves wg's API socket (wg itself looks in /var/run/wireguard). */
+  socketDir: string;
 }
+
+export const DEFAULT_SOCKET_DIR = '/var/run/wireguard';
 
 /** A WireGuard key in wg's text form: 32 bytes, base64 (44 characters). */
 export function parseKey(text: string): Buffer | null {
@@ -64,5 +69,5 @@ export function parseWireGuardOptions(cfg: Record<string, unknown>): WireGuardOp
 export function wireGuardHostSettings(env: NodeJS.ProcessEnv = process.env): WireGuardHostSettings {
   const impl = env.FLANNEL_WIREGUARD_IMPL || 'auto';
   if (impl !== 'auto' && impl !== 'kernel' && impl !== 'userspace') throw new Error(`FLANNEL_WIREGUARD_IMPL must be auto, kernel or userspace, got ${JSON.stringify(impl)}`);
-  return { keyFile: env.WIREGUARD_KEY_FILE || DEFAULT_KEY_FILE, impl };
+  return { keyFile: env.WIREGUARD_KEY_FILE || DEFAULT_KEY_FILE, impl, socketDir: env.FLANNEL_WIREGUARD_SOCKET_DIR || DEFAULT_SOCKET_DIR };
 }

@@ -13,6 +13,7 @@ import { createPeerTableBuffers, PeerTable } from '../../wireguard/peer-table.js
 import { createWgCounterBuffer, renderWgCounters, wgCounterRegion, WG_REGION_MAIN } from '../../wireguard/counters.js';
 import { DEVICE_NAME, WIREGUARD_OVERHEAD, type WireGuardOptions } from './options.js';
 import type { WgPeerSpec } from './peers.js';
+import { serveUapi } from '../../wireguard/uapi.js';
 
 /** How often the protocol timers run (rekey, retries, keepalives). */
 const TICK_MS = 100;
@@ -24,11 +25,13 @@ export class UserspaceWireGuard {
   device: WireGuardDevice | null = null;
   private timer: NodeJS.Timeout | null = null;
   private pendingPeers: WgPeerSpec[] = [];
+  private uapi: { path: string; close(): Promise<void> } | null = null;
 
   constructor(
     private readonly ctx: BackendContext,
     private readonly options: WireGuardOptions,
     private readonly privateKey: Buffer,
+    private readonly socketDir: string,
     udpOptions: UdpBackendOptions = {},
   ) {
     const buffers = createPeerTableBuffers();
@@ -58,6 +61,13 @@ export class UserspaceWireGuard {
     this.timer = setInterval(() => this.device?.tick(), TICK_MS);
     this.timer.unref();
     this.applyPeers(this.pendingPeers);
+    try {
+      this.uapi = await serveUapi(this.socketDir, DEVICE_NAME, this.device);
+      this.ctx.log.info('wg API socket listening', { path: this.uapi.path });
+    } catch (err) {
+      // `wg show` is a convenience; the dataplane works without it.
+      this.ctx.log.warn('cannot serve the wg API socket', { dir: this.socketDir, error: (err as Error).message });
+    }
   }
 
   /** Lease events for the route table (only leases that are peers; others arrive as removals). */
@@ -79,6 +89,8 @@ export class UserspaceWireGuard {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    await this.uapi?.close();
+    this.uapi = null;
     await this.udp.stop();
   }
 }

@@ -1,0 +1,159 @@
+/**
+ * WireGuard's cross-platform userspace API, as wireguard-go serves it, so
+ * that `wg show flannel-wg` (and `wg set`) work on our device: a Unix socket
+ * `<dir>/<iface>.sock` (wg looks in /var/run/wireguard), one request per
+ * connection, "get=1" or "set=1" followed by key=value lines and a blank
+ * line; the answer is key=value lines and "errno=N".
+ *
+ * Peers are flannel's (they follow the leases): `set` may change a peer's
+ * endpoint, keepalive or PSK and remove a peer until the next lease event
+ * puts it back; the private key and the listen port belong to the daemon
+ * (errno=1).
+ */
+import { createServer, type Server } from 'node:net';
+import { chmod, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { formatIP4, parseIP4 } from '../net/ipaddr.js';
+
+export interface UapiPeer {
+  publicKey: Buffer;
+  psk: Buffer | null;
+  addr: number;
+  port: number;
+  allowedIPs: string[];
+  lastHandshakeMs: number;
+  keepaliveMs: number;
+  rxBytes: number;
+  txBytes: number;
+}
+
+export interface UapiDevice {
+  privateKey(): Buffer;
+  listenPort(): number;
+  peers(): UapiPeer[];
+  /** Apply a peer change from `wg set`; false when there is no such peer. */
+  updatePeer(publicKey: Buffer, change: { remove?: boolean; addr?: number; port?: number; keepaliveMs?: number; psk?: Buffer | null }): boolean;
+}
+
+const EINVAL = 22;
+const EPERM = 1;
+const ENOENT = 2;
+
+/** The answer to "get=1". */
+export function renderGet(dev: UapiDevice): string {
+  const lines = [`private_key=${dev.privateKey().toString('hex')}`, `listen_port=${dev.listenPort()}`];
+  for (const p of dev.peers()) {
+    lines.push(`public_key=${p.publicKey.toString('hex')}`);
+    if (p.psk) lines.push(`preshared_key=${p.psk.toString('hex')}`);
+    lines.push('protocol_version=1');
+    if (p.addr) lines.push(`endpoint=${formatIP4(p.addr)}:${p.port}`);
+    lines.push(`last_handshake_time_sec=${Math.floor(p.lastHandshakeMs / 1000)}`, `last_handshake_time_nsec=${(p.lastHandshakeMs % 1000) * 1_000_000}`);
+    lines.push(`tx_bytes=${p.txBytes}`, `rx_bytes=${p.rxBytes}`, `persistent_keepalive_interval=${Math.round(p.keepaliveMs / 1000)}`);
+    for (const a of p.allowedIPs) lines.push(`allowed_ip=${a}`);
+  }
+  lines.push('errno=0');
+  return lines.join('\n') + '\n\n';
+}
+
+/** Apply "set=1" lines; returns the errno to answer. */
+export function applySet(dev: UapiDevice, lines: string[]): number {
+  let peer: Buffer | null = null;
+  let change: Parameters<UapiDevice['updatePeer']>[1] = {};
+  const flush = (): boolean => {
+    if (!peer) return true;
+    const ok = dev.updatePeer(peer, change);
+    peer = null;
+    change = {};
+    return ok;
+  };
+  for (const line of lines) {
+    const eq = line.indexOf('=');
+    if (eq <= 0) return EINVAL;
+    const key = line.slice(0, eq);
+    const value = line.slice(eq + 1);
+    switch (key) {
+      case 'private_key':
+      case 'listen_port':
+      case 'fwmark':
+        // The daemon's own: its key file and ListenPort.
+        return EPERM;
+      case 'replace_peers':
+        return value === 'true' ? EPERM : EINVAL;
+      case 'public_key': {
+        if (!flush()) return ENOENT;
+        if (!/^[0-9a-f]{64}$/.test(value)) return EINVAL;
+        peer = Buffer.from(value, 'hex');
+        break;
+      }
+      case 'remove':
+        if (!peer) return EINVAL;
+        change.remove = value === 'true';
+        break;
+      case 'endpoint': {
+        const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(value);
+        if (!peer || !m || Number(m[2]) > 65535) return EINVAL;
+        try {
+          change.addr = parseIP4(m[1]!);
+        } catch {
+          return EINVAL;
+        }
+        change.port = Number(m[2]);
+        break;
+      }
+      case 'persistent_keepalive_interval':
+        if (!peer || !/^\d+$/.test(value) || Number(value) > 65535) return EINVAL;
+        change.keepaliveMs = Number(value) * 1000;
+        break;
+      case 'preshared_key':
+        if (!peer || !/^[0-9a-f]{64}$/.test(value)) return EINVAL;
+        change.psk = /^0+$/.test(value) ? null : Buffer.from(value, 'hex');
+        break;
+      case 'update_only':
+      case 'protocol_version':
+      case 'replace_allowed_ips':
+      case 'allowed_ip':
+        // Allowed IPs are the peer's lease subnet; accepted and left as the lease says.
+        if (!peer) return EINVAL;
+        break;
+      default:
+        return EINVAL;
+    }
+  }
+  return flush() ? 0 : ENOENT;
+}
+
+/** Serve the API on `<dir>/<iface>.sock` (mode 0600, as wireguard-go). */
+export async function serveUapi(dir: string, iface: string, dev: UapiDevice): Promise<{ path: string; close(): Promise<void> }> {
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  const path = join(dir, `${iface}.sock`);
+  await rm(path, { force: true });
+  const server: Server = createServer((s) => {
+    let text = '';
+    s.setEncoding('utf8');
+    s.on('error', () => {});
+    s.on('data', (chunk: string) => {
+      text += chunk;
+      if (text.length > 1 << 20) return void s.destroy();
+      const end = text.indexOf('\n\n');
+      if (end < 0) return;
+      const [op, ...lines] = text.slice(0, end).split('\n');
+      text = text.slice(end + 2);
+      if (op === 'get=1') s.end(renderGet(dev));
+      else if (op === 'set=1') s.end(`errno=${applySet(dev, lines)}\n\n`);
+      else s.end(`errno=${EINVAL}\n\n`);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => resolve());
+  });
+  await chmod(path, 0o600);
+  return {
+    path,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        void rm(path, { force: true });
+      }),
+  };
+}
