@@ -17,6 +17,10 @@ import { startEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { attachPodBridge } from '../helpers/pod-bridge.js';
 import { parseEnv } from '../../src/subnet/subnet-env.js';
 import { LocalStore } from '../../src/subnet/local-store.js';
+import { generateKeyPair } from '../../src/wireguard/primitives.js';
+import { fileURLToPath } from 'node:url';
+
+const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
 const P = '/coreos.com/network';
 const CONFIG = JSON.stringify({ Network: '10.61.0.0/16', Backend: { Type: 'wireguard' } });
@@ -246,5 +250,64 @@ describe('wireguard backend (userspace) next to wireguard-go', { timeout: 180_00
     assert.ok(metric(m1, /flannel_wireguard_handshakes_total\{kind="initiation_received"\} (\d+)/) > before, 'flannel-ts answered an initiation');
     assert.ok(metric(m1, /flannel_wireguard_handshakes_total\{kind="response_sent"\} (\d+)/) >= 1);
     await waitFor(async () => (await h0.exec(['ping', '-c', '1', '-W', '1', '-I', c!.pod[0]!, GO_ADDR], { timeoutMs: 5000 })).code === 0, 10_000, 'flannel-ts -> wireguard-go again', 300);
+  });
+});
+
+describe('wireguard backend (userspace): 100,000 hostile datagrams during an iperf3', { timeout: 240_000 }, () => {
+  let c: WCluster | undefined;
+  before(async () => {
+    c = await localCluster(3, 'ftwf');
+  });
+  after(() => teardown(c));
+
+  test('the daemon keeps running, every datagram is dropped and counted by reason, initiations get cookie replies, iperf3 completes', async (t) => {
+    const [h0, h1, h2] = c!.set.hosts as [TestHost, TestHost, TestHost];
+    // Host 2 is the hostile peer: a lease with its key, no flanneld.
+    const peer = generateKeyPair();
+    await c!.store!.put(`${P}/subnets/10.61.3.0-24`, JSON.stringify({ PublicIP: h2.ip, PublicIPv6: null, BackendType: 'wireguard', BackendData: { PublicKey: peer.publicKey.toString('base64') } }));
+    await bringUp(c!, [0, 1]);
+    await pingsEventually(c!, 0, 1);
+    const targetPublic = JSON.parse((await leaseOf(c!, 0)).value).BackendData.PublicKey as string;
+    const snmp = async () => {
+      const r = await h0.exec(['cat', '/proc/net/snmp']);
+      const lines = r.stdout.split('\n').filter((l) => l.startsWith('Udp:'));
+      return Number(lines[1]!.split(/\s+/)[lines[0]!.split(/\s+/).indexOf('RcvbufErrors')]);
+    };
+    const counter = (m: string, kind: string, name: string) => metric(m, new RegExp(`flannel_wireguard_${kind}\\{${name}\\} (\\d+)`));
+    const m0 = await metrics(h0);
+    const k0 = await snmp();
+
+    const server = h1.spawn(['iperf3', '-s', '-1', '-B', c!.pod[1]!]);
+    await waitFor(async () => (await h1.exec(['ss', '-ltn'])).stdout.includes(`${c!.pod[1]}:5201`), 5000, 'iperf3 listening');
+    const client = h0.exec(['iperf3', '-c', c!.pod[1]!, '-B', c!.pod[0]!, '-t', '8', '-J'], { timeoutMs: 90_000 });
+    const plan: [string, number][] = [['random', 30_000], ['truncated', 10_000], ['replay', 15_000], ['tampered', 15_000], ['wrongkey', 15_000], ['unknownindex', 5_000], ['initiation', 10_000]];
+    const flood = h2.exec([process.execPath, fixture('wg-flood.js'), JSON.stringify({ target: h0.ip, port: 51820, bind: h2.ip, privateKey: peer.privateKey.toString('base64'), targetPublic, src: '10.61.3.5', dst: c!.pod[0]!.replace(/\.1$/, '.9'), plan })], { timeoutMs: 120_000 });
+    const [r, f] = await Promise.all([client, flood]);
+    server.kill();
+    assert.equal(f.code, 0, f.stderr);
+    assert.equal(r.code, 0, `iperf3: ${r.stdout.slice(-300)} ${r.stderr}`);
+    t.diagnostic(`iperf3 during the flood: ${((JSON.parse(r.stdout).end.sum_received.bits_per_second as number) / 1e9).toFixed(2)} Gbit/s`);
+    assert.ok(c!.daemons[0]!.alive, 'the daemon keeps running');
+
+    const m1 = await metrics(h0);
+    const kernelDrops = (await snmp()) - k0;
+    const d = (kind: string, name: string) => counter(m1, kind, name) - counter(m0, kind, name);
+    const drops = { malformed: d('dropped_total', 'reason="malformed"'), replay: d('dropped_total', 'reason="replay"'), badMac: d('dropped_total', 'reason="bad_mac"'), stale: d('dropped_total', 'reason="stale_session"') };
+    const initiations = { cookies: d('handshakes_total', 'kind="cookie_reply_sent"'), backlog: d('dropped_total', 'reason="handshake_backlog"'), unknown: d('dropped_total', 'reason="unknown_peer"'), worked: d('handshakes_total', 'kind="initiation_received"') };
+    t.diagnostic(`drops ${JSON.stringify(drops)}, initiations ${JSON.stringify(initiations)}, kernel receive-buffer drops ${kernelDrops}`);
+    // The fixture's own real initiations (one, or a retry) are handshakes too.
+    const own = (JSON.parse(/SENT (.*)/.exec(f.stdout)![1]!) as { handshake: number }).handshake;
+    if (kernelDrops === 0) {
+      assert.deepEqual(drops, { malformed: 40_000, replay: 15_000, badMac: 30_000, stale: 5_000 });
+      assert.equal(initiations.cookies + initiations.backlog + initiations.worked, 10_000 + own);
+    } else {
+      const total = drops.malformed + drops.replay + drops.badMac + drops.stale + initiations.cookies + initiations.backlog + initiations.worked - own;
+      assert.ok(total <= 100_000 && total + kernelDrops >= 100_000, JSON.stringify({ drops, initiations, kernelDrops }));
+    }
+    // A flood of initiations is answered with cookies, not with handshake work (DH) for each.
+    assert.ok(initiations.cookies > 1000, `cookie replies ${initiations.cookies}`);
+    assert.ok(initiations.worked < initiations.cookies / 5, `handshakes worked ${initiations.worked}`);
+    assert.ok(initiations.unknown >= initiations.worked - own, 'each stranger initiation worked was refused as from an unknown key');
+    await pingsEventually(c!, 0, 1);
   });
 });
