@@ -9,13 +9,15 @@ import { join } from 'node:path';
 import { createHosts, registerCleanup, run, waitFor, type HostSet, type TestHost } from '../test/helpers/netns.js';
 import { measureLatency } from './latency.js';
 
-export type PathId = 'veth' | 'vxlan' | 'ftvxlan' | 'udp';
-export const ALL_PATHS: PathId[] = ['veth', 'vxlan', 'ftvxlan', 'udp'];
+export type PathId = 'veth' | 'vxlan' | 'ftvxlan' | 'udp' | 'ftwg' | 'wggo';
+export const ALL_PATHS: PathId[] = ['veth', 'vxlan', 'ftvxlan', 'udp', 'ftwg', 'wggo'];
 export const PATH_LABELS: Record<PathId, string> = {
   veth: 'bare veth',
   vxlan: 'kernel VXLAN',
   ftvxlan: 'flannel-ts vxlan',
   udp: 'flannel-ts udp',
+  ftwg: 'flannel-ts wireguard (userspace)',
+  wggo: 'wireguard-go',
 };
 
 /** The path cannot be measured on this checkout or machine; reported, not fatal. */
@@ -151,7 +153,7 @@ export interface FlannelOptions {
   /** Extra environment for the daemons (e.g. FLANNEL_UDP_OFFLOAD=0). */
   env?: Record<string, string>;
   /** Backend of the daemons (default udp). */
-  backend?: 'udp' | 'vxlan';
+  backend?: 'udp' | 'vxlan' | 'wireguard';
 }
 
 export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}): Promise<PathSetup> {
@@ -184,10 +186,12 @@ export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}
       const fd = openSync(logFile, 'a');
       const subnetFile = join(dir, `host${n}.env`);
       const args = [node, ...(opts.nodeArgs ?? []), flanneld, '--local-store', dir, '--iface', h.iface, '--subnet-file', subnetFile, '--healthz-port', '0', ...(opts.daemonArgs ?? [])];
+      // wireguard: each daemon its own key file and API socket (both hosts share this machine's /run).
+      const own = opts.backend === 'wireguard' ? { WIREGUARD_KEY_FILE: join(dir, `wgkey${n}`), FLANNEL_WIREGUARD_SOCKET_DIR: join(dir, `wg${n}`) } : {};
       const child = h.spawn(args, {
         stdio: ['ignore', fd, fd],
         cwd: root,
-        ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
+        env: { ...process.env, ...opts.env, ...own },
       });
       closeSync(fd); // the child holds its own copy
       progress(`${opts.backend ?? 'udp'}: started flanneld in ${h.ns} pid=${child.pid}`);
@@ -216,7 +220,7 @@ export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}
     progress(`${opts.backend ?? 'udp'}: leases ${subnets.join(', ')}`);
 
     const server = daemons[1]!;
-    const device = opts.backend === 'vxlan' ? 'flannel.1' : 'flannel0';
+    const device = opts.backend === 'vxlan' ? 'flannel.1' : opts.backend === 'wireguard' ? 'flannel-wg' : 'flannel0';
     const onDevice = (await deviceAddresses(server.host, device)).find((a) => a.startsWith('10.5.'));
     const targetIp = onDevice ?? networkAddress(subnets[1]!);
     const notes = [`leases ${subnets.join(', ')}`, `target = peer ${device} address ${targetIp}${onDevice ? '' : ` (from FLANNEL_SUBNET; ${device} not found)`}`];
@@ -233,5 +237,50 @@ export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}
     await set.destroy();
     cleanupDir();
     throw e;
+  }
+}
+
+export const WGGO = { net24: '10.78.0', mtu: 1420, port: 51820 };
+
+/**
+ * Debian's wireguard-go between the two namespaces, configured with wg,
+ * the reference for our userspace WireGuard: each side an interface of
+ * its own name (its control socket lives in the machine-wide
+ * /var/run/wireguard), MTU 1420 as flannel's.
+ */
+export async function setupWireguardGo(progress: Progress): Promise<PathSetup> {
+  for (const bin of ['wireguard-go', 'wg']) if (!(await run('sh', ['-c', `command -v ${bin}`])).stdout.trim()) throw new Unavailable(`${bin} is not installed`);
+  const set = await pair();
+  const dir = mkdtempSync(join(tmpdir(), 'ftbench-wggo-'));
+  const pids: number[] = [];
+  try {
+    const names = set.hosts.map((_, i) => `ftbwg${process.pid % 1000}${i}`);
+    const keys: { priv: string; pub: string }[] = [];
+    for (const h of set.hosts) {
+      const priv = (await h.exec(['wg', 'genkey'], { check: true })).stdout.trim();
+      const pub = (await h.exec(['sh', '-c', `printf '%s\\n' '${priv}' | wg pubkey`], { check: true })).stdout.trim();
+      keys.push({ priv, pub });
+    }
+    for (const [i, h] of set.hosts.entries()) {
+      const name = names[i]!;
+      const child = h.spawn(['wireguard-go', '-f', name], { stdio: 'ignore', env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' } });
+      pids.push(child.pid!);
+      await waitFor(async () => (await h.exec(['ip', 'link', 'show', name])).code === 0, 10_000, `${name} up`);
+      const keyFile = join(dir, `key${i}`);
+      await h.exec(['sh', '-c', `umask 077; printf '%s\\n' '${keys[i]!.priv}' > ${keyFile}`], { check: true });
+      const peer = set.hosts[1 - i]!;
+      await h.exec(['wg', 'set', name, 'private-key', keyFile, 'listen-port', String(WGGO.port), 'peer', keys[1 - i]!.pub, 'endpoint', `${peer.ip}:${WGGO.port}`, 'allowed-ips', `${WGGO.net24}.${2 - i}/32`], { check: true });
+      await h.exec(['ip', 'addr', 'add', `${WGGO.net24}.${i + 1}/24`, 'dev', name], { check: true });
+      await h.exec(['ip', 'link', 'set', name, 'mtu', String(WGGO.mtu), 'up'], { check: true });
+      progress(`wggo: wireguard-go ${name} in ${h.ns} pid=${child.pid}`);
+    }
+    const targetIp = `${WGGO.net24}.2`;
+    await waitFor(async () => (await measureLatency(set.hosts[0]!, set.hosts[1]!, targetIp, 1, 50)).received > 0, 20000, `wireguard-go reachability of ${targetIp}`, 250);
+    const version = (await run('wireguard-go', ['--version'])).stdout.trim().split('\n')[0] ?? '';
+    return basic(set, targetIp, [`${version}, mtu ${WGGO.mtu}`], pids, () => rmSync(dir, { recursive: true, force: true }));
+  } catch (e) {
+    await set.destroy();
+    rmSync(dir, { recursive: true, force: true });
+    throw e instanceof Unavailable ? e : new Unavailable((e as Error).message);
   }
 }

@@ -66,8 +66,12 @@ export interface RatioColumn {
  * that ran, except a reference against a "heavier" one (veth/vxlan would just
  * be the inverse of vxlan/veth).
  */
+/** Pairs compared head to head besides the references: our userspace WireGuard against wireguard-go. */
+export const HEAD_TO_HEAD: [PathId, PathId][] = [['ftwg', 'wggo']];
+
 export function ratioColumns(paths: PathId[]): RatioColumn[] {
   const cols: RatioColumn[] = [];
+  for (const [p, ref] of HEAD_TO_HEAD) if (paths.includes(p) && paths.includes(ref)) cols.push({ name: `${p}/${ref}`, path: p, ref });
   for (const p of paths) {
     for (const ref of REFERENCES) {
       if (p === ref || !paths.includes(ref)) continue;

@@ -6,6 +6,8 @@
  *   vxlan  - kernel VXLAN over that link (what an in-kernel overlay costs)
  *   ftvxlan - flannel-ts flanneld with the vxlan backend (the same kernel dataplane, programmed by us)
  *   udp    - flannel-ts flanneld with the udp backend (userspace overlay)
+ *   ftwg   - flannel-ts flanneld with the wireguard backend on its userspace path
+ *   wggo   - Debian's wireguard-go configured by wg (the userspace WireGuard to beat)
  * Progress goes to stderr; the table to stdout; JSON and SVG to bench/results/.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -16,7 +18,7 @@ import { createLogger } from '../src/log.js';
 import { parseArgs, USAGE, type BenchOptions } from './args.js';
 import { haveBinary } from './latency.js';
 import { runSuite } from './measure.js';
-import { PATH_LABELS, Unavailable, repoRoot, setupFlannel, setupVeth, setupVxlan, type PathId, type PathSetup, type Progress } from './paths.js';
+import { PATH_LABELS, Unavailable, repoRoot, setupFlannel, setupVeth, setupVxlan, setupWireguardGo, type PathId, type PathSetup, type Progress } from './paths.js';
 import { computeRatios, metricTable, ratioColumns, renderTable, type PathResult } from './report.js';
 import { renderSvg } from './svg.js';
 
@@ -40,6 +42,10 @@ async function setup(path: PathId): Promise<PathSetup> {
       return setupFlannel(progress, { backend: 'vxlan' });
     case 'udp':
       return setupFlannel(progress);
+    case 'ftwg':
+      return setupFlannel(progress, { backend: 'wireguard' });
+    case 'wggo':
+      return setupWireguardGo(progress);
   }
 }
 

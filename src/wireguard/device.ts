@@ -165,7 +165,7 @@ export class WireGuardDevice implements UapiDevice {
     b.addrs[0] = peer.cfg.addr;
     b.ports[0] = peer.cfg.port;
     const keyIdx = Uint32Array.of(k);
-    sock.addon.wgSeal(b.buf, b.slotSize, b.lens, 1, t.sendKeys, keyIdx, Uint32Array.of(t.remoteIndex(k)), BigUint64Array.of(BigInt.asUintN(64, t.takeCounters(k, 1))));
+    sock.addon.wgSeal(b.buf, b.slotSize, b.lens, 1, t.sendKeys, keyIdx, Uint32Array.of(t.remoteIndex(k)), BigUint64Array.of(BigInt(t.takeCounters(k, 1))));
     if (b.lens[0] === 0) return false;
     sock.addon.udpSend(sock.fd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false);
     t.stampSent(peer.slot, this.now(), false);

@@ -15,6 +15,14 @@
  */
 
 export const KEYPAIR_CAPACITY = 4096;
+/**
+ * Send counters are 32-bit here (an Atomics.add that allocates nothing, on
+ * the packet path): a keypair lives at most REJECT_AFTER_TIME (180 s), and
+ * 2^32 packets in 180 s would be 24 million packets a second. A keypair
+ * whose counter nears the limit is treated as exhausted (a new handshake),
+ * which the protocol allows: its limits are upper bounds.
+ */
+export const COUNTER_LIMIT = 2 ** 32 - 2 ** 13;
 export const PEER_CAPACITY = 1024;
 export const NO_KEYPAIR = -1;
 
@@ -68,7 +76,7 @@ export function createPeerTableBuffers(keypairs = KEYPAIR_CAPACITY, peers = PEER
     header: new SharedArrayBuffer(HEADER_WORDS * 4),
     keypairs: new SharedArrayBuffer(keypairs * K_WORDS * 4),
     created: new SharedArrayBuffer(keypairs * 8),
-    counters: new SharedArrayBuffer(keypairs * 8),
+    counters: new SharedArrayBuffer(keypairs * 4),
     sendKeys: new SharedArrayBuffer(keypairs * 32),
     recvKeys: new SharedArrayBuffer(keypairs * 32),
     peers: new SharedArrayBuffer(peers * P_WORDS * 4),
@@ -81,7 +89,7 @@ export class PeerTable {
   readonly header: Int32Array;
   readonly keypairs: Int32Array;
   readonly created: Float64Array;
-  readonly sendCounters: BigInt64Array;
+  readonly sendCounters: Uint32Array;
   /** Keys as the addon takes them: slot k's key at 32 * k. */
   readonly sendKeys: Uint8Array;
   readonly recvKeys: Uint8Array;
@@ -94,7 +102,7 @@ export class PeerTable {
     this.header = new Int32Array(buffers.header);
     this.keypairs = new Int32Array(buffers.keypairs);
     this.created = new Float64Array(buffers.created);
-    this.sendCounters = new BigInt64Array(buffers.counters);
+    this.sendCounters = new Uint32Array(buffers.counters);
     this.sendKeys = new Uint8Array(buffers.sendKeys);
     this.recvKeys = new Uint8Array(buffers.recvKeys);
     this.peers = new Int32Array(buffers.peers);
@@ -141,7 +149,7 @@ export class PeerTable {
     this.keypairs[w + K_LOCAL] = localIndex | 0;
     this.keypairs[w + K_REMOTE] = remoteIndex | 0;
     this.created[k] = nowMs;
-    Atomics.store(this.sendCounters, k, 0n);
+    Atomics.store(this.sendCounters, k, 0);
     this.sendKeys.set(sendKey, k * 32);
     this.recvKeys.set(recvKey, k * 32);
     Atomics.store(this.keypairs, w + K_FLAGS, initiator ? KeypairFlag.Initiator : 0);
@@ -156,16 +164,22 @@ export class PeerTable {
     this.recvKeys.fill(0, k * 32, k * 32 + 32);
   }
   /** Reserve `n` send counters of keypair k; returns the first. */
-  takeCounters(k: number, n: number): bigint {
-    return Atomics.add(this.sendCounters, k, BigInt(n));
+  takeCounters(k: number, n: number): number {
+    return Atomics.add(this.sendCounters, k, n);
   }
-  counterOf(k: number): bigint {
+  counterOf(k: number): number {
     return Atomics.load(this.sendCounters, k);
   }
 
   // ---- peers ----
   peerActive(p: number): boolean {
     return Atomics.load(this.peers, p * P_WORDS + P_ACTIVE) === 1;
+  }
+  endpointAddr(p: number): number {
+    return Atomics.load(this.peers, p * P_WORDS + P_ADDR) >>> 0;
+  }
+  endpointPort(p: number): number {
+    return Atomics.load(this.peers, p * P_WORDS + P_PORT);
   }
   endpoint(p: number): { addr: number; port: number } {
     return { addr: Atomics.load(this.peers, p * P_WORDS + P_ADDR) >>> 0, port: Atomics.load(this.peers, p * P_WORDS + P_PORT) };

@@ -11,8 +11,8 @@
 import type { NativeAddon } from '../native/addon.js';
 import type { Encapsulation } from '../backend/udp/encapsulation.js';
 import type { PacketBatch } from '../tun/packet-batch.js';
-import { MessageType, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, TRANSPORT_OVERHEAD, messageType, INITIATION_LEN, RESPONSE_LEN, COOKIE_REPLY_LEN } from './messages.js';
-import { KeypairFlag, NO_KEYPAIR, PeerTable, slotOfIndex, type PeerTableBuffers } from './peer-table.js';
+import { MessageType, REJECT_AFTER_TIME, REKEY_AFTER_TIME, TRANSPORT_OVERHEAD, messageType, INITIATION_LEN, RESPONSE_LEN, COOKIE_REPLY_LEN } from './messages.js';
+import { COUNTER_LIMIT, KeypairFlag, NO_KEYPAIR, PeerTable, slotOfIndex, type PeerTableBuffers } from './peer-table.js';
 import { ReplayWindow } from './replay.js';
 import { WgCounter } from './counters.js';
 
@@ -34,6 +34,8 @@ export class WireGuardTransport implements Encapsulation {
   private keyIdx: Uint32Array;
   private receivers: Uint32Array;
   private nonces: BigUint64Array;
+  /** The nonces as 32-bit words (low, high): filled without BigInt on the packet path. */
+  private nonceWords: Uint32Array;
   private counters: Float64Array;
   /** Per keypair slot: its replay window and the keypair generation it belongs to (rx only). */
   private readonly windows: (ReplayWindow | undefined)[] = [];
@@ -53,6 +55,7 @@ export class WireGuardTransport implements Encapsulation {
     this.keyIdx = new Uint32Array(capacity);
     this.receivers = new Uint32Array(capacity);
     this.nonces = new BigUint64Array(capacity);
+    this.nonceWords = new Uint32Array(this.nonces.buffer);
     this.counters = new Float64Array(capacity);
   }
 
@@ -61,6 +64,7 @@ export class WireGuardTransport implements Encapsulation {
     this.keyIdx = new Uint32Array(n);
     this.receivers = new Uint32Array(n);
     this.nonces = new BigUint64Array(n);
+    this.nonceWords = new Uint32Array(this.nonces.buffer);
     this.counters = new Float64Array(n);
   }
 
@@ -75,15 +79,19 @@ export class WireGuardTransport implements Encapsulation {
 
   /** The keypair to send with: the newest one we may use (ours as initiator, or confirmed by the peer). */
   private sendKeypair(p: number, nowMs: number): number {
-    let best = NO_KEYPAIR;
-    for (const k of [this.t.next(p), this.t.current(p)]) {
-      if (k === NO_KEYPAIR || !this.t.keypairValid(k)) continue;
-      const flags = this.t.keypairFlags(k);
-      if (!(flags & (KeypairFlag.Initiator | KeypairFlag.Confirmed))) continue;
-      if (nowMs - this.t.created[k]! >= REJECT_AFTER_TIME || this.t.counterOf(k) >= REJECT_AFTER_MESSAGES) continue;
-      if (best === NO_KEYPAIR || this.t.created[k]! > this.t.created[best]!) best = k;
-    }
-    return best;
+    const next = this.usable(this.t.next(p), nowMs);
+    const current = this.usable(this.t.current(p), nowMs);
+    if (next === NO_KEYPAIR) return current;
+    if (current === NO_KEYPAIR) return next;
+    return this.t.created[next]! > this.t.created[current]! ? next : current;
+  }
+
+  /** k if we may send with it now (ours as initiator, or confirmed by the peer; not expired), else NO_KEYPAIR. */
+  private usable(k: number, nowMs: number): number {
+    if (k === NO_KEYPAIR || !this.t.keypairValid(k)) return NO_KEYPAIR;
+    if (!(this.t.keypairFlags(k) & (KeypairFlag.Initiator | KeypairFlag.Confirmed))) return NO_KEYPAIR;
+    if (nowMs - this.t.created[k]! >= REJECT_AFTER_TIME || this.t.counterOf(k) >= COUNTER_LIMIT) return NO_KEYPAIR;
+    return k;
   }
 
   seal(batch: PacketBatch, n: number): number {
@@ -109,7 +117,7 @@ export class WireGuardTransport implements Encapsulation {
         if (k !== NO_KEYPAIR) {
           // Time to rekey: the initiator of the keypair asks for a new handshake, and keeps sending meanwhile.
           const old = this.t.keypairFlags(k) & KeypairFlag.Initiator && nowMs - this.t.created[k]! >= REKEY_AFTER_TIME;
-          if (old || this.t.counterOf(k) >= REKEY_AFTER_MESSAGES) this.t.wantHandshake(p);
+          if (old || this.t.counterOf(k) >= COUNTER_LIMIT / 2) this.t.wantHandshake(p);
         }
       }
       if (k === NO_KEYPAIR) {
@@ -125,7 +133,8 @@ export class WireGuardTransport implements Encapsulation {
       }
       this.keyIdx[out] = k;
       this.receivers[out] = this.t.remoteIndex(k);
-      this.nonces[out] = BigInt.asUintN(64, this.t.takeCounters(k, 1));
+      this.nonceWords[2 * out] = this.t.takeCounters(k, 1);
+      this.nonceWords[2 * out + 1] = 0;
       this.t.stampSent(p, nowMs, true, lens[out]!);
       out++;
     }
@@ -216,9 +225,8 @@ export class WireGuardTransport implements Encapsulation {
       if (out !== i) buf.copyWithin(out * slotSize, off, off + inner);
       lens[out] = inner;
       // Cryptokey routing: the source checks that follow judge the packet by the peer whose key opened it.
-      const ep = this.t.endpoint(p);
-      addrs[out] = ep.addr;
-      batch.ports[out] = ep.port;
+      addrs[out] = this.t.endpointAddr(p);
+      batch.ports[out] = this.t.endpointPort(p);
       out++;
     }
     return out;
