@@ -1,7 +1,8 @@
 /**
- * `node dist/bench/profile.js [--seconds N] [--cpu-prof] [--env K=V ...]`:
- * where the udp dataplane spends its time during one single-stream TCP
- * iperf3 run (the bench's udp path). Reports, over a steady-state window:
+ * `node dist/bench/profile.js [--seconds N] [--cpu-prof] [--backend udp|wireguard] [--env K=V ...]`:
+ * where the userspace dataplane (udp, or wireguard's userspace path) spends
+ * its time during one single-stream TCP iperf3 run (the bench's udp or ftwg
+ * path). Reports, over a steady-state window:
  *   - user/system CPU per thread of both daemons (/proc/<pid>/task/<tid>),
  *     so the packet workers' kernel time is separated from their JS time;
  *   - packets per batch and per syscall, from the /metrics counters;
@@ -79,8 +80,10 @@ async function main(): Promise<void> {
   let seconds = 12;
   let cpuProf = false;
   const env: Record<string, string> = {};
+  let backend: 'udp' | 'wireguard' = 'udp';
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--seconds') seconds = Number(argv[++i]);
+    else if (argv[i] === '--backend') backend = argv[++i] === 'wireguard' ? 'wireguard' : 'udp';
     else if (argv[i] === '--cpu-prof') cpuProf = true;
     else if (argv[i] === '--env') {
       const [k, v] = argv[++i]!.split('=');
@@ -92,7 +95,9 @@ async function main(): Promise<void> {
     nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
     daemonArgs: ['--healthz-port', String(HEALTHZ_PORT), '--healthz-ip', '127.0.0.1'],
     env,
+    backend,
   });
+  const prefix = `flannel_${backend}`;
   const hz = ticksPerSecond();
   try {
     const srv = await startIperfServer(p.server);
@@ -125,14 +130,14 @@ async function main(): Promise<void> {
       }
       console.log(`  total                     ${(u * 100).toFixed(1).padStart(5)}  ${(s * 100).toFixed(1).padStart(5)}`);
       const d = (k: string) => (m1[i]![k] ?? 0) - (m0[i]![k] ?? 0);
-      const tunRead = d('flannel_udp_tun_read_packets_total');
-      const sent = d('flannel_udp_sent_packets_total');
-      const txB = d('flannel_udp_tx_batches_total');
-      const recv = d('flannel_udp_received_packets_total');
-      const deliv = d('flannel_udp_delivered_packets_total');
-      const rxB = d('flannel_udp_rx_batches_total');
+      const tunRead = d(`${prefix}_tun_read_packets_total`);
+      const sent = d(`${prefix}_sent_packets_total`);
+      const txB = d(`${prefix}_tx_batches_total`);
+      const recv = d(`${prefix}_received_packets_total`);
+      const deliv = d(`${prefix}_delivered_packets_total`);
+      const rxB = d(`${prefix}_rx_batches_total`);
       const extra = Object.keys(m1[i]!)
-        .filter((k) => /offload|segment|gso|gro|coalesc|super/.test(k))
+        .filter((k) => /offload|segment|gso|gro|coalesc|super|sealed|opened/.test(k))
         .map((k) => `${k}=${d(k)}`)
         .join(' ');
       console.log(

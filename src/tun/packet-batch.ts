@@ -20,5 +20,13 @@ export class PacketBatch {
     this.addrs = new Uint32Array(capacity);
     this.ports = new Uint16Array(capacity);
   }
-}
 
+  /** Move slot `from`'s packet, length, address and port to slot `to` (compacting after a drop). */
+  moveSlot(from: number, to: number): void {
+    const len = this.lens[from]!;
+    this.buf.copyWithin(to * this.slotSize, from * this.slotSize, from * this.slotSize + len);
+    this.lens[to] = len;
+    this.addrs[to] = this.addrs[from]!;
+    this.ports[to] = this.ports[from]!;
+  }
+}

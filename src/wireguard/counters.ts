@@ -3,6 +3,8 @@
  * worker, rx worker, main thread), as the udp dataplane's: every transport
  * datagram the rx worker reads is opened or counted under one drop reason.
  */
+import { sumRegions } from '../metrics/region-counters.js';
+
 export const WgCounter = {
   sealed: 0,
   opened: 1,
@@ -37,14 +39,7 @@ export const createWgCounterBuffer = () => new SharedArrayBuffer(REGIONS * COUNT
 export const wgCounterRegion = (sab: SharedArrayBuffer, region: number) => new Float64Array(sab, region * COUNT * 8, COUNT);
 
 export function readWgCounters(sab: SharedArrayBuffer): Record<WgCounterName, number> {
-  const all = new Float64Array(sab);
-  const out = {} as Record<WgCounterName, number>;
-  for (const [name, idx] of Object.entries(WgCounter) as [WgCounterName, number][]) {
-    let v = 0;
-    for (let r = 0; r < REGIONS; r++) v += all[r * COUNT + idx]!;
-    out[name] = v;
-  }
-  return out;
+  return sumRegions<WgCounterName>(sab, WgCounter, COUNT, REGIONS);
 }
 
 const DROPS: [WgCounterName, string][] = [

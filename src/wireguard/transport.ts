@@ -125,12 +125,7 @@ export class WireGuardTransport implements Encapsulation {
         this.stats[WgCounter.dropNoSession]! += 1;
         continue;
       }
-      if (out !== i) {
-        buf.copyWithin(out * slotSize, i * slotSize, i * slotSize + lens[i]!);
-        lens[out] = lens[i]!;
-        addrs[out] = addrs[i]!;
-        batch.ports[out] = batch.ports[i]!;
-      }
+      if (out !== i) batch.moveSlot(i, out);
       this.keyIdx[out] = k;
       this.receivers[out] = this.t.remoteIndex(k);
       this.nonceWords[2 * out] = this.t.takeCounters(k, 1);
@@ -147,12 +142,7 @@ export class WireGuardTransport implements Encapsulation {
         this.stats[WgCounter.dropTooBig]! += 1;
         continue;
       }
-      if (kept !== i) {
-        buf.copyWithin(kept * slotSize, i * slotSize, i * slotSize + lens[i]!);
-        lens[kept] = lens[i]!;
-        addrs[kept] = addrs[i]!;
-        batch.ports[kept] = batch.ports[i]!;
-      }
+      if (kept !== i) batch.moveSlot(i, kept);
       kept++;
     }
     this.stats[WgCounter.sealed]! += kept;

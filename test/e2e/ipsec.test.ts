@@ -19,6 +19,7 @@ import { createHosts, run, waitFor, type HostSet, type TestHost } from '../helpe
 import { startDaemon, FLANNELCTL, type DaemonProcess } from '../helpers/daemon.js';
 import { startEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { attachPodBridge } from '../helpers/pod-bridge.js';
+import { iperfRate } from '../helpers/iperf.js';
 import { parseEnv } from '../../src/subnet/subnet-env.js';
 
 const P = '/coreos.com/network';
@@ -191,8 +192,11 @@ describe('ipsec backend, userspace ESP (strongSwan libipsec): real traffic', { t
     // On the wire: ESP in UDP 4500, no bare ICMP between the pod addresses.
     const cap = h1.spawn(['tcpdump', '-l', '-n', '-i', h1.iface, '-c', '4', 'udp port 4500 or icmp']);
     let out = '';
+    let err = '';
     cap.stdout?.on('data', (b: Buffer) => (out += b.toString()));
-    await new Promise((r) => setTimeout(r, 1000));
+    cap.stderr?.on('data', (b: Buffer) => (err += b.toString()));
+    // tcpdump says when it listens; only then is the first ping sure to be seen.
+    await waitFor(() => /listening on/.test(err), 10_000, 'tcpdump listening');
     await h0.exec(['ping', '-c', '3', '-i', '0.2', '-I', c!.pod[0]!, c!.pod[1]!], { timeoutMs: 5000 });
     await waitFor(() => /ESP\(spi=/.test(out), 5000, 'ESP on the wire');
     cap.kill();
@@ -202,12 +206,7 @@ describe('ipsec backend, userspace ESP (strongSwan libipsec): real traffic', { t
 
   test('iperf3 through the tunnel', async () => {
     const [h0, h1] = c!.set.hosts as [TestHost, TestHost];
-    const server = h1.spawn(['iperf3', '-s', '-1', '-B', c!.pod[1]!]);
-    await waitFor(async () => (await h1.exec(['ss', '-ltn'])).stdout.includes(`${c!.pod[1]}:5201`), 5000, 'iperf3 listening');
-    const r = await h0.exec(['iperf3', '-c', c!.pod[1]!, '-B', c!.pod[0]!, '-t', '2', '-J'], { timeoutMs: 20_000 });
-    server.kill();
-    assert.equal(r.code, 0, r.stderr);
-    const bps = JSON.parse(r.stdout).end.sum_received.bits_per_second as number;
+    const bps = await iperfRate(h0, c!.pod[0]!, h1, c!.pod[1]!, 2);
     assert.ok(bps > 1e6, `iperf3 ${bps} bit/s`);
   });
 

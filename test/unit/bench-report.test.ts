@@ -49,6 +49,8 @@ test('ratio columns: every path against each reference, no inverse reference pai
   assert.deepEqual(ratioColumns(['veth', 'vxlan', 'udp']).map((c) => c.name), ['vxlan/veth', 'udp/vxlan', 'udp/veth']);
   assert.deepEqual(ratioColumns(['veth', 'udp']).map((c) => c.name), ['udp/veth']);
   assert.deepEqual(ratioColumns(['udp']), []);
+  // Our userspace WireGuard head to head with wireguard-go, besides the references.
+  assert.deepEqual(ratioColumns(['vxlan', 'ftwg', 'wggo']).map((c) => c.name), ['ftwg/wggo', 'ftwg/vxlan', 'wggo/vxlan']);
 });
 
 test('computeRatios: throughput and latency ratios, none for loss or CPU', () => {
@@ -118,7 +120,7 @@ test('parseProcStat: utime and stime even with spaces and parens in the name', (
 test('parseArgs: defaults, --quick, --only order, errors', () => {
   const d = parseArgs([], '/out');
   assert.equal(d.seconds, 8);
-  assert.deepEqual(d.paths, ['veth', 'vxlan', 'ftvxlan', 'udp']);
+  assert.deepEqual(d.paths, ['veth', 'vxlan', 'ftvxlan', 'udp', 'ftwg', 'wggo']);
   const q = parseArgs(['--quick', '--only', 'udp,veth'], '/out');
   assert.equal(q.seconds, 2);
   assert.deepEqual(q.paths, ['veth', 'udp']);

@@ -7,6 +7,7 @@
  * writer, so increments need no atomics; the main thread sums the regions
  * when rendering Prometheus text.
  */
+import { sumRegions } from '../../metrics/region-counters.js';
 
 /** Counter indexes. Order matters only inside this file and its users. */
 export const UdpCounter = {
@@ -88,14 +89,7 @@ export type CounterName = keyof typeof UdpCounter;
 
 /** Totals over all regions, by name. */
 export function readCounters(sab: SharedArrayBuffer): Record<CounterName, number> {
-  const all = new Float64Array(sab);
-  const out = {} as Record<CounterName, number>;
-  for (const [name, idx] of Object.entries(UdpCounter) as [CounterName, number][]) {
-    let v = 0;
-    for (let r = 0; r < REGIONS; r++) v += all[r * COUNTER_COUNT + idx]!;
-    out[name] = v;
-  }
-  return out;
+  return sumRegions<CounterName>(sab, UdpCounter, COUNTER_COUNT, REGIONS);
 }
 
 const DROPS: [CounterName, string, string][] = [
