@@ -45,7 +45,7 @@ async function metrics(h: TestHost): Promise<Record<string, number>> {
   const r = await h.exec(['curl', '-s', `http://127.0.0.1:${HEALTHZ_PORT}/metrics`]);
   const out: Record<string, number> = {};
   for (const line of r.stdout.split('\n')) {
-    const m = /^(flannel_udp_\w+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    const m = /^(flannel_(?:udp|wireguard)_\w+(?:\{[^}]*\})?) (\S+)$/.exec(line);
     if (m) out[m[1]!] = Number(m[2]);
   }
   return out;
