@@ -47,6 +47,10 @@ interface Peer {
   lastTimestamp: Buffer | null;
   lastInitiationMs: number;
   lastHandshakeMs: number;
+  /** The data-send time the "no reply" rule last fired for: it fires once per send, as wireguard-go's timer. */
+  noReplyFiredFor: number;
+  /** The receive time the "old keypair" rule last fired for (it fires on a receive, once). */
+  oldKeyFiredFor: number;
 }
 
 export interface DeviceOptions {
@@ -109,7 +113,7 @@ export class WireGuardDevice implements UapiDevice {
       }
       this.opts.table.setPeer(slot, cfg.addr, cfg.port, false);
       this.opts.table.setPeer(slot, cfg.addr, cfg.port, true);
-      this.peers_.set(hex, { slot, cfg, cookies: new CookieGenerator(cfg.publicKey), pending: null, lastTimestamp: null, lastInitiationMs: 0, lastHandshakeMs: 0 });
+      this.peers_.set(hex, { slot, cfg, cookies: new CookieGenerator(cfg.publicKey), pending: null, lastTimestamp: null, lastInitiationMs: 0, lastHandshakeMs: 0, noReplyFiredFor: 0, oldKeyFiredFor: 0 });
     }
     this.opts.table.bump();
   }
@@ -311,10 +315,20 @@ export class WireGuardDevice implements UapiDevice {
       }
       let want = t.takeHandshakeWish(p);
       // Sent data and heard nothing back for KEEPALIVE + REKEY_TIMEOUT: the session may be dead.
+      // Once per send: after giving up, only new data starts a new attempt.
       const sentData = t.lastDataSent(p);
-      if (sentData > 0 && sentData > t.lastReceived(p) && now - Math.max(t.lastReceived(p), peer.lastHandshakeMs) > KEEPALIVE_TIMEOUT + REKEY_TIMEOUT) want = true;
+      if (sentData > 0 && sentData > t.lastReceived(p) && sentData !== peer.noReplyFiredFor && now - Math.max(t.lastReceived(p), peer.lastHandshakeMs) > KEEPALIVE_TIMEOUT + REKEY_TIMEOUT) {
+        peer.noReplyFiredFor = sentData;
+        want = true;
+      }
+      // Data received on our own keypair close to its end of life: rekey now, once per such receive.
       const cur = t.current(p);
-      if (cur !== NO_KEYPAIR && t.keypairFlags(cur) & KeypairFlag.Initiator && now - t.created[cur]! > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT && t.lastDataReceived(p) > t.created[cur]!) want = true;
+      const got = t.lastDataReceived(p);
+      const age = cur === NO_KEYPAIR ? 0 : now - t.created[cur]!;
+      if (cur !== NO_KEYPAIR && t.keypairFlags(cur) & KeypairFlag.Initiator && age > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT && age < REJECT_AFTER_TIME && got > t.created[cur]! && got !== peer.oldKeyFiredFor) {
+        peer.oldKeyFiredFor = got;
+        want = true;
+      }
       if (peer.pending) {
         if (now - peer.pending.firstMs > REKEY_ATTEMPT_TIME) {
           this.opts.stats[WgCounter.handshakesFailed]! += 1;

@@ -312,3 +312,63 @@ test('wg API: get as wireguard-go answers it, set of a peer, the daemon\'s own s
   assert.equal((await stat(srv.path)).mode & 0o777, 0o600);
   await srv.close();
 });
+
+test('timers: the initiator rekeys after 120 s while still sending; retries every 5 s; gives up after 90 s; passive keepalive after 10 s', () => {
+  let t = 1_700_000_300_000;
+  const now = () => t;
+  const { a, b } = pair(now);
+  const handshake = () => {
+    a.dev.tick();
+    deliver(a, b);
+    deliver(b, a);
+    deliver(a, b);
+    b.dev.tick();
+  };
+  a.table.wantHandshake(0);
+  handshake();
+  const first = a.table.current(0);
+  assert.notEqual(first, NO_KEYPAIR);
+  const initiations = () => readWgCounters(a.counters).initiationsSent;
+  assert.equal(initiations(), 1);
+
+  // Data from b, nothing sent back by a for 10 s: a sends a keepalive.
+  t += 100;
+  send(b, A_ADDR, [ipPacket(100, 1)]);
+  deliver(b, a);
+  t += 10_500;
+  a.dev.tick();
+  assert.equal(readWgCounters(a.counters).keepalivesSent, 2, 'the confirming one and the passive one');
+  a.outbox.length = 0;
+
+  // 121 s after the handshake a packet still goes out with the old keypair, and a new handshake starts.
+  t += 111_000;
+  assert.equal(send(a, B_ADDR, [ipPacket(100, 2)]), 1);
+  a.outbox.length = 0;
+  a.dev.tick();
+  assert.equal(initiations(), 2, 'rekey');
+  // No answer: retried after REKEY_TIMEOUT (5 s + jitter), not before.
+  t += 2000;
+  a.dev.tick();
+  assert.equal(initiations(), 2);
+  t += 4000;
+  a.dev.tick();
+  assert.equal(initiations(), 3);
+  // Still nothing after 90 s of attempts: it gives up (and says so).
+  for (let i = 0; i < 20; i++) {
+    t += 5500;
+    a.dev.tick();
+  }
+  const given = readWgCounters(a.counters).handshakesFailed;
+  assert.ok(given >= 1, 'gave up');
+  const sentBefore = initiations();
+  t += 5500;
+  a.dev.tick();
+  assert.equal(initiations(), sentBefore, 'no more retries once given up');
+  // The answer that finally comes to a fresh attempt installs a new current keypair.
+  a.outbox.length = 0;
+  a.table.wantHandshake(0);
+  t += 6000;
+  handshake();
+  assert.notEqual(a.table.current(0), first);
+  assert.equal(a.table.previous(0) === first || a.table.previous(0) === NO_KEYPAIR, true);
+});
