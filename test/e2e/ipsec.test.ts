@@ -125,6 +125,9 @@ describe('ipsec backend, kernel ESP (flannel\'s way; this kernel has no ESP)', {
     for (const w of want0) assert.ok(p0.includes(w), `missing in h0:\n${w}\n--- have:\n${p0}`);
     await waitFor(async () => policyCount(await policies(h1)) === 3, 15_000, 'h1 policies');
 
+    // The lease as flannel's ipsec backend writes it: BackendType only.
+    const lease = await ctl(c!, ['get', `${P}/subnets/${n0}-24`]);
+    assert.equal(lease.stdout.trim(), `{"PublicIP":"${h0.ip}","PublicIPv6":null,"BackendType":"ipsec"}`);
     const name0 = `${h0.ip}-${n0}/24-${n1}/24-${h1.ip}`;
     await waitFor(async () => /ESTABLISHED/.test((await swanctl(c!, 0, ['--list-sas'])).stdout), 30_000, 'IKE SA on h0', 500);
     const sas = (await swanctl(c!, 0, ['--list-sas'])).stdout;
