@@ -5,7 +5,9 @@
  * every host pings every other host's pod address and iperf3 measures one
  * path. Everything it creates is removed at the end, or on Ctrl-C.
  *
- * Options: --hosts N (2..6, default 3), --backend udp|vxlan|host-gw|alloc, --seconds S (iperf3 time, default 3).
+ * Options: --hosts N (2..6, default 3), --backend udp|vxlan|host-gw|wireguard|ipsec|alloc, --seconds S (iperf3 time, default 3).
+ * The hosts share this machine's /run, so wireguard and ipsec get per-host
+ * paths (WIREGUARD_KEY_FILE, FLANNEL_WIREGUARD_SOCKET_DIR, FLANNEL_IPSEC_RUN_DIR).
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,6 +15,7 @@ import { join } from 'node:path';
 import { createHosts, waitFor, type TestHost } from '../test/helpers/netns.js';
 import { LocalStore } from '../src/subnet/local-store.js';
 import { parseEnv } from '../src/subnet/subnet-env.js';
+import { randomBytes } from 'node:crypto';
 import { FLANNELD } from '../test/helpers/daemon.js';
 import { attachPodBridge } from '../test/helpers/pod-bridge.js';
 
@@ -44,7 +47,9 @@ async function main(): Promise<number> {
     const network = '10.5.0.0/16';
     say(`[2/6] network config in the embedded store ${storeDir}: {"Network":"${network}","Backend":{"Type":"${backend}"}}`);
     const store = new LocalStore({ dir: storeDir });
-    await store.put('/coreos.com/network/config', JSON.stringify({ Network: network, Backend: { Type: backend } }));
+    // ipsec needs a PSK of 96+ characters: a random one for this demo only.
+    const extra = backend === 'ipsec' ? { PSK: randomBytes(72).toString('base64') } : {};
+    await store.put('/coreos.com/network/config', JSON.stringify({ Network: network, Backend: { Type: backend, ...extra } }));
     await store.close();
 
     say(`[3/6] starting flanneld (${backend} backend) in every host`);
@@ -52,8 +57,14 @@ async function main(): Promise<number> {
     for (const [i, h] of set.hosts.entries()) {
       const lines: string[] = [];
       logs.set(h, lines);
+      const perHost = {
+        WIREGUARD_KEY_FILE: join(storeDir, `host${i + 1}.wgkey`),
+        FLANNEL_WIREGUARD_SOCKET_DIR: join(storeDir, `host${i + 1}-wg`),
+        FLANNEL_IPSEC_RUN_DIR: join(storeDir, `host${i + 1}-ipsec`),
+      };
       const child = h.spawn([process.execPath, FLANNELD, `--local-store=${storeDir}`, `--iface=${h.iface}`, `--subnet-file=${join(storeDir, `host${i + 1}.env`)}`, '--healthz-ip=127.0.0.1', '--healthz-port=8471'], {
         stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, ...perHost },
       });
       child.stderr?.on('data', (b: Buffer) => lines.push(...b.toString().split('\n').filter(Boolean)));
       child.once('exit', (code) => lines.push(`(flanneld exited with ${code})`));
@@ -98,7 +109,7 @@ async function main(): Promise<number> {
       }
     }
 
-    const device = { udp: 'flannel0', vxlan: 'flannel.1', 'host-gw': 'eth0' }[backend] ?? backend;
+    const device = { udp: 'flannel0', vxlan: 'flannel.1', 'host-gw': 'eth0', wireguard: 'flannel-wg', ipsec: 'ESP' }[backend] ?? backend;
     say(`[5/6] iperf3, one TCP stream for ${seconds} s, host1 -> host2 through ${device}`);
     const [h1, h2] = [set.hosts[0]!, set.hosts[1]!];
     const server = h2.spawn(['iperf3', '-s', '-1', '-B', podAddr(1)], { stdio: 'ignore' });

@@ -17,6 +17,8 @@ export interface FakeCharon {
   keys: Map<string, ViciMessage>;
   /** What list-sas reports: connection name -> IKE state and its CHILD_SA states. */
   sas: Map<string, { state: string; children: string[] }>;
+  /** More IKE SAs of an already listed connection (both ends initiated at once): listed after `sas`. */
+  duplicateSas: { name: string; state: string; children: string[] }[];
   /** Every command received, in order ("load-conn a", "unload-shared flannel-1.2.3.4"). */
   log: string[];
   close(): Promise<void>;
@@ -24,7 +26,7 @@ export interface FakeCharon {
 
 export async function startFakeCharon(dir: string, name = 'charon.vici'): Promise<FakeCharon> {
   const path = join(dir, name);
-  const fake: FakeCharon = { path, conns: new Map(), keys: new Map(), sas: new Map(), log: [], close: async () => {} };
+  const fake: FakeCharon = { path, conns: new Map(), keys: new Map(), sas: new Map(), duplicateSas: [], log: [], close: async () => {} };
   const registered = new Set<string>();
   const ok = (message: ViciMessage = { success: 'yes' }): Packet => ({ type: PacketType.CmdResponse, message });
   const fail = (errmsg: string): Packet => ({ type: PacketType.CmdResponse, message: { success: 'no', errmsg } });
@@ -73,7 +75,7 @@ export async function startFakeCharon(dir: string, name = 'charon.vici'): Promis
       case 'list-sas': {
         const events: Packet[] = [];
         if (registered.has('list-sa')) {
-          for (const [name, sa] of fake.sas) {
+          for (const [name, sa] of [...fake.sas, ...fake.duplicateSas.map((d) => [d.name, d] as const)]) {
             const children: ViciMessage = {};
             sa.children.forEach((st, i) => (children[`child-${i}`] = { state: st }));
             events.push({ type: PacketType.Event, name: 'list-sa', message: { [name]: { state: sa.state, 'child-sas': children } } });

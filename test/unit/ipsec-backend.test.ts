@@ -79,6 +79,7 @@ test('the connection, shared key and policies computed for a lease are flannel\'
   const conn = user['192.0.2.1-10.5.1.0/24-10.5.2.0/24-192.0.2.2'];
   assert.equal(conn.encap, 'yes');
   assert.equal(conn.children['10.5.1.0/24-10.5.2.0/24'].policies, 'yes', 'libipsec keeps its own SPD');
+  assert.equal(conn.children['10.5.1.0/24-10.5.2.0/24'].reqid, undefined, 'libipsec: a reqid per peer, from charon');
   assert.deepEqual(conn.children['10.5.1.0/24-10.5.2.0/24'].esp_proposals, ['aes256gcm16']);
   assert.deepEqual(sharedKeyMessage('192.0.2.2', PSK), { id: 'flannel-192.0.2.2', type: 'IKE', data: PSK, owners: ['192.0.2.2'] });
   assert.deepEqual(policiesFor(local, remote), [
@@ -157,15 +158,16 @@ test('the applier makes the SPD hold exactly the wanted policies, in one batch, 
   assert.ok(!noXfrm.lines().some((l) => l.includes('xfrm')));
 });
 
-test('strongswan.conf: our socket, only the plugins we need, routes only for userspace ESP', () => {
+test('strongswan.conf: our socket, only the plugins we need, no routes of charon\'s', () => {
   const k = strongswanConf('kernel', '/run');
   assert.match(k, /vici \{ socket = unix:\/\/\/run\/charon\.vici \}/);
   assert.match(k, /install_routes = no/);
+  assert.match(strongswanConf('userspace', '/run'), /install_routes = no/, 'flanneld routes into ipsec0 itself');
   assert.match(k, /load = .*\bkernel-netlink\b.*\bvici\b/);
   assert.doesNotMatch(k, /kernel-libipsec/);
   const u = strongswanConf('userspace', '/run');
   assert.match(u, /load = .*kernel-libipsec kernel-netlink/);
-  assert.match(u, /install_routes = yes/);
+
 });
 
 test('findCharon: an explicit path must exist; otherwise flannel\'s list, PATH first', async () => {
@@ -219,6 +221,12 @@ test('IkeConnections against a fake charon: keys before connections, only differ
   const counts = await conns.refreshSas();
   assert.deepEqual([...counts.ike], [['ESTABLISHED', 2]]);
   assert.deepEqual([...counts.child], [['INSTALLED', 1]]);
+  // Both ends initiated at once: a second IKE SA of the same connection carries its CHILD_SA; the connection has one.
+  fake.duplicateSas.push({ name: '192.0.2.1-10.5.1.0/24-10.5.2.0/24-192.0.2.2', state: 'ESTABLISHED', children: ['INSTALLED'] });
+  await conns.refreshSas();
+  assert.deepEqual(conns.peerSas().get('192.0.2.1-10.5.1.0/24-10.5.2.0/24-192.0.2.2')?.children, ['INSTALLED']);
+  fake.duplicateSas.length = 0;
+  await conns.refreshSas();
 
   assert.equal(await conns.apply(local, [remote]), 2);
   assert.deepEqual(fake.log, ['unload-conn 192.0.2.1-10.5.1.0/24-10.5.3.0/24-192.0.2.3', 'terminate 192.0.2.1-10.5.1.0/24-10.5.3.0/24-192.0.2.3', 'unload-shared flannel-192.0.2.3']);

@@ -64,8 +64,10 @@ export function strongswanConf(esp: EspMode, runInside: string): string {
     '# Written by flanneld (ipsec backend) at every start; edits are lost.',
     'charon {',
     `  load = ${[...BASE_PLUGINS, ...kernel, 'socket-default', 'vici'].join(' ')}`,
-    // Kernel ESP: flannel's policies, no routes of charon's. libipsec routes traffic into its TUN device through table 220.
-    `  install_routes = ${esp === 'userspace' ? 'yes' : 'no'}`,
+    // No routes of charon's: with kernel ESP flannel's policies steer; with libipsec flanneld routes the
+    // peers' subnets into ipsec0 itself (charon's own routes need a local address inside our subnet,
+    // which does not exist before the first pod, and their failure fails the CHILD_SA).
+    '  install_routes = no',
     '  plugins {',
     `    vici { socket = unix://${runInside}/charon.vici }`,
     '  }',

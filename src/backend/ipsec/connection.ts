@@ -48,7 +48,8 @@ export function sharedKeyMessage(publicIP: string, psk: string): ViciMessage {
  * started at once, re-trapped when closed, restarted on dead peer,
  * rekeyed hourly, tunnel mode, reqid 11. With kernel ESP charon installs no
  * policies (we install flannel's three); with userspace ESP (libipsec)
- * charon must hold them itself, as libipsec keeps its own SPD.
+ * charon must hold them itself, as libipsec keeps its own SPD, and each
+ * peer gets a reqid of its own.
  */
 export function connectionDefinition(local: TunnelEnd, remote: TunnelEnd, opts: Pick<IpsecOptions, 'udpEncap' | 'espProposal'>, esp: EspMode, startAction: 'start' | 'none' = 'start'): ViciMessage {
   return {
@@ -70,7 +71,9 @@ export function connectionDefinition(local: TunnelEnd, remote: TunnelEnd, opts: 
           close_action: 'trap',
           dpd_action: 'restart',
           mode: 'tunnel',
-          reqid: String(FLANNEL_REQID),
+          // flannel's reqid ties its kernel policies to the SAs; libipsec picks SAs by reqid alone, so
+          // there every peer needs its own (charon assigns them).
+          ...(esp === 'kernel' ? { reqid: String(FLANNEL_REQID) } : {}),
           rekey_time: '1h',
           policies: esp === 'kernel' ? 'no' : 'yes',
         },

@@ -11,7 +11,7 @@ import type { Logger } from '../../log.js';
 import { BackendOptionError } from '../errors.js';
 import type { ViciClient } from '../../vici/client.js';
 import type { ViciMessage } from '../../vici/codec.js';
-import { connectionDefinition, connectionName, sharedKeyId, sharedKeyMessage, type TunnelEnd } from './connection.js';
+import { childName, connectionDefinition, connectionName, sharedKeyId, sharedKeyMessage, type TunnelEnd } from './connection.js';
 import type { EspMode, IpsecOptions } from './options.js';
 
 export interface SaCounts {
@@ -116,6 +116,21 @@ export class IkeConnections {
     return changes;
   }
 
+  /**
+   * Ask charon to negotiate the CHILD_SA of a connection again (without
+   * waiting for it). A CHILD_SA proposed before the peer knew our lease is
+   * refused (NO_PROPOSAL_CHOSEN) and charon does not try again by itself,
+   * leaving an IKE SA that carries nothing.
+   */
+  async initiateChild(local: TunnelEnd, remote: TunnelEnd): Promise<void> {
+    const c = await this.client();
+    try {
+      await c.streamed('initiate', 'control-log', { ike: connectionName(local, remote), child: childName(local, remote), timeout: '-1' });
+    } finally {
+      c.close();
+    }
+  }
+
   /** Read charon's SAs; logs each peer's IKE and CHILD_SA state changes. */
   async refreshSas(): Promise<SaCounts> {
     const c = await this.client();
@@ -131,8 +146,12 @@ export class IkeConnections {
         const sa = v as ViciMessage;
         const children = Object.values((sa['child-sas'] as ViciMessage | undefined) ?? {}).map((ch) => String((ch as ViciMessage).state ?? ''));
         const prev = now.get(name);
-        // Several IKE SAs of one connection (a rekey in flight): the established one speaks for it.
-        if (prev && prev.ike === 'ESTABLISHED' && sa.state !== 'ESTABLISHED') continue;
+        // Several IKE SAs of one connection (both hosts initiated at once, or a rekey in flight):
+        // the connection is up if any is, and carries the CHILD_SAs of all.
+        if (prev) {
+          now.set(name, { ike: prev.ike === 'ESTABLISHED' ? prev.ike : String(sa.state ?? ''), children: [...prev.children, ...children] });
+          continue;
+        }
         now.set(name, { ike: String(sa.state ?? ''), children });
       }
     }

@@ -18,7 +18,7 @@ import { KernelStateApplier } from '../../net/kernel-state.js';
 import { RouteNetwork } from '../route-network.js';
 import { readerFor } from '../kernel-routing.js';
 import { CharonDaemon, findCharon } from './charon.js';
-import { policiesFor, tunnelEnd, type TunnelEnd } from './connection.js';
+import { connectionName, policiesFor, tunnelEnd, type TunnelEnd } from './connection.js';
 import { chooseEspMode } from './esp-mode.js';
 import { IkeConnections } from './ike-connections.js';
 import { FLANNEL_REQID, ipsecHostSettings, parseIpsecOptions, type EspMode, type IpsecHostSettings, type IpsecOptions } from './options.js';
@@ -31,10 +31,16 @@ export const UDP_ENCAP_OVERHEAD = 8;
 export interface IpsecBackendOptions {
   ip?: IpRoute;
   recheckMs?: number;
-  /** How often charon's SAs are read for /metrics and the state log. */
+  /** How often charon's SAs are read for /metrics, the state log and the CHILD_SA retry (default 5 s). */
   saRefreshMs?: number;
   restartDelayMs?: number;
 }
+
+/** How long an IKE SA may stay without a CHILD_SA before it is asked for again, and between two asks. */
+const CHILD_RETRY_MS = 5000;
+
+/** strongSwan's libipsec TUN device: userspace ESP reads what is routed into it. */
+export const LIBIPSEC_DEVICE = 'ipsec0';
 
 /** Whether the kernel SA install failure reason means "no ESP in this kernel". */
 const NO_KERNEL_ESP = /Function not implemented|Requested type not found|Protocol not supported/i;
@@ -52,6 +58,8 @@ export class IpsecBackend implements Backend {
   private saTimer: NodeJS.Timeout | null = null;
   private saInstallFailures = 0;
   private readonly reportedFailures = new Set<string>();
+  /** Per connection: since when its IKE SA carries no CHILD_SA, and when we last asked for one. */
+  private readonly childless = new Map<string, { since: number; asked: number }>();
 
   constructor(
     private readonly ctx: BackendContext,
@@ -64,7 +72,7 @@ export class IpsecBackend implements Backend {
     this.ip = tuning.ip ?? new IpRoute();
     const network = ctx.config.network;
     this.applier = new KernelStateApplier({
-      scope: { network, routeDevs: [], ownedDevs: [], xfrmReqid: FLANNEL_REQID },
+      scope: { network, routeDevs: [LIBIPSEC_DEVICE], ownedDevs: [], xfrmReqid: FLANNEL_REQID },
       readIp: readerFor(this.ip),
       readBridge: readerFor(this.ip, 'bridge'),
       writeIp: this.ip,
@@ -118,7 +126,7 @@ export class IpsecBackend implements Backend {
     // Policies wait for the leases listed at start: an empty round now would remove a restarted daemon's only to put them back.
     if (this.own) await this.conns?.loadSharedKey(this.own.publicIP);
     this.network.start();
-    const every = this.tuning.saRefreshMs ?? 10_000;
+    const every = this.tuning.saRefreshMs ?? 5_000;
     this.saTimer = setInterval(() => void this.refreshSas(), every);
     this.saTimer.unref();
   }
@@ -137,7 +145,39 @@ export class IpsecBackend implements Backend {
   /** Read charon's SAs now (also every saRefreshMs). */
   async refreshSas(): Promise<void> {
     if (!this.conns || !this.charon?.running) return;
-    await this.conns.refreshSas().catch((err: Error) => this.log.warn('cannot list SAs from charon', { error: err.message }));
+    try {
+      await this.conns.refreshSas();
+    } catch (err) {
+      this.log.warn('cannot list SAs from charon', { error: (err as Error).message });
+      return;
+    }
+    await this.retryChildless();
+  }
+
+  /**
+   * A peer whose IKE SA is up without a CHILD_SA for a while gets its
+   * CHILD_SA asked for again (at most every CHILD_RETRY_MS), unless the
+   * kernel refused to install one: then trying again changes nothing.
+   */
+  private async retryChildless(): Promise<void> {
+    const own = this.own;
+    if (!own || !this.conns) return;
+    const now = Date.now();
+    const sas = this.conns.peerSas();
+    for (const peer of this.network.desired().values()) {
+      const name = connectionName(own, peer);
+      const sa = sas.get(name);
+      if (!sa || sa.ike !== 'ESTABLISHED' || sa.children.includes('INSTALLED') || this.reportedFailures.has(name)) {
+        this.childless.delete(name);
+        continue;
+      }
+      const state = this.childless.get(name) ?? { since: now, asked: 0 };
+      this.childless.set(name, state);
+      if (now - state.since < CHILD_RETRY_MS || now - state.asked < CHILD_RETRY_MS) continue;
+      state.asked = now;
+      this.log.info('IKE SA without CHILD_SA: asking charon for it again', { connection: name });
+      await this.conns.initiateChild(own, peer).catch((err: Error) => this.log.warn('cannot initiate the CHILD_SA', { connection: name, error: err.message }));
+    }
   }
 
   private peerFor(l: Lease): TunnelEnd | null {
@@ -146,13 +186,20 @@ export class IpsecBackend implements Backend {
     return end;
   }
 
-  /** Policies first (kernel ESP only; else none of ours may stay), then charon's keys and connections. */
+  /**
+   * Kernel state first, then charon's keys and connections. Kernel ESP:
+   * flannel's three policies per peer. Userspace ESP: a route per peer's
+   * subnet into ipsec0 (libipsec keeps its own policies), and none of our
+   * kernel policies may stay (they would hold packets for SAs that never come).
+   */
   private async reconcile(peers: ReadonlyMap<string, TunnelEnd>, recheck: boolean): Promise<void> {
     const own = this.own;
     if (!own || !this.conns) return;
-    const policies = this.esp === 'kernel' ? [...peers.values()].flatMap((p) => policiesFor(own, p)) : [];
-    const r = await this.applier.apply({ routes: [], neighs: [], fdb: [], policies }, { reread: recheck });
-    if (r.lines.length > 0) this.log.info('xfrm policies updated', { changes: r.lines.length, failed: r.failures.length });
+    const kernel = this.esp === 'kernel';
+    const policies = kernel ? [...peers.values()].flatMap((p) => policiesFor(own, p)) : [];
+    const routes = kernel ? [] : [...peers.values()].map((p) => ({ dst: p.subnet, dev: LIBIPSEC_DEVICE }));
+    const r = await this.applier.apply({ routes, neighs: [], fdb: [], policies }, { reread: recheck });
+    if (r.lines.length > 0) this.log.info(kernel ? 'xfrm policies updated' : 'routes into ipsec0 updated', { changes: r.lines.length, failed: r.failures.length });
     if (!this.charon?.running) return;
     const changes = await this.conns.apply(own, peers.values());
     if (changes > 0) this.log.info('charon configuration updated', { changes, connections: this.conns.connectionCount });
