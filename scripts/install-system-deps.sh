@@ -15,6 +15,11 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+# wireguard backend: wg (the kernel path's tool, and `wg show` on our userspace
+# device) and wireguard-go (the userspace WireGuard the tests and the bench
+# interoperate with).
+command -v wg >/dev/null 2>&1 || need+=(wireguard-tools)
+command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)
 # ipsec backend: charon (strongSwan's IKE daemon), swanctl for troubleshooting,
 # the openssl/gcm plugins for flannel's default ESP proposal, and libipsec
 # (userspace ESP, in the extra plugins) for kernels without ESP.
