@@ -161,9 +161,9 @@ export class WireGuardDevice implements UapiDevice {
   /** A keepalive (empty transport packet) with the peer's sending keypair, if it has one. */
   private sendKeepalive(peer: Peer): boolean {
     const t = this.opts.table;
-    const k = [t.next(peer.slot), t.current(peer.slot)].find((x) => x !== NO_KEYPAIR && t.keypairValid(x) && t.keypairFlags(x) & (KeypairFlag.Initiator | KeypairFlag.Confirmed) && this.now() - t.created[x]! < REJECT_AFTER_TIME);
+    const k = t.sendKeypair(peer.slot, this.now());
     const sock = this.opts.socket();
-    if (k === undefined || !sock) return false;
+    if (k === NO_KEYPAIR || !sock) return false;
     const b = this.scratch;
     b.lens[0] = 0;
     b.addrs[0] = peer.cfg.addr;
@@ -308,8 +308,8 @@ export class WireGuardDevice implements UapiDevice {
       // Keys older than three rejection periods are erased.
       for (const k of [t.current(p), t.previous(p), t.next(p)]) {
         if (k !== NO_KEYPAIR && now - t.created[k]! > 3 * REJECT_AFTER_TIME) {
+          t.dropKeypair(p, k);
           this.freeKeypair(k);
-          t.setKeypairs(p, t.current(p) === k ? NO_KEYPAIR : t.current(p), t.previous(p) === k ? NO_KEYPAIR : t.previous(p), t.next(p) === k ? NO_KEYPAIR : t.next(p));
           changed = true;
         }
       }
@@ -351,10 +351,7 @@ export class WireGuardDevice implements UapiDevice {
     const t = this.opts.table;
     const now = this.now();
     let n = 0;
-    for (const peer of this.peers_.values()) {
-      const k = t.current(peer.slot);
-      if (k !== NO_KEYPAIR && t.keypairValid(k) && now - t.created[k]! < REJECT_AFTER_TIME) n++;
-    }
+    for (const peer of this.peers_.values()) if (t.sendKeypair(peer.slot, now) !== NO_KEYPAIR) n++;
     return n;
   }
 

@@ -14,6 +14,8 @@
  * never sees keys change under it.
  */
 
+import { REJECT_AFTER_TIME } from './messages.js';
+
 export const KEYPAIR_CAPACITY = 4096;
 /**
  * Send counters are 32-bit here (an Atomics.add that allocates nothing, on
@@ -181,9 +183,6 @@ export class PeerTable {
   endpointPort(p: number): number {
     return Atomics.load(this.peers, p * P_WORDS + P_PORT);
   }
-  endpoint(p: number): { addr: number; port: number } {
-    return { addr: Atomics.load(this.peers, p * P_WORDS + P_ADDR) >>> 0, port: Atomics.load(this.peers, p * P_WORDS + P_PORT) };
-  }
   /** The keypair slots of a peer: current, previous, next (NO_KEYPAIR when none). */
   current(p: number): number {
     return Atomics.load(this.peers, p * P_WORDS + P_CURRENT);
@@ -203,6 +202,33 @@ export class PeerTable {
     Atomics.store(this.peers, w + P_ACTIVE, active ? 1 : 0);
     if (!active) this.times.fill(0, p * T_WORDS, p * T_WORDS + T_WORDS);
   }
+  /**
+   * The keypair to send with now: the newer of next and current among those
+   * we may use (ours as initiator, or confirmed by the peer; not expired, not
+   * out of counters), or NO_KEYPAIR. The packet workers and the keepalives
+   * of the main thread choose the same way.
+   */
+  sendKeypair(p: number, nowMs: number): number {
+    const next = this.usable(this.next(p), nowMs);
+    const current = this.usable(this.current(p), nowMs);
+    if (next === NO_KEYPAIR) return current;
+    if (current === NO_KEYPAIR) return next;
+    return this.created[next]! > this.created[current]! ? next : current;
+  }
+
+  private usable(k: number, nowMs: number): number {
+    if (k === NO_KEYPAIR || !this.keypairValid(k)) return NO_KEYPAIR;
+    if (!(this.keypairFlags(k) & (KeypairFlag.Initiator | KeypairFlag.Confirmed))) return NO_KEYPAIR;
+    if (nowMs - this.created[k]! >= REJECT_AFTER_TIME || this.counterOf(k) >= COUNTER_LIMIT) return NO_KEYPAIR;
+    return k;
+  }
+
+  /** Forget keypair k wherever peer p refers to it. */
+  dropKeypair(p: number, k: number): void {
+    const w = p * P_WORDS;
+    for (const f of [P_CURRENT, P_PREVIOUS, P_NEXT]) if (Atomics.load(this.peers, w + f) === k) Atomics.store(this.peers, w + f, NO_KEYPAIR);
+  }
+
   setKeypairs(p: number, current: number, previous: number, next: number): void {
     const w = p * P_WORDS;
     Atomics.store(this.peers, w + P_CURRENT, current);

@@ -73,25 +73,8 @@ export class WireGuardTransport implements Encapsulation {
     if (g === this.gen) return;
     this.gen = g;
     const m = new Map<number, number>();
-    for (let p = 0; p < this.t.peerCapacity; p++) if (this.t.peerActive(p)) m.set(this.t.endpoint(p).addr, p);
+    for (let p = 0; p < this.t.peerCapacity; p++) if (this.t.peerActive(p)) m.set(this.t.endpointAddr(p), p);
     this.byAddr = m;
-  }
-
-  /** The keypair to send with: the newest one we may use (ours as initiator, or confirmed by the peer). */
-  private sendKeypair(p: number, nowMs: number): number {
-    const next = this.usable(this.t.next(p), nowMs);
-    const current = this.usable(this.t.current(p), nowMs);
-    if (next === NO_KEYPAIR) return current;
-    if (current === NO_KEYPAIR) return next;
-    return this.t.created[next]! > this.t.created[current]! ? next : current;
-  }
-
-  /** k if we may send with it now (ours as initiator, or confirmed by the peer; not expired), else NO_KEYPAIR. */
-  private usable(k: number, nowMs: number): number {
-    if (k === NO_KEYPAIR || !this.t.keypairValid(k)) return NO_KEYPAIR;
-    if (!(this.t.keypairFlags(k) & (KeypairFlag.Initiator | KeypairFlag.Confirmed))) return NO_KEYPAIR;
-    if (nowMs - this.t.created[k]! >= REJECT_AFTER_TIME || this.t.counterOf(k) >= COUNTER_LIMIT) return NO_KEYPAIR;
-    return k;
   }
 
   seal(batch: PacketBatch, n: number): number {
@@ -111,7 +94,7 @@ export class WireGuardTransport implements Encapsulation {
       }
       let k = lastKey;
       if (p !== lastPeer) {
-        k = this.sendKeypair(p, nowMs);
+        k = this.t.sendKeypair(p, nowMs);
         lastPeer = p;
         lastKey = k;
         if (k !== NO_KEYPAIR) {

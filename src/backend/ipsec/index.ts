@@ -16,7 +16,7 @@ import { formatIP4Net } from '../../net/ipaddr.js';
 import { IpRoute } from '../../net/iproute.js';
 import { KernelStateApplier } from '../../net/kernel-state.js';
 import { RouteNetwork } from '../route-network.js';
-import { readerFor } from '../kernel-routing.js';
+import { kernelRunners, readerFor } from '../kernel-routing.js';
 import { CharonDaemon, findCharon } from './charon.js';
 import { connectionName, policiesFor, tunnelEnd, type TunnelEnd } from './connection.js';
 import { chooseEspMode } from './esp-mode.js';
@@ -69,14 +69,14 @@ export class IpsecBackend implements Backend {
   ) {
     if (!ctx.config.network) throw new Error('ipsec backend: IPv6-only networks are not supported (flannel installs IPv4 policies)');
     this.log = ctx.log;
-    this.ip = tuning.ip ?? new IpRoute();
-    const network = ctx.config.network;
+    const runners = kernelRunners(false, { ip: tuning.ip });
+    this.ip = runners.ip;
     this.applier = new KernelStateApplier({
-      scope: { network, routeDevs: [LIBIPSEC_DEVICE], ownedDevs: [], xfrmReqid: FLANNEL_REQID },
-      readIp: readerFor(this.ip),
-      readBridge: readerFor(this.ip, 'bridge'),
-      writeIp: this.ip,
-      writeBridge: new IpRoute({ binary: 'bridge' }),
+      scope: { network: ctx.config.network, routeDevs: [LIBIPSEC_DEVICE], ownedDevs: [], xfrmReqid: FLANNEL_REQID },
+      readIp: runners.readIp,
+      readBridge: readerFor(runners.bridge, 'bridge'),
+      writeIp: runners.ip,
+      writeBridge: runners.bridge,
       log: this.log,
     });
     this.network = new RouteNetwork<TunnelEnd>({
