@@ -115,6 +115,8 @@ napi_value udp_open(napi_env env, napi_callback_info info);
 napi_value udp_recv(napi_env env, napi_callback_info info);
 napi_value udp_send(napi_env env, napi_callback_info info);
 napi_value udp_local_port(napi_env env, napi_callback_info info);
+napi_value udp_set_gro(napi_env env, napi_callback_info info);
+napi_value udp_steer_by_inner_flow(napi_env env, napi_callback_info info);
 
 /* ---- checksum.c ---- */
 napi_value sum_slots(napi_env env, napi_callback_info info);

@@ -27,6 +27,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"udpRecv", NULL, udp_recv, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpLocalPort", NULL, udp_local_port, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSetGro", NULL, udp_set_gro, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSteerByInnerFlow", NULL, udp_steer_by_inner_flow, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sumSlots", NULL, sum_slots, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wgSeal", NULL, wg_seal, NULL, NULL, NULL, napi_enumerable, NULL},

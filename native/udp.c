@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <linux/filter.h>
 #include <linux/udp.h>
 #include <poll.h>
 #include <stdio.h>
@@ -33,6 +34,17 @@
 /* Payload limit of one UDP send (IP total length is 16 bits). */
 #define GSO_MAX_BYTES 65000
 
+#ifndef UDP_GRO
+#define UDP_GRO 104 /* linux/udp.h since 5.0; older headers lack it */
+#endif
+#ifndef SO_ATTACH_REUSEPORT_CBPF
+#define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
+
+/* Receive control space per message: the UDP_GRO segment size (an int)
+ * and the socket's drop counter (SO_RXQ_OVFL, a u32). */
+#define RECV_CTL_BYTES (CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t)))
+
 typedef struct {
   struct mmsghdr msgs[MAX_UDP_BATCH];
   struct iovec iov[MAX_UDP_BATCH];
@@ -46,6 +58,10 @@ typedef struct {
    * send the kernel refuses: its segments resent one datagram each. */
   int segs[MAX_UDP_BATCH];
   struct mmsghdr fb_msgs[GSO_MAX_SEGS];
+  union {
+    char buf[RECV_CTL_BYTES];
+    struct cmsghdr align;
+  } rctl[MAX_UDP_BATCH];
 } scratch_t;
 
 void *udp_scratch_new(void) { return calloc(1, sizeof(scratch_t)); }
@@ -119,6 +135,10 @@ napi_value udp_open(napi_env env, napi_callback_info info) {
   }
   set_sockbuf(fd, SO_RCVBUFFORCE, SO_RCVBUF, SOCK_BUF_BYTES);
   set_sockbuf(fd, SO_SNDBUFFORCE, SO_SNDBUF, SOCK_BUF_BYTES);
+  /* Every datagram then carries the socket's count of datagrams dropped for
+   * want of buffer space, so overload shows where it happens (udpRecv's
+   * drops). Without it the count stays 0; the socket works the same. */
+  (void)setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
 
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
     int e = errno;
@@ -148,18 +168,25 @@ napi_value udp_open(napi_env env, napi_callback_info info) {
   return ret;
 }
 
-/* udpRecv(fd, buf, slotSize, lens, addrs, ports, max, timeoutMs) -> count */
+/* udpRecv(fd, buf, slotSize, lens, addrs, ports, max, timeoutMs, gsoSizes?, drops?) -> count
+ * gsoSizes (Uint16Array, >= max): per slot, the segment size of a UDP_GRO
+ * super-datagram (0 for a single datagram). drops (Uint32Array, >= 1): set to
+ * the socket's cumulative overflow count when a datagram carried it. */
 napi_value udp_recv(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
-  if (!get_args(env, info, 8, argv)) return NULL;
+  napi_value argv[10];
+  if (!get_args(env, info, 10, argv)) return NULL;
   int fd;
   slots_t b;
   int64_t timeout;
   uint32_t *addrs;
   uint16_t *ports;
+  uint16_t *gso;
+  uint32_t *drops;
   if (!get_fd(env, argv[0], &fd) || !get_slots(env, argv[1], argv[2], argv[3], argv[6], "max", MAX_UDP_BATCH, &b) ||
       !get_peers(env, argv[4], argv[5], b.n, "max", &addrs, &ports) ||
-      !get_int(env, argv[7], "timeoutMs", 0, INT32_MAX, &timeout))
+      !get_int(env, argv[7], "timeoutMs", 0, INT32_MAX, &timeout) ||
+      !get_optional_typed(env, argv[8], "gsoSizes", napi_uint16_array, "Uint16Array", (size_t)b.n, (void **)&gso) ||
+      !get_optional_typed(env, argv[9], "drops", napi_uint32_array, "Uint32Array", 1, (void **)&drops))
     return NULL;
   uint8_t *buf = b.buf;
   uint32_t *lens = b.lens;
@@ -177,6 +204,10 @@ napi_value udp_recv(napi_env env, napi_callback_info info) {
       s->msgs[i].msg_hdr.msg_namelen = sizeof s->sa[i];
       s->msgs[i].msg_hdr.msg_iov = &s->iov[i];
       s->msgs[i].msg_hdr.msg_iovlen = 1;
+      if (gso || drops) {
+        s->msgs[i].msg_hdr.msg_control = s->rctl[i].buf;
+        s->msgs[i].msg_hdr.msg_controllen = sizeof s->rctl[i].buf;
+      }
     }
     bool waited = false;
     for (;;) {
@@ -215,6 +246,17 @@ napi_value udp_recv(napi_env env, napi_callback_info info) {
       } else {
         addrs[i] = 0;
         ports[i] = 0;
+      }
+      if (gso) gso[i] = 0;
+      if (!(gso || drops) || (h->msg_flags & MSG_CTRUNC)) continue;
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR((struct msghdr *)h, c)) {
+        if (gso && c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO) {
+          int g;
+          memcpy(&g, CMSG_DATA(c), sizeof g);
+          gso[i] = (uint16_t)(g > 0 && g <= 0xffff ? g : 0);
+        } else if (drops && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+          memcpy(drops, CMSG_DATA(c), sizeof *drops);
+        }
       }
     }
   }
@@ -274,22 +316,40 @@ static int send_msgs(int fd, struct mmsghdr *msgs, int nmsg, const int *segs, st
   return sent;
 }
 
-/* udpSend(fd, buf, slotSize, lens, addrs, ports, count, gso?) -> sent
+/* Whether two inner IPv4 packets belong to one flow as the receivers'
+ * steering sees it (udpSteerByInnerFlow: protocol, addresses, and the first
+ * transport word, i.e. the ports). A GSO run stays one skb up to a GRO
+ * receiver, which steers it by its first packet: mixing flows in one run
+ * could put a flow's packets on two receive workers and reorder them. */
+static bool steered_by_ports(const uint8_t *p, uint32_t len) {
+  return (p[9] == 6 || p[9] == 17) && (((p[6] << 8) | p[7]) & 0x3fff) == 0 && len >= (uint32_t)(p[0] & 0x0f) * 4 + 4;
+}
+
+static bool same_inner_flow(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen) {
+  if (alen < 20 || blen < 20 || a[9] != b[9] || memcmp(a + 12, b + 12, 8) != 0) return false;
+  bool pa = steered_by_ports(a, alen), pb = steered_by_ports(b, blen);
+  if (pa != pb) return false;
+  return !pa || memcmp(a + (a[0] & 0x0f) * 4, b + (b[0] & 0x0f) * 4, 4) == 0;
+}
+
+/* udpSend(fd, buf, slotSize, lens, addrs, ports, count, gso?, flowRuns?) -> sent
+ * flowRuns: the datagrams are bare inner IPv4 packets (the udp backend's
+ * wire format) and a run also keeps to one inner flow (same_inner_flow).
  * With gso, runs of consecutive datagrams to the same address and port whose
  * lengths are equal (the last of a run may be shorter) go out as one
  * sendmsg with UDP_SEGMENT: on the wire they are still separate, ordinary
  * datagrams, but the socket, routing and qdisc work is paid once per run. */
 napi_value udp_send(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
-  if (!get_args(env, info, 8, argv)) return NULL;
+  napi_value argv[9];
+  if (!get_args(env, info, 9, argv)) return NULL;
   int fd;
   slots_t b;
   uint32_t *addrs;
   uint16_t *ports;
-  bool gso = false;
+  bool gso = false, flow_runs = false;
   if (!get_fd(env, argv[0], &fd) || !get_slots(env, argv[1], argv[2], argv[3], argv[6], "count", MAX_UDP_BATCH, &b) ||
       !get_peers(env, argv[4], argv[5], b.n, "count", &addrs, &ports) || !check_out_lens(env, b.lens, b.n, b.slot) ||
-      !get_bool(env, argv[7], "gso", &gso))
+      !get_bool(env, argv[7], "gso", &gso) || !get_bool(env, argv[8], "flowRuns", &flow_runs))
     return NULL;
   uint8_t *buf = b.buf;
   uint32_t *lens = b.lens;
@@ -303,7 +363,8 @@ napi_value udp_send(napi_env env, napi_callback_info info) {
     if (gso && lens[i] > 0) {
       uint32_t total = lens[i];
       while (j < count && j - i < GSO_MAX_SEGS && addrs[j] == addrs[i] && ports[j] == ports[i] &&
-             lens[j - 1] == lens[i] && lens[j] > 0 && lens[j] <= lens[i] && total + lens[j] <= GSO_MAX_BYTES) {
+             lens[j - 1] == lens[i] && lens[j] > 0 && lens[j] <= lens[i] && total + lens[j] <= GSO_MAX_BYTES &&
+             (!flow_runs || same_inner_flow(buf + i * slot, lens[i], buf + j * slot, lens[j]))) {
         total += lens[j];
         j++;
       }
@@ -364,4 +425,80 @@ napi_value udp_local_port(napi_env env, napi_callback_info info) {
   napi_value ret;
   if (napi_create_uint32(env, ntohs(sa.sin_port), &ret) != napi_ok) return throw_napi_failure(env), NULL;
   return ret;
+}
+
+/* udpSetGro(fd) -> boolean: ask the kernel to hand over runs of datagrams of
+ * one flow as one super-datagram (UDP_GRO; one recvmmsg slot then holds up
+ * to 64 KB, cut by udpRecv's gsoSizes). false when the kernel lacks it. */
+napi_value udp_set_gro(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int fd;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  int one = 1;
+  bool ok = setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) == 0;
+  if (!ok && is_fd_error(errno)) {
+    int e = errno;
+    throw_sys(env, e, "setsockopt", fd_error_hint(e), "UDP_GRO on fd %d", fd);
+    return NULL;
+  }
+  napi_value ret;
+  if (napi_get_boolean(env, ok, &ret) != napi_ok) return throw_napi_failure(env), NULL;
+  return ret;
+}
+
+/* udpSteerByInnerFlow(fd, groupSize): a classic BPF program for the
+ * SO_REUSEPORT group fd belongs to, picking the socket for each datagram by
+ * a hash of the inner IPv4 packet it carries (protocol, addresses and, for
+ * unfragmented packets, the ports), so every inner flow is read by one
+ * worker and stays in order. The kernel's own choice hashes the outer
+ * addresses and ports, which are the same for all traffic of one peer host
+ * (both ends use port 8285), so it would put a whole peer on one worker.
+ * The program sees the UDP payload from offset 0; a datagram too short for
+ * a load makes it return 0 (the first socket). */
+napi_value udp_steer_by_inner_flow(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int fd;
+  int64_t n;
+  if (!get_fd(env, argv[0], &fd) || !get_int(env, argv[1], "groupSize", 1, 1024, &n)) return NULL;
+  struct sock_filter code[] = {
+      /* 0 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 12),        /* A = inner source address */
+      /* 1 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),               /* X = A */
+      /* 2 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 16),        /* A = inner destination */
+      /* 3 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),        /* A ^= X */
+      /* 4 */ BPF_STMT(BPF_ST, 0),                           /* M[0] = A */
+      /* 5 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 9),         /* A = protocol */
+      /* 6 */ BPF_STMT(BPF_ALU | BPF_LSH | BPF_K, 8),
+      /* 7 */ BPF_STMT(BPF_LDX | BPF_MEM, 0),
+      /* 8 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),        /* A = M[0] ^ (protocol << 8) */
+      /* 9 */ BPF_STMT(BPF_ST, 0),
+      /* 10 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 9),
+      /* 11 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 2, 0), /* TCP -> ports */
+      /* 12 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 17, 1, 0), /* UDP -> ports */
+      /* 13 */ BPF_JUMP(BPF_JMP | BPF_JA, 7, 0, 0),          /* else -> fold */
+      /* 14 */ BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 6),        /* fragment word */
+      /* 15 */ BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x3fff, 5, 0), /* a fragment: no ports -> fold */
+      /* 16 */ BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),       /* X = 4 * IHL */
+      /* 17 */ BPF_STMT(BPF_LD | BPF_W | BPF_IND, 0),        /* A = ports */
+      /* 18 */ BPF_STMT(BPF_LDX | BPF_MEM, 0),
+      /* 19 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+      /* 20 */ BPF_STMT(BPF_ST, 0),
+      /* 21 */ BPF_STMT(BPF_LD | BPF_MEM, 0),                /* fold: A ^= A >> 16 ^ A >> 8 */
+      /* 22 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+      /* 23 */ BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),
+      /* 24 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+      /* 25 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+      /* 26 */ BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 8),
+      /* 27 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+      /* 28 */ BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, (uint32_t)n),
+      /* 29 */ BPF_STMT(BPF_RET | BPF_A, 0),
+  };
+  struct sock_fprog prog = {sizeof code / sizeof code[0], code};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0) {
+    int e = errno;
+    throw_sys(env, e, "setsockopt", "this kernel cannot steer SO_REUSEPORT groups by BPF (SO_ATTACH_REUSEPORT_CBPF)",
+              "SO_ATTACH_REUSEPORT_CBPF on fd %d", fd);
+  }
+  return NULL;
 }

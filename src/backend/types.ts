@@ -7,16 +7,21 @@ import type { HealthReporter } from '../metrics/health.js';
 
 /**
  * Switches of the userspace dataplane, read once at the edge (the CLI reads
- * FLANNEL_UDP_OFFLOAD / FLANNEL_UDP_GRO) and handed to backends.
+ * FLANNEL_UDP_OFFLOAD / FLANNEL_UDP_GRO / FLANNEL_UDP_USO /
+ * FLANNEL_UDP_WORKERS) and handed to backends.
  */
 export interface DataplaneOptions {
   /** Ask for TUN offloads (TSO super-packets, UDP GSO); the plain path is used when the kernel refuses. */
   offload: boolean;
-  /** With offloads: coalesce received TCP segments into super-packets written to TUN. */
+  /** With offloads: receive coalescing, i.e. UDP GRO on the socket and TCP/UDP super-packets written to TUN. */
   rxCoalesce: boolean;
+  /** With offloads: ask for TUN UDP segmentation offload too (kernel 6.2+; falls back to TCP offloads). Default on. */
+  uso?: boolean;
+  /** Worker pairs when the backend config does not say (default: the number of cores, capped). */
+  workers?: number;
 }
 
-export const DEFAULT_DATAPLANE_OPTIONS: DataplaneOptions = { offload: true, rxCoalesce: true };
+export const DEFAULT_DATAPLANE_OPTIONS: DataplaneOptions = { offload: true, rxCoalesce: true, uso: true };
 
 /** Everything a backend may need from the daemon when it starts. */
 export interface BackendContext {

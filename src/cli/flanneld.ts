@@ -35,7 +35,14 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const daemon = new Daemon(opts, settingsFromEnv(process.env));
+  let settings: DaemonSettings;
+  try {
+    settings = settingsFromEnv(process.env);
+  } catch (err) {
+    log.error('bad environment variable', { error: (err as Error).message });
+    return 1;
+  }
+  const daemon = new Daemon(opts, settings);
   const stopped = new Promise<void>((resolve) => {
     const onSignal = (sig: string) => {
       log.info('received signal, shutting down', { signal: sig });
@@ -73,15 +80,31 @@ export async function main(argv: string[]): Promise<number> {
 /**
  * The environment switches that are not flannel flags, read here once:
  * FLANNEL_UDP_OFFLOAD=0 forces the plain udp packet path, FLANNEL_UDP_GRO=0
- * turns receive coalescing off (both for comparisons), and tests shorten
- * the 24 h lease TTL with FLANNEL_TS_TEST_LEASE_TTL_SECONDS.
+ * turns receive coalescing off, FLANNEL_UDP_USO=0 UDP segmentation offload
+ * (all three for comparisons), FLANNEL_UDP_WORKERS sets the worker pairs
+ * when the backend config has no Workers, and tests shorten the 24 h lease
+ * TTL with FLANNEL_TS_TEST_LEASE_TTL_SECONDS.
  */
 export function settingsFromEnv(env: NodeJS.ProcessEnv): DaemonSettings {
   const ttl = Number(env.FLANNEL_TS_TEST_LEASE_TTL_SECONDS);
+  const workers = parseWorkersVariable(env.FLANNEL_UDP_WORKERS);
   return {
     ...(Number.isFinite(ttl) && ttl > 0 ? { leaseTtlSeconds: ttl } : {}),
-    dataplane: { offload: env.FLANNEL_UDP_OFFLOAD !== '0', rxCoalesce: env.FLANNEL_UDP_GRO !== '0' },
+    dataplane: {
+      offload: env.FLANNEL_UDP_OFFLOAD !== '0',
+      rxCoalesce: env.FLANNEL_UDP_GRO !== '0',
+      uso: env.FLANNEL_UDP_USO !== '0',
+      ...(workers !== undefined ? { workers } : {}),
+    },
   };
+}
+
+/** FLANNEL_UDP_WORKERS: a whole number 1..8, or unset; anything else stops the daemon with the variable named. */
+export function parseWorkersVariable(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 8) throw new Error(`FLANNEL_UDP_WORKERS must be a whole number 1..8, got "${raw}"`);
+  return n;
 }
 
 main(process.argv.slice(2)).then(

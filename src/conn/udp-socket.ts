@@ -3,22 +3,71 @@
  * wireguard-go's conn/): recvmmsg into a PacketBatch, sendmmsg (with UDP GSO
  * runs when asked) out of one. The fd is opened on the main thread and
  * wrapped again inside each packet worker.
+ *
+ * With UDP GRO (`gro`), the kernel may hand over a run of datagrams of one
+ * flow as one super-datagram: this happens whenever the sender used UDP GSO
+ * and nothing on the way split it (veth, bridges), and after GRO on a NIC.
+ * One recvmmsg slot then holds up to 64 KB; `recv` cuts those into the
+ * caller's slots, one datagram each, so the caller never sees the
+ * difference. What does not fit the caller's batch is kept for the next
+ * call, which then returns without a syscall.
  */
 import type { NativeAddon } from '../native/addon.js';
-import type { PacketBatch } from '../tun/packet-batch.js';
+import { PacketBatch } from '../tun/packet-batch.js';
 
 /** Open a non-blocking IPv4 UDP socket bound to bindAddr:port ("" = every address); returns its fd. */
 export function openUdpSocket(addon: NativeAddon, bindAddr: string, port: number, reusePort = false): number {
   return addon.udpOpen(bindAddr, port, reusePort);
 }
 
+/** Turn UDP GRO on for fd; false when the kernel (or a fake addon) has none. */
+export function enableUdpGro(addon: NativeAddon, fd: number): boolean {
+  return typeof addon.udpSetGro === 'function' && addon.udpSetGro(fd);
+}
+
+/** Slot of a GRO super-datagram: the largest UDP payload (the IP total length is 16 bits) and the byte that detects truncation. */
+const GRO_SLOT = 65536;
+/** Super-datagrams per recvmmsg with GRO: 16 x 64 KB holds more datagrams than any caller's batch takes. */
+const GRO_STAGING = 16;
+
+/** What the last recv() did. */
+export interface UdpRecvCounts {
+  /** recvmmsg calls that returned datagrams (0 when served from held super-datagrams). */
+  syscalls: number;
+  /** GRO super-datagrams (more than one datagram in a slot) cut this call. */
+  superDatagrams: number;
+  /** Datagrams those super-datagrams held. */
+  segments: number;
+}
+
+export interface UdpSocketOptions {
+  /** UDP_GRO is on for the fd (enableUdpGro): cut super-datagrams. */
+  gro?: boolean;
+}
+
 export class UdpSocket {
+  readonly gro: boolean;
+  readonly recvCounts: UdpRecvCounts = { syscalls: 0, superDatagrams: 0, segments: 0 };
+  /** The socket's cumulative receive-buffer overflow count as the kernel last reported it (SO_RXQ_OVFL). */
+  readonly drops = new Uint32Array(1);
+  private readonly staging: PacketBatch | null;
+  private readonly gsoSizes: Uint16Array | null;
+  // Held super-datagrams: staging slots [pendingFrom, pendingCount), the first cut up to byte pendingOffset.
+  private pendingFrom = 0;
+  private pendingCount = 0;
+  private pendingOffset = 0;
+
   constructor(
     private readonly addon: NativeAddon,
     readonly fd: number,
     /** Longest wait of one recv, in ms. */
     private readonly pollMs: number,
-  ) {}
+    opts: UdpSocketOptions = {},
+  ) {
+    this.gro = opts.gro === true;
+    this.staging = this.gro ? new PacketBatch(GRO_STAGING, GRO_SLOT) : null;
+    this.gsoSizes = this.gro ? new Uint16Array(GRO_STAGING) : null;
+  }
 
   /**
    * Receive up to batch.capacity datagrams into its slots (source address
@@ -26,16 +75,79 @@ export class UdpSocket {
    * Returns how many arrived within pollMs (0 if none).
    */
   recv(batch: PacketBatch): number {
-    return this.addon.udpRecv(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, batch.capacity, this.pollMs);
+    const c = this.recvCounts;
+    c.syscalls = c.superDatagrams = c.segments = 0;
+    const st = this.staging;
+    if (st === null) {
+      const n = this.addon.udpRecv(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, batch.capacity, this.pollMs, null, this.drops);
+      if (n > 0) c.syscalls = 1;
+      return n;
+    }
+    if (this.pendingFrom >= this.pendingCount) {
+      this.pendingFrom = this.pendingOffset = 0;
+      this.pendingCount = this.addon.udpRecv(this.fd, st.buf, GRO_SLOT, st.lens, st.addrs, st.ports, GRO_STAGING, this.pollMs, this.gsoSizes, this.drops);
+      if (this.pendingCount === 0) return 0;
+      c.syscalls = 1;
+    }
+    return this.cut(batch);
+  }
+
+  /** Cut held super-datagrams into the caller's slots until either runs out. */
+  private cut(batch: PacketBatch): number {
+    const st = this.staging!;
+    const gso = this.gsoSizes!;
+    const c = this.recvCounts;
+    const { buf: out, lens: outLens, addrs, ports, slotSize, capacity } = batch;
+    let k = 0;
+    while (this.pendingFrom < this.pendingCount && k < capacity) {
+      const i = this.pendingFrom;
+      const len = st.lens[i]!;
+      const base = i * GRO_SLOT;
+      if (len > GRO_SLOT) {
+        // Truncated even in a 64 KB slot: pass on as one truncated datagram for the caller to count.
+        outLens[k] = slotSize + 1;
+        addrs[k] = st.addrs[i]!;
+        ports[k] = st.ports[i]!;
+        k++;
+        this.pendingFrom++;
+        continue;
+      }
+      const seg = gso[i]! > 0 ? gso[i]! : Math.max(len, 1);
+      if (this.pendingOffset === 0 && len > seg) {
+        c.superDatagrams += 1;
+        c.segments += Math.ceil(len / seg);
+      }
+      // Each piece of a super-datagram is one datagram of the sender (the last may be shorter); an empty datagram is one piece.
+      do {
+        const at = this.pendingOffset;
+        const l = Math.min(seg, len - at);
+        if (l > slotSize) outLens[k] = slotSize + 1;
+        else {
+          st.buf.copy(out, k * slotSize, base + at, base + at + l);
+          outLens[k] = l;
+        }
+        addrs[k] = st.addrs[i]!;
+        ports[k] = st.ports[i]!;
+        k++;
+        this.pendingOffset = at + l;
+      } while (this.pendingOffset < len && k < capacity);
+      if (this.pendingOffset >= len) {
+        this.pendingFrom++;
+        this.pendingOffset = 0;
+      }
+    }
+    batch.count = k;
+    return k;
   }
 
   /**
    * Send slots [0, n) to addrs[i]:ports[i]; with `gso`, runs of equal-size
-   * datagrams to one peer leave in one sendmsg (UDP_SEGMENT). Returns how
-   * many left; the rest were dropped by the kernel.
+   * datagrams to one peer leave in one sendmsg (UDP_SEGMENT), with
+   * `flowRuns` (bare inner packets) only runs of one inner flow. Returns
+   * how many left; the rest were dropped by the kernel.
    */
-  send(batch: PacketBatch, n: number, gso: boolean): number {
+  send(batch: PacketBatch, n: number, gso: boolean, flowRuns = false): number {
     if (n === 0) return 0;
-    return this.addon.udpSend(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, n, gso);
+    return this.addon.udpSend(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, n, gso, flowRuns);
   }
 }

@@ -69,7 +69,20 @@ export interface NativeAddon {
    * order), ports[i] = source port. Waits up to timeoutMs (>= 0) for the
    * first. max <= 1024 (UIO_MAXIOV).
    */
-  udpRecv(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, addrs: Uint32Array, ports: Uint16Array, max: number, timeoutMs: number): number;
+  udpRecv(
+    fd: number,
+    buf: Buffer,
+    slotSize: number,
+    lens: Uint32Array,
+    addrs: Uint32Array,
+    ports: Uint16Array,
+    max: number,
+    timeoutMs: number,
+    /** With UDP_GRO on (udpSetGro): gsoSizes[i] = segment size of the super-datagram in slot i, 0 for a single one. */
+    gsoSizes?: Uint16Array | null,
+    /** drops[0] = the socket's cumulative count of datagrams dropped for want of buffer space (SO_RXQ_OVFL), when a datagram carried it. */
+    drops?: Uint32Array | null,
+  ): number;
   /**
    * sendmmsg `count` (<= 1024) datagrams to addrs[i]:ports[i] (u32 host
    * order). Returns datagrams sent; as for tunWrite, a full socket buffer
@@ -79,11 +92,25 @@ export interface NativeAddon {
    * same address:port with equal lengths (the last of a run may be shorter;
    * at most 64 per run) leave in one sendmsg with UDP_SEGMENT; the wire
    * still sees one ordinary datagram per slot. A run the kernel refuses is
-   * resent datagram by datagram.
+   * resent datagram by datagram. With `flowRuns` (slots hold bare inner
+   * IPv4 packets), a run also keeps to one inner flow (protocol, addresses,
+   * ports), because a GRO receiver steers a run as one (udpSteerByInnerFlow).
    */
-  udpSend(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, addrs: Uint32Array, ports: Uint16Array, count: number, gso?: boolean): number;
+  udpSend(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, addrs: Uint32Array, ports: Uint16Array, count: number, gso?: boolean, flowRuns?: boolean): number;
   /** Local port of a bound socket (for port 0 binds in tests). */
   udpLocalPort(fd: number): number;
+  /**
+   * setsockopt(UDP_GRO): runs of datagrams of one flow may then arrive as one
+   * super-datagram (up to 64 KB) in one recvmmsg slot, cut by the gsoSizes
+   * udpRecv reports. false when the kernel lacks UDP_GRO.
+   */
+  udpSetGro?(fd: number): boolean;
+  /**
+   * Attach the inner-flow steering program to the SO_REUSEPORT group of fd
+   * (groupSize sockets): each datagram goes to socket hash(inner protocol,
+   * addresses, ports) % groupSize, in the order the sockets were bound.
+   */
+  udpSteerByInnerFlow?(fd: number, groupSize: number): void;
   /**
    * sums[i] = RFC 1071 one's-complement sum (folded, not inverted, as
    * big-endian 16-bit words, like ipv4.ts onesSum) of bytes [start, lens[i])

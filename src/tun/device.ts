@@ -13,7 +13,7 @@
 import type { Logger } from '../log.js';
 import type { NativeAddon } from '../native/addon.js';
 import { PacketBatch } from './packet-batch.js';
-import { expandFromTun, newExpandCounts, TUN_OFFLOADS, VNET_HDR_LEN, wordView, type ExpandCounts } from './offload.js';
+import { expandFromTun, newExpandCounts, TUN_OFFLOADS, TUN_OFFLOADS_USO, VNET_HDR_LEN, wordView, type ExpandCounts } from './offload.js';
 import { newCoalesceCounts, RxCoalescer, SUPER_SLOT, type CoalesceCounts } from './gro.js';
 
 export interface OpenedTun {
@@ -21,6 +21,19 @@ export interface OpenedTun {
   name: string;
   /** Opened with IFF_VNET_HDR and TUNSETOFFLOAD accepted: super-packets will arrive. */
   offload: boolean;
+  /** UDP segmentation offload accepted too (kernel 6.2+): UDP super-packets both ways. */
+  uso: boolean;
+}
+
+export interface OpenTunOptions {
+  /** Ask for offloads (TSO, partial checksums). */
+  offload: boolean;
+  /** With offload: ask for USO as well, falling back to TCP offloads alone when the kernel refuses. */
+  uso?: boolean;
+  /** Open one more queue of a multi-queue device (IFF_MULTI_QUEUE; every queue of a device must be opened so). */
+  multiQueue?: boolean;
+  /** The offloads are decided already (a further queue): set exactly these, no fallback. */
+  exactly?: { offload: boolean; uso: boolean };
 }
 
 /**
@@ -28,23 +41,44 @@ export interface OpenedTun {
  * for and the kernel agrees. Any failure of the offload attempt falls back
  * to a plain open, so a kernel without them (or a fake addon in tests)
  * still gets a working device; a real problem (EPERM, EBUSY) then surfaces
- * from the plain open.
+ * from the plain open. USO falls back to TCP offloads alone (kernels
+ * before 6.2 refuse it with EINVAL).
  */
-export function openTun(addon: NativeAddon, name: string, offload: boolean, log: Logger): OpenedTun {
-  if (offload && typeof addon.tunSetOffload === 'function') {
+export function openTun(addon: NativeAddon, name: string, want: boolean | OpenTunOptions, log: Logger): OpenedTun {
+  const o: OpenTunOptions = typeof want === 'boolean' ? { offload: want } : want;
+  const mq = o.multiQueue === true;
+  if (o.exactly) {
+    const t = addon.tunOpen(name, mq, o.exactly.offload);
+    try {
+      if (o.exactly.offload) addon.tunSetOffload(t.fd, o.exactly.uso ? TUN_OFFLOADS_USO : TUN_OFFLOADS);
+    } catch (err) {
+      addon.close(t.fd);
+      throw err;
+    }
+    return { fd: t.fd, name: t.name, ...o.exactly };
+  }
+  if (o.offload && typeof addon.tunSetOffload === 'function') {
     let fd = -1;
     try {
-      const t = addon.tunOpen(name, false, true);
+      const t = addon.tunOpen(name, mq, true);
       fd = t.fd;
+      if (o.uso) {
+        try {
+          addon.tunSetOffload(fd, TUN_OFFLOADS_USO);
+          return { fd, name: t.name, offload: true, uso: true };
+        } catch (err) {
+          log.info('TUN UDP segmentation offload unavailable (kernel 6.2+), TCP offloads only', { error: (err as Error).message });
+        }
+      }
       addon.tunSetOffload(fd, TUN_OFFLOADS);
-      return { fd, name: t.name, offload: true };
+      return { fd, name: t.name, offload: true, uso: false };
     } catch (err) {
       log.info('TUN offloads unavailable, using the plain packet path', { error: (err as Error).message });
       if (fd >= 0) addon.close(fd);
     }
   }
-  const t = addon.tunOpen(name, false);
-  return { fd: t.fd, name: t.name, offload: false };
+  const t = addon.tunOpen(name, mq);
+  return { fd: t.fd, name: t.name, offload: false, uso: false };
 }
 
 export interface TunDeviceOptions {
@@ -52,6 +86,8 @@ export interface TunDeviceOptions {
   offload: boolean;
   /** With offload: glue received TCP segments into super-packets on write. */
   coalesce: boolean;
+  /** The fd has USO (OpenedTun.uso): UDP datagrams are glued too. */
+  uso?: boolean;
   /** Longest wait of one read, in ms. */
   pollMs: number;
   /** Super-packets per read with offloads. */
@@ -98,7 +134,7 @@ export class TunDevice {
     this.superIn = this.offload ? new PacketBatch(opts.superBatch ?? SUPER_BATCH, SUPER_SLOT) : null;
     this.superHdrs = this.superIn ? new Uint8Array(this.superIn.capacity * VNET_HDR_LEN) : null;
     const cap = opts.writeCapacity ?? 1024;
-    this.coalescer = this.coalescing ? new RxCoalescer(cap) : null;
+    this.coalescer = this.coalescing ? new RxCoalescer(cap, opts.uso === true) : null;
     this.sums = this.coalescing ? new Uint16Array(cap) : null;
   }
 
@@ -111,7 +147,7 @@ export class TunDevice {
    */
   read(batch: PacketBatch): number {
     const c = this.readCounts;
-    c.superPackets = c.segments = c.malformed = c.syscalls = 0;
+    c.superPackets = c.udpSuperPackets = c.segments = c.malformed = c.syscalls = 0;
     const inb = this.superIn;
     if (inb === null) {
       const n = this.addon.tunRead(this.fd, batch.buf, batch.slotSize, batch.lens, batch.capacity, this.opts.pollMs);

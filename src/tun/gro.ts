@@ -25,9 +25,17 @@
  * is written unchanged behind a zeroed header. Packets of one flow keep
  * their order: a packet that cannot join its flow's open super-packet
  * closes it, so later segments of that flow cannot jump ahead of it.
+ *
+ * UDP (with USO on the device, kernel 6.2+: `udp`): datagrams of one flow
+ * (same addresses, ports, TOS, TTL, fragment-flags word; consecutive IP
+ * ids; all but the last with exactly gso_size payload bytes; each with a
+ * verified, non-zero checksum; at most 128, the kernel's limit) become one
+ * GSO_UDP_L4 super-packet, which the kernel cuts back into exactly those
+ * datagrams for the receiving socket: one write instead of dozens under a
+ * UDP flood.
  */
 import { readU16, readU32, writeU16 } from '../packet/ipv4.js';
-import { sum16, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_HDR_LEN } from './offload.js';
+import { sum16, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN } from './offload.js';
 import { PacketBatch } from './packet-batch.js';
 
 /** Slot of a super-packet: the largest IPv4 packet (total length is 16 bits) fits. */
@@ -35,6 +43,11 @@ export const SUPER_SLOT = 65536;
 const MAX_IP_LEN = 65535;
 
 const PROTO_TCP = 6;
+const PROTO_UDP = 17;
+/** The kernel refuses a UDP super-packet of more datagrams than this (UDP_MAX_SEGMENTS). */
+const UDP_MAX_SEGMENTS = 128;
+/** Offset of the checksum field in the UDP header. */
+const UDP_CSUM_OFFSET = 6;
 const TCP_PSH = 0x08;
 const TCP_ACK = 0x10;
 /** Offset of the checksum field in the TCP header (virtio csum_offset). */
@@ -46,10 +59,10 @@ function fold(sum: number): number {
 }
 
 /** Flow key hash (addresses + ports); collisions are harmless: appending re-checks the full headers. */
-function flowHash(buf: Uint8Array, off: number, tcp: number): number {
+function flowHash(buf: Uint8Array, off: number, l4: number): number {
   const src = readU32(buf, off + 12);
   const dst = readU32(buf, off + 16);
-  const ports = readU32(buf, tcp);
+  const ports = readU32(buf, l4) ^ buf[off + 9]!;
   return (src ^ Math.imul(dst, 0x9e3779b1) ^ Math.imul(ports, 0x85ebca6b)) | 0;
 }
 
@@ -80,10 +93,16 @@ export class RxCoalescer {
   private readonly nextId: Uint16Array;
   private readonly hdrLen: Uint16Array;
   private readonly open: Uint8Array;
+  /** Per out slot: the candidate's protocol (TCP or UDP). */
+  private readonly proto: Uint8Array;
   /** Flow hash -> out slot of that flow's latest super-packet candidate (this batch only). */
   private readonly flows = new Map<number, number>();
 
-  constructor(readonly capacity: number) {
+  constructor(
+    readonly capacity: number,
+    /** Coalesce UDP too (the device accepts GSO_UDP_L4 writes: USO). */
+    readonly udp = false,
+  ) {
     this.out = new PacketBatch(capacity, SUPER_SLOT);
     this.outWords = new Uint32Array(this.out.buf.buffer, this.out.buf.byteOffset, this.out.buf.byteLength >>> 2);
     this.hdrs = new Uint8Array(capacity * VNET_HDR_LEN);
@@ -93,6 +112,7 @@ export class RxCoalescer {
     this.nextId = new Uint16Array(capacity);
     this.hdrLen = new Uint16Array(capacity);
     this.open = new Uint8Array(capacity);
+    this.proto = new Uint8Array(capacity);
   }
 
   /**
@@ -116,56 +136,66 @@ export class RxCoalescer {
       const off = i * slotSize;
       const len = lens[i]!;
       const ihl = (buf[off]! & 0x0f) * 4;
+      const proto = buf[off + 9]!;
+      const l4 = off + ihl;
+      const sum = sums === null ? -1 : sums[i]!;
       let hash = 0;
-      let tcpFlow = false;
+      let flow = false;
       let candidate = false;
-      let thl = 0;
+      let l4hdr = 0;
       let plen = 0;
-      if (buf[off + 9] === PROTO_TCP && ihl + 20 <= len) {
-        const tcp = off + ihl;
-        hash = flowHash(buf, off, tcp);
-        tcpFlow = true;
-        thl = (buf[tcp + 12]! >>> 4) * 4;
-        plen = len - ihl - thl;
+      // Options or a fragment (MF or an offset; DF is fine) never join.
+      const plainIp = ihl === 20 && (readU16(buf, off + 6) & 0xbfff) === 0;
+      if (proto === PROTO_TCP && ihl + 20 <= len) {
+        hash = flowHash(buf, off, l4);
+        flow = true;
+        l4hdr = (buf[l4 + 12]! >>> 4) * 4;
+        plen = len - ihl - l4hdr;
         candidate =
-          ihl === 20 &&
-          thl >= 20 &&
+          plainIp && l4hdr >= 20 && plen > 0 && (buf[l4 + 13]! & ~TCP_PSH) === TCP_ACK && this.checksumValid(buf, inWords, off, len, PROTO_TCP, sum);
+      } else if (proto === PROTO_UDP && this.udp && ihl + 8 <= len) {
+        hash = flowHash(buf, off, l4);
+        flow = true;
+        l4hdr = 8;
+        plen = len - ihl - 8;
+        candidate =
+          plainIp &&
           plen > 0 &&
-          (readU16(buf, off + 6) & 0xbfff) === 0 && // no MF, offset 0 (DF allowed)
-          (buf[tcp + 13]! & ~TCP_PSH) === TCP_ACK &&
-          this.tcpChecksumValid(buf, inWords, off, len, sums === null ? -1 : sums[i]!);
+          readU16(buf, l4 + 4) === len - ihl &&
+          readU16(buf, l4 + UDP_CSUM_OFFSET) !== 0 &&
+          this.checksumValid(buf, inWords, off, len, PROTO_UDP, sum);
       }
       if (!candidate) {
-        // Anything else goes alone; for a TCP packet it also closes its flow's candidate, to keep order.
-        if (tcpFlow) flows.delete(hash);
+        // Anything else goes alone; for a TCP or UDP packet it also closes its flow's candidate, to keep order.
+        if (flow) flows.delete(hash);
         this.single(buf, off, len);
         continue;
       }
-      const tcp = off + ihl;
-      const seq = readU32(buf, tcp + 4);
       const id = readU16(buf, off + 4);
       const k = flows.get(hash);
-      if (k !== undefined && this.canAppend(k, buf, off, thl, plen, seq, id)) {
-        const o = k * SUPER_SLOT;
-        const at = out.lens[k]!;
-        buf.copy(ob, o + at, off + 20 + thl, off + len);
-        out.lens[k] = at + plen;
-        this.segs[k]! += 1;
-        this.nextSeq[k] = (seq + plen) >>> 0;
-        this.nextId[k] = (id + 1) & 0xffff;
-        const psh = (buf[tcp + 13]! & TCP_PSH) !== 0;
-        if (psh) ob[o + 20 + 13] = ob[o + 20 + 13]! | TCP_PSH;
-        // A short segment or PSH ends a super-packet (only the last segment may be either).
-        if (psh || plen < this.gsoSize[k]! || at + plen + this.gsoSize[k]! > MAX_IP_LEN) this.open[k] = 0;
+      if (proto === PROTO_TCP) {
+        const seq = readU32(buf, l4 + 4);
+        if (k !== undefined && this.canAppendTcp(k, buf, off, l4hdr, plen, seq, id)) {
+          const psh = (buf[l4 + 13]! & TCP_PSH) !== 0;
+          this.append(k, buf, off, len, 20 + l4hdr, plen, id);
+          this.nextSeq[k] = (seq + plen) >>> 0;
+          if (psh) out.buf[k * SUPER_SLOT + 20 + 13] = out.buf[k * SUPER_SLOT + 20 + 13]! | TCP_PSH;
+          // PSH ends a super-packet (only the last segment may carry it).
+          if (psh) this.open[k] = 0;
+          continue;
+        }
+        const s = this.startCandidate(buf, off, len, 20 + l4hdr, plen, id, PROTO_TCP);
+        this.nextSeq[s] = (seq + plen) >>> 0;
+        if ((buf[l4 + 13]! & TCP_PSH) !== 0) this.open[s] = 0;
+        flows.set(hash, s);
         continue;
       }
-      const s = this.single(buf, off, len);
-      this.gsoSize[s] = plen;
-      this.nextSeq[s] = (seq + plen) >>> 0;
-      this.nextId[s] = (id + 1) & 0xffff;
-      this.hdrLen[s] = 20 + thl;
-      this.open[s] = (buf[tcp + 13]! & TCP_PSH) === 0 && len + plen <= MAX_IP_LEN ? 1 : 0;
-      flows.set(hash, s);
+      if (k !== undefined && this.canAppendUdp(k, buf, off, plen, id)) {
+        this.append(k, buf, off, len, 28, plen, id);
+        if (this.segs[k]! >= UDP_MAX_SEGMENTS) this.open[k] = 0;
+        continue;
+      }
+      flows.set(hash, this.startCandidate(buf, off, len, 28, plen, id, PROTO_UDP));
     }
     this.finish(counts);
     return out.count;
@@ -183,18 +213,46 @@ export class RxCoalescer {
     return s;
   }
 
-  /** Whether the segment (buf, off) continues super-packet candidate k exactly. */
-  private canAppend(k: number, buf: Buffer, off: number, thl: number, plen: number, seq: number, id: number): boolean {
-    if (this.open[k] === 0 || this.hdrLen[k] !== 20 + thl || plen > this.gsoSize[k]! || seq !== this.nextSeq[k] || id !== this.nextId[k]) return false;
+  /** A packet that may start a super-packet: copied alone, remembered as its flow's open candidate. */
+  private startCandidate(buf: Buffer, off: number, len: number, hdrLen: number, plen: number, id: number, proto: number): number {
+    const s = this.single(buf, off, len);
+    this.gsoSize[s] = plen;
+    this.nextId[s] = (id + 1) & 0xffff;
+    this.hdrLen[s] = hdrLen;
+    this.proto[s] = proto;
+    this.open[s] = len + plen <= MAX_IP_LEN ? 1 : 0;
+    return s;
+  }
+
+  /** Glue the payload of the packet at (buf, off) onto super-packet k. */
+  private append(k: number, buf: Buffer, off: number, len: number, hdrLen: number, plen: number, id: number): void {
+    const at = this.out.lens[k]!;
+    buf.copy(this.out.buf, k * SUPER_SLOT + at, off + hdrLen, off + len);
+    this.out.lens[k] = at + plen;
+    this.segs[k]! += 1;
+    this.nextId[k] = (id + 1) & 0xffff;
+    // A short segment ends a super-packet (only the last may be short), as does one more segment not fitting.
+    if (plen < this.gsoSize[k]! || at + plen + this.gsoSize[k]! > MAX_IP_LEN) this.open[k] = 0;
+  }
+
+  /** The IP header fields that must match for two packets to be one flow's consecutive segments: all but length, id and checksum. */
+  private sameIpHeader(k: number, buf: Buffer, off: number, plen: number, id: number): boolean {
+    if (this.open[k] === 0 || plen > this.gsoSize[k]! || id !== this.nextId[k] || this.out.lens[k]! + plen > MAX_IP_LEN) return false;
     const ob = this.out.buf;
     const o = k * SUPER_SLOT;
-    if (this.out.lens[k]! + plen > MAX_IP_LEN) return false;
-    // IP: version/ihl, TOS; flags/fragment word, TTL, protocol; addresses. (Length, id, checksum differ.)
+    // Version/ihl, TOS; flags/fragment word, TTL, protocol; addresses.
     if (ob[o] !== buf[off] || ob[o + 1] !== buf[off + 1]) return false;
     for (let b = 6; b < 10; b++) if (ob[o + b] !== buf[off + b]) return false;
     for (let b = 12; b < 20; b++) if (ob[o + b] !== buf[off + b]) return false;
+    return true;
+  }
+
+  /** Whether the TCP segment (buf, off) continues super-packet candidate k exactly. */
+  private canAppendTcp(k: number, buf: Buffer, off: number, thl: number, plen: number, seq: number, id: number): boolean {
+    if (this.proto[k] !== PROTO_TCP || this.hdrLen[k] !== 20 + thl || seq !== this.nextSeq[k] || !this.sameIpHeader(k, buf, off, plen, id)) return false;
+    const ob = this.out.buf;
     // TCP: everything but seq (4..7), flags (13, checked: ACK with optional PSH) and checksum (16..17).
-    const t = o + 20;
+    const t = k * SUPER_SLOT + 20;
     const u = off + 20;
     for (let b = 0; b < 4; b++) if (ob[t + b] !== buf[u + b]) return false;
     for (let b = 8; b < 13; b++) if (ob[t + b] !== buf[u + b]) return false;
@@ -203,15 +261,23 @@ export class RxCoalescer {
     return true;
   }
 
+  /** Whether the UDP datagram (buf, off) continues super-packet candidate k: same ports, next id, no longer than the first. */
+  private canAppendUdp(k: number, buf: Buffer, off: number, plen: number, id: number): boolean {
+    if (this.proto[k] !== PROTO_UDP || !this.sameIpHeader(k, buf, off, plen, id)) return false;
+    const ob = this.out.buf;
+    const t = k * SUPER_SLOT + 20;
+    return ob[t] === buf[off + 20] && ob[t + 1] === buf[off + 21] && ob[t + 2] === buf[off + 22] && ob[t + 3] === buf[off + 23];
+  }
+
   /**
-   * Full TCP checksum check of one received segment (pseudo header + header
-   * + payload). `sum` is the sum of bytes [20, len) when the caller had the
-   * addon compute it (sumSlots, ~8x cheaper than JS here), else -1.
+   * Full TCP or UDP checksum check of one received packet (pseudo header +
+   * header + payload). `sum` is the sum of bytes [20, len) when the caller
+   * had the addon compute it (sumSlots, ~8x cheaper than JS here), else -1.
    */
-  private tcpChecksumValid(buf: Buffer, words: Uint32Array | null, off: number, len: number, sum: number): boolean {
-    const tcpLen = len - 20;
-    const pseudo = readU16(buf, off + 12) + readU16(buf, off + 14) + readU16(buf, off + 16) + readU16(buf, off + 18) + PROTO_TCP + tcpLen;
-    return fold(pseudo + (sum >= 0 ? sum : sum16(buf, words, off + 20, tcpLen))) === 0xffff;
+  private checksumValid(buf: Buffer, words: Uint32Array | null, off: number, len: number, proto: number, sum: number): boolean {
+    const l4Len = len - 20;
+    const pseudo = readU16(buf, off + 12) + readU16(buf, off + 14) + readU16(buf, off + 16) + readU16(buf, off + 18) + proto + l4Len;
+    return fold(pseudo + (sum >= 0 ? sum : sum16(buf, words, off + 20, l4Len))) === 0xffff;
   }
 
   /**
@@ -237,20 +303,23 @@ export class RxCoalescer {
       writeU16(ob, o + 2, total);
       writeU16(ob, o + 10, 0);
       writeU16(ob, o + 10, ~sum16(ob, outWords, o, 20) & 0xffff);
-      const tcpLen = total - 20;
-      const pseudo = readU16(ob, o + 12) + readU16(ob, o + 14) + readU16(ob, o + 16) + readU16(ob, o + 18) + PROTO_TCP + tcpLen;
-      writeU16(ob, o + 20 + TCP_CSUM_OFFSET, fold(pseudo));
+      const l4Len = total - 20;
+      const udp = this.proto[s] === PROTO_UDP;
+      const pseudo = readU16(ob, o + 12) + readU16(ob, o + 14) + readU16(ob, o + 16) + readU16(ob, o + 18) + (udp ? PROTO_UDP : PROTO_TCP) + l4Len;
+      if (udp) writeU16(ob, o + 20 + 4, l4Len);
+      const csumOffset = udp ? UDP_CSUM_OFFSET : TCP_CSUM_OFFSET;
+      writeU16(ob, o + 20 + csumOffset, fold(pseudo));
       const hdrLen = this.hdrLen[s]!;
       const gso = this.gsoSize[s]!;
       hdrs[h] = VNET_F_NEEDS_CSUM;
-      hdrs[h + 1] = VNET_GSO_TCPV4;
+      hdrs[h + 1] = udp ? VNET_GSO_UDP_L4 : VNET_GSO_TCPV4;
       hdrs[h + 2] = hdrLen & 0xff;
       hdrs[h + 3] = hdrLen >>> 8;
       hdrs[h + 4] = gso & 0xff;
       hdrs[h + 5] = gso >>> 8;
-      hdrs[h + 6] = 20; // csum_start: the TCP header
+      hdrs[h + 6] = 20; // csum_start: the transport header
       hdrs[h + 7] = 0;
-      hdrs[h + 8] = TCP_CSUM_OFFSET;
+      hdrs[h + 8] = csumOffset;
       hdrs[h + 9] = 0;
       counts.superPackets += 1;
       counts.coalescedSegments += nseg;

@@ -27,19 +27,29 @@ import type { PacketBatch } from './packet-batch.js';
 /** sizeof(struct virtio_net_hdr) without the MRG_RXBUF field. */
 export const VNET_HDR_LEN = 10;
 
-/** TUNSETOFFLOAD flags (linux/if_tun.h). */
-export const TUN_F = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08 } as const;
+/** TUNSETOFFLOAD flags (linux/if_tun.h). USO4 and USO6 (kernel 6.2+) only come as a pair. */
+export const TUN_F = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, USO4: 0x20, USO6: 0x40 } as const;
 
 /** What we ask for: partial checksums and IPv4 TSO (with ECN: CWR is handled per segment). No TSO6: the udp backend is IPv4 only. */
 export const TUN_OFFLOADS = TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO_ECN;
+/**
+ * With UDP segmentation offload as well: an application sending with
+ * UDP_SEGMENT (QUIC stacks do) hands us its run of datagrams as one
+ * super-packet, and received UDP datagrams of one flow are written back as
+ * one. The kernel accepts USO only for IPv4 and IPv6 together; an IPv6
+ * super-packet is dropped as any IPv6 packet is (the udp backend is IPv4 only).
+ */
+export const TUN_OFFLOADS_USO = TUN_OFFLOADS | TUN_F.USO4 | TUN_F.USO6;
 
 /** virtio_net_hdr.flags / gso_type values (linux/virtio_net.h). */
 export const VNET_F_NEEDS_CSUM = 1;
 export const VNET_GSO_NONE = 0;
 export const VNET_GSO_TCPV4 = 1;
+export const VNET_GSO_UDP_L4 = 5;
 export const VNET_GSO_ECN = 0x80;
 
 const PROTO_TCP = 6;
+const PROTO_UDP = 17;
 const TCP_FIN = 0x01;
 const TCP_PSH = 0x08;
 const TCP_CWR = 0x80;
@@ -116,13 +126,16 @@ export function completeChecksum(buf: Uint8Array, words: Uint32Array | null, off
 
 /** What expandFromTun did: TCP super-packets cut, segments made, packets dropped as unexpandable. */
 export interface ExpandCounts {
+  /** Super-packets cut (TCP and UDP). */
   superPackets: number;
+  /** Of those, UDP ones (USO). */
+  udpSuperPackets: number;
   segments: number;
   malformed: number;
 }
 
 export function newExpandCounts(): ExpandCounts {
-  return { superPackets: 0, segments: 0, malformed: 0 };
+  return { superPackets: 0, udpSuperPackets: 0, segments: 0, malformed: 0 };
 }
 
 /**
@@ -207,6 +220,53 @@ export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: 
 }
 
 /**
+ * Cut the IPv4/UDP super-packet at (src, off, len) into datagrams of at
+ * most `gsoSize` payload bytes each (the last may be shorter), appended to
+ * `out` as segmentTcp4 does, as the kernel's UDP GSO would make them: IP
+ * total length, id (+1 per datagram) and header checksum; UDP length and
+ * the full UDP checksum (0 sent as 0xffff, RFC 768). Returns the number of
+ * datagrams or a SegmentError.
+ */
+export function segmentUdp4(src: Uint8Array, off: number, len: number, gsoSize: number, out: PacketBatch, outWords: Uint32Array | null): number {
+  if (checkIPv4(src, off, len, false, false) !== 0) return SegmentError.Malformed;
+  const ihl = (src[off]! & 0x0f) * 4;
+  const total = readU16(src, off + 2);
+  if (src[off + 9] !== PROTO_UDP || (readU16(src, off + 6) & 0x3fff) !== 0) return SegmentError.Malformed;
+  const hdrLen = ihl + 8;
+  if (total < hdrLen || gsoSize <= 0) return SegmentError.Malformed;
+  const payload = total - hdrLen;
+  const nseg = payload === 0 ? 1 : Math.ceil(payload / gsoSize);
+  const slot = out.slotSize;
+  if (hdrLen + Math.min(gsoSize, payload) > slot) return SegmentError.Malformed;
+  if (out.count + nseg > out.capacity) return SegmentError.NoRoom;
+
+  const dst = out.buf;
+  const id0 = readU16(src, off + 4);
+  const pseudo = readU16(src, off + 12) + readU16(src, off + 14) + readU16(src, off + 16) + readU16(src, off + 18) + PROTO_UDP;
+  let base = out.count;
+  for (let k = 0; k < nseg; k++, base++) {
+    const o = base * slot;
+    const p = k * gsoSize;
+    const plen = Math.min(gsoSize, payload - p);
+    const segLen = hdrLen + plen;
+    dst.set(src.subarray(off, off + hdrLen), o);
+    if (plen > 0) dst.set(src.subarray(off + hdrLen + p, off + hdrLen + p + plen), o + hdrLen);
+    writeU16(dst, o + 2, segLen);
+    writeU16(dst, o + 4, (id0 + k) & 0xffff);
+    writeU16(dst, o + 10, 0);
+    writeU16(dst, o + 10, ~sum16(dst, outWords, o, ihl) & 0xffff);
+    const u = o + ihl;
+    writeU16(dst, u + 4, 8 + plen);
+    writeU16(dst, u + 6, 0);
+    const sum = ~fold(pseudo + (8 + plen) + sum16(dst, outWords, u, 8 + plen)) & 0xffff;
+    writeU16(dst, u + 6, sum === 0 ? 0xffff : sum);
+    out.lens[base] = segLen;
+  }
+  out.count = base;
+  return nseg;
+}
+
+/**
  * Turn TUN reads [from, n) of `inb` (vnet headers in `hdrs`) into plain
  * packets in `out`, from out.count on: super-packets are segmented, others
  * copied with their partial checksum completed. Stops early when `out` has
@@ -230,18 +290,19 @@ export function expandFromTun(
     const off = i * slotSize;
     const len = lens[i]!;
     const gsoType = vnetGsoType(hdrs, i) & ~VNET_GSO_ECN;
-    if (len <= slotSize && gsoType === VNET_GSO_TCPV4) {
+    if (len <= slotSize && (gsoType === VNET_GSO_TCPV4 || gsoType === VNET_GSO_UDP_L4)) {
       const gsoSize = vnetGsoSize(hdrs, i);
       if (out.count + segmentCount(len, gsoSize) > out.capacity) {
         if (out.count > 0) break;
       }
-      const r = segmentTcp4(buf, off, len, gsoSize, out, outWords);
+      const r = (gsoType === VNET_GSO_TCPV4 ? segmentTcp4 : segmentUdp4)(buf, off, len, gsoSize, out, outWords);
       if (r === SegmentError.NoRoom && out.count > 0) break;
       if (r < 0) {
         counts.malformed += 1;
         continue;
       }
       counts.superPackets += 1;
+      if (gsoType === VNET_GSO_UDP_L4) counts.udpSuperPackets += 1;
       counts.segments += r;
       continue;
     }

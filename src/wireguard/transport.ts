@@ -27,6 +27,7 @@ export interface WireGuardWorkerConfig {
 }
 
 export class WireGuardTransport implements Encapsulation {
+  readonly bareInner = false;
   private readonly t: PeerTable;
   private gen = -1;
   /** Endpoint address -> peer slot, rebuilt when the table's generation moves. */

@@ -68,7 +68,7 @@ test('prepare gets the lease this host held before (null on a first start) and i
     assert.equal(prev.key, first.key);
     assert.equal(prev.attrs.publicIP, '127.0.0.1');
     assert.deepEqual(prev.attrs.backendData, { Key: 'stable' });
-    assert.deepEqual(seen.ctx!.dataplane, { offload: true, rxCoalesce: true }, 'default dataplane switches');
+    assert.deepEqual(seen.ctx!.dataplane, { offload: true, rxCoalesce: true, uso: true }, 'default dataplane switches');
     await d2.stop();
   });
 });

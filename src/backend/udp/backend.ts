@@ -15,10 +15,11 @@ import { loadNative, type NativeAddon } from '../../native/addon.js';
 import { openTun } from '../../tun/device.js';
 import { ensureOnlyAddress } from '../../net/device-address.js';
 import { MAX_SEGMENTS } from '../../tun/offload.js';
-import { openUdpSocket } from '../../conn/udp-socket.js';
+import { enableUdpGro, openUdpSocket } from '../../conn/udp-socket.js';
+import { availableParallelism } from 'node:os';
 import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from './routes.js';
-import { counterRegion, createCounterBuffer, REGION_MAIN, renderCounters, UdpCounter } from './counters.js';
-import { PacketWorkers } from './workers.js';
+import { counterRegion, createCounterBuffer, MAX_WORKERS, REGION_MAIN, renderCounters, UdpCounter } from './counters.js';
+import { PacketWorkers, type QueueFds } from './workers.js';
 import { parseUdpBackendConfig, UDP_ENCAP_OVERHEAD, type UdpBackendConfig } from './options.js';
 import type { WireGuardWorkerConfig } from '../../wireguard/transport.js';
 
@@ -82,8 +83,8 @@ export class UdpBackend implements Backend {
   private readonly peers = new Map<string, RouteEntry>();
   private ownSubnet: IP4Net | null = null;
   private addon: NativeAddon | null = null;
-  private tunFd = -1;
-  private udpFd = -1;
+  /** flannel0's queues and their UDP sockets, one worker pair each. */
+  private queues: QueueFds[] = [];
   private workers: PacketWorkers | null = null;
   private lastPublish = 0;
   private stopped = false;
@@ -93,12 +94,20 @@ export class UdpBackend implements Backend {
   private publishTimer: NodeJS.Timeout | null = null;
   /** Whether flannel0 runs with offloads (decided at start). */
   offload = false;
+  /** Whether flannel0 has UDP segmentation offload too. */
+  uso = false;
+  /** Whether the sockets have UDP GRO on. */
+  udpGro = false;
+  /** Worker pairs (queues) wanted: the Workers option, else the daemon's default. */
+  readonly workerCount: number;
 
   constructor(
     private readonly ctx: BackendContext,
     private readonly opts: UdpBackendOptions = {},
   ) {
-    this.config = opts.port === undefined ? parseUdpBackendConfig(ctx.backendConfig) : { port: opts.port };
+    this.config = opts.port === undefined ? parseUdpBackendConfig(ctx.backendConfig, MAX_WORKERS) : { port: opts.port };
+    // WireGuard's transport keeps one send counter and one replay window per keypair, written by a single worker each: one pair only.
+    this.workerCount = opts.wireguard ? 1 : (this.config.workers ?? ctx.dataplane.workers ?? Math.min(availableParallelism(), MAX_WORKERS));
     this.tunName = opts.tunName ?? 'flannel0';
     this.ip = opts.ip ?? new IpRoute();
     // Under another backend (wireguard) this is that backend's dataplane.
@@ -117,7 +126,8 @@ export class UdpBackend implements Backend {
 
   /** The addon and the UDP socket of the running dataplane (the WireGuard device sends handshakes on it). */
   get socket(): { addon: NativeAddon; fd: number } | null {
-    return this.addon && this.udpFd >= 0 ? { addon: this.addon, fd: this.udpFd } : null;
+    const q = this.queues[0];
+    return this.addon && q ? { addon: this.addon, fd: q.udpFd } : null;
   }
 
   /** Slot size of the packet buffers: room for any datagram the underlay link carries unfragmented. */
@@ -126,7 +136,7 @@ export class UdpBackend implements Backend {
   }
 
   async start(ownLease: Lease): Promise<void> {
-    if (this.tunFd >= 0) throw new Error('udp backend already started');
+    if (this.queues.length > 0) throw new Error('udp backend already started');
     if (!ownLease.subnet) throw new Error('udp backend needs an IPv4 lease');
     this.ownSubnet = ownLease.subnet;
     this.addon = this.opts.addon ?? loadNative();
@@ -141,22 +151,47 @@ export class UdpBackend implements Backend {
       port: this.config.port,
       mtu: this.mtu(),
       offload: this.offload,
+      uso: this.uso,
       rxCoalesce: this.rxCoalesce,
+      udpGro: this.udpGro,
+      workers: this.queues.length,
     });
   }
 
-  /** Open and program flannel0 and open the UDP socket; on failure nothing stays open. */
+  /**
+   * Open and program flannel0 (one queue per worker pair; several make it a
+   * multi-queue device, whose kernel side keeps each flow on one queue) and
+   * a UDP socket per queue (one SO_REUSEPORT group on the port, steered by
+   * inner flow, so each flow is received by one worker and stays in order);
+   * on failure nothing stays open.
+   */
   private async openDevices(): Promise<void> {
     const addon = this.addon!;
+    let n = this.workerCount;
+    if (n > 1 && typeof addon.udpSteerByInnerFlow !== 'function') {
+      this.log.warn('this native addon cannot steer UDP sockets by flow; running one worker pair (rebuild it: npm ci)', { workers: n });
+      n = 1;
+    }
     try {
       const wantOffload = (this.opts.offload ?? this.ctx.dataplane.offload) && this.opts.dataplane !== false;
-      const tun = openTun(addon, this.tunName, wantOffload, this.log);
-      this.tunFd = tun.fd;
-      this.offload = tun.offload;
+      const first = openTun(addon, this.tunName, { offload: wantOffload, uso: this.ctx.dataplane.uso !== false, multiQueue: n > 1 }, this.log);
+      this.offload = first.offload;
+      this.uso = first.uso;
+      this.queues = [{ tunFd: first.fd, udpFd: -1 }];
+      for (let q = 1; q < n; q++) {
+        const t = openTun(addon, this.tunName, { offload: first.offload, multiQueue: true, exactly: { offload: first.offload, uso: first.uso } }, this.log);
+        this.queues.push({ tunFd: t.fd, udpFd: -1 });
+      }
       await this.configureTun(this.ownSubnet!);
       // Bound to the external interface's address, as flannel does: replies then leave from
       // the PublicIP peers know us by, even when it is a secondary address of the link.
-      this.udpFd = openUdpSocket(addon, this.ctx.extIface.ifaceAddr, this.config.port);
+      for (const q of this.queues) q.udpFd = openUdpSocket(addon, this.ctx.extIface.ifaceAddr, this.config.port, n > 1);
+      if (n > 1) addon.udpSteerByInnerFlow!(this.queues[0]!.udpFd, n);
+      this.udpGro = false;
+      if (this.rxCoalesce && this.opts.dataplane !== false) {
+        this.udpGro = this.queues.every((q) => enableUdpGro(addon, q.udpFd));
+        if (!this.udpGro) this.log.info('UDP GRO unavailable on the socket; datagrams are received one by one', { port: this.config.port });
+      }
     } catch (err) {
       this.closeFds();
       throw err;
@@ -169,12 +204,9 @@ export class UdpBackend implements Backend {
   }
 
   private startWorkers(): void {
-    // One fd per device shared by both workers: a second SO_REUSEPORT socket
-    // would receive a share of the incoming datagrams that nobody reads.
     this.workers = new PacketWorkers(
       {
-        tunFd: this.tunFd,
-        udpFd: this.udpFd,
+        queues: this.queues.map((q) => ({ ...q })),
         routes: this.routesSab,
         counters: this.countersSab,
         slotSize: this.slotSize(),
@@ -183,6 +215,8 @@ export class UdpBackend implements Backend {
         pollMs: this.opts.pollMs ?? 100,
         offload: this.offload,
         rxCoalesce: this.rxCoalesce,
+        udpGro: this.udpGro,
+        uso: this.uso,
         wireguard: this.opts.wireguard,
       },
       this.log,
@@ -331,14 +365,16 @@ export class UdpBackend implements Backend {
   }
 
   private closeFds(): void {
-    for (const fd of [this.tunFd, this.udpFd]) {
-      if (fd < 0) continue;
-      try {
-        this.addon?.close(fd);
-      } catch (err) {
-        this.log.warn('closing fd failed', { fd, error: err });
+    for (const q of this.queues) {
+      for (const fd of [q.tunFd, q.udpFd]) {
+        if (fd < 0) continue;
+        try {
+          this.addon?.close(fd);
+        } catch (err) {
+          this.log.warn('closing fd failed', { fd, error: err });
+        }
       }
     }
-    this.tunFd = this.udpFd = -1;
+    this.queues = [];
   }
 }

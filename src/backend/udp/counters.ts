@@ -66,15 +66,32 @@ export const UdpCounter = {
   rxCoalescedSegments: 30,
   /** Times the packet workers were restarted after one died on an fd-level error (main thread). */
   dataplaneRestarts: 31,
+  /** With UDP GRO on the socket: super-datagrams received (more than one datagram in one recvmmsg slot) and the datagrams they held. */
+  rxGroSuperDatagrams: 32,
+  rxGroSegments: 33,
+  /**
+   * Datagrams the kernel dropped because our socket's receive buffer was
+   * full (SO_RXQ_OVFL): overload shed before we saw it. Set, not added, by
+   * the rx worker that owns the socket, from the socket's own running count.
+   */
+  rxSocketOverflow: 34,
+  /** UDP super-packets (USO) read from TUN; their datagrams count in tun_offload_segments_total. */
+  tunUdpSuperPackets: 35,
 } as const;
 
-export const COUNTER_COUNT = 32;
+export const COUNTER_COUNT = 36;
 
-/** Regions: one per writer thread. */
-export const REGION_TX = 0;
-export const REGION_RX = 1;
-export const REGION_MAIN = 2;
-const REGIONS = 3;
+/** Most worker pairs (queues) one dataplane runs: the Workers option's cap. */
+export const MAX_WORKERS = 8;
+
+/** Regions: one per writer thread (the main thread, then a tx and an rx worker per queue). */
+export const REGION_MAIN = 0;
+export function workerRegion(role: 'tx' | 'rx', queue: number): number {
+  return 1 + 2 * queue + (role === 'rx' ? 1 : 0);
+}
+export const REGION_TX = workerRegion('tx', 0);
+export const REGION_RX = workerRegion('rx', 0);
+const REGIONS = 1 + 2 * MAX_WORKERS;
 
 export function createCounterBuffer(): SharedArrayBuffer {
   return new SharedArrayBuffer(REGIONS * COUNTER_COUNT * 8);
@@ -100,6 +117,7 @@ const DROPS: [CounterName, string, string][] = [
   ['txTooBig', 'tx', 'too_big'],
   ['txLocal', 'tx', 'local_destination'],
   ['txUdpSend', 'tx', 'udp_send'],
+  ['rxSocketOverflow', 'rx', 'socket_buffer'],
   ['rxMalformed', 'rx', 'malformed'],
   ['rxTruncated', 'rx', 'truncated'],
   ['rxUnknownPeer', 'rx', 'unknown_peer'],
@@ -138,9 +156,12 @@ export function renderCounters(sab: SharedArrayBuffer, prefix = 'flannel_udp'): 
   simple('rx_batches_total', 'Non-empty batches received from the UDP socket.', c.rxBatches);
   simple('io_errors_total', 'Batch I/O calls that failed.', c.ioErrors);
   simple('dataplane_restarts_total', 'Restarts of the packet workers after one died on an fd-level error.', c.dataplaneRestarts);
-  simple('tun_offload_super_packets_total', 'TCP super-packets (TSO) read from the TUN device with offloads on.', c.tunSuperPackets);
+  simple('tun_offload_super_packets_total', 'TCP super-packets (TSO) read from the TUN device with offloads on (UDP ones: tun_offload_udp_super_packets_total).', c.tunSuperPackets);
   simple('tun_offload_segments_total', 'Packets cut from TCP super-packets; each is also counted in tun_read_packets_total.', c.tunSegments);
-  simple('rx_super_packets_total', 'TCP super-packets (GSO) written to the TUN device after coalescing received segments.', c.rxSuperPackets);
+  simple('rx_super_packets_total', 'TCP and UDP super-packets (GSO) written to the TUN device after coalescing received packets.', c.rxSuperPackets);
   simple('rx_coalesced_segments_total', 'Received packets coalesced into super-packets; each is also counted in delivered_packets_total.', c.rxCoalescedSegments);
+  simple('rx_gro_super_datagrams_total', 'UDP GRO super-datagrams received on the socket (several datagrams in one receive).', c.rxGroSuperDatagrams);
+  simple('rx_gro_segments_total', 'Datagrams that arrived inside UDP GRO super-datagrams; each is also counted in received_packets_total.', c.rxGroSegments);
+  simple('tun_offload_udp_super_packets_total', 'UDP super-packets (USO) read from the TUN device; their datagrams count in tun_offload_segments_total.', c.tunUdpSuperPackets);
   return lines.join('\n') + '\n';
 }

@@ -20,10 +20,16 @@ export interface Encapsulation {
    * into inner packets, in place; returns how many remain (compacted).
    */
   open(batch: PacketBatch, n: number): number;
+  /**
+   * Datagrams are the bare inner packets: the socket may then keep GSO runs
+   * to one inner flow, for the receivers' inner-flow steering.
+   */
+  readonly bareInner: boolean;
 }
 
 /** flannel's wire format: the UDP payload is the inner IPv4 packet, unchanged. */
 export const PLAIN: Encapsulation = {
   seal: (_batch, n) => n,
   open: (_batch, n) => n,
+  bareInner: true,
 };

@@ -17,7 +17,7 @@ import { TunDevice } from '../../tun/device.js';
 import { MAX_SEGMENTS } from '../../tun/offload.js';
 import { PacketBatch } from '../../tun/packet-batch.js';
 import { UdpSocket } from '../../conn/udp-socket.js';
-import { UdpCounter, counterRegion, REGION_RX, REGION_TX } from './counters.js';
+import { UdpCounter, counterRegion, workerRegion } from './counters.js';
 import { RouteTableReader } from './routes.js';
 import { accountDelivered, accountSent, acceptFromUdp, forwardFromTun, IcmpLimiter, ICMP_SLOT } from './pipeline.js';
 import { PLAIN, type Encapsulation } from './encapsulation.js';
@@ -41,7 +41,7 @@ const SUPER_BATCH = 16;
 /** TUN -> route -> seal -> UDP, with ICMP errors for what cannot be sent written back into TUN. */
 function runTx(tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
   const routes = new RouteTableReader(cfg.routes);
-  const counters = counterRegion(cfg.counters, REGION_TX);
+  const counters = counterRegion(cfg.counters, workerRegion('tx', cfg.queue));
   const batch = new PacketBatch(tun.offload ? SEGMENT_BATCH : cfg.batchSize, cfg.slotSize);
   const icmp = new PacketBatch(cfg.batchSize, ICMP_SLOT);
   const limiter = new IcmpLimiter();
@@ -52,6 +52,7 @@ function runTx(tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: Worker
     counters[UdpCounter.txBatches] += rc.syscalls;
     counters[UdpCounter.tunSuperPackets] += rc.superPackets;
     counters[UdpCounter.tunSegments] += rc.segments;
+    counters[UdpCounter.tunUdpSuperPackets] += rc.udpSuperPackets;
     counters[UdpCounter.tunRead] += rc.malformed;
     counters[UdpCounter.txMalformed] += rc.malformed;
     if (n === 0) continue;
@@ -59,7 +60,7 @@ function runTx(tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: Worker
     limiter.refill(performance.now());
     icmp.count = 0;
     const m = encap.seal(batch, forwardFromTun(batch, n, routes, icmp, limiter, counters, cfg.pathMtu));
-    if (m > 0) accountSent(batch, m, udp.send(batch, m, tun.offload), counters);
+    if (m > 0) accountSent(batch, m, udp.send(batch, m, tun.offload, encap.bareInner), counters);
     if (icmp.count > 0) counters[UdpCounter.icmpWriteFailed] += icmp.count - tun.writeUncoalesced(icmp, icmp.count);
   }
 }
@@ -67,13 +68,19 @@ function runTx(tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: Worker
 /** UDP -> open -> check -> TUN (coalesced into super-packets when the device does that). */
 function runRx(tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
   const routes = new RouteTableReader(cfg.routes);
-  const counters = counterRegion(cfg.counters, REGION_RX);
+  const counters = counterRegion(cfg.counters, workerRegion('rx', cfg.queue));
   const batch = new PacketBatch(rxBatchSize(cfg), cfg.slotSize);
   const wc = tun.writeCounts;
+  const rc = udp.recvCounts;
+  // The socket's overflow count starts at 0; the region may hold counts of sockets before a restart.
+  const overflowBase = counters[UdpCounter.rxSocketOverflow]!;
   while (Atomics.load(control, CONTROL_STOP) === 0) {
     const n = udp.recv(batch);
     if (n === 0) continue;
-    counters[UdpCounter.rxBatches] += 1;
+    counters[UdpCounter.rxBatches] += rc.syscalls;
+    counters[UdpCounter.rxGroSuperDatagrams] += rc.superDatagrams;
+    counters[UdpCounter.rxGroSegments] += rc.segments;
+    counters[UdpCounter.rxSocketOverflow] = overflowBase + udp.drops[0]!;
     routes.refresh();
     const m = acceptFromUdp(batch, encap.open(batch, n), routes, counters);
     if (m === 0) continue;
@@ -91,11 +98,12 @@ function run(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
   const tun = new TunDevice(addon, cfg.tunFd, {
     offload: cfg.offload,
     coalesce: cfg.role === 'rx' && cfg.rxCoalesce,
+    uso: cfg.uso,
     pollMs: cfg.pollMs,
     superBatch: Math.min(cfg.batchSize, SUPER_BATCH),
     writeCapacity: rxBatchSize(cfg),
   });
-  const udp = new UdpSocket(addon, cfg.udpFd, cfg.pollMs);
+  const udp = new UdpSocket(addon, cfg.udpFd, cfg.pollMs, { gro: cfg.role === 'rx' && cfg.udpGro });
   (cfg.role === 'tx' ? runTx : runRx)(tun, udp, encapsulation(addon, cfg), cfg, control);
 }
 
@@ -118,7 +126,7 @@ try {
   // If we are stopping, the fds may already be closed: that is not an error.
   if (Atomics.load(control, CONTROL_STOP) === 0) {
     const e = err as Error & { code?: string };
-    counterRegion(cfg.counters, cfg.role === 'tx' ? REGION_TX : REGION_RX)[UdpCounter.ioErrors] += 1;
+    counterRegion(cfg.counters, workerRegion(cfg.role, cfg.queue))[UdpCounter.ioErrors] += 1;
     parentPort?.postMessage({ type: 'fatal', role: cfg.role, message: e.message, code: e.code });
   }
 }

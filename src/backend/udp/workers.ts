@@ -1,7 +1,9 @@
 /**
  * Main-thread side of the udp packet workers (packet-loop.ts): starts one
- * worker per direction on already-open fds and stops them through a flag in shared memory (their
- * event loops are busy in the packet loop, so postMessage would not be seen).
+ * worker per direction and queue on already-open fds (queue q = flannel0's
+ * q-th queue and the q-th UDP socket of the SO_REUSEPORT group) and stops
+ * them through a flag in shared memory (their event loops are busy in the
+ * packet loop, so postMessage would not be seen).
  */
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../log.js';
@@ -12,6 +14,8 @@ export const CONTROL_STOP = 0;
 /** What a worker thread receives as workerData (all fields structured-clonable). */
 export interface WorkerConfig {
   role: 'tx' | 'rx';
+  /** Which queue this worker serves (its counter region). */
+  queue: number;
   tunFd: number;
   udpFd: number;
   routes: SharedArrayBuffer;
@@ -34,11 +38,21 @@ export interface WorkerConfig {
    * TUN write (tun/gro.ts); false keeps one TUN write per datagram.
    */
   rxCoalesce: boolean;
+  /** UDP_GRO is on for the socket: super-datagrams are cut on receive (conn/udp-socket.ts). */
+  udpGro: boolean;
+  /** The TUN fd has USO: UDP super-packets on read, UDP coalescing on write. */
+  uso: boolean;
   /** Seal and open with WireGuard (the wireguard backend's userspace path) instead of sending bare packets. */
   wireguard?: WireGuardWorkerConfig;
 }
 
-export type WorkerOptions = Omit<WorkerConfig, 'role' | 'control'>;
+/** One queue's fds: a flannel0 queue and its UDP socket. */
+export interface QueueFds {
+  tunFd: number;
+  udpFd: number;
+}
+
+export type WorkerOptions = Omit<WorkerConfig, 'role' | 'control' | 'queue' | 'tunFd' | 'udpFd'> & { queues: QueueFds[] };
 
 export class PacketWorkers {
   private readonly control = new SharedArrayBuffer(4);
@@ -56,27 +70,32 @@ export class PacketWorkers {
   ) {}
 
   start(): void {
-    for (const role of ['tx', 'rx'] as const) {
-      const cfg: WorkerConfig = { ...this.opts, role, control: this.control };
-      const w = new Worker(new URL('./packet-loop.js', import.meta.url), { workerData: cfg, name: `flannel-udp-${role}` });
-      w.on('message', (m: { type: string; role: string; message: string; code?: string; data?: Uint8Array; addr?: number; port?: number }) => {
-        if (m.type === 'handshake') return this.onHandshake(Buffer.from(m.data!), m.addr!, m.port!);
-        if (m.type !== 'fatal') return;
-        const err = Object.assign(new Error(m.message), { code: m.code });
-        this.log.error('packet worker failed', { role: m.role, error: m.message, code: m.code });
-        this.onFatal(m.role, err);
-      });
-      w.on('error', (err) => {
-        this.log.error('packet worker crashed', { role, error: err });
-        this.onFatal(role, err);
-      });
-      this.exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
-      this.workers.push(w);
-    }
+    const { queues, ...common } = this.opts;
+    queues.forEach((fds, queue) => {
+      for (const role of ['tx', 'rx'] as const) this.spawn({ ...common, ...fds, role, queue, control: this.control });
+    });
+  }
+
+  private spawn(cfg: WorkerConfig): void {
+    const { role, queue } = cfg;
+    const w = new Worker(new URL('./packet-loop.js', import.meta.url), { workerData: cfg, name: `flannel-udp-${role}${queue}` });
+    w.on('message', (m: { type: string; role: string; message: string; code?: string; data?: Uint8Array; addr?: number; port?: number }) => {
+      if (m.type === 'handshake') return this.onHandshake(Buffer.from(m.data!), m.addr!, m.port!);
+      if (m.type !== 'fatal') return;
+      const err = Object.assign(new Error(m.message), { code: m.code });
+      this.log.error('packet worker failed', { role: m.role, queue, error: m.message, code: m.code });
+      this.onFatal(m.role, err);
+    });
+    w.on('error', (err) => {
+      this.log.error('packet worker crashed', { role, queue, error: err });
+      this.onFatal(role, err);
+    });
+    this.exited.push(new Promise((resolve) => w.once('exit', () => resolve())));
+    this.workers.push(w);
   }
 
   /**
-   * Raise the stop flag and wait for both loops to notice (within one poll
+   * Raise the stop flag and wait for every loop to notice (within one poll
    * timeout); a worker stuck past `timeoutMs` is terminated.
    */
   async stop(timeoutMs = 2000): Promise<void> {
