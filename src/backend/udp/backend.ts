@@ -151,8 +151,8 @@ export class UdpBackend implements Backend {
       port: this.config.port,
       mtu: this.mtu(),
       offload: this.offload,
-      uso: this.uso,
       rxCoalesce: this.rxCoalesce,
+      uso: this.uso,
       udpGro: this.udpGro,
       workers: this.queues.length,
     });

@@ -162,6 +162,16 @@ export function renderCounters(sab: SharedArrayBuffer, prefix = 'flannel_udp'): 
   simple('rx_coalesced_segments_total', 'Received packets coalesced into super-packets; each is also counted in delivered_packets_total.', c.rxCoalescedSegments);
   simple('rx_gro_super_datagrams_total', 'UDP GRO super-datagrams received on the socket (several datagrams in one receive).', c.rxGroSuperDatagrams);
   simple('rx_gro_segments_total', 'Datagrams that arrived inside UDP GRO super-datagrams; each is also counted in received_packets_total.', c.rxGroSegments);
+  // Per queue: how the kernel spread the work over the worker pairs (flannel0's queues by flow, the sockets by inner flow).
+  const regions = new Float64Array(sab);
+  const at = (role: 'tx' | 'rx', q: number, idx: number) => regions[workerRegion(role, q) * COUNTER_COUNT + idx]!;
+  lines.push(`# HELP ${prefix}_queue_packets_total Packets each worker pair took in: read from its flannel0 queue (tx) or received on its socket (rx).`, `# TYPE ${prefix}_queue_packets_total counter`);
+  for (let q = 0; q < MAX_WORKERS; q++) {
+    const tx = at('tx', q, UdpCounter.tunRead);
+    const rx = at('rx', q, UdpCounter.received);
+    if (q > 0 && tx === 0 && rx === 0) continue;
+    lines.push(`${prefix}_queue_packets_total{queue="${q}",direction="tx"} ${tx}`, `${prefix}_queue_packets_total{queue="${q}",direction="rx"} ${rx}`);
+  }
   simple('tun_offload_udp_super_packets_total', 'UDP super-packets (USO) read from the TUN device; their datagrams count in tun_offload_segments_total.', c.tunUdpSuperPackets);
   return lines.join('\n') + '\n';
 }
