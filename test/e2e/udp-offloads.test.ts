@@ -140,6 +140,9 @@ describe('udp dataplane with USO and GRO off and one worker pair', () => {
     await udpFlows(c, 1, 0, { flows: 4, perFlow: 320, size: 1000, gso: true });
     const m = [await metrics(c, 0), await metrics(c, 1)];
     for (const x of m) {
+      // Overload is counted where it sheds: flannel0's queue (the kernel's count) and our socket's buffer.
+      assert.ok(x.has('tun_queue_dropped_packets_total'), 'flannel0 queue drops are exported');
+      assert.ok(x.has('dropped_packets_total{direction="rx",reason="socket_buffer"}'), 'socket buffer drops are exported');
       assert.equal(x.get('tun_offload_udp_super_packets_total') ?? 0, 0);
       assert.equal(x.get('rx_gro_super_datagrams_total') ?? 0, 0);
       assert.equal(x.get('rx_super_packets_total') ?? 0, 0);

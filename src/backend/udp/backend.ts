@@ -17,6 +17,7 @@ import { ensureOnlyAddress } from '../../net/device-address.js';
 import { MAX_SEGMENTS } from '../../tun/offload.js';
 import { enableUdpGro, openUdpSocket } from '../../conn/udp-socket.js';
 import { availableParallelism } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from './routes.js';
 import { counterRegion, createCounterBuffer, MAX_WORKERS, REGION_MAIN, renderCounters, UdpCounter } from './counters.js';
 import { PacketWorkers, type QueueFds } from './workers.js';
@@ -142,7 +143,8 @@ export class UdpBackend implements Backend {
     this.addon = this.opts.addon ?? loadNative();
     await this.openDevices();
     this.publish();
-    this.ctx.metrics.register(this.opts.component ?? 'udp', () => renderCounters(this.countersSab, `flannel_${this.opts.component ?? 'udp'}`));
+    const prefix = `flannel_${this.opts.component ?? 'udp'}`;
+    this.ctx.metrics.register(this.opts.component ?? 'udp', () => renderCounters(this.countersSab, prefix) + this.renderTunQueueDrops(prefix));
     if (this.opts.dataplane === false) return;
     this.startWorkers();
     this.log.info('udp dataplane started', {
@@ -156,6 +158,24 @@ export class UdpBackend implements Backend {
       udpGro: this.udpGro,
       workers: this.queues.length,
     });
+  }
+
+  /**
+   * Packets the kernel dropped because flannel0's queue was full when our
+   * tx workers fell behind (the TUN ring holds txqueuelen packets): the
+   * first place overload sheds, before any of our counters sees a packet.
+   * Read from sysfs at scrape time; nothing when it cannot be read.
+   */
+  private renderTunQueueDrops(prefix: string): string {
+    let v: number;
+    try {
+      v = Number(readFileSync(`/sys/class/net/${this.tunName}/statistics/tx_dropped`, 'utf8').trim());
+    } catch {
+      return '';
+    }
+    if (!Number.isFinite(v)) return '';
+    const name = `${prefix}_tun_queue_dropped_packets_total`;
+    return `# HELP ${name} Packets the kernel dropped at the TUN device's full queue before a worker read them.\n# TYPE ${name} counter\n${name} ${v}\n`;
   }
 
   /**
