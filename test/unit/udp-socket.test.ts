@@ -163,3 +163,25 @@ test('udpSteerByInnerFlow: each inner flow is read by one socket of the group, f
     for (const fd of [...fds, tx]) native.close(fd);
   }
 });
+
+test('datagrams the kernel dropped for a full socket buffer are reported (SO_RXQ_OVFL)', () => {
+  const rx = native.udpOpen('127.0.0.1', 0, false);
+  const tx = native.udpOpen('127.0.0.1', 0, false);
+  try {
+    const port = native.udpLocalPort(rx);
+    const pkts = Array.from({ length: 1024 }, (_, i) => inner(1400, 6000, i));
+    const b = batchOf(pkts, port);
+    // 8 x 1024 x 1400 B = 11 MB into a 4 MiB receive buffer that nobody reads meanwhile.
+    for (let k = 0; k < 8; k++) native.udpSend(tx, b.buf, SLOT, b.lens, b.addrs, b.ports, pkts.length, false);
+    const sock = new UdpSocket(native, rx, 100);
+    const { got } = drain(sock, 256, 8 * 1024);
+    assert.ok(got.length < 8 * 1024, `some were dropped (${got.length} received)`);
+    // The kernel stamps its running count on datagrams queued after the drops: send one more.
+    native.udpSend(tx, b.buf, SLOT, b.lens, b.addrs, b.ports, 1, false);
+    drain(sock, 256, 1);
+    assert.equal(sock.drops[0], 8 * 1024 - got.length, 'every datagram not received was counted as a drop');
+  } finally {
+    native.close(rx);
+    native.close(tx);
+  }
+});
