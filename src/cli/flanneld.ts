@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../log.js';
-import { parseOptions, usage, UsageError } from './options.js';
+import { parseOptions, parseWorkersVariable, usage, UsageError } from './options.js';
 import { Daemon, FatalError, type DaemonSettings } from '../daemon/daemon.js';
 import { ConfigError } from '../config/network.js';
 
@@ -97,14 +97,6 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): DaemonSettings {
       ...(workers !== undefined ? { workers } : {}),
     },
   };
-}
-
-/** FLANNEL_UDP_WORKERS: a whole number 1..8, or unset; anything else stops the daemon with the variable named. */
-export function parseWorkersVariable(raw: string | undefined): number | undefined {
-  if (raw === undefined || raw === '') return undefined;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 8) throw new Error(`FLANNEL_UDP_WORKERS must be a whole number 1..8, got "${raw}"`);
-  return n;
 }
 
 main(process.argv.slice(2)).then(

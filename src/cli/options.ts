@@ -146,3 +146,11 @@ export function usage(): string {
   lines.push('', 'Every flag can also be set as FLANNELD_<NAME>, e.g. FLANNELD_ETCD_ENDPOINTS; the command line wins.');
   return lines.join('\n');
 }
+
+/** FLANNEL_UDP_WORKERS: a whole number 1..8, or unset; anything else stops the daemon with the variable named. */
+export function parseWorkersVariable(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 8) throw new Error(`FLANNEL_UDP_WORKERS must be a whole number 1..8, got "${raw}"`);
+  return n;
+}

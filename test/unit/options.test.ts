@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseOptions, usage, UsageError } from '../../src/cli/options.js';
+import { parseWorkersVariable, parseOptions, usage, UsageError } from '../../src/cli/options.js';
 
 test('flannel defaults', () => {
   const o = parseOptions([], {});
@@ -50,4 +50,11 @@ test('help lists every flannel flag', () => {
   for (const f of ['etcd-endpoints', 'etcd-prefix', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'iface', 'iface-regex', 'public-ip', 'ip-masq', 'subnet-file', 'healthz-port', 'local-store']) {
     assert.match(u, new RegExp(`--${f}[=\\n ]`));
   }
+});
+
+test('FLANNEL_UDP_WORKERS: unset or a whole number 1..8, anything else named in the error', () => {
+  assert.equal(parseWorkersVariable(undefined), undefined);
+  assert.equal(parseWorkersVariable(''), undefined);
+  assert.equal(parseWorkersVariable('3'), 3);
+  for (const bad of ['0', '9', '2.5', 'four', '-1']) assert.throws(() => parseWorkersVariable(bad), new RegExp(`FLANNEL_UDP_WORKERS must be a whole number 1\\.\\.8, got "${bad.replace('.', '\\.')}"`));
 });

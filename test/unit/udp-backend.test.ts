@@ -106,3 +106,15 @@ test('ip runner errors name the command and ip\'s message', async () => {
   });
   assert.equal(await sh.runIgnoringMissing(['-c', 'echo "Cannot find device \\"x\\"" >&2; exit 1']), '');
 });
+
+test('Workers option: ours, 1..8, absent or 0 leaves the daemon default', () => {
+  assert.equal(parseUdpBackendConfig({ Type: 'udp' }).workers, undefined);
+  assert.equal(parseUdpBackendConfig({ Type: 'udp', Workers: 0 }).workers, undefined);
+  assert.equal(parseUdpBackendConfig({ Type: 'udp', workers: 3 }).workers, 3);
+  assert.throws(() => parseUdpBackendConfig({ Workers: 9 }), /Workers must be an integer in 1\.\.8/);
+  assert.throws(() => parseUdpBackendConfig({ Workers: '2' }), /Workers/);
+  // The wireguard userspace path always runs one pair; the udp backend follows the option, then the daemon's default.
+  assert.equal(createUdpBackendWith(ctx({ Type: 'udp', Workers: 2 }).c, { addon: fakeAddon, dataplane: false }).workerCount, 2);
+  const c = ctx().c;
+  assert.equal(createUdpBackendWith({ ...c, dataplane: { ...c.dataplane, workers: 5 } }, { addon: fakeAddon, dataplane: false }).workerCount, 5);
+});
