@@ -59,3 +59,22 @@ napi_value try_lock_exclusive(napi_env env, napi_callback_info info) {
   if (napi_get_boolean(env, r == 0, &ret) != napi_ok) return throw_napi_failure(env), NULL;
   return ret;
 }
+
+/* waitReadable(fd, timeoutMs) -> boolean: poll() for POLLIN without reading,
+ * for a loop that must take a lock before it reads (the udp tx worker, whose
+ * TUN queue the rx worker may also drain). */
+napi_value wait_readable(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  int fd;
+  int64_t timeout;
+  if (!get_fd(env, argv[0], &fd) || !get_int(env, argv[1], "timeoutMs", 0, INT32_MAX, &timeout)) return NULL;
+  int r = wait_fd(fd, POLLIN, (int)timeout);
+  if (r < 0) {
+    throw_sys(env, -r, "poll", fd_error_hint(-r), "waitReadable fd %d", fd);
+    return NULL;
+  }
+  napi_value ret;
+  if (napi_get_boolean(env, r > 0, &ret) != napi_ok) return throw_napi_failure(env), NULL;
+  return ret;
+}

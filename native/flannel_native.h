@@ -100,6 +100,7 @@ napi_value return_count(napi_env env, int64_t n);
 /* ---- fd.c ---- */
 int wait_fd(int fd, short events, int timeout_ms);
 napi_value close_fd(napi_env env, napi_callback_info info);
+napi_value wait_readable(napi_env env, napi_callback_info info);
 napi_value try_lock_exclusive(napi_env env, napi_callback_info info);
 
 /* ---- tun.c ---- */

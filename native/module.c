@@ -30,6 +30,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"udpSetGro", NULL, udp_set_gro, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSteerByInnerFlow", NULL, udp_steer_by_inner_flow, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitReadable", NULL, wait_readable, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sumSlots", NULL, sum_slots, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wgSeal", NULL, wg_seal, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wgOpen", NULL, wg_open, NULL, NULL, NULL, napi_enumerable, NULL},

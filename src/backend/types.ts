@@ -19,6 +19,8 @@ export interface DataplaneOptions {
   uso?: boolean;
   /** Worker pairs when the backend config does not say (default: the number of cores, capped). */
   workers?: number;
+  /** udp: the rx worker sends what the kernel answers into TUN during its writes (default on; FLANNEL_UDP_REPLY_FAST=0 for comparisons). */
+  replyFastPath?: boolean;
 }
 
 export const DEFAULT_DATAPLANE_OPTIONS: DataplaneOptions = { offload: true, rxCoalesce: true, uso: true };

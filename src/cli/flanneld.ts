@@ -94,6 +94,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): DaemonSettings {
       offload: env.FLANNEL_UDP_OFFLOAD !== '0',
       rxCoalesce: env.FLANNEL_UDP_GRO !== '0',
       uso: env.FLANNEL_UDP_USO !== '0',
+      replyFastPath: env.FLANNEL_UDP_REPLY_FAST !== '0',
       ...(workers !== undefined ? { workers } : {}),
     },
   };

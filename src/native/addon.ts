@@ -142,6 +142,8 @@ export interface NativeAddon {
   tryLockExclusive(fd: number): boolean;
   /** close(2); throws EBADF on a double close. */
   close(fd: number): void;
+  /** poll(2) for POLLIN without reading: true when readable within timeoutMs. */
+  waitReadable?(fd: number, timeoutMs: number): boolean;
 }
 
 let cached: NativeAddon | null = null;

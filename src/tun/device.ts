@@ -145,24 +145,34 @@ export class TunDevice {
    * then returns at once. A packet too long for its slot comes back with
    * lens[i] = slotSize + 1 for the caller's checks to drop.
    */
-  read(batch: PacketBatch): number {
+  read(batch: PacketBatch, timeoutMs = this.opts.pollMs): number {
     const c = this.readCounts;
     c.superPackets = c.udpSuperPackets = c.segments = c.malformed = c.syscalls = 0;
     const inb = this.superIn;
     if (inb === null) {
-      const n = this.addon.tunRead(this.fd, batch.buf, batch.slotSize, batch.lens, batch.capacity, this.opts.pollMs);
+      const n = this.addon.tunRead(this.fd, batch.buf, batch.slotSize, batch.lens, batch.capacity, timeoutMs);
       if (n > 0) c.syscalls = 1;
       return n;
     }
     if (this.pendingFrom >= this.pendingCount) {
       this.pendingFrom = 0;
-      this.pendingCount = this.addon.tunRead(this.fd, inb.buf, SUPER_SLOT, inb.lens, inb.capacity, this.opts.pollMs, this.superHdrs);
+      this.pendingCount = this.addon.tunRead(this.fd, inb.buf, SUPER_SLOT, inb.lens, inb.capacity, timeoutMs, this.superHdrs);
       if (this.pendingCount === 0) return 0;
       c.syscalls = 1;
     }
     batch.count = 0;
     this.pendingFrom = expandFromTun(inb, this.superHdrs!, this.pendingFrom, this.pendingCount, batch, this.wordsOf(batch.buf), c);
     return batch.count;
+  }
+
+  /** Super-packets read but not all handed out yet: the next read() returns at once. */
+  get hasPending(): boolean {
+    return this.pendingFrom < this.pendingCount;
+  }
+
+  /** Wait up to timeoutMs for the device to have a packet, without reading it. */
+  waitReadable(timeoutMs = this.opts.pollMs): boolean {
+    return this.addon.waitReadable!(this.fd, timeoutMs);
   }
 
   /**

@@ -102,6 +102,15 @@ describe('udp dataplane with USO and GRO on and three worker pairs', () => {
     await tcpFlows(c, 1, 0);
   });
 
+  test('echo replies leave from the rx worker without waking the tx worker', async () => {
+    const before = (await metrics(c, 1)).get('tx_by_rx_worker_packets_total') ?? 0;
+    const r = await c.set.hosts[0]!.exec(['ping', '-c', '20', '-i', '0.05', '-W', '1', '-I', c.pod[0]!, c.pod[1]!], { timeoutMs: 15_000 });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const after = (await metrics(c, 1)).get('tx_by_rx_worker_packets_total') ?? 0;
+    // The tx worker may win the race for a few; most replies go out at once.
+    assert.ok(after - before >= 10, `replies sent by the rx worker: ${after - before} of 20`);
+  });
+
   test('UDP flows both ways arrive in order, spread over the worker pairs', async () => {
     const before = await metrics(c, 1);
     await udpFlows(c, 0, 1, { flows: 8, perFlow: 400, size: 1200, gso: false });
@@ -125,10 +134,10 @@ describe('udp dataplane with USO and GRO on and three worker pairs', () => {
   });
 });
 
-describe('udp dataplane with USO and GRO off and one worker pair', () => {
+describe('udp dataplane with USO, GRO and the reply fast path off and one worker pair', () => {
   let c: Cluster;
   before(async () => {
-    c = await pair('ftsuf', () => ({ FLANNEL_UDP_WORKERS: '1', FLANNEL_UDP_USO: '0', FLANNEL_UDP_GRO: '0' }));
+    c = await pair('ftsuf', () => ({ FLANNEL_UDP_WORKERS: '1', FLANNEL_UDP_USO: '0', FLANNEL_UDP_GRO: '0', FLANNEL_UDP_REPLY_FAST: '0' }));
   });
   after(() => teardown(c));
 
@@ -146,6 +155,7 @@ describe('udp dataplane with USO and GRO off and one worker pair', () => {
       assert.equal(x.get('tun_offload_udp_super_packets_total') ?? 0, 0);
       assert.equal(x.get('rx_gro_super_datagrams_total') ?? 0, 0);
       assert.equal(x.get('rx_super_packets_total') ?? 0, 0);
+      assert.equal(x.get('tx_by_rx_worker_packets_total') ?? 0, 0, 'FLANNEL_UDP_REPLY_FAST=0: the tx worker sends everything');
     }
   });
 });

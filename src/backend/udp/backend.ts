@@ -237,6 +237,7 @@ export class UdpBackend implements Backend {
         rxCoalesce: this.rxCoalesce,
         udpGro: this.udpGro,
         uso: this.uso,
+        replyFastPath: this.ctx.dataplane.replyFastPath !== false,
         wireguard: this.opts.wireguard,
       },
       this.log,

@@ -77,9 +77,15 @@ export const UdpCounter = {
   rxSocketOverflow: 34,
   /** UDP super-packets (USO) read from TUN; their datagrams count in tun_offload_segments_total. */
   tunUdpSuperPackets: 35,
+  /**
+   * Packets read from TUN by an rx worker right after its write, because its
+   * tx worker slept (replies sent without waking it); they also count in
+   * tunRead and the rest of the tx counters.
+   */
+  txByRxWorker: 36,
 } as const;
 
-export const COUNTER_COUNT = 36;
+export const COUNTER_COUNT = 37;
 
 /** Most worker pairs (queues) one dataplane runs: the Workers option's cap. */
 export const MAX_WORKERS = 8;
@@ -167,11 +173,12 @@ export function renderCounters(sab: SharedArrayBuffer, prefix = 'flannel_udp'): 
   const at = (role: 'tx' | 'rx', q: number, idx: number) => regions[workerRegion(role, q) * COUNTER_COUNT + idx]!;
   lines.push(`# HELP ${prefix}_queue_packets_total Packets each worker pair took in: read from its flannel0 queue (tx) or received on its socket (rx).`, `# TYPE ${prefix}_queue_packets_total counter`);
   for (let q = 0; q < MAX_WORKERS; q++) {
-    const tx = at('tx', q, UdpCounter.tunRead);
+    const tx = at('tx', q, UdpCounter.tunRead) + at('rx', q, UdpCounter.tunRead);
     const rx = at('rx', q, UdpCounter.received);
     if (q > 0 && tx === 0 && rx === 0) continue;
     lines.push(`${prefix}_queue_packets_total{queue="${q}",direction="tx"} ${tx}`, `${prefix}_queue_packets_total{queue="${q}",direction="rx"} ${rx}`);
   }
+  simple('tx_by_rx_worker_packets_total', 'Packets the rx worker read from TUN and sent itself right after a write (replies), without waking the tx worker.', c.txByRxWorker);
   simple('tun_offload_udp_super_packets_total', 'UDP super-packets (USO) read from the TUN device; their datagrams count in tun_offload_segments_total.', c.tunUdpSuperPackets);
   return lines.join('\n') + '\n';
 }

@@ -37,17 +37,39 @@ const SEGMENT_BATCH = MAX_SEGMENTS;
 const RX_COALESCE_BATCH = 256;
 /** Super-packets per TUN read with offloads (at most the configured batch size). */
 const SUPER_BATCH = 16;
+/** Super-packets the rx worker takes per read when it sends what the kernel answered (replies are few and small). */
+const REPLY_SUPER_BATCH = 4;
+/** Received batches up to this many datagrams get their replies sent by the rx worker itself. */
+const REPLY_FAST_MAX_BATCH = 8;
 
-/** TUN -> route -> seal -> UDP, with ICMP errors for what cannot be sent written back into TUN. */
-function runTx(tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
-  const routes = new RouteTableReader(cfg.routes);
-  const counters = counterRegion(cfg.counters, workerRegion('tx', cfg.queue));
-  const batch = new PacketBatch(tun.offload ? SEGMENT_BATCH : cfg.batchSize, cfg.slotSize);
-  const icmp = new PacketBatch(cfg.batchSize, ICMP_SLOT);
-  const limiter = new IcmpLimiter();
-  const rc = tun.readCounts;
-  while (Atomics.load(control, CONTROL_STOP) === 0) {
-    const n = tun.read(batch);
+/**
+ * One TUN read's worth of the tx direction: read, route and check, seal,
+ * send, and ICMP errors for what cannot be sent written back into TUN.
+ * The tx worker runs one; the rx worker runs another on the same queue to
+ * send at once what the kernel put into TUN while it wrote (see runRx).
+ */
+class TunToUdp {
+  private readonly batch: PacketBatch;
+  private readonly icmp: PacketBatch;
+  private readonly limiter = new IcmpLimiter();
+
+  constructor(
+    readonly tun: TunDevice,
+    private readonly udp: UdpSocket,
+    private readonly encap: Encapsulation,
+    private readonly routes: RouteTableReader,
+    private readonly counters: Float64Array,
+    private readonly cfg: WorkerConfig,
+  ) {
+    this.batch = new PacketBatch(tun.offload ? SEGMENT_BATCH : cfg.batchSize, cfg.slotSize);
+    this.icmp = new PacketBatch(cfg.batchSize, ICMP_SLOT);
+  }
+
+  /** Move one batch, waiting up to timeoutMs for the first packet; returns the packets read (0: none came). */
+  move(timeoutMs: number): number {
+    const { tun, batch, icmp, counters } = this;
+    const n = tun.read(batch, timeoutMs);
+    const rc = tun.readCounts;
     // Packets the device could not expand count as read and dropped as malformed, like any bad packet.
     counters[UdpCounter.txBatches] += rc.syscalls;
     counters[UdpCounter.tunSuperPackets] += rc.superPackets;
@@ -55,20 +77,106 @@ function runTx(tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: Worker
     counters[UdpCounter.tunUdpSuperPackets] += rc.udpSuperPackets;
     counters[UdpCounter.tunRead] += rc.malformed;
     counters[UdpCounter.txMalformed] += rc.malformed;
-    if (n === 0) continue;
-    routes.refresh();
-    limiter.refill(performance.now());
+    if (n === 0) return rc.malformed;
+    this.routes.refresh();
+    this.limiter.refill(performance.now());
     icmp.count = 0;
-    const m = encap.seal(batch, forwardFromTun(batch, n, routes, icmp, limiter, counters, cfg.pathMtu));
-    if (m > 0) accountSent(batch, m, udp.send(batch, m, tun.offload, encap.bareInner), counters);
+    const m = this.encap.seal(batch, forwardFromTun(batch, n, this.routes, icmp, this.limiter, counters, this.cfg.pathMtu));
+    if (m > 0) accountSent(batch, m, this.udp.send(batch, m, tun.offload, this.encap.bareInner), counters);
     if (icmp.count > 0) counters[UdpCounter.icmpWriteFailed] += icmp.count - tun.writeUncoalesced(icmp, icmp.count);
+    return n + rc.malformed;
+  }
+
+  /** Move batches without waiting until the queue is empty or `max` were moved, and never stop with segments held (another reader could overtake them). */
+  drain(max: number): number {
+    let moved = 0;
+    for (let k = 0; k < max || this.tun.hasPending; k++) {
+      const n = this.move(0);
+      moved += n;
+      if (n === 0 && !this.tun.hasPending) break;
+    }
+    return moved;
+  }
+}
+
+/**
+ * Who reads a queue's TUN fd: the tx worker, and the rx worker right after
+ * its writes. A word per queue in shared memory; whoever holds it reads,
+ * sends and releases, so packets of one flow leave in the order they were
+ * read whichever thread read them.
+ */
+class QueueReadLock {
+  private readonly words: Int32Array;
+  private readonly idleAt: number;
+  constructor(
+    sab: SharedArrayBuffer,
+    private readonly q: number,
+  ) {
+    this.words = new Int32Array(sab);
+    this.idleAt = this.words.length / 2 + q;
+  }
+  /** The tx worker says it is (about to be) asleep waiting for the device, or awake. */
+  setTxIdle(idle: boolean): void {
+    Atomics.store(this.words, this.idleAt, idle ? 1 : 0);
+  }
+  /** Whether the tx worker would have to be woken to read the queue. */
+  get txIdle(): boolean {
+    return Atomics.load(this.words, this.idleAt) === 1;
+  }
+  tryAcquire(): boolean {
+    return Atomics.compareExchange(this.words, this.q, 0, 1) === 0;
+  }
+  acquire(): void {
+    // The other holder keeps it for one batch (microseconds): wait in short steps.
+    while (!this.tryAcquire()) Atomics.wait(this.words, this.q, 1, 1);
+  }
+  release(): void {
+    Atomics.store(this.words, this.q, 0);
+    Atomics.notify(this.words, this.q, 1);
+  }
+}
+
+/** Whether the rx worker also sends what the kernel answers into TUN (bare inner packets only: a sealing encapsulation keeps one sender). */
+function sharesTunReads(addon: NativeAddon, encap: Encapsulation, cfg: WorkerConfig): boolean {
+  return cfg.replyFastPath && encap.bareInner && typeof addon.waitReadable === 'function';
+}
+
+/** TUN -> route -> seal -> UDP. */
+function runTx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
+  const fwd = new TunToUdp(tun, udp, encap, new RouteTableReader(cfg.routes), counterRegion(cfg.counters, workerRegion('tx', cfg.queue)), cfg);
+  if (!sharesTunReads(addon, encap, cfg)) {
+    while (Atomics.load(control, CONTROL_STOP) === 0) fwd.move(cfg.pollMs);
+    return;
+  }
+  const lock = new QueueReadLock(cfg.tunReadLocks, cfg.queue);
+  while (Atomics.load(control, CONTROL_STOP) === 0) {
+    lock.acquire();
+    let moved = 0;
+    try {
+      moved = fwd.drain(1);
+    } finally {
+      lock.release();
+    }
+    // Wait without reading: the read itself must happen under the lock.
+    if (moved === 0) {
+      lock.setTxIdle(true);
+      tun.waitReadable(cfg.pollMs);
+      lock.setTxIdle(false);
+    }
   }
 }
 
 /** UDP -> open -> check -> TUN (coalesced into super-packets when the device does that). */
-function runRx(tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
+function runRx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
   const routes = new RouteTableReader(cfg.routes);
   const counters = counterRegion(cfg.counters, workerRegion('rx', cfg.queue));
+  // A TUN write runs the inner packet through the kernel at once, and what the kernel answers on the
+  // spot (an echo reply, a TCP ACK) is queued on flannel0 before the write returns. Reading and sending
+  // it here saves waking the tx worker: one thread hand-off less per round trip (bench/PROFILE.md).
+  // Its tx-side counts go to this thread's region (regions are summed).
+  const reply = sharesTunReads(addon, encap, cfg)
+    ? { lock: new QueueReadLock(cfg.tunReadLocks, cfg.queue), fwd: new TunToUdp(readSide(addon, cfg, REPLY_SUPER_BATCH), udp, encap, routes, counters, cfg) }
+    : null;
   const batch = new PacketBatch(rxBatchSize(cfg), cfg.slotSize);
   const wc = tun.writeCounts;
   const rc = udp.recvCounts;
@@ -87,7 +195,22 @@ function runRx(tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: Worker
     accountDelivered(m, tun.write(batch, m), counters);
     counters[UdpCounter.rxSuperPackets] += wc.superPackets;
     counters[UdpCounter.rxCoalescedSegments] += wc.coalescedSegments;
+    // Only while the tx worker sleeps: that is when a round trip would wait on waking it. A busy tx
+    // worker reads the queue anyway, and taking its bulk work here slowed one TCP stream (5 runs each:
+    // 2.55-3.29 Gbit/s with replies sent here after every small batch, 2.92-3.45 without).
+    if (reply && n <= REPLY_FAST_MAX_BATCH && reply.lock.txIdle && reply.lock.tryAcquire()) {
+      try {
+        counters[UdpCounter.txByRxWorker] += reply.fwd.drain(1);
+      } finally {
+        reply.lock.release();
+      }
+    }
   }
+}
+
+/** A TUN device for reading on this worker's queue (the rx worker's second view of the fd). */
+function readSide(addon: NativeAddon, cfg: WorkerConfig, superBatch: number): TunDevice {
+  return new TunDevice(addon, cfg.tunFd, { offload: cfg.offload, coalesce: false, uso: cfg.uso, pollMs: cfg.pollMs, superBatch: Math.min(cfg.batchSize, superBatch) });
 }
 
 function rxBatchSize(cfg: WorkerConfig): number {
@@ -104,7 +227,7 @@ function run(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
     writeCapacity: rxBatchSize(cfg),
   });
   const udp = new UdpSocket(addon, cfg.udpFd, cfg.pollMs, { gro: cfg.role === 'rx' && cfg.udpGro });
-  (cfg.role === 'tx' ? runTx : runRx)(tun, udp, encapsulation(addon, cfg), cfg, control);
+  (cfg.role === 'tx' ? runTx : runRx)(addon, tun, udp, encapsulation(addon, cfg), cfg, control);
 }
 
 /** PLAIN for flannel's udp backend; WireGuard's seal/open for the wireguard backend's userspace path. */

@@ -42,6 +42,10 @@ export interface WorkerConfig {
   udpGro: boolean;
   /** The TUN fd has USO: UDP super-packets on read, UDP coalescing on write. */
   uso: boolean;
+  /** Two words per queue: who may read the queue's TUN fd, and whether its tx worker sleeps (packet-loop.ts QueueReadLock). */
+  tunReadLocks: SharedArrayBuffer;
+  /** The rx worker sends what the kernel puts into TUN during its writes (replies), instead of waking the tx worker. */
+  replyFastPath: boolean;
   /** Seal and open with WireGuard (the wireguard backend's userspace path) instead of sending bare packets. */
   wireguard?: WireGuardWorkerConfig;
 }
@@ -52,7 +56,7 @@ export interface QueueFds {
   udpFd: number;
 }
 
-export type WorkerOptions = Omit<WorkerConfig, 'role' | 'control' | 'queue' | 'tunFd' | 'udpFd'> & { queues: QueueFds[] };
+export type WorkerOptions = Omit<WorkerConfig, 'role' | 'control' | 'queue' | 'tunFd' | 'udpFd' | 'tunReadLocks'> & { queues: QueueFds[] };
 
 export class PacketWorkers {
   private readonly control = new SharedArrayBuffer(4);
@@ -71,8 +75,10 @@ export class PacketWorkers {
 
   start(): void {
     const { queues, ...common } = this.opts;
+    // Per queue: the read lock word, then (second half) whether its tx worker sleeps.
+    const tunReadLocks = new SharedArrayBuffer(4 * 2 * queues.length);
     queues.forEach((fds, queue) => {
-      for (const role of ['tx', 'rx'] as const) this.spawn({ ...common, ...fds, role, queue, control: this.control });
+      for (const role of ['tx', 'rx'] as const) this.spawn({ ...common, ...fds, role, queue, control: this.control, tunReadLocks });
     });
   }
 
