@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from '../helpers/netns.js';
+import { startDaemon } from '../helpers/daemon.js';
 import { bringUp, localCluster, startHost, tcpFlows, teardown, type Cluster } from '../helpers/udp-cluster.js';
 
 const FLOWS = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'udp-flows.js');
@@ -131,6 +132,30 @@ describe('udp dataplane with USO and GRO on and three worker pairs', () => {
     assert.ok(d(rx0, rx1, 'rx_gro_super_datagrams_total') >= 10, `GRO super-datagrams: ${d(rx0, rx1, 'rx_gro_super_datagrams_total')}`);
     assert.ok(d(rx0, rx1, 'rx_super_packets_total') >= 10, `super-packets written to flannel0: ${d(rx0, rx1, 'rx_super_packets_total')}`);
     assert.equal(d(rx0, rx1, 'dropped_packets_total{direction="rx",reason="malformed"}'), 0);
+  });
+});
+
+describe('a second flanneld with worker pairs on a host whose port is taken', () => {
+  let c: Cluster;
+  before(async () => {
+    c = await pair('ftsu2', () => ({ FLANNEL_UDP_WORKERS: '2' }));
+  });
+  after(() => teardown(c));
+
+  test('stops with EADDRINUSE before touching flannel0; the first keeps its queues and traffic', async () => {
+    const h = c.set.hosts[0]!;
+    const second = startDaemon([...c.storeArgs, `--iface=${h.iface}`, `--subnet-file=${join(c.dir, 'second.env')}`], {
+      name: 'second',
+      prefix: ['ip', 'netns', 'exec', h.ns],
+      env: { FLANNEL_UDP_WORKERS: '2' },
+    });
+    const code = await Promise.race([second.exited, new Promise<string>((r) => setTimeout(() => r('still running'), 20_000))]);
+    if (code === 'still running') await second.stop('SIGKILL');
+    assert.equal(code, 1, `the second daemon exits 1: ${second.lines.slice(-5).join('\n')}`);
+    assert.ok(second.lines.some((l) => /already used by another process/.test(l)), second.lines.slice(-5).join('\n'));
+    const q = (await h.exec(['ls', '/sys/class/net/flannel0/queues'], { check: true })).stdout.split(/\s+/).filter((x) => x.startsWith('tx-'));
+    assert.equal(q.length, 2, 'flannel0 still has exactly the first daemon\'s two queues');
+    await tcpFlows(c, 1, 0);
   });
 });
 

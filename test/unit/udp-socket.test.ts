@@ -185,3 +185,22 @@ test('datagrams the kernel dropped for a full socket buffer are reported (SO_RXQ
     native.close(tx);
   }
 });
+
+test('a port held by a SO_REUSEPORT group refuses a plain bind, and a port held plainly refuses the group (how a second flanneld is caught)', () => {
+  const first = native.udpOpen('127.0.0.1', 0, true);
+  const port = native.udpLocalPort(first);
+  const second = native.udpOpen('127.0.0.1', port, true);
+  try {
+    assert.throws(() => native.udpOpen('127.0.0.1', port, false), (e: NodeJS.ErrnoException) => e.code === 'EADDRINUSE');
+  } finally {
+    native.close(first);
+    native.close(second);
+  }
+  const plain = native.udpOpen('127.0.0.1', 0, false);
+  try {
+    assert.throws(() => native.udpOpen('127.0.0.1', native.udpLocalPort(plain), false), (e: NodeJS.ErrnoException) => e.code === 'EADDRINUSE');
+    assert.throws(() => native.udpOpen('127.0.0.1', native.udpLocalPort(plain), true), (e: NodeJS.ErrnoException) => e.code === 'EADDRINUSE');
+  } finally {
+    native.close(plain);
+  }
+});

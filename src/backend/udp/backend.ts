@@ -193,6 +193,13 @@ export class UdpBackend implements Backend {
       n = 1;
     }
     try {
+      if (n > 1) {
+        // A SO_REUSEPORT group would silently take in another flanneld's sockets on the same port (same
+        // user), and a multi-queue flannel0 its queues: bind once without SO_REUSEPORT first, before
+        // touching flannel0, so a port in use fails with EADDRINUSE as with one worker pair; our group
+        // then refuses every later plain bind (a second flanneld's probe) the same way.
+        addon.close(openUdpSocket(addon, this.ctx.extIface.ifaceAddr, this.config.port, false));
+      }
       const wantOffload = (this.opts.offload ?? this.ctx.dataplane.offload) && this.opts.dataplane !== false;
       const first = openTun(addon, this.tunName, { offload: wantOffload, uso: this.ctx.dataplane.uso !== false, multiQueue: n > 1 }, this.log);
       this.offload = first.offload;
