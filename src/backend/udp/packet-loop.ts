@@ -87,7 +87,12 @@ class TunToUdp {
     return n + rc.malformed;
   }
 
-  /** Move batches without waiting until the queue is empty or `max` were moved, and never stop with segments held (another reader could overtake them). */
+  /**
+   * Move up to `max` batches without waiting (fewer when the queue runs
+   * empty), then on while segments of a super-packet are still held: the
+   * caller releases the read lock next, and another reader must not
+   * overtake them. Returns the packets read.
+   */
   drain(max: number): number {
     let moved = 0;
     for (let k = 0; k < max || this.tun.hasPending; k++) {
