@@ -226,3 +226,9 @@ napi_value return_count(napi_env env, int64_t n) {
   if (napi_create_int64(env, n, &ret) != napi_ok) return throw_napi_failure(env), NULL;
   return ret;
 }
+
+napi_value return_bool(napi_env env, bool b) {
+  napi_value ret;
+  if (napi_get_boolean(env, b, &ret) != napi_ok) return throw_napi_failure(env), NULL;
+  return ret;
+}

@@ -55,9 +55,7 @@ napi_value try_lock_exclusive(napi_env env, napi_callback_info info) {
     throw_sys(env, e, "flock", fd_error_hint(e), "flock fd %d", fd);
     return NULL;
   }
-  napi_value ret;
-  if (napi_get_boolean(env, r == 0, &ret) != napi_ok) return throw_napi_failure(env), NULL;
-  return ret;
+  return return_bool(env, r == 0);
 }
 
 /* waitReadable(fd, timeoutMs) -> boolean: poll() for POLLIN without reading,
@@ -74,7 +72,5 @@ napi_value wait_readable(napi_env env, napi_callback_info info) {
     throw_sys(env, -r, "poll", fd_error_hint(-r), "waitReadable fd %d", fd);
     return NULL;
   }
-  napi_value ret;
-  if (napi_get_boolean(env, r > 0, &ret) != napi_ok) return throw_napi_failure(env), NULL;
-  return ret;
+  return return_bool(env, r > 0);
 }

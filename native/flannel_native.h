@@ -96,6 +96,8 @@ bool get_peers(napi_env env, napi_value vaddrs, napi_value vports, int64_t n, co
                uint16_t **ports);
 /* The epilogue of calls returning a count. */
 napi_value return_count(napi_env env, int64_t n);
+/* The epilogue of calls returning a boolean. */
+napi_value return_bool(napi_env env, bool b);
 
 /* ---- fd.c ---- */
 int wait_fd(int fd, short events, int timeout_ms);

@@ -442,9 +442,7 @@ napi_value udp_set_gro(napi_env env, napi_callback_info info) {
     throw_sys(env, e, "setsockopt", fd_error_hint(e), "UDP_GRO on fd %d", fd);
     return NULL;
   }
-  napi_value ret;
-  if (napi_get_boolean(env, ok, &ret) != napi_ok) return throw_napi_failure(env), NULL;
-  return ret;
+  return return_bool(env, ok);
 }
 
 /* udpSteerByInnerFlow(fd, groupSize): a classic BPF program for the

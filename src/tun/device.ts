@@ -30,10 +30,8 @@ export interface OpenTunOptions {
   offload: boolean;
   /** With offload: ask for USO as well, falling back to TCP offloads alone when the kernel refuses. */
   uso?: boolean;
-  /** Open one more queue of a multi-queue device (IFF_MULTI_QUEUE; every queue of a device must be opened so). */
+  /** Open it as a multi-queue device (IFF_MULTI_QUEUE), whose further queues openTunQueue adds. */
   multiQueue?: boolean;
-  /** The offloads are decided already (a further queue): set exactly these, no fallback. */
-  exactly?: { offload: boolean; uso: boolean };
 }
 
 /**
@@ -44,19 +42,8 @@ export interface OpenTunOptions {
  * from the plain open. USO falls back to TCP offloads alone (kernels
  * before 6.2 refuse it with EINVAL).
  */
-export function openTun(addon: NativeAddon, name: string, want: boolean | OpenTunOptions, log: Logger): OpenedTun {
-  const o: OpenTunOptions = typeof want === 'boolean' ? { offload: want } : want;
+export function openTun(addon: NativeAddon, name: string, o: OpenTunOptions, log: Logger): OpenedTun {
   const mq = o.multiQueue === true;
-  if (o.exactly) {
-    const t = addon.tunOpen(name, mq, o.exactly.offload);
-    try {
-      if (o.exactly.offload) addon.tunSetOffload(t.fd, o.exactly.uso ? TUN_OFFLOADS_USO : TUN_OFFLOADS);
-    } catch (err) {
-      addon.close(t.fd);
-      throw err;
-    }
-    return { fd: t.fd, name: t.name, ...o.exactly };
-  }
   if (o.offload && typeof addon.tunSetOffload === 'function') {
     let fd = -1;
     try {
@@ -79,6 +66,22 @@ export function openTun(addon: NativeAddon, name: string, want: boolean | OpenTu
   }
   const t = addon.tunOpen(name, mq);
   return { fd: t.fd, name: t.name, offload: false, uso: false };
+}
+
+/**
+ * One more queue of the multi-queue device `first` was opened as, with
+ * exactly its offloads (the first open decided them; no fallback here, so
+ * every queue hands out the same kind of packets).
+ */
+export function openTunQueue(addon: NativeAddon, first: OpenedTun): OpenedTun {
+  const t = addon.tunOpen(first.name, true, first.offload);
+  try {
+    if (first.offload) addon.tunSetOffload(t.fd, first.uso ? TUN_OFFLOADS_USO : TUN_OFFLOADS);
+  } catch (err) {
+    addon.close(t.fd);
+    throw err;
+  }
+  return { ...first, fd: t.fd };
 }
 
 export interface TunDeviceOptions {

@@ -35,7 +35,7 @@
  * UDP flood.
  */
 import { readU16, readU32, writeU16 } from '../packet/ipv4.js';
-import { sum16, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN } from './offload.js';
+import { pseudoSum, sum16, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN } from './offload.js';
 import { PacketBatch } from './packet-batch.js';
 
 /** Slot of a super-packet: the largest IPv4 packet (total length is 16 bits) fits. */
@@ -136,7 +136,6 @@ export class RxCoalescer {
     if (n > this.capacity) throw new RangeError(`batch of ${n} exceeds coalescer capacity ${this.capacity}`);
     const { buf, lens, slotSize } = batch;
     const out = this.out;
-    const ob = out.buf;
     const flows = this.flows;
     flows.clear();
     out.count = 0;
@@ -284,7 +283,7 @@ export class RxCoalescer {
    */
   private checksumValid(buf: Buffer, words: Uint32Array | null, off: number, len: number, proto: number, sum: number): boolean {
     const l4Len = len - 20;
-    const pseudo = readU16(buf, off + 12) + readU16(buf, off + 14) + readU16(buf, off + 16) + readU16(buf, off + 18) + proto + l4Len;
+    const pseudo = pseudoSum(buf, off, proto) + l4Len;
     return fold(pseudo + (sum >= 0 ? sum : sum16(buf, words, off + 20, l4Len))) === 0xffff;
   }
 
@@ -313,7 +312,7 @@ export class RxCoalescer {
       writeU16(ob, o + 10, ~sum16(ob, outWords, o, 20) & 0xffff);
       const l4Len = total - 20;
       const udp = this.proto[s] === PROTO_UDP;
-      const pseudo = readU16(ob, o + 12) + readU16(ob, o + 14) + readU16(ob, o + 16) + readU16(ob, o + 18) + (udp ? PROTO_UDP : PROTO_TCP) + l4Len;
+      const pseudo = pseudoSum(ob, o, udp ? PROTO_UDP : PROTO_TCP) + l4Len;
       if (udp) writeU16(ob, o + 20 + 4, l4Len);
       const csumOffset = udp ? UDP_CSUM_OFFSET : TCP_CSUM_OFFSET;
       writeU16(ob, o + 20 + csumOffset, fold(pseudo));

@@ -159,6 +159,51 @@ export function segmentCount(len: number, gsoSize: number): number {
 }
 
 /**
+ * What both segmenters check first: a well-formed IPv4 packet of protocol
+ * `proto` that is not a fragment (a fragment cannot be a GSO packet).
+ * Returns its IP header length, or -1.
+ */
+function superPacketIhl(src: Uint8Array, off: number, len: number, proto: number): number {
+  if (checkIPv4(src, off, len, false, false) !== 0) return -1;
+  if (src[off + 9] !== proto || (readU16(src, off + 6) & 0x3fff) !== 0) return -1;
+  return (src[off]! & 0x0f) * 4;
+}
+
+/**
+ * How many segments a super-packet of `total` bytes with `hdrLen` bytes of
+ * headers cuts into at `gsoSize`, checked against `out`'s slots; or a
+ * SegmentError.
+ */
+function plannedSegments(total: number, hdrLen: number, gsoSize: number, out: PacketBatch): number {
+  if (hdrLen > total || gsoSize <= 0) return SegmentError.Malformed;
+  const payload = total - hdrLen;
+  const nseg = payload === 0 ? 1 : Math.ceil(payload / gsoSize);
+  if (hdrLen + Math.min(gsoSize, payload) > out.slotSize) return SegmentError.Malformed;
+  if (out.count + nseg > out.capacity) return SegmentError.NoRoom;
+  return nseg;
+}
+
+/** Unfolded pseudo-header sum of an IPv4 packet's addresses and `proto`; callers add the transport length (per segment, or of a whole super-packet). */
+export function pseudoSum(src: Uint8Array, off: number, proto: number): number {
+  return readU16(src, off + 12) + readU16(src, off + 14) + readU16(src, off + 16) + readU16(src, off + 18) + proto;
+}
+
+/**
+ * Segment k of a super-packet into the slot at `o` of `dst`: the headers
+ * (hdrLen bytes at off) and payload bytes [p, p + plen) after them, with the
+ * segment's IPv4 total length, id (id0 + k) and header checksum. The
+ * transport header is the caller's to finish.
+ */
+function copySegment(src: Uint8Array, off: number, hdrLen: number, ihl: number, id0: number, k: number, p: number, plen: number, dst: Buffer, o: number, outWords: Uint32Array | null): void {
+  dst.set(src.subarray(off, off + hdrLen), o);
+  if (plen > 0) dst.set(src.subarray(off + hdrLen + p, off + hdrLen + p + plen), o + hdrLen);
+  writeU16(dst, o + 2, hdrLen + plen);
+  writeU16(dst, o + 4, (id0 + k) & 0xffff);
+  writeU16(dst, o + 10, 0);
+  writeU16(dst, o + 10, ~sum16(dst, outWords, o, ihl) & 0xffff);
+}
+
+/**
  * Cut the IPv4/TCP super-packet at (src, off, len) into segments carrying at
  * most `gsoSize` payload bytes each, appended to `out` from slot out.count
  * (which this advances). Each segment is a complete packet as the kernel's
@@ -168,42 +213,30 @@ export function segmentCount(len: number, gsoSize: number): number {
  * included) recomputed. Returns the number of segments or a SegmentError.
  */
 export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: number, out: PacketBatch, outWords: Uint32Array | null): number {
-  if (checkIPv4(src, off, len, false, false) !== 0) return SegmentError.Malformed;
-  const ihl = (src[off]! & 0x0f) * 4;
+  const ihl = superPacketIhl(src, off, len, PROTO_TCP);
+  if (ihl < 0) return SegmentError.Malformed;
   const total = readU16(src, off + 2);
-  // A fragment cannot be a TSO packet.
-  if (src[off + 9] !== PROTO_TCP || (readU16(src, off + 6) & 0x3fff) !== 0) return SegmentError.Malformed;
   const tcp = off + ihl;
   if (total < ihl + 20) return SegmentError.Malformed;
   const thl = (src[tcp + 12]! >>> 4) * 4;
+  if (thl < 20) return SegmentError.Malformed;
   const hdrLen = ihl + thl;
-  if (thl < 20 || hdrLen > total || gsoSize <= 0) return SegmentError.Malformed;
+  const nseg = plannedSegments(total, hdrLen, gsoSize, out);
+  if (nseg < 0) return nseg;
   const payload = total - hdrLen;
-  const nseg = payload === 0 ? 1 : Math.ceil(payload / gsoSize);
   const slot = out.slotSize;
-  if (hdrLen + Math.min(gsoSize, payload) > slot) return SegmentError.Malformed;
-  if (out.count + nseg > out.capacity) return SegmentError.NoRoom;
 
   const dst = out.buf;
   const id0 = readU16(src, off + 4);
   const seq0 = readU32(src, tcp + 4);
   const flags = src[tcp + 13]!;
-  // Pseudo-header sum without the TCP length, which differs per segment.
-  const pseudo = readU16(src, off + 12) + readU16(src, off + 14) + readU16(src, off + 16) + readU16(src, off + 18) + PROTO_TCP;
+  const pseudo = pseudoSum(src, off, PROTO_TCP);
   let base = out.count;
   for (let k = 0; k < nseg; k++, base++) {
     const o = base * slot;
     const p = k * gsoSize;
     const plen = Math.min(gsoSize, payload - p);
-    const segLen = hdrLen + plen;
-    dst.set(src.subarray(off, off + hdrLen), o);
-    if (plen > 0) dst.set(src.subarray(off + hdrLen + p, off + hdrLen + p + plen), o + hdrLen);
-    // IPv4 header.
-    writeU16(dst, o + 2, segLen);
-    writeU16(dst, o + 4, (id0 + k) & 0xffff);
-    writeU16(dst, o + 10, 0);
-    writeU16(dst, o + 10, ~sum16(dst, outWords, o, ihl) & 0xffff);
-    // TCP header.
+    copySegment(src, off, hdrLen, ihl, id0, k, p, plen, dst, o, outWords);
     const t = o + ihl;
     writeU32(dst, t + 4, (seq0 + p) >>> 0);
     let f = flags;
@@ -213,7 +246,7 @@ export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: 
     writeU16(dst, t + 16, 0);
     const sum = fold(pseudo + (thl + plen) + sum16(dst, outWords, t, thl + plen));
     writeU16(dst, t + 16, ~sum & 0xffff);
-    out.lens[base] = segLen;
+    out.lens[base] = hdrLen + plen;
   }
   out.count = base;
   return nseg;
@@ -228,39 +261,30 @@ export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: 
  * datagrams or a SegmentError.
  */
 export function segmentUdp4(src: Uint8Array, off: number, len: number, gsoSize: number, out: PacketBatch, outWords: Uint32Array | null): number {
-  if (checkIPv4(src, off, len, false, false) !== 0) return SegmentError.Malformed;
-  const ihl = (src[off]! & 0x0f) * 4;
+  const ihl = superPacketIhl(src, off, len, PROTO_UDP);
+  if (ihl < 0) return SegmentError.Malformed;
   const total = readU16(src, off + 2);
-  if (src[off + 9] !== PROTO_UDP || (readU16(src, off + 6) & 0x3fff) !== 0) return SegmentError.Malformed;
   const hdrLen = ihl + 8;
-  if (total < hdrLen || gsoSize <= 0) return SegmentError.Malformed;
+  const nseg = plannedSegments(total, hdrLen, gsoSize, out);
+  if (nseg < 0) return nseg;
   const payload = total - hdrLen;
-  const nseg = payload === 0 ? 1 : Math.ceil(payload / gsoSize);
   const slot = out.slotSize;
-  if (hdrLen + Math.min(gsoSize, payload) > slot) return SegmentError.Malformed;
-  if (out.count + nseg > out.capacity) return SegmentError.NoRoom;
 
   const dst = out.buf;
   const id0 = readU16(src, off + 4);
-  const pseudo = readU16(src, off + 12) + readU16(src, off + 14) + readU16(src, off + 16) + readU16(src, off + 18) + PROTO_UDP;
+  const pseudo = pseudoSum(src, off, PROTO_UDP);
   let base = out.count;
   for (let k = 0; k < nseg; k++, base++) {
     const o = base * slot;
     const p = k * gsoSize;
     const plen = Math.min(gsoSize, payload - p);
-    const segLen = hdrLen + plen;
-    dst.set(src.subarray(off, off + hdrLen), o);
-    if (plen > 0) dst.set(src.subarray(off + hdrLen + p, off + hdrLen + p + plen), o + hdrLen);
-    writeU16(dst, o + 2, segLen);
-    writeU16(dst, o + 4, (id0 + k) & 0xffff);
-    writeU16(dst, o + 10, 0);
-    writeU16(dst, o + 10, ~sum16(dst, outWords, o, ihl) & 0xffff);
+    copySegment(src, off, hdrLen, ihl, id0, k, p, plen, dst, o, outWords);
     const u = o + ihl;
     writeU16(dst, u + 4, 8 + plen);
     writeU16(dst, u + 6, 0);
     const sum = ~fold(pseudo + (8 + plen) + sum16(dst, outWords, u, 8 + plen)) & 0xffff;
     writeU16(dst, u + 6, sum === 0 ? 0xffff : sum);
-    out.lens[base] = segLen;
+    out.lens[base] = hdrLen + plen;
   }
   out.count = base;
   return nseg;

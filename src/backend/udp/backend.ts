@@ -12,7 +12,7 @@ import type { Lease, LeaseEvent } from '../../subnet/types.js';
 import { formatIP4, formatIP4Net, ip4NetEqual, parseIP4, type IP4Net } from '../../net/ipaddr.js';
 import { IpRoute, type IpRunner } from '../../net/iproute.js';
 import { loadNative, type NativeAddon } from '../../native/addon.js';
-import { openTun } from '../../tun/device.js';
+import { openTun, openTunQueue } from '../../tun/device.js';
 import { ensureOnlyAddress } from '../../net/device-address.js';
 import { MAX_SEGMENTS } from '../../tun/offload.js';
 import { enableUdpGro, openUdpSocket } from '../../conn/udp-socket.js';
@@ -206,8 +206,7 @@ export class UdpBackend implements Backend {
       this.uso = first.uso;
       this.queues = [{ tunFd: first.fd, udpFd: -1 }];
       for (let q = 1; q < n; q++) {
-        const t = openTun(addon, this.tunName, { offload: first.offload, multiQueue: true, exactly: { offload: first.offload, uso: first.uso } }, this.log);
-        this.queues.push({ tunFd: t.fd, udpFd: -1 });
+        this.queues.push({ tunFd: openTunQueue(addon, first).fd, udpFd: -1 });
       }
       await this.configureTun(this.ownSubnet!);
       // Bound to the external interface's address, as flannel does: replies then leave from
@@ -233,7 +232,7 @@ export class UdpBackend implements Backend {
   private startWorkers(): void {
     this.workers = new PacketWorkers(
       {
-        queues: this.queues.map((q) => ({ ...q })),
+        queues: this.queues,
         routes: this.routesSab,
         counters: this.countersSab,
         slotSize: this.slotSize(),

@@ -169,8 +169,7 @@ export function renderCounters(sab: SharedArrayBuffer, prefix = 'flannel_udp'): 
   simple('rx_gro_super_datagrams_total', 'UDP GRO super-datagrams received on the socket (several datagrams in one receive).', c.rxGroSuperDatagrams);
   simple('rx_gro_segments_total', 'Datagrams that arrived inside UDP GRO super-datagrams; each is also counted in received_packets_total.', c.rxGroSegments);
   // Per queue: how the kernel spread the work over the worker pairs (flannel0's queues by flow, the sockets by inner flow).
-  const regions = new Float64Array(sab);
-  const at = (role: 'tx' | 'rx', q: number, idx: number) => regions[workerRegion(role, q) * COUNTER_COUNT + idx]!;
+  const at = (role: 'tx' | 'rx', q: number, idx: number) => counterRegion(sab, workerRegion(role, q))[idx]!;
   lines.push(`# HELP ${prefix}_queue_packets_total Packets each worker pair took in: read from its flannel0 queue (tx) or received on its socket (rx).`, `# TYPE ${prefix}_queue_packets_total counter`);
   for (let q = 0; q < MAX_WORKERS; q++) {
     const tx = at('tx', q, UdpCounter.tunRead) + at('rx', q, UdpCounter.tunRead);
