@@ -1,9 +1,11 @@
 /**
  * The WireGuard state the packet workers need, in shared memory: the main
  * thread (handshakes, timers) is the only writer of keys and peer
- * references; the tx worker only adds to send counters and stamps send
- * times; the rx worker only stamps receive times and marks a responder's
- * keypair confirmed. Nothing crosses postMessage per packet.
+ * references; the senders (the tx worker, and the rx worker when it sends
+ * the kernel's replies itself) take send counters with Atomics.add, so a
+ * nonce is never used twice, and stamp send times; the rx worker stamps
+ * receive times and marks a responder's keypair confirmed. Nothing crosses
+ * postMessage per packet.
  *
  * Keypairs (a finished handshake's keys) live in slots; the low 16 bits of
  * our receiver index are the slot, so the rx worker finds a keypair with
@@ -53,10 +55,21 @@ const T_SENT = 0;
 const T_DATA_SENT = 1;
 const T_RECV = 2;
 const T_DATA_RECV = 3;
-/** Payload bytes: sent (tx worker), received (rx worker), for `wg show`. */
+/**
+ * Payload bytes for `wg show`: received (rx worker), sent by the tx worker,
+ * sent by the rx worker's reply path. Each word has one writer (a Float64
+ * add is not atomic); txBytes sums the two senders.
+ */
 const T_TX_BYTES = 4;
 const T_RX_BYTES = 5;
-const T_WORDS = 6;
+const T_TX_BYTES_REPLY = 6;
+const T_WORDS = 7;
+
+/** Which sender's byte count a stampSent adds to (each has its own word). */
+export const enum SentBytesBy {
+  TxWorker = 0,
+  RxWorker = 1,
+}
 
 /** Table header (Int32): generation, bumped whenever peers or their keypairs change. */
 const H_GEN = 0;
@@ -244,10 +257,14 @@ export class PeerTable {
   }
 
   // ---- times (one writer per field) ----
-  stampSent(p: number, nowMs: number, data: boolean, bytes = 0): void {
+  stampSent(p: number, nowMs: number, data: boolean, bytes = 0, by: SentBytesBy = SentBytesBy.TxWorker): void {
     this.times[p * T_WORDS + T_SENT] = nowMs;
     if (data) this.times[p * T_WORDS + T_DATA_SENT] = nowMs;
-    this.times[p * T_WORDS + T_TX_BYTES] = this.times[p * T_WORDS + T_TX_BYTES]! + bytes;
+    // Only the owner of a word adds to it; the main thread's stamps (handshakes, keepalives) carry no bytes.
+    if (bytes > 0) {
+      const w = p * T_WORDS + (by === SentBytesBy.TxWorker ? T_TX_BYTES : T_TX_BYTES_REPLY);
+      this.times[w] = this.times[w]! + bytes;
+    }
   }
   stampReceived(p: number, nowMs: number, data: boolean, bytes = 0): void {
     this.times[p * T_WORDS + T_RECV] = nowMs;
@@ -255,7 +272,7 @@ export class PeerTable {
     this.times[p * T_WORDS + T_RX_BYTES] = this.times[p * T_WORDS + T_RX_BYTES]! + bytes;
   }
   txBytes(p: number): number {
-    return this.times[p * T_WORDS + T_TX_BYTES]!;
+    return this.times[p * T_WORDS + T_TX_BYTES]! + this.times[p * T_WORDS + T_TX_BYTES_REPLY]!;
   }
   rxBytes(p: number): number {
     return this.times[p * T_WORDS + T_RX_BYTES]!;

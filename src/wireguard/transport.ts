@@ -12,7 +12,7 @@ import type { NativeAddon } from '../native/addon.js';
 import type { Encapsulation } from '../backend/udp/encapsulation.js';
 import type { PacketBatch } from '../tun/packet-batch.js';
 import { MessageType, REJECT_AFTER_TIME, REKEY_AFTER_TIME, TRANSPORT_OVERHEAD, messageType, INITIATION_LEN, RESPONSE_LEN, COOKIE_REPLY_LEN } from './messages.js';
-import { COUNTER_LIMIT, KeypairFlag, NO_KEYPAIR, PeerTable, slotOfIndex, type PeerTableBuffers } from './peer-table.js';
+import { COUNTER_LIMIT, KeypairFlag, NO_KEYPAIR, PeerTable, SentBytesBy, slotOfIndex, type PeerTableBuffers } from './peer-table.js';
 import { ReplayWindow } from './replay.js';
 import { WgCounter } from './counters.js';
 
@@ -51,6 +51,8 @@ export class WireGuardTransport implements Encapsulation {
     private readonly onHandshake: (msg: Buffer, addr: number, port: number) => void = () => {},
     private readonly now: () => number = Date.now,
     capacity = 1024,
+    /** The sender this transport seals for (its own byte-count word in the peer table). */
+    private readonly sentBy: SentBytesBy = SentBytesBy.TxWorker,
   ) {
     this.t = new PeerTable(cfg.table);
     this.keyIdx = new Uint32Array(capacity);
@@ -114,7 +116,7 @@ export class WireGuardTransport implements Encapsulation {
       this.receivers[out] = this.t.remoteIndex(k);
       this.nonceWords[2 * out] = this.t.takeCounters(k, 1);
       this.nonceWords[2 * out + 1] = 0;
-      this.t.stampSent(p, nowMs, true, lens[out]!);
+      this.t.stampSent(p, nowMs, true, lens[out]!, this.sentBy);
       out++;
     }
     if (out === 0) return 0;

@@ -125,6 +125,16 @@ describe('wireguard backend (userspace), three hosts on the embedded store', { t
     assert.ok(!show.stdout.includes(key), 'wg show hides the private key');
     assert.ok(metric(m, /flannel_wireguard_packets_total\{op="sealed"\} (\d+)/) > 0);
     assert.ok(metric(m, /flannel_wireguard_packets_total\{op="opened"\} (\d+)/) > 0);
+    // Echo replies to the pings that came in were sealed and sent by the rx worker right after its TUN
+    // write (one thread hand-off less per round trip), and `wg show` counts their bytes as sent.
+    const h1 = c!.set.hosts[1]!;
+    const replied = async () => metric(await metrics(h1), /^flannel_wireguard_tx_by_rx_worker_packets_total (\d+)$/m);
+    const before = await replied();
+    const r = await c!.set.hosts[0]!.exec(['ping', '-c', '20', '-i', '0.05', '-W', '1', '-I', c!.pod[0]!, c!.pod[1]!], { timeoutMs: 15_000 });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    // The tx worker may win the race for a few; most replies go out at once.
+    const after = await replied();
+    assert.ok(after - before >= 10, `echo replies sent by the rx worker: ${after - before} of 20`);
   });
 
   test('iperf3 through the tunnel', async () => {

@@ -22,7 +22,7 @@ import { generateKeyPair } from '../../src/wireguard/primitives.js';
 import { applySet, renderGet, serveUapi } from '../../src/wireguard/uapi.js';
 import { parseKey, parseWireGuardOptions, wireGuardHostSettings } from '../../src/backend/wireguard/options.js';
 import { loadOrCreatePrivateKey } from '../../src/backend/wireguard/key-file.js';
-import { peerOf, peerSet } from '../../src/backend/wireguard/peers.js';
+import { peerOf, peerSet, wgDevices } from '../../src/backend/wireguard/peers.js';
 import { KernelWireGuard, wgConfig } from '../../src/backend/wireguard/kernel.js';
 import { IpRoute } from '../../src/net/iproute.js';
 import { parseIP4, parseIP4Net } from '../../src/net/ipaddr.js';
@@ -248,15 +248,16 @@ test('options, key file, peers from leases', async () => {
 
   const pub = generateKeyPair().publicKey.toString('base64');
   const lease = (key: string, subnet: string, ip: string, data: unknown, type = 'wireguard'): Lease => ({ key, subnet: parseIP4Net(subnet), ipv6Subnet: null, attrs: { publicIP: ip, publicIPv6: null, backendType: type, backendData: data }, expiration: 0 });
-  const v = peerOf(lease('subnets/10.5.2.0-24', '10.5.2.0/24', '192.0.2.2', { PublicKey: pub }), 51820);
-  assert.ok('peer' in v && v.peer.endpointIP === '192.0.2.2' && v.peer.port === 51820 && v.peer.subnet === '10.5.2.0/24' && v.peer.publicKeyText === pub);
-  assert.deepEqual(peerOf(lease('k', '10.5.3.0/24', '192.0.2.3', { PublicKey: pub }, 'vxlan'), 51820), { skip: 'BackendType vxlan' });
-  assert.deepEqual(peerOf(lease('k', '10.5.3.0/24', '192.0.2.3', { PublicKey: 'short' }), 51820), { skip: 'BackendData has no valid PublicKey' });
-  assert.deepEqual(peerOf(lease('k', '10.5.3.0/24', '192.0.2.3', null), 51820), { skip: 'BackendData has no valid PublicKey' });
+  const dev = wgDevices('separate', true, false, 51820, 51821)[0]!;
+  const v = peerOf(lease('subnets/10.5.2.0-24', '10.5.2.0/24', '192.0.2.2', { PublicKey: pub }), dev);
+  assert.ok('peer' in v && v.peer.endpointIP === '192.0.2.2' && v.peer.port === 51820 && v.peer.allowedIPs.join() === '10.5.2.0/24' && v.peer.publicKeyText === pub);
+  assert.deepEqual(peerOf(lease('k', '10.5.3.0/24', '192.0.2.3', { PublicKey: pub }, 'vxlan'), dev), { skip: 'BackendType vxlan' });
+  assert.deepEqual(peerOf(lease('k', '10.5.3.0/24', '192.0.2.3', { PublicKey: 'short' }), dev), { skip: 'BackendData has no valid PublicKey' });
+  assert.deepEqual(peerOf(lease('k', '10.5.3.0/24', '192.0.2.3', null), dev), { skip: 'BackendData has no valid PublicKey' });
   // Two leases of one PublicIP (a host that changed subnet and key): the later one is the peer.
-  const p1 = (peerOf(lease('a', '10.5.4.0/24', '192.0.2.4', { PublicKey: pub }), 51820) as { peer: never }).peer;
+  const p1 = (peerOf(lease('a', '10.5.4.0/24', '192.0.2.4', { PublicKey: pub }), dev) as { peer: never }).peer;
   const other = generateKeyPair().publicKey.toString('base64');
-  const p2 = (peerOf(lease('b', '10.5.5.0/24', '192.0.2.4', { PublicKey: other }), 51820) as { peer: never }).peer;
+  const p2 = (peerOf(lease('b', '10.5.5.0/24', '192.0.2.4', { PublicKey: other }), dev) as { peer: never }).peer;
   assert.deepEqual(peerSet(new Map([['a', p1], ['b', p2]])).map((p: { publicKeyText: string }) => p.publicKeyText), [other]);
 });
 
@@ -266,12 +267,12 @@ test('kernel path as a recorded plan: the link, one wg syncconf per change, addr
   const wg = new IpRoute({ mode: 'plan', binary: 'wg', transcript });
   const key = generateKeyPair().privateKey;
   const opts = parseWireGuardOptions({ PSK: Buffer.alloc(32, 1).toString('base64'), PersistentKeepaliveInterval: 25 });
-  const k = new KernelWireGuard(ip, wg, parseIP4Net('10.5.0.0/16'), 1420, key, opts, join(dir, 'wgkey'), log);
-  await k.start({ subnet: parseIP4Net('10.5.1.0/24') });
+  const k = new KernelWireGuard(ip, wg, wgDevices('separate', true, false, 51820, 51821), { network: parseIP4Net('10.5.0.0/16'), ipv6Network: null }, 1420, key, opts, join(dir, 'wgkey'), log);
+  await k.start({ subnet: parseIP4Net('10.5.1.0/24'), ipv6Subnet: null });
   const pub = generateKeyPair().publicKey.toString('base64');
-  const peer = { leaseKey: 'x', publicKey: Buffer.from(pub, 'base64'), publicKeyText: pub, endpointIP: '192.0.2.2', endpointAddr: B_ADDR, port: 51820, subnet: '10.5.2.0/24' };
-  await k.setPeers([peer]);
-  await k.setPeers([peer]);
+  const peer = { leaseKey: 'x', publicKey: Buffer.from(pub, 'base64'), publicKeyText: pub, endpointIP: '192.0.2.2', endpointFamily: 4 as const, endpointAddr: B_ADDR, port: 51820, allowedIPs: ['10.5.2.0/24'] };
+  await k.setPeers('flannel-wg', [peer]);
+  await k.setPeers('flannel-wg', [peer]);
   const plan = transcript.map((l) => l.replace(/\/\S*\.flannel-wg\.\d+\.conf/, '/<conf>'));
   assert.deepEqual(plan, [
     'ip -d -json link show dev flannel-wg',
@@ -284,7 +285,7 @@ test('kernel path as a recorded plan: the link, one wg syncconf per change, addr
     'wg syncconf flannel-wg /<conf>',
   ]);
   assert.ok(transcript[2]!.startsWith(`wg syncconf flannel-wg ${dir}/`), 'the file sits beside the key file');
-  const conf = wgConfig(key, opts, [peer]);
+  const conf = wgConfig(key, opts, 51820, [peer]);
   assert.equal(conf, `[Interface]\nPrivateKey = ${key.toString('base64')}\nListenPort = 51820\n\n[Peer]\nPublicKey = ${pub}\nEndpoint = 192.0.2.2:51820\nAllowedIPs = 10.5.2.0/24\nPresharedKey = ${Buffer.alloc(32, 1).toString('base64')}\nPersistentKeepalive = 25\n`);
   const leftovers = (await import('node:fs/promises')).readdir(dir);
   assert.ok(!(await leftovers).some((f) => f.endsWith('.conf')), 'the config file (it holds the key) is removed');

@@ -23,6 +23,7 @@ import { accountDelivered, accountSent, acceptFromUdp, forwardFromTun, IcmpLimit
 import { PLAIN, type Encapsulation } from './encapsulation.js';
 import { CONTROL_STOP, type WorkerConfig } from './workers.js';
 import { WireGuardTransport } from '../../wireguard/transport.js';
+import { SentBytesBy } from '../../wireguard/peer-table.js';
 import { wgCounterRegion, WG_REGION_RX, WG_REGION_TX } from '../../wireguard/counters.js';
 
 /** Segment slots per send with offloads: room for the largest super-packet (MAX_SEGMENTS). */
@@ -141,15 +142,19 @@ class QueueReadLock {
   }
 }
 
-/** Whether the rx worker also sends what the kernel answers into TUN (bare inner packets only: a sealing encapsulation keeps one sender). */
-function sharesTunReads(addon: NativeAddon, encap: Encapsulation, cfg: WorkerConfig): boolean {
-  return cfg.replyFastPath && encap.bareInner && typeof addon.waitReadable === 'function';
+/**
+ * Whether the rx worker also sends what the kernel answers into TUN. With
+ * WireGuard both workers then seal: send counters are taken atomically and
+ * each sender counts its bytes in its own word (peer-table.ts).
+ */
+function sharesTunReads(addon: NativeAddon, cfg: WorkerConfig): boolean {
+  return cfg.replyFastPath && typeof addon.waitReadable === 'function';
 }
 
 /** TUN -> route -> seal -> UDP. */
 function runTx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
   const fwd = new TunToUdp(tun, udp, encap, new RouteTableReader(cfg.routes), counterRegion(cfg.counters, workerRegion('tx', cfg.queue)), cfg);
-  if (!sharesTunReads(addon, encap, cfg)) {
+  if (!sharesTunReads(addon, cfg)) {
     while (Atomics.load(control, CONTROL_STOP) === 0) fwd.move(cfg.pollMs);
     return;
   }
@@ -179,7 +184,7 @@ function runRx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encaps
   // spot (an echo reply, a TCP ACK) is queued on flannel0 before the write returns. Reading and sending
   // it here saves waking the tx worker: one thread hand-off less per round trip (bench/PROFILE.md).
   // Its tx-side counts go to this thread's region (regions are summed).
-  const reply = sharesTunReads(addon, encap, cfg)
+  const reply = sharesTunReads(addon, cfg)
     ? { lock: new QueueReadLock(cfg.tunReadLocks, cfg.queue), fwd: new TunToUdp(readSide(addon, cfg, REPLY_SUPER_BATCH), udp, encap, routes, counters, cfg) }
     : null;
   const batch = new PacketBatch(rxBatchSize(cfg), cfg.slotSize);
@@ -242,7 +247,7 @@ function encapsulation(addon: NativeAddon, cfg: WorkerConfig): Encapsulation {
   const stats = wgCounterRegion(wg.counters, cfg.role === 'tx' ? WG_REGION_TX : WG_REGION_RX);
   // Handshakes are rare and the main thread's: a copy each, posted (the per-second budget bounds a flood).
   const handshake = (msg: Buffer, addr: number, port: number) => parentPort?.postMessage({ type: 'handshake', data: msg, addr, port });
-  return new WireGuardTransport(addon, wg, stats, handshake);
+  return new WireGuardTransport(addon, wg, stats, handshake, Date.now, undefined, cfg.role === 'tx' ? SentBytesBy.TxWorker : SentBytesBy.RxWorker);
 }
 
 const cfg = workerData as WorkerConfig;

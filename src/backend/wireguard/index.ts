@@ -1,9 +1,11 @@
 /**
- * flannel's wireguard backend: device flannel-wg with our subnet's address
- * and a route for the Network, one WireGuard peer per remote lease (its
- * PublicKey from BackendData, endpoint PublicIP:ListenPort, allowed IPs its
- * subnet), the private key kept in /run/flannel/wgkey (WIREGUARD_KEY_FILE)
- * and published as {"PublicKey":"..."}. With the kernel's WireGuard the
+ * flannel's wireguard backend: device flannel-wg (and flannel-wg-v6 in Mode
+ * separate with IPv6, peers.ts) with our subnet's address and a route for
+ * the Network, one WireGuard peer per remote lease (its PublicKey from
+ * BackendData or BackendV6Data, endpoint PublicIP or PublicIPv6 and the
+ * device's port, allowed IPs its subnets), the private key kept in
+ * /run/flannel/wgkey (WIREGUARD_KEY_FILE) and published as
+ * {"PublicKey":"..."} for each enabled family. With the kernel's WireGuard the
  * link is the kernel's (kernel.ts); without it (or FLANNEL_WIREGUARD_IMPL=
  * userspace) our own WireGuard carries the traffic (userspace.ts), speaking
  * the same protocol, so both kinds of host, and flannel's own, interoperate.
@@ -17,13 +19,13 @@ import { loadOrCreatePrivateKey } from './key-file.js';
 import { KernelWireGuard, kernelHasWireGuard } from './kernel.js';
 import { UserspaceWireGuard } from './userspace.js';
 import { parseWireGuardOptions, wireGuardHostSettings, WIREGUARD_OVERHEAD, type WireGuardHostSettings, type WireGuardImpl, type WireGuardOptions } from './options.js';
-import { peerOf, peerSet, type WgPeerSpec } from './peers.js';
+import { endpointText, peerOf, peerSet, samePeer, wgDevices, type WgDeviceSpec, type WgPeerSpec } from './peers.js';
 import type { UdpBackendOptions } from '../udp/backend.js';
 
 interface WireGuardLink {
   start(own: Lease): Promise<void>;
   handleRouteEvents(events: LeaseEvent[]): Promise<void>;
-  setPeers(peers: WgPeerSpec[]): Promise<void>;
+  setPeers(device: string, peers: WgPeerSpec[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -40,7 +42,9 @@ export class WireGuardBackend implements Backend {
   private readonly log;
   private privateKey: Buffer | null = null;
   private link: WireGuardLink | null = null;
-  private readonly peers = new Map<string, WgPeerSpec>();
+  /** The devices the Mode calls for, and per device its peers by lease key. */
+  readonly devices: WgDeviceSpec[];
+  private readonly peers = new Map<string, Map<string, WgPeerSpec>>();
   private readonly skipped = new Set<string>();
   impl: WireGuardImpl = 'userspace';
 
@@ -50,25 +54,47 @@ export class WireGuardBackend implements Backend {
     private readonly host: WireGuardHostSettings,
     private readonly tuning: WireGuardBackendOptions = {},
   ) {
-    if (!ctx.config.network) throw new Error('wireguard backend: IPv6-only networks are not supported here yet (EnableIPv4 is off)');
-    if (options.mode === 'ipv6') throw new Error('wireguard backend: Mode "ipv6" (IPv6 endpoints) is not supported here yet; use separate, auto or ipv4');
     this.log = ctx.log;
+    const { config } = ctx;
+    this.devices = wgDevices(options.mode, config.enableIPv4 && config.network !== null, config.enableIPv6 && config.ipv6Network !== null, options.listenPort, options.listenPortV6);
+    for (const d of this.devices) this.peers.set(d.name, new Map());
   }
 
   /** Load or create the key and decide kernel or userspace: the lease must carry the public key. */
   async prepare(): Promise<BackendLeaseAttrs> {
+    const ip = this.tuning.ip ?? new IpRoute();
+    const impl = this.host.impl === 'auto' ? ((await kernelHasWireGuard(ip)) ? 'kernel' : 'userspace') : this.host.impl;
+    if (impl === 'userspace') this.checkUserspaceCarries();
+    this.impl = impl;
     const { key, created } = await loadOrCreatePrivateKey(this.host.keyFile);
     this.privateKey = key;
     const publicKey = publicKeyOf(key).toString('base64');
     this.log.info(created ? 'created a WireGuard key' : 'using the WireGuard key', { file: this.host.keyFile, public: publicKey });
-    const ip = this.tuning.ip ?? new IpRoute();
-    this.impl = this.host.impl === 'auto' ? ((await kernelHasWireGuard(ip)) ? 'kernel' : 'userspace') : this.host.impl;
-    if (this.host.impl === 'auto' && this.impl === 'userspace') this.log.info('the kernel has no WireGuard: using the userspace WireGuard dataplane');
+    if (this.host.impl === 'auto' && impl === 'userspace') this.log.info('the kernel has no WireGuard: using the userspace WireGuard dataplane');
+    const { config } = this.ctx;
     this.link =
-      this.impl === 'kernel'
-        ? new KernelWireGuard(ip, this.tuning.wg ?? new IpRoute({ binary: 'wg' }), this.ctx.config.network!, this.mtu(), key, this.options, this.host.keyFile, this.log)
+      impl === 'kernel'
+        ? new KernelWireGuard(ip, this.tuning.wg ?? new IpRoute({ binary: 'wg' }), this.devices, { network: config.network, ipv6Network: config.ipv6Network }, this.mtu(), key, this.options, this.host.keyFile, this.log)
         : new UserspaceWireGuard(this.ctx, this.options, key, this.host.socketDir, this.tuning.udp);
-    return { backendType: 'wireguard', backendData: { PublicKey: publicKey } };
+    // As flannel: one key for every device, published for each enabled family.
+    const data = { PublicKey: publicKey };
+    return { backendType: 'wireguard', ...(config.enableIPv4 ? { backendData: data } : {}), ...(config.enableIPv6 ? { backendV6Data: data } : {}) };
+  }
+
+  /**
+   * The userspace dataplane carries IPv4 pods over IPv4 endpoints (one
+   * device, flannel-wg): anything else is refused before a lease is taken,
+   * rather than leaving IPv6 pods without a path.
+   */
+  private checkUserspaceCarries(): void {
+    const why = this.ctx.config.enableIPv6
+      ? 'EnableIPv6 is on'
+      : this.options.mode === 'ipv6'
+        ? 'Mode "ipv6" asks for IPv6 endpoints'
+        : !this.ctx.config.network
+          ? 'the network has no IPv4 (EnableIPv4 is off)'
+          : '';
+    if (why) throw new Error(`wireguard backend: the userspace WireGuard dataplane carries IPv4 pods over IPv4 endpoints only, and ${why}; use the kernel's WireGuard (FLANNEL_WIREGUARD_IMPL=kernel on a kernel with the module) or an IPv4 network with Mode separate, auto or ipv4`);
   }
 
   mtu(): number {
@@ -79,41 +105,48 @@ export class WireGuardBackend implements Backend {
     if (!this.link) throw new Error('wireguard backend: prepare() first');
     this.ownSubnetKey = ownLease.key;
     await this.link.start(ownLease);
-    this.log.info('wireguard device up', { device: 'flannel-wg', impl: this.impl, listenPort: this.options.listenPort, mtu: this.mtu() });
+    for (const d of this.devices) this.log.info('wireguard device up', { device: d.name, impl: this.impl, listenPort: d.listenPort, mtu: this.mtu() });
   }
 
   private ownSubnetKey = '';
 
   async handleEvents(events: LeaseEvent[]): Promise<void> {
+    const local = { extAddr: this.ctx.extIface.extAddr, extAddr6: this.ctx.extIface.extAddr6 };
+    const changed = new Set<string>();
+    // The userspace path's route table follows the leases that are peers of its one device.
     const routeEvents: LeaseEvent[] = [];
-    let changed = false;
     for (const ev of events) {
       const key = ev.lease.key;
       if (key === this.ownSubnetKey) continue;
-      const verdict = ev.type === 'removed' ? null : peerOf(ev.lease, this.options.listenPort);
-      if (verdict && 'peer' in verdict) {
-        const prev = this.peers.get(key);
-        this.skipped.delete(key);
-        if (!prev || !prev.publicKey.equals(verdict.peer.publicKey) || prev.endpointIP !== verdict.peer.endpointIP || prev.subnet !== verdict.peer.subnet) {
-          this.peers.set(key, verdict.peer);
-          changed = true;
-          this.log.info(prev ? 'wireguard peer changed' : 'wireguard peer added', { subnet: describe(ev.lease), endpoint: `${verdict.peer.endpointIP}:${verdict.peer.port}`, public: verdict.peer.publicKeyText });
+      let routed = false;
+      for (const dev of this.devices) {
+        const peers = this.peers.get(dev.name)!;
+        const verdict = ev.type === 'removed' ? null : peerOf(ev.lease, dev, local);
+        const skipId = `${dev.name} ${key}`;
+        if (verdict && 'peer' in verdict) {
+          const prev = peers.get(key);
+          this.skipped.delete(skipId);
+          routed = true;
+          if (!prev || !samePeer(prev, verdict.peer)) {
+            peers.set(key, verdict.peer);
+            changed.add(dev.name);
+            this.log.info(prev ? 'wireguard peer changed' : 'wireguard peer added', { device: dev.name, subnet: describe(ev.lease), endpoint: endpointText(verdict.peer), public: verdict.peer.publicKeyText });
+          }
+          continue;
         }
-        routeEvents.push(ev);
-        continue;
+        if (verdict && !this.skipped.has(skipId)) {
+          this.skipped.add(skipId);
+          this.log.warn('lease is not a usable wireguard peer', { device: dev.name, subnet: describe(ev.lease), why: verdict.skip });
+        }
+        if (peers.delete(key)) {
+          changed.add(dev.name);
+          this.log.info('wireguard peer removed', { device: dev.name, subnet: describe(ev.lease) });
+        }
       }
-      if (verdict && !this.skipped.has(key)) {
-        this.skipped.add(key);
-        this.log.warn('lease is not a usable wireguard peer', { subnet: describe(ev.lease), why: verdict.skip });
-      }
-      if (this.peers.delete(key)) {
-        changed = true;
-        this.log.info('wireguard peer removed', { subnet: describe(ev.lease) });
-      }
-      routeEvents.push({ type: 'removed', lease: ev.lease });
+      routeEvents.push(routed ? ev : { type: 'removed', lease: ev.lease });
     }
     await this.link?.handleRouteEvents(routeEvents);
-    if (changed) await this.link?.setPeers(peerSet(this.peers));
+    for (const name of changed) await this.link?.setPeers(name, peerSet(this.peers.get(name)!));
   }
 
   async stop(): Promise<void> {

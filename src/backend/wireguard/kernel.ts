@@ -1,6 +1,7 @@
 /**
- * The wireguard backend's kernel path, flannel's: a `wireguard` link
- * (flannel-wg) configured with wireguard-tools. The whole device state (key,
+ * The wireguard backend's kernel path, flannel's: `wireguard` links
+ * (flannel-wg, and flannel-wg-v6 in Mode separate with IPv6) configured
+ * with wireguard-tools. The whole state of a device (key,
  * port, every peer) goes to `wg syncconf` in one file per round, so a round
  * is one process whatever the number of peers, and peers not in the file
  * are removed by wg itself. The file holds the private key: it is written
@@ -11,9 +12,9 @@ import { dirname, join } from 'node:path';
 import type { Logger } from '../../log.js';
 import type { IpRoute } from '../../net/iproute.js';
 import { ensureOnlyAddress } from '../../net/device-address.js';
-import { formatIP4, formatIP4Net, type IP4Net } from '../../net/ipaddr.js';
-import { DEVICE_NAME, type WireGuardOptions } from './options.js';
-import type { WgPeerSpec } from './peers.js';
+import { formatIP4, formatIP4Net, formatIP6, formatIP6Net, type IP4Net, type IP6Net } from '../../net/ipaddr.js';
+import type { WireGuardOptions } from './options.js';
+import { endpointText, type WgDeviceSpec, type WgPeerSpec } from './peers.js';
 
 /** Does the kernel have WireGuard? Ask it to create a throw-away link. */
 export async function kernelHasWireGuard(ip: IpRoute): Promise<boolean> {
@@ -27,26 +28,32 @@ export async function kernelHasWireGuard(ip: IpRoute): Promise<boolean> {
   return true;
 }
 
-/** The `wg syncconf` file for the device: our key and port, one [Peer] per peer. */
-export function wgConfig(privateKey: Buffer, opts: WireGuardOptions, peers: WgPeerSpec[]): string {
-  const lines = ['[Interface]', `PrivateKey = ${privateKey.toString('base64')}`, `ListenPort = ${opts.listenPort}`];
+/** The `wg syncconf` file for a device: our key and its port, one [Peer] per peer. */
+export function wgConfig(privateKey: Buffer, opts: WireGuardOptions, listenPort: number, peers: WgPeerSpec[]): string {
+  const lines = ['[Interface]', `PrivateKey = ${privateKey.toString('base64')}`, `ListenPort = ${listenPort}`];
   for (const p of peers) {
-    lines.push('', '[Peer]', `PublicKey = ${p.publicKeyText}`, `Endpoint = ${p.endpointIP}:${p.port}`, `AllowedIPs = ${p.subnet}`);
+    lines.push('', '[Peer]', `PublicKey = ${p.publicKeyText}`, `Endpoint = ${endpointText(p)}`, `AllowedIPs = ${p.allowedIPs.join(', ')}`);
     if (opts.psk) lines.push(`PresharedKey = ${opts.psk.toString('base64')}`);
     if (opts.keepaliveSeconds > 0) lines.push(`PersistentKeepalive = ${opts.keepaliveSeconds}`);
   }
   return lines.join('\n') + '\n';
 }
 
+/** Our addresses on the devices and the networks routed into them. */
+export interface KernelWireGuardNetworks {
+  network: IP4Net | null;
+  ipv6Network: IP6Net | null;
+}
+
 export class KernelWireGuard {
-  private subnet: IP4Net | null = null;
-  private last = '';
+  private readonly last = new Map<string, string>();
 
   constructor(
     private readonly ip: IpRoute,
     /** Runs `wg`; plan-mode in a dry run or a test. */
     private readonly wg: IpRoute,
-    private readonly network: IP4Net,
+    private readonly devices: WgDeviceSpec[],
+    private readonly networks: KernelWireGuardNetworks,
     private readonly mtu: number,
     private readonly privateKey: Buffer,
     private readonly opts: WireGuardOptions,
@@ -54,45 +61,52 @@ export class KernelWireGuard {
     private readonly log: Logger,
   ) {}
 
-  async start(ownLease: { subnet: IP4Net | null }): Promise<void> {
-    this.subnet = ownLease.subnet;
-    const dev = DEVICE_NAME;
-    // flannel recreates an existing device; one of the right type is kept (its peers are resynced below).
-    const existing = await this.ip.runIgnoringMissing(['-d', '-json', 'link', 'show', 'dev', dev]);
-    const isWg = /"info_kind":"wireguard"/.test(existing);
-    if (existing && !isWg) await this.ip.run(['link', 'del', 'dev', dev]);
-    if (!isWg) await this.ip.run(['link', 'add', 'dev', dev, 'type', 'wireguard']);
-    await this.sync([]);
-    await ensureOnlyAddress(this.ip, this.ip, dev, `${formatIP4(this.subnet!.ip)}/32`, () => true, this.log);
-    await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu), 'up']);
-    await this.ip.run(['route', 'replace', formatIP4Net(this.network), 'dev', dev, 'scope', 'link']);
+  async start(ownLease: { subnet: IP4Net | null; ipv6Subnet: IP6Net | null }): Promise<void> {
+    for (const dev of this.devices) {
+      const name = dev.name;
+      // flannel recreates an existing device; one of the right type is kept (its peers are resynced below).
+      const existing = await this.ip.runIgnoringMissing(['-d', '-json', 'link', 'show', 'dev', name]);
+      const isWg = /"info_kind":"wireguard"/.test(existing);
+      if (existing && !isWg) await this.ip.run(['link', 'del', 'dev', name]);
+      if (!isWg) await this.ip.run(['link', 'add', 'dev', name, 'type', 'wireguard']);
+      await this.sync(dev, []);
+      // flannel's Configure / ConfigureV6: our subnet's first address as /32 and /128.
+      const v4 = dev.carriesIPv4 && ownLease.subnet && this.networks.network;
+      const v6 = dev.carriesIPv6 && ownLease.ipv6Subnet && this.networks.ipv6Network;
+      if (v4) await ensureOnlyAddress(this.ip, this.ip, name, `${formatIP4(ownLease.subnet!.ip)}/32`, () => true, this.log);
+      if (v6) await ensureOnlyAddress(this.ip, this.ip, name, `${formatIP6(ownLease.ipv6Subnet!.ip)}/128`, () => true, this.log, 6);
+      await this.ip.run(['link', 'set', 'dev', name, 'mtu', String(this.mtu), 'up']);
+      if (v4) await this.ip.run(['route', 'replace', formatIP4Net(this.networks.network!), 'dev', name, 'scope', 'link']);
+      if (v6) await this.ip.run(['-6', 'route', 'replace', formatIP6Net(this.networks.ipv6Network!), 'dev', name]);
+    }
   }
 
   handleRouteEvents(): Promise<void> {
-    // The kernel routes by allowed IPs; the one route for the Network is set at start.
+    // The kernel routes by allowed IPs; the one route per Network is set at start.
     return Promise.resolve();
   }
 
-  setPeers(peers: WgPeerSpec[]): Promise<void> {
-    return this.sync(peers);
+  async setPeers(device: string, peers: WgPeerSpec[]): Promise<void> {
+    const dev = this.devices.find((d) => d.name === device);
+    if (dev) await this.sync(dev, peers);
   }
 
-  private async sync(peers: WgPeerSpec[]): Promise<void> {
-    const text = wgConfig(this.privateKey, this.opts, peers);
-    if (text === this.last) return;
-    const file = join(dirname(this.keyFile), `.${DEVICE_NAME}.${process.pid}.conf`);
+  private async sync(dev: WgDeviceSpec, peers: WgPeerSpec[]): Promise<void> {
+    const text = wgConfig(this.privateKey, this.opts, dev.listenPort, peers);
+    if (text === this.last.get(dev.name)) return;
+    const file = join(dirname(this.keyFile), `.${dev.name}.${process.pid}.conf`);
     await writeFile(file, text, { mode: 0o600 });
     try {
-      await this.wg.run(['syncconf', DEVICE_NAME, file]);
-      this.last = text;
-      this.log.info('wireguard peers synced', { device: DEVICE_NAME, peers: peers.length });
+      await this.wg.run(['syncconf', dev.name, file]);
+      this.last.set(dev.name, text);
+      this.log.info('wireguard peers synced', { device: dev.name, peers: peers.length });
     } finally {
       await rm(file, { force: true });
     }
   }
 
   async stop(): Promise<void> {
-    // flannel removes its device when it stops.
-    await this.ip.runIgnoringMissing(['link', 'del', 'dev', DEVICE_NAME]);
+    // flannel removes its devices when it stops.
+    for (const dev of this.devices) await this.ip.runIgnoringMissing(['link', 'del', 'dev', dev.name]);
   }
 }

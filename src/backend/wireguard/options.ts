@@ -16,6 +16,8 @@ export const DEFAULT_KEY_FILE = '/run/flannel/wgkey';
 /** flannel's figure: outer IPv6 header 40 + UDP 8 + WireGuard header 16 + tag 16. */
 export const WIREGUARD_OVERHEAD = 80;
 export const DEVICE_NAME = 'flannel-wg';
+/** Mode separate's IPv6 device. */
+export const DEVICE_NAME_V6 = 'flannel-wg-v6';
 
 export type WireGuardMode = 'separate' | 'auto' | 'ipv4' | 'ipv6';
 export type WireGuardImpl = 'kernel' | 'userspace';

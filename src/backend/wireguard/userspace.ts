@@ -75,14 +75,15 @@ export class UserspaceWireGuard {
     return this.udp.handleEvents(events);
   }
 
-  async setPeers(peers: WgPeerSpec[]): Promise<void> {
+  /** Peers of flannel-wg, the one device of this path (the backend refuses configurations that need another). */
+  async setPeers(_device: string, peers: WgPeerSpec[]): Promise<void> {
     this.pendingPeers = peers;
     if (this.device) this.applyPeers(peers);
   }
 
   private applyPeers(peers: WgPeerSpec[]): void {
     this.device!.setPeers(
-      peers.map((p) => ({ publicKey: p.publicKey, addr: p.endpointAddr, port: p.port, psk: this.options.psk, keepaliveMs: this.options.keepaliveSeconds * 1000, allowedIPs: [p.subnet] })),
+      peers.map((p) => ({ publicKey: p.publicKey, addr: p.endpointAddr, port: p.port, psk: this.options.psk, keepaliveMs: this.options.keepaliveSeconds * 1000, allowedIPs: p.allowedIPs })),
     );
   }
 
