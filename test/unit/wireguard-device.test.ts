@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { loadNative, type NativeAddon } from '../../src/native/addon.js';
 import { PacketBatch } from '../../src/tun/packet-batch.js';
 import { WireGuardDevice, UNDER_LOAD_PER_SECOND } from '../../src/wireguard/device.js';
-import { createPeerTableBuffers, PeerTable, NO_KEYPAIR, KeypairFlag } from '../../src/wireguard/peer-table.js';
+import { createPeerTableBuffers, PeerTable, NO_KEYPAIR, KeypairFlag, SentBytesBy } from '../../src/wireguard/peer-table.js';
 import { WireGuardTransport } from '../../src/wireguard/transport.js';
 import { createWgCounterBuffer, readWgCounters, wgCounterRegion, WG_REGION_MAIN, WG_REGION_RX, WG_REGION_TX } from '../../src/wireguard/counters.js';
 import { generateKeyPair } from '../../src/wireguard/primitives.js';
@@ -129,6 +129,31 @@ function pair(now: () => number) {
   b.dev.setPeers([{ publicKey: a.dev.publicKey, addr: A_ADDR, port: 51820, psk: null, keepaliveMs: 0, allowedIPs: ['10.5.1.0/24'] }]);
   return { a, b };
 }
+
+test('two senders on one keypair (the tx worker, and the rx worker sending the kernel\'s replies): no nonce twice, every byte counted', () => {
+  let t = 1_700_000_000_000;
+  const now = () => t;
+  const { a, b } = pair(now);
+  send(a, B_ADDR, [ipPacket(100, 1)]);
+  a.dev.tick();
+  deliver(a, b);
+  deliver(b, a);
+  deliver(a, b);
+  const replies = new WireGuardTransport(native, { table: a.table.buffers, counters: a.counters }, wgCounterRegion(a.counters, WG_REGION_RX), undefined, now, undefined, SentBytesBy.RxWorker);
+  const tx = a.tx;
+  const sizes = [300, 120, 900, 64, 1400, 80];
+  sizes.forEach((len, i) => {
+    a.tx = i % 2 === 0 ? tx : replies;
+    assert.equal(send(a, B_ADDR, [ipPacket(len, 10 + i)]), 1);
+  });
+  a.tx = tx;
+  const nonces = a.outbox.map((m) => m.data.readUInt32LE(8));
+  assert.equal(new Set(nonces).size, sizes.length, `nonces ${nonces.join(',')}`);
+  assert.deepEqual(deliver(a, b), sizes.map((len, i) => ipPacket(len, 10 + i)), 'all opened, none taken for a replay');
+  assert.equal(readWgCounters(b.counters).dropReplay, 0);
+  // wg show's transfer sums both senders' words (each counts the inner packets it sealed).
+  assert.match(renderGet(a.dev), new RegExp(`tx_bytes=${sizes.reduce((sum, len) => sum + len, 0)}\n`));
+});
 
 test('handshake, confirmation, transport both ways; every drop counted by reason', () => {
   let t = 1_700_000_000_000;
