@@ -13,7 +13,7 @@
 import type { Logger } from '../log.js';
 import type { NativeAddon } from '../native/addon.js';
 import { PacketBatch } from './packet-batch.js';
-import { expandFromTun, newExpandCounts, TUN_OFFLOADS, TUN_OFFLOADS_USO, VNET_HDR_LEN, wordView, type ExpandCounts } from './offload.js';
+import { expandFromTun, newExpandCounts, TUN_OFFLOADS, TUN_OFFLOADS_USO, VNET_HDR_LEN, wordView, type ExpandCounts, type SegmentSummer } from './offload.js';
 import { newCoalesceCounts, RxCoalescer, SUPER_SLOT, type CoalesceCounts } from './gro.js';
 
 export interface OpenedTun {
@@ -139,7 +139,11 @@ export class TunDevice {
     const cap = opts.writeCapacity ?? 1024;
     this.coalescer = this.coalescing ? new RxCoalescer(cap, opts.uso === true) : null;
     this.sums = this.coalescing ? new Uint16Array(cap) : null;
+    // Segment checksums summed in C, one call per super-packet (offload.ts: finishChecksums).
+    this.segmentSummer = this.offload && typeof addon.sumSlots === 'function' ? { sum: addon.sumSlots.bind(addon), sums: new Uint16Array(64) } : undefined;
   }
+
+  private readonly segmentSummer: SegmentSummer | undefined;
 
   /**
    * Fill slots [0, n) of `batch` with plain IP packets and return n (0 when
@@ -164,7 +168,7 @@ export class TunDevice {
       c.syscalls = 1;
     }
     batch.count = 0;
-    this.pendingFrom = expandFromTun(inb, this.superHdrs!, this.pendingFrom, this.pendingCount, batch, this.wordsOf(batch.buf), c);
+    this.pendingFrom = expandFromTun(inb, this.superHdrs!, this.pendingFrom, this.pendingCount, batch, this.wordsOf(batch.buf), c, this.segmentSummer);
     return batch.count;
   }
 

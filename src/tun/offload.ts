@@ -194,9 +194,22 @@ export function pseudoSum(src: Uint8Array, off: number, proto: number): number {
  * segment's IPv4 total length, id (id0 + k) and header checksum. The
  * transport header is the caller's to finish.
  */
+/** Copy src[from, to) to dst at `at` (Buffer#copy takes any Uint8Array as its source). */
+const bufferCopy = Buffer.prototype.copy;
+function copyBytes(src: Uint8Array, dst: Buffer, at: number, from: number, to: number): void {
+  bufferCopy.call(src, dst, at, from, to);
+}
+
+/**
+ * Ones-complement sums of slots [0, count) of `buf` from byte `start` to
+ * each slot's length, into `sums` (the addon's sumSlots).
+ */
+export type SlotSummer = (buf: Buffer, slotSize: number, lens: Uint32Array, count: number, start: number, sums: Uint16Array) => void;
+
 function copySegment(src: Uint8Array, off: number, hdrLen: number, ihl: number, id0: number, k: number, p: number, plen: number, dst: Buffer, o: number, outWords: Uint32Array | null): void {
-  dst.set(src.subarray(off, off + hdrLen), o);
-  if (plen > 0) dst.set(src.subarray(off + hdrLen + p, off + hdrLen + p + plen), o + hdrLen);
+  // Buffer#copy with offsets: no subarray views allocated per segment (two per segment were 5 % of the tx worker's profile).
+  copyBytes(src, dst, o, off, off + hdrLen);
+  if (plen > 0) copyBytes(src, dst, o + hdrLen, off + hdrLen + p, off + hdrLen + p + plen);
   writeU16(dst, o + 2, hdrLen + plen);
   writeU16(dst, o + 4, (id0 + k) & 0xffff);
   writeU16(dst, o + 10, 0);
@@ -212,7 +225,7 @@ function copySegment(src: Uint8Array, off: number, hdrLen: number, ihl: number, 
  * FIN and PSH only on the last; the full TCP checksum (pseudo header
  * included) recomputed. Returns the number of segments or a SegmentError.
  */
-export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: number, out: PacketBatch, outWords: Uint32Array | null): number {
+export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: number, out: PacketBatch, outWords: Uint32Array | null, summer?: SegmentSummer): number {
   const ihl = superPacketIhl(src, off, len, PROTO_TCP);
   if (ihl < 0) return SegmentError.Malformed;
   const total = readU16(src, off + 2);
@@ -231,7 +244,8 @@ export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: 
   const seq0 = readU32(src, tcp + 4);
   const flags = src[tcp + 13]!;
   const pseudo = pseudoSum(src, off, PROTO_TCP);
-  let base = out.count;
+  const first = out.count;
+  let base = first;
   for (let k = 0; k < nseg; k++, base++) {
     const o = base * slot;
     const p = k * gsoSize;
@@ -244,12 +258,42 @@ export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: 
     if (k < nseg - 1) f &= ~(TCP_FIN | TCP_PSH);
     dst[t + 13] = f;
     writeU16(dst, t + 16, 0);
-    const sum = fold(pseudo + (thl + plen) + sum16(dst, outWords, t, thl + plen));
-    writeU16(dst, t + 16, ~sum & 0xffff);
     out.lens[base] = hdrLen + plen;
+    if (!summer) writeU16(dst, t + 16, ~fold(pseudo + (thl + plen) + sum16(dst, outWords, t, thl + plen)) & 0xffff);
   }
+  if (summer) finishChecksums(summer, out, first, nseg, ihl, pseudo, 16);
   out.count = base;
   return nseg;
+}
+
+/** The addon's batched sum and its scratch: one call sums every segment of a super-packet. */
+export interface SegmentSummer {
+  sum: SlotSummer;
+  sums: Uint16Array;
+}
+
+/**
+ * Fill the L4 checksum (at `csumAt` in the L4 header) of segments
+ * [first, first + n) of `out`, whose checksum fields are still 0: one
+ * batched sum of each segment's L4 bytes, then the pseudo-header and length
+ * in JS. Measured (`node dist/bench/profile.js`, one TCP stream, two runs
+ * each): the sending daemon's user time per datagram 1.53-1.62 us with
+ * sum16 per segment in JS, 1.00-1.12 us with this; its total CPU per
+ * datagram 2.57-2.90 us against 2.11-2.36.
+ */
+function finishChecksums(summer: SegmentSummer, out: PacketBatch, first: number, n: number, ihl: number, pseudo: number, csumAt: number): void {
+  const slot = out.slotSize;
+  let sums = summer.sums;
+  if (sums.length < n) sums = summer.sums = new Uint16Array(n);
+  summer.sum(out.buf.subarray(first * slot), slot, out.lens.subarray(first), n, ihl, sums);
+  for (let k = 0; k < n; k++) {
+    const o = (first + k) * slot;
+    const l4 = out.lens[first + k]! - ihl;
+    let sum = ~fold(pseudo + l4 + sums[k]!) & 0xffff;
+    // UDP sends a computed 0 as 0xffff (RFC 768); TCP's never is 0 here unless it is the value.
+    if (sum === 0 && csumAt === 6) sum = 0xffff;
+    writeU16(out.buf, o + ihl + csumAt, sum);
+  }
 }
 
 /**
@@ -260,7 +304,7 @@ export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: 
  * the full UDP checksum (0 sent as 0xffff, RFC 768). Returns the number of
  * datagrams or a SegmentError.
  */
-export function segmentUdp4(src: Uint8Array, off: number, len: number, gsoSize: number, out: PacketBatch, outWords: Uint32Array | null): number {
+export function segmentUdp4(src: Uint8Array, off: number, len: number, gsoSize: number, out: PacketBatch, outWords: Uint32Array | null, summer?: SegmentSummer): number {
   const ihl = superPacketIhl(src, off, len, PROTO_UDP);
   if (ihl < 0) return SegmentError.Malformed;
   const total = readU16(src, off + 2);
@@ -273,7 +317,8 @@ export function segmentUdp4(src: Uint8Array, off: number, len: number, gsoSize: 
   const dst = out.buf;
   const id0 = readU16(src, off + 4);
   const pseudo = pseudoSum(src, off, PROTO_UDP);
-  let base = out.count;
+  const first = out.count;
+  let base = first;
   for (let k = 0; k < nseg; k++, base++) {
     const o = base * slot;
     const p = k * gsoSize;
@@ -282,10 +327,13 @@ export function segmentUdp4(src: Uint8Array, off: number, len: number, gsoSize: 
     const u = o + ihl;
     writeU16(dst, u + 4, 8 + plen);
     writeU16(dst, u + 6, 0);
-    const sum = ~fold(pseudo + (8 + plen) + sum16(dst, outWords, u, 8 + plen)) & 0xffff;
-    writeU16(dst, u + 6, sum === 0 ? 0xffff : sum);
     out.lens[base] = hdrLen + plen;
+    if (!summer) {
+      const sum = ~fold(pseudo + (8 + plen) + sum16(dst, outWords, u, 8 + plen)) & 0xffff;
+      writeU16(dst, u + 6, sum === 0 ? 0xffff : sum);
+    }
   }
+  if (summer) finishChecksums(summer, out, first, nseg, ihl, pseudo, 6);
   out.count = base;
   return nseg;
 }
@@ -307,6 +355,7 @@ export function expandFromTun(
   out: PacketBatch,
   outWords: Uint32Array | null,
   counts: ExpandCounts,
+  summer?: SegmentSummer,
 ): number {
   const { buf, lens, slotSize } = inb;
   let i = from;
@@ -319,7 +368,7 @@ export function expandFromTun(
       if (out.count + segmentCount(len, gsoSize) > out.capacity) {
         if (out.count > 0) break;
       }
-      const r = (gsoType === VNET_GSO_TCPV4 ? segmentTcp4 : segmentUdp4)(buf, off, len, gsoSize, out, outWords);
+      const r = (gsoType === VNET_GSO_TCPV4 ? segmentTcp4 : segmentUdp4)(buf, off, len, gsoSize, out, outWords, summer);
       if (r === SegmentError.NoRoom && out.count > 0) break;
       if (r < 0) {
         counts.malformed += 1;
