@@ -363,6 +363,6 @@ export class Daemon {
     await this.firewall?.teardown().catch((err: Error) => log.warn('firewall rules teardown failed', { error: err.message }));
     await new Promise<void>((r) => (this.healthz ? this.healthz.close(() => r()) : r()));
     await this.sm?.close().catch(() => {});
-    log.info('stopped; the lease is kept for the next start');
+    log.info(this.lease ? 'stopped; the lease is kept for the next start' : 'stopped before taking a lease');
   }
 }
