@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { checkIPv4, headerChecksumValid, Ipv4Check, onesSum, readU16, readU32 } from '../../src/packet/ipv4.js';
 import { completeChecksum, expandFromTun, newExpandCounts, segmentTcp4, SegmentError, sum16, VNET_HDR_LEN, wordView } from '../../src/tun/offload.js';
 import { PacketBatch } from '../../src/tun/packet-batch.js';
+import { loadNative } from '../../src/native/addon.js';
 
 const SRC = [10, 5, 1, 2];
 const DST = [10, 5, 2, 3];
@@ -179,4 +180,43 @@ test('expandFromTun: super-packets are segmented, plain packets copied, bad ones
   assert.equal(expandFromTun(inb, hdrs, next, 4, out, wordView(out.buf), counts), 4);
   assert.equal(out.count, 10);
   assert.equal(counts.superPackets, 2);
+});
+
+test('expandFromTun with the addon summer: runs of plain NEEDS_CSUM packets (UDP and TCP, options or not) complete exactly as one by one in JS', () => {
+  const native = loadNative();
+  const n = 40;
+  const inb = new PacketBatch(n, 65536);
+  const hdrs = new Uint8Array(n * VNET_HDR_LEN);
+  let x = 11;
+  const r = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  for (let i = 0; i < n; i++) {
+    const kind = i % 5;
+    // Mostly partial TCP and UDP with a 20-byte IP header; one in five a super-packet between them (a run breaks).
+    const p = kind === 4 ? superPacket(4 * 1400, 0x10) : superPacket(Math.floor(r() * 1400), 0x18);
+    const udp = kind === 1 || kind === 3;
+    if (udp) {
+      p[9] = 17;
+      p.writeUInt16BE(p.length - 20, 24);
+    }
+    let ph = readU16(p, 12) + readU16(p, 14) + readU16(p, 16) + readU16(p, 18) + (udp ? 17 : 6) + (p.length - 20);
+    while (ph > 0xffff) ph = (ph & 0xffff) + (ph >>> 16);
+    const offset = udp ? 6 : 16;
+    if (kind !== 4) p.writeUInt16BE(ph, 20 + offset);
+    inb.buf.set(p, i * 65536);
+    inb.lens[i] = p.length;
+    const h = Buffer.from(hdrs.buffer, i * VNET_HDR_LEN, VNET_HDR_LEN);
+    h[0] = 1;
+    h[1] = kind === 4 ? 1 : 0;
+    h.writeUInt16LE(52, 2);
+    h.writeUInt16LE(kind === 4 ? 1400 : 0, 4);
+    h.writeUInt16LE(20, 6);
+    h.writeUInt16LE(kind === 4 ? 16 : offset, 8);
+  }
+  const js = new PacketBatch(512, 2048);
+  const c = new PacketBatch(512, 2048);
+  assert.equal(expandFromTun(inb, hdrs, 0, n, js, wordView(js.buf), newExpandCounts()), n);
+  assert.equal(expandFromTun(inb, hdrs, 0, n, c, wordView(c.buf), newExpandCounts(), { sum: native.sumSlots.bind(native), sums: new Uint16Array(2) }), n);
+  assert.equal(c.count, js.count);
+  for (let k = 0; k < js.count; k++) assert.deepEqual(c.buf.subarray(k * 2048, k * 2048 + c.lens[k]!), js.buf.subarray(k * 2048, k * 2048 + js.lens[k]!), `packet ${k}`);
+  for (let k = 0; k < js.count; k++) if (js.buf[k * 2048 + 9] === 6) assert.ok(tcpChecksumValid(c.buf, k * 2048), `TCP packet ${k}`);
 });
