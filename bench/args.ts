@@ -18,7 +18,7 @@ export const USAGE = `usage: npm run bench -- [--duration S] [--only veth,vxlan,
   --out DIR      results directory (default bench/results)`;
 
 export function parseArgs(argv: string[], defaultOutDir: string): BenchOptions {
-  const o: BenchOptions = { seconds: 8, paths: [...ALL_PATHS], quick: false, pingCount: 20, pingIntervalMs: 50, outDir: defaultOutDir, help: false };
+  const o: BenchOptions = { seconds: 8, paths: [...ALL_PATHS], quick: false, pingCount: 100, pingIntervalMs: 50, outDir: defaultOutDir, help: false };
   let duration: number | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;

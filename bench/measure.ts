@@ -30,6 +30,9 @@ export interface SuiteResult {
   errors: Record<string, string>;
 }
 
+/** Quiet time between the last flood and the latency probes. */
+export const LATENCY_SETTLE_MS = 1000;
+
 const fmtRate = (bps: number) => (bps >= 1e9 ? `${(bps / 1e9).toFixed(2)} Gbit/s` : `${(bps / 1e6).toFixed(1)} Mbit/s`);
 
 export async function runSuite(name: string, p: PathSetup, o: SuiteOptions, progress: Progress): Promise<SuiteResult> {
@@ -65,7 +68,11 @@ export async function runSuite(name: string, p: PathSetup, o: SuiteOptions, prog
   } finally {
     server.kill('SIGKILL');
   }
-  progress(`${name}: latency, ${o.pingCount} probes ${o.pingIntervalMs} ms apart`);
+  // Latency comes after the floods: let the queues they filled drain first, and take 100 probes, so one
+  // slow wake-up on a 2-core box moves the median less (20 probes right after the 64-byte flood gave
+  // udp p50s of 0.53 to 1.1 ms between runs).
+  await new Promise((r) => setTimeout(r, LATENCY_SETTLE_MS));
+  progress(`${name}: latency, ${o.pingCount} probes ${o.pingIntervalMs} ms apart, after ${LATENCY_SETTLE_MS} ms of quiet`);
   try {
     res.latency = await measureLatency(p.client, p.server, p.targetIp, o.pingCount, o.pingIntervalMs);
     progress(`${name}: latency avg ${res.latency.avgMs.toFixed(3)} ms p50 ${res.latency.p50Ms.toFixed(3)} ms (${res.latency.method}, ${res.latency.received}/${res.latency.sent})`);
