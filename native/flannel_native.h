@@ -4,7 +4,8 @@
  *   args.c      N-API argument checks and errors (every call's prologue)
  *   fd.c        poll() with a timeout, close(), flock() for the embedded store
  *   tun.c       TUN devices: open /dev/net/tun + ioctl(TUNSETIFF), batched
- *               read()/write() of whole IP packets, TUNSETOFFLOAD
+ *               read()/write() of whole IP packets, TUNSETOFFLOAD, the
+ *               queue-steering eBPF program (TUNSETSTEERINGEBPF)
  *   udp.c       batched UDP: recvmmsg()/sendmmsg() (one JS->C crossing moves
  *               up to 1024 datagrams), UDP GSO sends (UDP_SEGMENT)
  *   checksum.c  RFC 1071 sums over slots, for receive-side TCP coalescing
@@ -110,6 +111,7 @@ napi_value tun_open(napi_env env, napi_callback_info info);
 napi_value tun_read(napi_env env, napi_callback_info info);
 napi_value tun_write(napi_env env, napi_callback_info info);
 napi_value tun_set_offload(napi_env env, napi_callback_info info);
+napi_value tun_steer_by_inner_flow(napi_env env, napi_callback_info info);
 
 /* ---- udp.c ---- */
 void *udp_scratch_new(void);

@@ -23,6 +23,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"tunRead", NULL, tun_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunWrite", NULL, tun_write, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunSetOffload", NULL, tun_set_offload, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tunSteerByInnerFlow", NULL, tun_steer_by_inner_flow, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpRecv", NULL, udp_recv, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -1,19 +1,22 @@
 /*
  * TUN devices: open /dev/net/tun + ioctl(TUNSETIFF), batched read()/write()
  * of whole IP packets (each behind a virtio_net_hdr when opened with
- * IFF_VNET_HDR), and TUNSETOFFLOAD.
+ * IFF_VNET_HDR), TUNSETOFFLOAD, and the queue-steering program of a
+ * multi-queue device.
  */
 #include "flannel_native.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/bpf.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -233,5 +236,86 @@ napi_value tun_set_offload(napi_env env, napi_callback_info info) {
     throw_sys(env, e, "ioctl", e == EINVAL ? "the kernel does not support these TUN offloads" : fd_error_hint(e),
               "TUNSETOFFLOAD 0x%llx on fd %d", (long long)flags, fd);
   }
+  return NULL;
+}
+
+/* tunSteerByInnerFlow(fd): attach an eBPF program (TUNSETSTEERINGEBPF) that
+ * picks the queue of every packet the kernel sends into the multi-queue
+ * device from a hash of its IPv4 addresses, protocol and (unless a
+ * fragment) ports, the same inputs as udpSteerByInnerFlow. Without it the
+ * kernel's automatic choice learns a flow's queue from the queue that last
+ * wrote a packet of the reverse flow, so a flow can change queue (and
+ * worker) after it started, and packets still queued on the old one may
+ * leave after newer ones. Non-IPv4 packets go to queue 0. */
+#define INSN(c, d, s, o, i) ((struct bpf_insn){.code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i)})
+napi_value tun_steer_by_inner_flow(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int fd;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  /* LD_ABS/LD_IND read the packet from its IP header (a TUN device has no
+   * link header) and end the program with 0 when out of bounds; they need
+   * the context in r6 and clobber r0-r5, so the hash lives in r7. tun takes
+   * the low 16 bits of the result modulo the number of queues. */
+  const struct bpf_insn code[] = {
+      /* 0 */ INSN(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0),  /* r6 = ctx */
+      /* 1 */ INSN(BPF_LD | BPF_ABS | BPF_B, 0, 0, 0, 0),     /* r0 = version/IHL */
+      /* 2 */ INSN(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 4),
+      /* 3 */ INSN(BPF_JMP | BPF_JNE | BPF_K, 0, 0, 26, 4),   /* not IPv4 -> 30 */
+      /* 4 */ INSN(BPF_LD | BPF_ABS | BPF_W, 0, 0, 0, 12),    /* source address */
+      /* 5 */ INSN(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0),
+      /* 6 */ INSN(BPF_LD | BPF_ABS | BPF_W, 0, 0, 0, 16),    /* destination */
+      /* 7 */ INSN(BPF_ALU | BPF_XOR | BPF_X, 7, 0, 0, 0),
+      /* 8 */ INSN(BPF_LD | BPF_ABS | BPF_B, 0, 0, 0, 9),     /* protocol */
+      /* 9 */ INSN(BPF_ALU64 | BPF_MOV | BPF_X, 8, 0, 0, 0),
+      /* 10 */ INSN(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 0, 8),
+      /* 11 */ INSN(BPF_ALU | BPF_XOR | BPF_X, 7, 0, 0, 0),
+      /* 12 */ INSN(BPF_JMP | BPF_JEQ | BPF_K, 8, 0, 1, 6),   /* TCP -> 14 */
+      /* 13 */ INSN(BPF_JMP | BPF_JNE | BPF_K, 8, 0, 8, 17),  /* not UDP -> 22 */
+      /* 14 */ INSN(BPF_LD | BPF_ABS | BPF_H, 0, 0, 0, 6),    /* fragment word */
+      /* 15 */ INSN(BPF_JMP | BPF_JSET | BPF_K, 0, 0, 6, 0x3fff), /* a fragment: no ports -> 22 */
+      /* 16 */ INSN(BPF_LD | BPF_ABS | BPF_B, 0, 0, 0, 0),
+      /* 17 */ INSN(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0, 0xf),
+      /* 18 */ INSN(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 0, 2),   /* header length */
+      /* 19 */ INSN(BPF_ALU64 | BPF_MOV | BPF_X, 9, 0, 0, 0),
+      /* 20 */ INSN(BPF_LD | BPF_IND | BPF_W, 0, 9, 0, 0),    /* both ports */
+      /* 21 */ INSN(BPF_ALU | BPF_XOR | BPF_X, 7, 0, 0, 0),
+      /* 22 */ INSN(BPF_ALU64 | BPF_MOV | BPF_X, 0, 7, 0, 0), /* fold: h ^= h >> 16; h ^= h >> 8 */
+      /* 23 */ INSN(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0),
+      /* 24 */ INSN(BPF_ALU | BPF_RSH | BPF_K, 1, 0, 0, 16),
+      /* 25 */ INSN(BPF_ALU | BPF_XOR | BPF_X, 0, 1, 0, 0),
+      /* 26 */ INSN(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0),
+      /* 27 */ INSN(BPF_ALU | BPF_RSH | BPF_K, 1, 0, 0, 8),
+      /* 28 */ INSN(BPF_ALU | BPF_XOR | BPF_X, 0, 1, 0, 0),
+      /* 29 */ INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+      /* 30 */ INSN(BPF_ALU | BPF_MOV | BPF_K, 0, 0, 0, 0),
+      /* 31 */ INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+  };
+  static const char license[] = "GPL";
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+  attr.insn_cnt = sizeof code / sizeof code[0];
+  attr.insns = (uint64_t)(uintptr_t)code;
+  attr.license = (uint64_t)(uintptr_t)license;
+  int prog = (int)syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+  if (prog < 0) {
+    int e = errno;
+    /* Load again with the verifier's log, only to say why (its tail holds the reason). */
+    char verifier_log[4096] = "";
+    attr.log_buf = (uint64_t)(uintptr_t)verifier_log;
+    attr.log_size = sizeof verifier_log;
+    attr.log_level = 1;
+    int again = (int)syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+    if (again >= 0) close(again);
+    size_t l = strlen(verifier_log);
+    throw_sys(env, e, "bpf", e == EPERM ? ROOT_HINT : "the kernel refused the steering program", "BPF_PROG_LOAD: %.300s", l > 300 ? verifier_log + l - 300 : verifier_log);
+    return NULL;
+  }
+  int rc = ioctl(fd, TUNSETSTEERINGEBPF, &prog);
+  int e = errno;
+  /* The device holds its own reference to the program. */
+  close(prog);
+  if (rc < 0) throw_sys(env, e, "ioctl", e == EINVAL ? "this kernel cannot steer TUN queues by eBPF (TUNSETSTEERINGEBPF)" : fd_error_hint(e), "TUNSETSTEERINGEBPF on fd %d", fd);
   return NULL;
 }

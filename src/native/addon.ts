@@ -112,6 +112,14 @@ export interface NativeAddon {
    */
   udpSteerByInnerFlow?(fd: number, groupSize: number): void;
   /**
+   * Attach the queue-steering eBPF program to the multi-queue TUN device
+   * of fd: every packet the kernel sends into it goes to queue
+   * hash(IPv4 protocol, addresses, ports) % queues, from a flow's first
+   * packet on (instead of the kernel's learned choice, which can move a
+   * running flow). Throws when the kernel refuses (no TUNSETSTEERINGEBPF).
+   */
+  tunSteerByInnerFlow?(fd: number): void;
+  /**
    * sums[i] = RFC 1071 one's-complement sum (folded, not inverted, as
    * big-endian 16-bit words, like ipv4.ts onesSum) of bytes [start, lens[i])
    * of slot i; 0 when lens[i] <= start or lens[i] > slotSize. No syscall.

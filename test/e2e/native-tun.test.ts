@@ -247,3 +247,58 @@ test('tunWrite on a closed fd throws EBADF; a deleted device reports EBADFD', { 
   }
   assert.throws(() => native.tunWrite(fd, Buffer.alloc(64), 64, new Uint32Array([20]), 1), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
 });
+
+/**
+ * Send `rounds` packets of each of `flows` UDP flows (fixed source ports)
+ * through a two-queue device, writing between rounds a packet of each
+ * flow's reverse flow on the queue it did not use; returns, per flow, the
+ * queues (0, 1) its packets were read from, round by round.
+ */
+async function queuesPerFlow(dev: string, steer: boolean, net: number): Promise<number[][][]> {
+  const fds: number[] = [];
+  try {
+    const q1 = native.tunOpen(dev, true);
+    fds.push(q1.fd);
+    fds.push(native.tunOpen(dev, true).fd);
+    if (steer) native.tunSteerByInnerFlow!(q1.fd);
+    const local = `198.18.${net}.1`;
+    const remote = `198.18.${net + 1}.7`;
+    configure(dev, local, `198.18.${net + 1}.0/24`);
+    const flows = 8;
+    const perFlow: number[][][] = Array.from({ length: flows }, () => []);
+    for (let round = 0; round < 2; round++) {
+      for (let k = 0; k < 3; k++) for (let f = 0; f < flows; f++) await sendUdp(remote, 7100, Buffer.from(`flow ${f}`), 41000 + f);
+      const seen: number[][] = Array.from({ length: flows }, () => []);
+      const got = readUntil(fds, 2048, flows * 3, (p, fd) => {
+        if (!isUdpTo(remote, 7100)(p)) return false;
+        seen[p.data.readUInt16BE(20) - 41000]?.push(fds.indexOf(fd));
+        return true;
+      });
+      assert.equal(got.length, flows * 3, `round ${round}: every packet read once`);
+      seen.forEach((qs, f) => perFlow[f]!.push(qs));
+      // The reverse flow written on the other queue: what the kernel's automatic choice learns from.
+      for (let f = 0; f < flows; f++) {
+        const other = 1 - seen[f]![0]!;
+        const pkt = udpPacket(remote, 7100, local, 41000 + f, Buffer.from('reply'));
+        assert.equal(native.tunWrite(fds[other]!, pkt, pkt.length, new Uint32Array([pkt.length]), 1), 1);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return perFlow;
+  } finally {
+    for (const fd of fds) native.close(fd);
+    sh('ip', ['link', 'del', dev], true);
+  }
+}
+
+test('multi-queue TUN with the steering program: each flow leaves on one queue from its first packet on, even after its reverse flow came in on the other', { skip }, async () => {
+  const steered = await queuesPerFlow(`ftss${suffix}`, true, 105);
+  for (const [f, rounds] of steered.entries()) {
+    const all = rounds.flat();
+    assert.equal(new Set(all).size, 1, `flow ${f} on one queue: ${JSON.stringify(rounds)}`);
+  }
+  assert.equal(new Set(steered.map((r) => r[0]![0])).size, 2, `flows spread over both queues: ${JSON.stringify(steered)}`);
+  // Without it the kernel moves flows to the queue their reverse flow was written on (why the program is there).
+  const learned = await queuesPerFlow(`ftsl${suffix}`, false, 107);
+  assert.ok(learned.some((rounds) => rounds[1]![0] !== rounds[0]![0]), `the kernel's own choice moved no flow: ${JSON.stringify(learned)}`);
+});

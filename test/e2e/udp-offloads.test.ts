@@ -89,7 +89,8 @@ describe('udp dataplane with USO and GRO on and three worker pairs', () => {
 
   test('flannel0 has three queues and three sockets share port 8285', async () => {
     for (const i of [0, 1]) {
-      assert.match(startedLine(c, i), /offload=true rxCoalesce=true uso=true udpGro=true workers=3/);
+      // tunSteered: flannel0's queues chosen by our steering program (a flow keeps its tx worker).
+      assert.match(startedLine(c, i), /offload=true rxCoalesce=true uso=true udpGro=true workers=3 tunSteered=true/);
       const h = c.set.hosts[i]!;
       const q = (await h.exec(['ls', '/sys/class/net/flannel0/queues'], { check: true })).stdout.split(/\s+/).filter((x) => x.startsWith('tx-'));
       assert.equal(q.length, 3, `host${i} flannel0 tx queues: ${q.join(' ')}`);

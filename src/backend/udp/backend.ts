@@ -157,6 +157,7 @@ export class UdpBackend implements Backend {
       uso: this.uso,
       udpGro: this.udpGro,
       workers: this.queues.length,
+      ...(this.queues.length > 1 ? { tunSteered: this.tunSteered } : {}),
     });
   }
 
@@ -208,6 +209,7 @@ export class UdpBackend implements Backend {
       for (let q = 1; q < n; q++) {
         this.queues.push({ tunFd: openTunQueue(addon, first).fd, udpFd: -1 });
       }
+      if (n > 1) this.steerTunQueues(addon, first.fd);
       await this.configureTun(this.ownSubnet!);
       // Bound to the external interface's address, as flannel does: replies then leave from
       // the PublicIP peers know us by, even when it is a secondary address of the link.
@@ -223,6 +225,27 @@ export class UdpBackend implements Backend {
       throw err;
     }
   }
+
+  /**
+   * Pin each flow to one flannel0 queue (one tx worker) from its first
+   * packet. Without the program the kernel's learned choice can move a flow
+   * once the reverse flow is written from another queue, and packets still
+   * queued on the old queue may then leave after newer ones: a warning,
+   * not a failure, as traffic still flows.
+   */
+  private steerTunQueues(addon: NativeAddon, fd: number): void {
+    try {
+      if (typeof addon.tunSteerByInnerFlow !== 'function') throw new Error('this native addon has no tunSteerByInnerFlow (rebuild it: npm ci)');
+      addon.tunSteerByInnerFlow(fd);
+      this.tunSteered = true;
+    } catch (err) {
+      this.tunSteered = false;
+      this.log.warn("flannel0's queues keep the kernel's own flow choice, which may move a flow once", { error: (err as Error).message });
+    }
+  }
+
+  /** Whether flannel0's queues are chosen by our steering program (metrics, tests). */
+  tunSteered = false;
 
   /** Receive coalescing (tun/gro.ts) rides on the offload TUN; FLANNEL_UDP_GRO=0 turns it off for comparisons. */
   private get rxCoalesce(): boolean {
