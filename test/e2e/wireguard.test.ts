@@ -162,6 +162,20 @@ describe('wireguard backend (userspace), three hosts on the embedded store', { t
     await pingsEventually(c!, 1, 0);
   });
 
+  test('a daemon killed with SIGKILL and started again: same key, its stale API socket replaced, sessions back', async () => {
+    const before = (await leaseOf(c!, 1)).value;
+    await c!.daemons[1]!.stop('SIGKILL');
+    const { stat } = await import('node:fs/promises');
+    assert.ok((await stat(join(sockDir(c!, 1), 'flannel-wg.sock'))).isSocket(), 'the killed daemon left its socket file behind');
+    await bringUp(c!, [1]);
+    assert.equal((await leaseOf(c!, 1)).value, before);
+    await pingsEventually(c!, 0, 1);
+    await pingsEventually(c!, 1, 0);
+    const show = await wgOn(c!, 1, ['show', 'flannel-wg']);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, /latest handshake: /);
+  });
+
   test('a key rotated (key file deleted, daemon restarted): the peers follow the new PublicKey', async () => {
     const before = JSON.parse((await leaseOf(c!, 1)).value).BackendData.PublicKey as string;
     await c!.daemons[1]!.stop('SIGTERM');
