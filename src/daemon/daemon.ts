@@ -261,7 +261,7 @@ export class Daemon {
    * the store, not the kernel: kernel backends only record their writes).
    */
   private async dryRun(backend: Backend, own: Lease | null, config: NetworkConfig): Promise<void> {
-    if (!backend.plannedCommands) throw new FatalError(`--dry-run: the ${backend.type} backend has no kernel state to plan (kernel backends: vxlan, host-gw, ipip)`);
+    if (!backend.plannedCommands) throw new FatalError(`--dry-run: the ${backend.type} backend has no kernel state to plan (kernel backends: vxlan, host-gw, ipip, and wireguard's kernel path)`);
     if (!own) throw new FatalError('--dry-run: this host holds no lease in the store yet; start flanneld once, then ask again');
     await backend.prepare(own).catch(asFatal);
     await backend.start(own);

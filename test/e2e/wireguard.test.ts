@@ -143,6 +143,33 @@ describe('wireguard backend (userspace), three hosts on the embedded store', { t
     assert.ok(bps > 50e6, `iperf3 ${bps} bit/s`);
   });
 
+  test('--dry-run of the kernel path (FLANNEL_WIREGUARD_IMPL=kernel): the link, one wg syncconf with every peer, address, route; nothing changed', async () => {
+    const h = c!.set.hosts[0]!;
+    const d = startDaemon([...c!.storeArgs, `--iface=${h.iface}`, `--subnet-file=${join(c!.dir, 'h0.env')}`, '--dry-run'], {
+      name: 'h0-dry',
+      prefix: ['ip', 'netns', 'exec', h.ns],
+      env: { WIREGUARD_KEY_FILE: keyFile(c!, 0), FLANNEL_WIREGUARD_SOCKET_DIR: sockDir(c!, 0), FLANNEL_WIREGUARD_IMPL: 'kernel' },
+    });
+    assert.equal(await d.exited, 0, d.lines.join('\n'));
+    const printed = d.lines.filter((l) => /^(ip|wg) /.test(l));
+    const peers = [1, 2].map((i) => `${c!.set.hosts[i]!.ip}:51820 ${net(c!.pod[i]!)}/24`);
+    // Our running userspace device is a TUN: a kernel start would replace it with a wireguard link. The
+    // address is read from the running device, which already holds it (the plan reads the kernel for real).
+    assert.deepEqual(printed, [
+      'ip link del dev flannel-wg',
+      'ip link add dev flannel-wg type wireguard',
+      'wg syncconf flannel-wg <config: no peers>',
+      'ip link set dev flannel-wg mtu 1420 up',
+      'ip route replace 10.61.0.0/16 dev flannel-wg scope link',
+      `wg syncconf flannel-wg <config: ${peers.join('; ')}>`,
+    ], printed.join('\n'));
+    assert.ok(!printed.some((l) => /PrivateKey|[A-Za-z0-9+/]{43}=/.test(l)), 'no key in the plan');
+    assert.match((await h.exec(['ip', '-d', 'link', 'show', 'dev', 'flannel-wg'], { check: true })).stdout, /\btun\b/, 'flannel-wg is still our TUN');
+    const { readdir } = await import('node:fs/promises');
+    assert.ok(!(await readdir(c!.dir)).some((f) => f.endsWith('.conf')), 'no config file written');
+    await pingsEventually(c!, 0, 1);
+  });
+
   test('a lease removed: the peer is gone on the others', async () => {
     const { key } = await leaseOf(c!, 2);
     await c!.daemons[2]!.stop('SIGKILL');

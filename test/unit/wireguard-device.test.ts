@@ -292,7 +292,7 @@ test('kernel path as a recorded plan: the link, one wg syncconf per change, addr
   const wg = new IpRoute({ mode: 'plan', binary: 'wg', transcript });
   const key = generateKeyPair().privateKey;
   const opts = parseWireGuardOptions({ PSK: Buffer.alloc(32, 1).toString('base64'), PersistentKeepaliveInterval: 25 });
-  const k = new KernelWireGuard(ip, wg, wgDevices('separate', true, false, 51820, 51821), { network: parseIP4Net('10.5.0.0/16'), ipv6Network: null }, 1420, key, opts, join(dir, 'wgkey'), log);
+  const k = new KernelWireGuard(ip, wg, ip, wgDevices('separate', true, false, 51820, 51821), { network: parseIP4Net('10.5.0.0/16'), ipv6Network: null }, 1420, key, opts, join(dir, 'wgkey'), log);
   await k.start({ subnet: parseIP4Net('10.5.1.0/24'), ipv6Subnet: null });
   const pub = generateKeyPair().publicKey.toString('base64');
   const peer = { leaseKey: 'x', publicKey: Buffer.from(pub, 'base64'), publicKeyText: pub, endpointIP: '192.0.2.2', endpointFamily: 4 as const, endpointAddr: B_ADDR, port: 51820, allowedIPs: ['10.5.2.0/24'] };

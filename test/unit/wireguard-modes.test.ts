@@ -187,3 +187,28 @@ test('userspace path: EnableIPv6, Mode ipv6 or an IPv6-only network are refused 
     assert.ok(!(await readdir(dir)).includes('refused.key'), 'no key file was created');
   }
 });
+
+test('--dry-run plans the kernel path: no key file created, no config file, nothing deleted at stop; the userspace path has nothing to plan', async () => {
+  const c = { ...ctx(DUAL), dryRun: true };
+  const keyFile = join(dir, 'dry', 'wgkey');
+  const plan = new IpRoute({ mode: 'plan' });
+  const be = new WireGuardBackend(c, parseWireGuardOptions(c.backendConfig), { keyFile, impl: 'auto', socketDir: dir }, { readIp: plan });
+  const attrs = await be.prepare();
+  assert.equal(be.impl, 'kernel');
+  assert.match((attrs.backendData as { PublicKey: string }).PublicKey, /^[A-Za-z0-9+/]{43}=$/);
+  const own: Lease = { key: 'subnets/10.5.1.0-24', subnet: parseIP4Net('10.5.1.0/24'), ipv6Subnet: parseIP6Net('fd00:5:0:1::/64'), attrs: { publicIP: '192.0.2.1', publicIPv6: '2001:db8::1' }, expiration: 0 };
+  await be.start(own);
+  await be.handleEvents([{ type: 'added', lease: dual() }]);
+  await be.stop();
+  const cmds = be.plannedCommands();
+  assert.deepEqual(cmds.filter((l) => l.startsWith('wg ')), [
+    'wg syncconf flannel-wg <config: no peers>',
+    'wg syncconf flannel-wg-v6 <config: no peers>',
+    'wg syncconf flannel-wg <config: 192.0.2.2:51820 10.5.2.0/24>',
+    'wg syncconf flannel-wg-v6 <config: [2001:db8::2]:51821 fd00:5:0:2::/64>',
+  ]);
+  assert.ok(cmds.includes('ip link add dev flannel-wg-v6 type wireguard') && !cmds.some((l) => l.includes('link del')), cmds.join('\n'));
+  assert.ok(!(await readdir(dir)).includes('dry'), 'no key file (nor its directory) created');
+  const u = new WireGuardBackend(c, parseWireGuardOptions(c.backendConfig), { keyFile, impl: 'userspace', socketDir: dir }, { readIp: plan });
+  await assert.rejects(u.prepare(), /no kernel state to plan/);
+});

@@ -13,6 +13,7 @@
 import type { Backend, BackendContext, BackendFactory, BackendLeaseAttrs } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
 import { IpRoute } from '../../net/iproute.js';
+import { kernelRunners } from '../kernel-routing.js';
 import { publicKeyOf } from '../../wireguard/primitives.js';
 import { describe } from '../../subnet/manager.js';
 import { loadOrCreatePrivateKey } from './key-file.js';
@@ -30,9 +31,10 @@ interface WireGuardLink {
 }
 
 export interface WireGuardBackendOptions {
-  /** Runners for the kernel path (plan-mode in tests). */
+  /** Runners for the kernel path (plan-mode in tests; readIp defaults to ip). */
   ip?: IpRoute;
   wg?: IpRoute;
+  readIp?: IpRoute;
   /** Userspace dataplane tuning (tests). */
   udp?: UdpBackendOptions;
 }
@@ -62,23 +64,41 @@ export class WireGuardBackend implements Backend {
 
   /** Load or create the key and decide kernel or userspace: the lease must carry the public key. */
   async prepare(): Promise<BackendLeaseAttrs> {
-    const ip = this.tuning.ip ?? new IpRoute();
-    const impl = this.host.impl === 'auto' ? ((await kernelHasWireGuard(ip)) ? 'kernel' : 'userspace') : this.host.impl;
+    const dryRun = this.ctx.dryRun === true;
+    if (dryRun && this.host.impl === 'userspace') {
+      throw new Error('--dry-run: the userspace WireGuard path keeps its state in flanneld itself, there is no kernel state to plan (FLANNEL_WIREGUARD_IMPL=kernel or auto plans the kernel path)');
+    }
+    // A dry run records the kernel path's writes and reads the kernel for real (kernel-routing.ts).
+    const runners = dryRun ? kernelRunners(true) : null;
+    const ip = this.tuning.ip ?? runners?.ip ?? new IpRoute();
+    const readIp = this.tuning.readIp ?? runners?.readIp ?? ip;
+    const wg = this.tuning.wg ?? new IpRoute({ binary: 'wg', ...(runners ? { mode: 'plan' as const, transcript: runners.transcript } : {}) });
+    this.transcript = runners?.transcript ?? [];
+    const impl = dryRun ? 'kernel' : this.host.impl === 'auto' ? ((await kernelHasWireGuard(ip)) ? 'kernel' : 'userspace') : this.host.impl;
     if (impl === 'userspace') this.checkUserspaceCarries();
     this.impl = impl;
-    const { key, created } = await loadOrCreatePrivateKey(this.host.keyFile);
+    const { key, created } = await loadOrCreatePrivateKey(this.host.keyFile, dryRun);
     this.privateKey = key;
     const publicKey = publicKeyOf(key).toString('base64');
-    this.log.info(created ? 'created a WireGuard key' : 'using the WireGuard key', { file: this.host.keyFile, public: publicKey });
-    if (this.host.impl === 'auto' && impl === 'userspace') this.log.info('the kernel has no WireGuard: using the userspace WireGuard dataplane');
+    if (dryRun && created) this.log.info('dry run: no key file yet, a throw-away key stands in for the one a start would create', { file: this.host.keyFile });
+    else this.log.info(created ? 'created a WireGuard key' : 'using the WireGuard key', { file: this.host.keyFile, public: publicKey });
+    if (dryRun && this.host.impl === 'auto') this.log.info("dry run: planning the kernel path (what a kernel with WireGuard gets; a start on one without uses the userspace path)");
+    if (!dryRun && this.host.impl === 'auto' && impl === 'userspace') this.log.info('the kernel has no WireGuard: using the userspace WireGuard dataplane');
     const { config } = this.ctx;
     this.link =
       impl === 'kernel'
-        ? new KernelWireGuard(ip, this.tuning.wg ?? new IpRoute({ binary: 'wg' }), this.devices, { network: config.network, ipv6Network: config.ipv6Network }, this.mtu(), key, this.options, this.host.keyFile, this.log)
+        ? new KernelWireGuard(ip, wg, readIp, this.devices, { network: config.network, ipv6Network: config.ipv6Network }, this.mtu(), key, this.options, this.host.keyFile, this.log, dryRun)
         : new UserspaceWireGuard(this.ctx, this.options, key, this.host.socketDir, this.tuning.udp);
     // As flannel: one key for every device, published for each enabled family.
     const data = { PublicKey: publicKey };
     return { backendType: 'wireguard', ...(config.enableIPv4 ? { backendData: data } : {}), ...(config.enableIPv6 ? { backendV6Data: data } : {}) };
+  }
+
+  private transcript: string[] = [];
+
+  /** --dry-run: the kernel path's commands (ip and wg), in order. */
+  plannedCommands(): string[] {
+    return this.transcript;
   }
 
   /**

@@ -52,6 +52,8 @@ export class KernelWireGuard {
     private readonly ip: IpRoute,
     /** Runs `wg`; plan-mode in a dry run or a test. */
     private readonly wg: IpRoute,
+    /** Reads the kernel (the real one in a dry run, where `ip` only records). */
+    private readonly readIp: IpRoute,
     private readonly devices: WgDeviceSpec[],
     private readonly networks: KernelWireGuardNetworks,
     private readonly mtu: number,
@@ -59,13 +61,15 @@ export class KernelWireGuard {
     private readonly opts: WireGuardOptions,
     private readonly keyFile: string,
     private readonly log: Logger,
+    /** --dry-run: write no config file (it would hold the key) and delete nothing at stop. */
+    private readonly dryRun = false,
   ) {}
 
   async start(ownLease: { subnet: IP4Net | null; ipv6Subnet: IP6Net | null }): Promise<void> {
     for (const dev of this.devices) {
       const name = dev.name;
       // flannel recreates an existing device; one of the right type is kept (its peers are resynced below).
-      const existing = await this.ip.runIgnoringMissing(['-d', '-json', 'link', 'show', 'dev', name]);
+      const existing = await this.readIp.runIgnoringMissing(['-d', '-json', 'link', 'show', 'dev', name]);
       const isWg = /"info_kind":"wireguard"/.test(existing);
       if (existing && !isWg) await this.ip.run(['link', 'del', 'dev', name]);
       if (!isWg) await this.ip.run(['link', 'add', 'dev', name, 'type', 'wireguard']);
@@ -73,8 +77,8 @@ export class KernelWireGuard {
       // flannel's Configure / ConfigureV6: our subnet's first address as /32 and /128.
       const v4 = dev.carriesIPv4 && ownLease.subnet && this.networks.network;
       const v6 = dev.carriesIPv6 && ownLease.ipv6Subnet && this.networks.ipv6Network;
-      if (v4) await ensureOnlyAddress(this.ip, this.ip, name, `${formatIP4(ownLease.subnet!.ip)}/32`, () => true, this.log);
-      if (v6) await ensureOnlyAddress(this.ip, this.ip, name, `${formatIP6(ownLease.ipv6Subnet!.ip)}/128`, () => true, this.log, 6);
+      if (v4) await ensureOnlyAddress(this.readIp, this.ip, name, `${formatIP4(ownLease.subnet!.ip)}/32`, () => true, this.log);
+      if (v6) await ensureOnlyAddress(this.readIp, this.ip, name, `${formatIP6(ownLease.ipv6Subnet!.ip)}/128`, () => true, this.log, 6);
       await this.ip.run(['link', 'set', 'dev', name, 'mtu', String(this.mtu), 'up']);
       if (v4) await this.ip.run(['route', 'replace', formatIP4Net(this.networks.network!), 'dev', name, 'scope', 'link']);
       if (v6) await this.ip.run(['-6', 'route', 'replace', formatIP6Net(this.networks.ipv6Network!), 'dev', name]);
@@ -94,6 +98,12 @@ export class KernelWireGuard {
   private async sync(dev: WgDeviceSpec, peers: WgPeerSpec[]): Promise<void> {
     const text = wgConfig(this.privateKey, this.opts, dev.listenPort, peers);
     if (text === this.last.get(dev.name)) return;
+    if (this.dryRun) {
+      // A dry run writes no file (it would hold the key): the command, and the peers it would carry.
+      await this.wg.run(['syncconf', dev.name, `<config: ${peers.length === 0 ? 'no peers' : peers.map((p) => `${endpointText(p)} ${p.allowedIPs.join(',')}`).join('; ')}>`]);
+      this.last.set(dev.name, text);
+      return;
+    }
     const file = join(dirname(this.keyFile), `.${dev.name}.${process.pid}.conf`);
     await writeFile(file, text, { mode: 0o600 });
     try {
@@ -106,7 +116,8 @@ export class KernelWireGuard {
   }
 
   async stop(): Promise<void> {
-    // flannel removes its devices when it stops.
+    // flannel removes its devices when it stops; a dry run shows what a start does, not this.
+    if (this.dryRun) return;
     for (const dev of this.devices) await this.ip.runIgnoringMissing(['link', 'del', 'dev', dev.name]);
   }
 }

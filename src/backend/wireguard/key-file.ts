@@ -11,7 +11,11 @@ import { generateKeyPair } from '../../wireguard/primitives.js';
 import { BackendUnavailableError } from '../errors.js';
 import { parseKey } from './options.js';
 
-export async function loadOrCreatePrivateKey(path: string): Promise<{ key: Buffer; created: boolean }> {
+/**
+ * The key as loadOrCreatePrivateKey would use it; with `dryRun`, a missing
+ * file is not created: a throw-away key stands in (created: true says so).
+ */
+export async function loadOrCreatePrivateKey(path: string, dryRun = false): Promise<{ key: Buffer; created: boolean }> {
   let text: string | null = null;
   try {
     text = await readFile(path, 'utf8');
@@ -24,6 +28,7 @@ export async function loadOrCreatePrivateKey(path: string): Promise<{ key: Buffe
     return { key, created: false };
   }
   const key = generateKeyPair().privateKey;
+  if (dryRun) return { key, created: true };
   await mkdir(dirname(path), { recursive: true, mode: 0o755 });
   const tmp = `${path}.${process.pid}.tmp`;
   await writeFile(tmp, key.toString('base64') + '\n', { mode: 0o600 });
