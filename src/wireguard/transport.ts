@@ -38,6 +38,8 @@ export class WireGuardTransport implements Encapsulation {
   /** The nonces as 32-bit words (low, high): filled without BigInt on the packet path. */
   private nonceWords: Uint32Array;
   private counters: Float64Array;
+  /** The peer of each slot being sealed. */
+  private peerOf: Int32Array;
   /** Per keypair slot: its replay window and the keypair generation it belongs to (rx only). */
   private readonly windows: (ReplayWindow | undefined)[] = [];
   private readonly windowGen: number[] = [];
@@ -60,6 +62,7 @@ export class WireGuardTransport implements Encapsulation {
     this.nonces = new BigUint64Array(capacity);
     this.nonceWords = new Uint32Array(this.nonces.buffer);
     this.counters = new Float64Array(capacity);
+    this.peerOf = new Int32Array(capacity);
   }
 
   private grow(n: number): void {
@@ -69,6 +72,7 @@ export class WireGuardTransport implements Encapsulation {
     this.nonces = new BigUint64Array(n);
     this.nonceWords = new Uint32Array(this.nonces.buffer);
     this.counters = new Float64Array(n);
+    this.peerOf = new Int32Array(n);
   }
 
   private refresh(): void {
@@ -116,18 +120,20 @@ export class WireGuardTransport implements Encapsulation {
       this.receivers[out] = this.t.remoteIndex(k);
       this.nonceWords[2 * out] = this.t.takeCounters(k, 1);
       this.nonceWords[2 * out + 1] = 0;
-      this.t.stampSent(p, nowMs, true, lens[out]!, this.sentBy);
+      this.peerOf[out] = p;
       out++;
     }
     if (out === 0) return 0;
     this.addon.wgSeal(buf, slotSize, lens, out, this.t.sendKeys, this.keyIdx, this.receivers, this.nonces);
-    // A packet that no longer fits its slot once sealed (lens 0) is dropped.
+    // A packet that no longer fits its slot once sealed (lens 0) is dropped. Sent bytes are counted as
+    // wireguard-go counts them for `wg show`: whole datagrams (header, padded ciphertext, tag).
     let kept = 0;
     for (let i = 0; i < out; i++) {
       if (lens[i] === 0) {
         this.stats[WgCounter.dropTooBig]! += 1;
         continue;
       }
+      this.t.stampSent(this.peerOf[i]!, nowMs, true, lens[i]!, this.sentBy);
       if (kept !== i) batch.moveSlot(i, kept);
       kept++;
     }
