@@ -16,7 +16,7 @@ import { CookieChecker, CookieGenerator } from './cookie.js';
 import { consumeInitiation, consumeResponse, createInitiation, createResponse, timestampNewer, type Identity, type InitiatorState } from './noise.js';
 import { publicKeyOf } from './primitives.js';
 import { INITIATION_MIN_INTERVAL, KEEPALIVE_TIMEOUT, MessageType, REJECT_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT, Resp, Cookie } from './messages.js';
-import { KeypairFlag, NO_KEYPAIR, PeerTable } from './peer-table.js';
+import { KeypairFlag, NO_KEYPAIR, PeerTable, SentBytesBy } from './peer-table.js';
 import { WgCounter } from './counters.js';
 import { randomBytes } from 'node:crypto';
 import type { UapiDevice, UapiPeer } from './uapi.js';
@@ -172,7 +172,7 @@ export class WireGuardDevice implements UapiDevice {
     sock.addon.wgSeal(b.buf, b.slotSize, b.lens, 1, t.sendKeys, keyIdx, Uint32Array.of(t.remoteIndex(k)), BigUint64Array.of(BigInt(t.takeCounters(k, 1))));
     if (b.lens[0] === 0) return false;
     sock.addon.udpSend(sock.fd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false);
-    t.stampSent(peer.slot, this.now(), false);
+    t.stampSent(peer.slot, this.now(), false, b.lens[0]!, SentBytesBy.MainThread);
     this.opts.stats[WgCounter.keepalivesSent]! += 1;
     return true;
   }
@@ -192,7 +192,7 @@ export class WireGuardDevice implements UapiDevice {
     peer.pending = { state, slot, sentMs: now, firstMs };
     this.byPendingIndex.set(state.localIndex, peer);
     this.sendRaw(message, peer.cfg.addr, peer.cfg.port);
-    this.opts.table.stampSent(peer.slot, now, false);
+    this.opts.table.stampSent(peer.slot, now, false, message.length, SentBytesBy.MainThread);
     this.opts.stats[WgCounter.initiationsSent]! += 1;
   }
 
@@ -252,7 +252,7 @@ export class WireGuardDevice implements UapiDevice {
     t.bump();
     peer.cookies.addMacs(message, now);
     this.sendRaw(message, addr, port);
-    t.stampSent(peer.slot, now, false);
+    t.stampSent(peer.slot, now, false, message.length, SentBytesBy.MainThread);
     peer.lastHandshakeMs = now;
     s[WgCounter.responsesSent]! += 1;
     s[WgCounter.sessionsEstablished]! += 1;

@@ -56,19 +56,22 @@ const T_DATA_SENT = 1;
 const T_RECV = 2;
 const T_DATA_RECV = 3;
 /**
- * Payload bytes for `wg show`: received (rx worker), sent by the tx worker,
- * sent by the rx worker's reply path. Each word has one writer (a Float64
- * add is not atomic); txBytes sums the two senders.
+ * Bytes for `wg show`: received (rx worker), sent by the tx worker, by the
+ * rx worker's reply path, and by the main thread (handshakes, keepalives).
+ * Each word has one writer (a Float64 add is not atomic); txBytes sums the
+ * three senders.
  */
 const T_TX_BYTES = 4;
 const T_RX_BYTES = 5;
 const T_TX_BYTES_REPLY = 6;
-const T_WORDS = 7;
+const T_TX_BYTES_MAIN = 7;
+const T_WORDS = 8;
 
 /** Which sender's byte count a stampSent adds to (each has its own word). */
 export const enum SentBytesBy {
   TxWorker = 0,
   RxWorker = 1,
+  MainThread = 2,
 }
 
 /** Table header (Int32): generation, bumped whenever peers or their keypairs change. */
@@ -260,9 +263,9 @@ export class PeerTable {
   stampSent(p: number, nowMs: number, data: boolean, bytes = 0, by: SentBytesBy = SentBytesBy.TxWorker): void {
     this.times[p * T_WORDS + T_SENT] = nowMs;
     if (data) this.times[p * T_WORDS + T_DATA_SENT] = nowMs;
-    // Only the owner of a word adds to it; the main thread's stamps (handshakes, keepalives) carry no bytes.
+    // Only the owner of a word adds to it.
     if (bytes > 0) {
-      const w = p * T_WORDS + (by === SentBytesBy.TxWorker ? T_TX_BYTES : T_TX_BYTES_REPLY);
+      const w = p * T_WORDS + (by === SentBytesBy.TxWorker ? T_TX_BYTES : by === SentBytesBy.RxWorker ? T_TX_BYTES_REPLY : T_TX_BYTES_MAIN);
       this.times[w] = this.times[w]! + bytes;
     }
   }
@@ -272,7 +275,7 @@ export class PeerTable {
     this.times[p * T_WORDS + T_RX_BYTES] = this.times[p * T_WORDS + T_RX_BYTES]! + bytes;
   }
   txBytes(p: number): number {
-    return this.times[p * T_WORDS + T_TX_BYTES]! + this.times[p * T_WORDS + T_TX_BYTES_REPLY]!;
+    return this.times[p * T_WORDS + T_TX_BYTES]! + this.times[p * T_WORDS + T_TX_BYTES_REPLY]! + this.times[p * T_WORDS + T_TX_BYTES_MAIN]!;
   }
   rxBytes(p: number): number {
     return this.times[p * T_WORDS + T_RX_BYTES]!;
