@@ -2,33 +2,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { IpipBackend } from '../../src/backend/ipip/index.js';
 import { parseVxlanOptions } from '../../src/backend/vxlan/options.js';
-import { DEFAULT_DATAPLANE_OPTIONS, type BackendContext } from '../../src/backend/types.js';
-import { parseNetworkConfig } from '../../src/config/network.js';
+import type { BackendContext } from '../../src/backend/types.js';
 import { IpRoute } from '../../src/net/iproute.js';
 import { KernelStateApplier } from '../../src/net/kernel-state.js';
 import { createLogger, setLogSink } from '../../src/log.js';
-import { Health } from '../../src/metrics/health.js';
 import { parseIP4Net } from '../../src/net/ipaddr.js';
 import { makeLease } from '../helpers/leases.js';
+import { backendContext } from '../helpers/backend-context.js';
 
 const lines: string[] = [];
 setLogSink((l) => lines.push(l));
 
-function ctx(backend: Record<string, unknown>): BackendContext {
-  return {
-    config: parseNetworkConfig(JSON.stringify({ Network: '10.5.0.0/16', Backend: backend })),
-    backendConfig: backend,
-    extIface: { name: 'eth0', index: 2, mtu: 1500, ifaceAddr: '192.0.2.1', extAddr: '192.0.2.1' },
-    subnetManager: {} as BackendContext['subnetManager'],
-    log: createLogger('test'),
-    metrics: { register: () => {} },
-    health: new Health(),
-    dataplane: DEFAULT_DATAPLANE_OPTIONS,
-    fatal: (err) => {
-      throw err;
-    },
-  };
-}
+const ctx = (backend: Record<string, unknown>): BackendContext => backendContext({ Network: '10.5.0.0/16', Backend: backend });
 
 const typed = (subnet: string, ip: string, backendType: string) => {
   const l = makeLease(subnet, ip);

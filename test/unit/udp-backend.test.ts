@@ -1,31 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createUdpBackend, createUdpBackendWith, parseUdpBackendConfig } from '../../src/backend/udp/index.js';
-import { DEFAULT_DATAPLANE_OPTIONS, type BackendContext } from '../../src/backend/types.js';
 import type { NativeAddon } from '../../src/native/addon.js';
-import { parseNetworkConfig } from '../../src/config/network.js';
 import { IpRoute } from '../../src/net/iproute.js';
-import { createLogger, setLogSink } from '../../src/log.js';
-import { Health } from '../../src/metrics/health.js';
+import { setLogSink } from '../../src/log.js';
 import { makeLease } from '../helpers/leases.js';
+import { backendContext } from '../helpers/backend-context.js';
 
 setLogSink(() => {});
 
 function ctx(backend: Record<string, unknown> = { Type: 'udp' }) {
   const metrics = new Map<string, () => string>();
-  const c: BackendContext = {
-    config: parseNetworkConfig(JSON.stringify({ Network: '10.5.0.0/16', Backend: backend })),
-    backendConfig: backend,
-    extIface: { name: 'eth0', index: 2, mtu: 1500, ifaceAddr: '192.0.2.1', extAddr: '192.0.2.1' },
-    subnetManager: {} as BackendContext['subnetManager'],
-    log: createLogger('test'),
-    metrics: { register: (name, render) => metrics.set(name, render) },
-    health: new Health(),
-    dataplane: DEFAULT_DATAPLANE_OPTIONS,
-    fatal: (err) => {
-      throw err;
-    },
-  };
+  const c = backendContext({ Network: '10.5.0.0/16', Backend: backend }, { metrics: { register: (name, render) => metrics.set(name, render) } });
   return { c, metrics };
 }
 

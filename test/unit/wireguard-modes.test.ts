@@ -15,14 +15,13 @@ import { endpointText, peerOf, wgDevices, type WgDeviceSpec } from '../../src/ba
 import { wgConfig } from '../../src/backend/wireguard/kernel.js';
 import { WireGuardBackend } from '../../src/backend/wireguard/index.js';
 import { parseWireGuardOptions } from '../../src/backend/wireguard/options.js';
-import { DEFAULT_DATAPLANE_OPTIONS, type BackendContext } from '../../src/backend/types.js';
-import { parseNetworkConfig } from '../../src/config/network.js';
+import type { BackendContext } from '../../src/backend/types.js';
 import { IpRoute } from '../../src/net/iproute.js';
 import { parseIP4Net, parseIP6Net } from '../../src/net/ipaddr.js';
-import { createLogger, setLogSink } from '../../src/log.js';
-import { Health } from '../../src/metrics/health.js';
+import { setLogSink } from '../../src/log.js';
 import { generateKeyPair } from '../../src/wireguard/primitives.js';
 import type { Lease } from '../../src/subnet/types.js';
+import { backendContext } from '../helpers/backend-context.js';
 
 const lines: string[] = [];
 setLogSink((l) => lines.push(l));
@@ -100,21 +99,8 @@ test('the wg syncconf file writes an IPv6 endpoint in brackets and every allowed
   assert.match(wgConfig(key, opts, 51820, [p]), /\nEndpoint = 192\.0\.2\.2:51820\nAllowedIPs = 10\.5\.2\.0\/24, fd00:5:0:2::\/64\n$/);
 });
 
-function ctx(config: Record<string, unknown>): BackendContext {
-  return {
-    config: parseNetworkConfig(JSON.stringify(config)),
-    backendConfig: config.Backend as Record<string, unknown>,
-    extIface: { name: 'eth0', index: 2, mtu: 1500, ifaceAddr: '192.0.2.1', extAddr: '192.0.2.1', ifaceAddr6: '2001:db8::1', extAddr6: '2001:db8::1' },
-    subnetManager: {} as BackendContext['subnetManager'],
-    log: createLogger('test'),
-    metrics: { register: () => {} },
-    health: new Health(),
-    dataplane: DEFAULT_DATAPLANE_OPTIONS,
-    fatal: (err) => {
-      throw err;
-    },
-  };
-}
+const ctx = (config: Record<string, unknown>): BackendContext =>
+  backendContext(config, { extIface: { name: 'eth0', index: 2, mtu: 1500, ifaceAddr: '192.0.2.1', extAddr: '192.0.2.1', ifaceAddr6: '2001:db8::1', extAddr6: '2001:db8::1' } });
 
 const DUAL = { Network: '10.5.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:5::/48', Backend: { Type: 'wireguard' } };
 
