@@ -188,12 +188,6 @@ export function pseudoSum(src: Uint8Array, off: number, proto: number): number {
   return readU16(src, off + 12) + readU16(src, off + 14) + readU16(src, off + 16) + readU16(src, off + 18) + proto;
 }
 
-/**
- * Segment k of a super-packet into the slot at `o` of `dst`: the headers
- * (hdrLen bytes at off) and payload bytes [p, p + plen) after them, with the
- * segment's IPv4 total length, id (id0 + k) and header checksum. The
- * transport header is the caller's to finish.
- */
 /** Copy src[from, to) to dst at `at` (Buffer#copy takes any Uint8Array as its source). */
 const bufferCopy = Buffer.prototype.copy;
 function copyBytes(src: Uint8Array, dst: Buffer, at: number, from: number, to: number): void {
@@ -206,6 +200,12 @@ function copyBytes(src: Uint8Array, dst: Buffer, at: number, from: number, to: n
  */
 export type SlotSummer = (buf: Buffer, slotSize: number, lens: Uint32Array, count: number, start: number, sums: Uint16Array) => void;
 
+/**
+ * Segment k of a super-packet into the slot at `o` of `dst`: the headers
+ * (hdrLen bytes at off) and payload bytes [p, p + plen) after them, with the
+ * segment's IPv4 total length, id (id0 + k) and header checksum. The
+ * transport header is the caller's to finish.
+ */
 function copySegment(src: Uint8Array, off: number, hdrLen: number, ihl: number, id0: number, k: number, p: number, plen: number, dst: Buffer, o: number, outWords: Uint32Array | null): void {
   // Buffer#copy with offsets: no subarray views allocated per segment (two per segment were 5 % of the tx worker's profile).
   copyBytes(src, dst, o, off, off + hdrLen);
@@ -274,6 +274,14 @@ export interface SegmentSummer {
   pending?: PendingChecksums;
 }
 
+/** One addon call: sums[k] = ones-sum of slot first + k of `out` from byte `start` to its length, for k < n. */
+function sumRun(summer: SegmentSummer, out: PacketBatch, first: number, n: number, start: number): Uint16Array {
+  let sums = summer.sums;
+  if (sums.length < n) sums = summer.sums = new Uint16Array(n);
+  summer.sum(out.buf.subarray(first * out.slotSize), out.slotSize, out.lens.subarray(first), n, start, sums);
+  return sums;
+}
+
 /**
  * Fill the L4 checksum (at `csumAt` in the L4 header) of segments
  * [first, first + n) of `out`, whose checksum fields are still 0: one
@@ -285,9 +293,7 @@ export interface SegmentSummer {
  */
 function finishChecksums(summer: SegmentSummer, out: PacketBatch, first: number, n: number, ihl: number, pseudo: number, csumAt: number): void {
   const slot = out.slotSize;
-  let sums = summer.sums;
-  if (sums.length < n) sums = summer.sums = new Uint16Array(n);
-  summer.sum(out.buf.subarray(first * slot), slot, out.lens.subarray(first), n, ihl, sums);
+  const sums = sumRun(summer, out, first, n, ihl);
   for (let k = 0; k < n; k++) {
     const o = (first + k) * slot;
     const l4 = out.lens[first + k]! - ihl;
@@ -439,10 +445,7 @@ class PendingChecksums {
     const n = this.n;
     if (n === 0) return;
     this.n = 0;
-    const slot = out.slotSize;
-    let sums = this.summer.sums;
-    if (sums.length < n) sums = this.summer.sums = new Uint16Array(n);
-    this.summer.sum(out.buf.subarray(this.first * slot), slot, out.lens.subarray(this.first), n, this.start, sums);
-    for (let k = 0; k < n; k++) writeU16(out.buf, (this.first + k) * slot + this.start + this.offsets[k]!, ~sums[k]! & 0xffff);
+    const sums = sumRun(this.summer, out, this.first, n, this.start);
+    for (let k = 0; k < n; k++) writeU16(out.buf, (this.first + k) * out.slotSize + this.start + this.offsets[k]!, ~sums[k]! & 0xffff);
   }
 }

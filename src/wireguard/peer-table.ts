@@ -73,6 +73,8 @@ export const enum SentBytesBy {
   RxWorker = 1,
   MainThread = 2,
 }
+/** The word of each SentBytesBy. */
+const SENT_BYTES_WORD = [T_TX_BYTES, T_TX_BYTES_REPLY, T_TX_BYTES_MAIN] as const;
 
 /** Table header (Int32): generation, bumped whenever peers or their keypairs change. */
 const H_GEN = 0;
@@ -265,7 +267,7 @@ export class PeerTable {
     if (data) this.times[p * T_WORDS + T_DATA_SENT] = nowMs;
     // Only the owner of a word adds to it.
     if (bytes > 0) {
-      const w = p * T_WORDS + (by === SentBytesBy.TxWorker ? T_TX_BYTES : by === SentBytesBy.RxWorker ? T_TX_BYTES_REPLY : T_TX_BYTES_MAIN);
+      const w = p * T_WORDS + SENT_BYTES_WORD[by];
       this.times[w] = this.times[w]! + bytes;
     }
   }
@@ -275,7 +277,9 @@ export class PeerTable {
     this.times[p * T_WORDS + T_RX_BYTES] = this.times[p * T_WORDS + T_RX_BYTES]! + bytes;
   }
   txBytes(p: number): number {
-    return this.times[p * T_WORDS + T_TX_BYTES]! + this.times[p * T_WORDS + T_TX_BYTES_REPLY]! + this.times[p * T_WORDS + T_TX_BYTES_MAIN]!;
+    let sum = 0;
+    for (const w of SENT_BYTES_WORD) sum += this.times[p * T_WORDS + w]!;
+    return sum;
   }
   rxBytes(p: number): number {
     return this.times[p * T_WORDS + T_RX_BYTES]!;

@@ -74,23 +74,17 @@ function isPrivate6(a: bigint): boolean {
   return a >> 121n === 0x7en;
 }
 
-function parse6(text: string | null | undefined): bigint | null {
+/** A published address as `parse` reads it, or null when absent or not one (a lease's address may be anything). */
+function addressOrNull<T>(parse: (text: string) => T, text: string | null | undefined): T | null {
   if (!text) return null;
   try {
-    return parseIP6(text);
+    return parse(text);
   } catch {
     return null;
   }
 }
-
-function parse4(text: string | null | undefined): number | null {
-  if (!text) return null;
-  try {
-    return parseIP4(text);
-  } catch {
-    return null;
-  }
-}
+const parse4 = (text: string | null | undefined) => addressOrNull(parseIP4, text);
+const parse6 = (text: string | null | undefined) => addressOrNull(parseIP6, text);
 
 /**
  * flannel's selectPublicEndpoint: the one family the peer has; with both,
