@@ -48,7 +48,11 @@
 typedef struct {
   struct mmsghdr msgs[MAX_UDP_BATCH];
   struct iovec iov[MAX_UDP_BATCH];
-  struct sockaddr_in sa[MAX_UDP_BATCH];
+  /* Peer addresses: sockaddr_in on IPv4 sockets, sockaddr_in6 on IPv6 ones. */
+  union {
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } sa[MAX_UDP_BATCH];
   /* One UDP_SEGMENT control message per GSO send. */
   union {
     char buf[CMSG_SPACE(sizeof(uint16_t))];
@@ -101,17 +105,34 @@ napi_value udp_open(napi_env env, napi_callback_info info) {
   bool reuse = false;
   if (!get_int(env, argv[1], "port", 0, 65535, &port) || !get_bool(env, argv[2], "reusePort", &reuse)) return NULL;
 
-  struct sockaddr_in sa;
+  /* An address with a colon binds an IPv6 socket (the wireguard backend's
+   * flannel-wg-v6 on ListenPortV6); IPV6_V6ONLY keeps it off IPv4, whose
+   * port may be another device's. */
+  bool v6 = memchr(addr, ':', alen) != NULL;
+  union {
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } sa;
   memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons((uint16_t)port);
-  if (alen == 0) {
-    sa.sin_addr.s_addr = htonl(INADDR_ANY); /* "" = all addresses, like node:dgram */
-  } else if (alen >= sizeof addr - 1 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
-    return throw_range(env, "bindAddr must be an IPv4 address like 0.0.0.0, got \"%s\"", addr), NULL;
+  socklen_t salen;
+  if (v6) {
+    sa.v6.sin6_family = AF_INET6;
+    sa.v6.sin6_port = htons((uint16_t)port);
+    salen = sizeof sa.v6;
+    if (alen >= sizeof addr - 1 || inet_pton(AF_INET6, addr, &sa.v6.sin6_addr) != 1)
+      return throw_range(env, "bindAddr must be an IPv4 or IPv6 address like 0.0.0.0 or ::, got \"%s\"", addr), NULL;
+  } else {
+    sa.v4.sin_family = AF_INET;
+    sa.v4.sin_port = htons((uint16_t)port);
+    salen = sizeof sa.v4;
+    if (alen == 0) {
+      sa.v4.sin_addr.s_addr = htonl(INADDR_ANY); /* "" = all addresses, like node:dgram */
+    } else if (alen >= sizeof addr - 1 || inet_pton(AF_INET, addr, &sa.v4.sin_addr) != 1) {
+      return throw_range(env, "bindAddr must be an IPv4 or IPv6 address like 0.0.0.0 or ::, got \"%s\"", addr), NULL;
+    }
   }
 
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     int e = errno;
     throw_sys(env, e, "socket",
@@ -120,6 +141,12 @@ napi_value udp_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int one = 1;
+  if (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) {
+    int e = errno;
+    close(fd);
+    throw_sys(env, e, "setsockopt", NULL, "IPV6_V6ONLY on [%s]:%lld", addr, (long long)port);
+    return NULL;
+  }
   /* Deliberately no SO_REUSEADDR: UDP has no TIME_WAIT, so it would not
    * speed up restarts, but on Linux it lets a second socket bind the same
    * port silently (and steal its datagrams), hiding a second flanneld
@@ -140,7 +167,7 @@ napi_value udp_open(napi_env env, napi_callback_info info) {
    * drops). Without it the count stays 0; the socket works the same. */
   (void)setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
 
-  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+  if (bind(fd, (struct sockaddr *)&sa, salen) < 0) {
     int e = errno;
     close(fd);
     char hint[256];
@@ -168,13 +195,16 @@ napi_value udp_open(napi_env env, napi_callback_info info) {
   return ret;
 }
 
-/* udpRecv(fd, buf, slotSize, lens, addrs, ports, max, timeoutMs, gsoSizes?, drops?) -> count
+/* udpRecv(fd, buf, slotSize, lens, addrs, ports, max, timeoutMs, gsoSizes?, drops?, sources6?) -> count
  * gsoSizes (Uint16Array, >= max): per slot, the segment size of a UDP_GRO
  * super-datagram (0 for a single datagram). drops (Uint32Array, >= 1): set to
- * the socket's cumulative overflow count when a datagram carried it. */
+ * the socket's cumulative overflow count when a datagram carried it.
+ * sources6 (Uint8Array, >= 16 * max): on an IPv6 socket, each datagram's
+ * source address (addrs[i] is then 0: a u32 cannot hold it; the caller
+ * names endpoints by id, see udpSend). */
 napi_value udp_recv(napi_env env, napi_callback_info info) {
-  napi_value argv[10];
-  if (!get_args(env, info, 10, argv)) return NULL;
+  napi_value argv[11];
+  if (!get_args(env, info, 11, argv)) return NULL;
   int fd;
   slots_t b;
   int64_t timeout;
@@ -182,11 +212,13 @@ napi_value udp_recv(napi_env env, napi_callback_info info) {
   uint16_t *ports;
   uint16_t *gso;
   uint32_t *drops;
+  uint8_t *sources6;
   if (!get_fd(env, argv[0], &fd) || !get_slots(env, argv[1], argv[2], argv[3], argv[6], "max", MAX_UDP_BATCH, &b) ||
       !get_peers(env, argv[4], argv[5], b.n, "max", &addrs, &ports) ||
       !get_int(env, argv[7], "timeoutMs", 0, INT32_MAX, &timeout) ||
       !get_optional_typed(env, argv[8], "gsoSizes", napi_uint16_array, "Uint16Array", (size_t)b.n, (void **)&gso) ||
-      !get_optional_typed(env, argv[9], "drops", napi_uint32_array, "Uint32Array", 1, (void **)&drops))
+      !get_optional_typed(env, argv[9], "drops", napi_uint32_array, "Uint32Array", 1, (void **)&drops) ||
+      !get_optional_typed(env, argv[10], "sources6", napi_uint8_array, "Uint8Array", (size_t)b.n * 16, (void **)&sources6))
     return NULL;
   uint8_t *buf = b.buf;
   uint32_t *lens = b.lens;
@@ -240,12 +272,17 @@ napi_value udp_recv(napi_env env, napi_callback_info info) {
       /* MSG_TRUNC: the datagram did not fit and its tail is lost; a length
        * that cannot fit a slot lets TS spot and drop it. */
       lens[i] = (h->msg_flags & MSG_TRUNC) ? (uint32_t)slot + 1 : s->msgs[i].msg_len;
-      if (h->msg_namelen >= sizeof(struct sockaddr_in) && s->sa[i].sin_family == AF_INET) {
-        addrs[i] = ntohl(s->sa[i].sin_addr.s_addr);
-        ports[i] = ntohs(s->sa[i].sin_port);
+      if (h->msg_namelen >= sizeof(struct sockaddr_in) && s->sa[i].v4.sin_family == AF_INET) {
+        addrs[i] = ntohl(s->sa[i].v4.sin_addr.s_addr);
+        ports[i] = ntohs(s->sa[i].v4.sin_port);
+      } else if (h->msg_namelen >= sizeof(struct sockaddr_in6) && s->sa[i].v6.sin6_family == AF_INET6) {
+        addrs[i] = 0;
+        ports[i] = ntohs(s->sa[i].v6.sin6_port);
+        if (sources6) memcpy(sources6 + 16 * i, &s->sa[i].v6.sin6_addr, 16);
       } else {
         addrs[i] = 0;
         ports[i] = 0;
+        if (sources6) memset(sources6 + 16 * i, 0, 16);
       }
       if (gso) gso[i] = 0;
       if (!(gso || drops) || (h->msg_flags & MSG_CTRUNC)) continue;
@@ -332,7 +369,10 @@ static bool same_inner_flow(const uint8_t *a, uint32_t alen, const uint8_t *b, u
   return !pa || memcmp(a + (a[0] & 0x0f) * 4, b + (b[0] & 0x0f) * 4, 4) == 0;
 }
 
-/* udpSend(fd, buf, slotSize, lens, addrs, ports, count, gso?, flowRuns?) -> sent
+/* udpSend(fd, buf, slotSize, lens, addrs, ports, count, gso?, flowRuns?, endpoints6?) -> sent
+ * endpoints6 (Uint8Array, 16 bytes per endpoint): the socket is IPv6 and
+ * addrs[i] is an endpoint id, the index of its address in this table (the
+ * packet path keeps one u32 per destination whatever the family).
  * flowRuns: the datagrams are bare inner IPv4 packets (the udp backend's
  * wire format) and a run also keeps to one inner flow (same_inner_flow).
  * With gso, runs of consecutive datagrams to the same address and port whose
@@ -340,17 +380,29 @@ static bool same_inner_flow(const uint8_t *a, uint32_t alen, const uint8_t *b, u
  * sendmsg with UDP_SEGMENT: on the wire they are still separate, ordinary
  * datagrams, but the socket, routing and qdisc work is paid once per run. */
 napi_value udp_send(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
-  if (!get_args(env, info, 9, argv)) return NULL;
+  napi_value argv[10];
+  if (!get_args(env, info, 10, argv)) return NULL;
   int fd;
   slots_t b;
   uint32_t *addrs;
   uint16_t *ports;
   bool gso = false, flow_runs = false;
+  uint8_t *endpoints6;
+  size_t nendpoints = 0;
   if (!get_fd(env, argv[0], &fd) || !get_slots(env, argv[1], argv[2], argv[3], argv[6], "count", MAX_UDP_BATCH, &b) ||
       !get_peers(env, argv[4], argv[5], b.n, "count", &addrs, &ports) || !check_out_lens(env, b.lens, b.n, b.slot) ||
-      !get_bool(env, argv[7], "gso", &gso) || !get_bool(env, argv[8], "flowRuns", &flow_runs))
+      !get_bool(env, argv[7], "gso", &gso) || !get_bool(env, argv[8], "flowRuns", &flow_runs) ||
+      !get_optional_typed(env, argv[9], "endpoints6", napi_uint8_array, "Uint8Array", 0, (void **)&endpoints6))
     return NULL;
+  if (endpoints6) {
+    size_t bytes = 0;
+    void *data;
+    if (!get_typed(env, argv[9], "endpoints6", napi_uint8_array, "Uint8Array", &data, &bytes)) return NULL;
+    nendpoints = bytes / 16;
+    for (int64_t i = 0; i < b.n; i++)
+      if (addrs[i] >= nendpoints)
+        return throw_range(env, "addrs[%lld] = %u names no endpoint (the table holds %zu)", (long long)i, addrs[i], nendpoints), NULL;
+  }
   uint8_t *buf = b.buf;
   uint32_t *lens = b.lens;
   int64_t slot = b.slot, count = b.n;
@@ -373,15 +425,24 @@ napi_value udp_send(napi_env env, napi_callback_info info) {
       s->iov[k].iov_base = buf + k * slot;
       s->iov[k].iov_len = lens[k];
     }
-    struct sockaddr_in *sa = &s->sa[nmsg];
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_addr.s_addr = htonl(addrs[i]);
-    sa->sin_port = htons(ports[i]);
     struct mmsghdr *m = &s->msgs[nmsg];
     memset(m, 0, sizeof *m);
-    m->msg_hdr.msg_name = sa;
-    m->msg_hdr.msg_namelen = sizeof *sa;
+    m->msg_hdr.msg_name = &s->sa[nmsg];
+    if (endpoints6) {
+      struct sockaddr_in6 *sa = &s->sa[nmsg].v6;
+      memset(sa, 0, sizeof *sa);
+      sa->sin6_family = AF_INET6;
+      memcpy(&sa->sin6_addr, endpoints6 + 16 * (size_t)addrs[i], 16);
+      sa->sin6_port = htons(ports[i]);
+      m->msg_hdr.msg_namelen = sizeof *sa;
+    } else {
+      struct sockaddr_in *sa = &s->sa[nmsg].v4;
+      memset(sa, 0, sizeof *sa);
+      sa->sin_family = AF_INET;
+      sa->sin_addr.s_addr = htonl(addrs[i]);
+      sa->sin_port = htons(ports[i]);
+      m->msg_hdr.msg_namelen = sizeof *sa;
+    }
     m->msg_hdr.msg_iov = &s->iov[i];
     m->msg_hdr.msg_iovlen = (size_t)(j - i);
     if (j - i > 1) {
@@ -413,7 +474,7 @@ napi_value udp_local_port(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv)) return NULL;
   int fd;
   if (!get_fd(env, argv[0], &fd)) return NULL;
-  struct sockaddr_in sa;
+  struct sockaddr_in6 sa;
   socklen_t len = sizeof sa;
   memset(&sa, 0, sizeof sa);
   if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
@@ -421,9 +482,10 @@ napi_value udp_local_port(napi_env env, napi_callback_info info) {
     throw_sys(env, e, "getsockname", fd_error_hint(e), "udpLocalPort fd %d", fd);
     return NULL;
   }
-  if (sa.sin_family != AF_INET) return throw_type(env, "fd %d is not an IPv4 socket", fd), NULL;
+  if (sa.sin6_family != AF_INET && sa.sin6_family != AF_INET6) return throw_type(env, "fd %d is not an IP socket", fd), NULL;
+  /* sin_port and sin6_port sit at the same offset. */
   napi_value ret;
-  if (napi_create_uint32(env, ntohs(sa.sin_port), &ret) != napi_ok) return throw_napi_failure(env), NULL;
+  if (napi_create_uint32(env, ntohs(sa.sin6_port), &ret) != napi_ok) return throw_napi_failure(env), NULL;
   return ret;
 }
 

@@ -15,7 +15,7 @@
 import type { NativeAddon } from '../native/addon.js';
 import { PacketBatch } from '../tun/packet-batch.js';
 
-/** Open a non-blocking IPv4 UDP socket bound to bindAddr:port ("" = every address); returns its fd. */
+/** Open a non-blocking UDP socket bound to bindAddr:port ("" = every IPv4 address; an IPv6 address opens an IPv6-only socket); returns its fd. */
 export function openUdpSocket(addon: NativeAddon, bindAddr: string, port: number, reusePort = false): number {
   return addon.udpOpen(bindAddr, port, reusePort);
 }
@@ -43,10 +43,17 @@ export interface UdpRecvCounts {
 export interface UdpSocketOptions {
   /** UDP_GRO is on for the fd (enableUdpGro): cut super-datagrams. */
   gro?: boolean;
+  /**
+   * The fd is an IPv6 socket and addrs name endpoints by id, the index of
+   * their address in this table (backend/udp/endpoints6.ts); received
+   * datagrams report their sources in batch.sources6.
+   */
+  endpoints6?: Uint8Array;
 }
 
 export class UdpSocket {
   readonly gro: boolean;
+  private readonly endpoints6: Uint8Array | null;
   readonly recvCounts: UdpRecvCounts = { syscalls: 0, superDatagrams: 0, segments: 0 };
   /** The socket's cumulative receive-buffer overflow count as the kernel last reported it (SO_RXQ_OVFL). */
   readonly drops = new Uint32Array(1);
@@ -64,7 +71,9 @@ export class UdpSocket {
     private readonly pollMs: number,
     opts: UdpSocketOptions = {},
   ) {
-    this.gro = opts.gro === true;
+    this.endpoints6 = opts.endpoints6 ?? null;
+    // Cutting super-datagrams would have to carry each piece's 16-byte source too; IPv6 sockets receive one by one.
+    this.gro = opts.gro === true && this.endpoints6 === null;
     this.staging = this.gro ? new PacketBatch(GRO_STAGING, GRO_SLOT) : null;
     this.gsoSizes = this.gro ? new Uint16Array(GRO_STAGING) : null;
   }
@@ -79,7 +88,8 @@ export class UdpSocket {
     c.syscalls = c.superDatagrams = c.segments = 0;
     const st = this.staging;
     if (st === null) {
-      const n = this.addon.udpRecv(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, batch.capacity, this.pollMs, null, this.drops);
+      if (this.endpoints6 && !batch.sources6) batch.sources6 = new Uint8Array(16 * batch.capacity);
+      const n = this.addon.udpRecv(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, batch.capacity, this.pollMs, null, this.drops, batch.sources6);
       if (n > 0) c.syscalls = 1;
       return n;
     }
@@ -148,6 +158,6 @@ export class UdpSocket {
    */
   send(batch: PacketBatch, n: number, gso: boolean, flowRuns = false): number {
     if (n === 0) return 0;
-    return this.addon.udpSend(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, n, gso, flowRuns);
+    return this.addon.udpSend(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, n, gso, flowRuns, this.endpoints6);
   }
 }

@@ -57,8 +57,9 @@ export interface NativeAddon {
    */
   tunWrite(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, count: number, hdrs?: Uint8Array | null, segs?: Uint32Array | null): number;
   /**
-   * A non-blocking IPv4 UDP socket bound to bindAddr:port ("" = 0.0.0.0,
-   * port 0 = any), SO_REUSEPORT when reusePort, 4 MiB socket buffers. No
+   * A non-blocking UDP socket bound to bindAddr:port ("" = 0.0.0.0, port
+   * 0 = any; an IPv6 address such as "::" makes an IPv6-only socket),
+   * SO_REUSEPORT when reusePort, 4 MiB socket buffers. No
    * SO_REUSEADDR on purpose, so a port held by another process (a second
    * flanneld) fails with EADDRINUSE instead of silently sharing it.
    */
@@ -82,6 +83,8 @@ export interface NativeAddon {
     gsoSizes?: Uint16Array | null,
     /** drops[0] = the socket's cumulative count of datagrams dropped for want of buffer space (SO_RXQ_OVFL), when a datagram carried it. */
     drops?: Uint32Array | null,
+    /** On an IPv6 socket: 16 bytes per slot, the datagram's source address (addrs[i] is then 0). */
+    sources6?: Uint8Array | null,
   ): number;
   /**
    * sendmmsg `count` (<= 1024) datagrams to addrs[i]:ports[i] (u32 host
@@ -95,8 +98,22 @@ export interface NativeAddon {
    * resent datagram by datagram. With `flowRuns` (slots hold bare inner
    * IPv4 packets), a run also keeps to one inner flow (protocol, addresses,
    * ports), because a GRO receiver steers a run as one (udpSteerByInnerFlow).
+   * With `endpoints6` the socket is IPv6 and addrs[i] is an endpoint id: the
+   * destination is the 16 bytes at endpoints6[16 * id] (an id beyond the
+   * table throws: ids come from our own tables).
    */
-  udpSend(fd: number, buf: Buffer, slotSize: number, lens: Uint32Array, addrs: Uint32Array, ports: Uint16Array, count: number, gso?: boolean, flowRuns?: boolean): number;
+  udpSend(
+    fd: number,
+    buf: Buffer,
+    slotSize: number,
+    lens: Uint32Array,
+    addrs: Uint32Array,
+    ports: Uint16Array,
+    count: number,
+    gso?: boolean,
+    flowRuns?: boolean,
+    endpoints6?: Uint8Array | null,
+  ): number;
   /** Local port of a bound socket (for port 0 binds in tests). */
   udpLocalPort(fd: number): number;
   /**

@@ -10,6 +10,11 @@ export class PacketBatch {
   readonly ports: Uint16Array;
   /** Packets currently held (slots 0..count-1). */
   count = 0;
+  /**
+   * Datagrams received on an IPv6 socket: each slot's source address (16
+   * bytes at 16 * i), which its u32 in addrs cannot hold. Null otherwise.
+   */
+  sources6: Uint8Array | null = null;
 
   constructor(
     readonly capacity: number,

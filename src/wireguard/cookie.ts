@@ -17,11 +17,19 @@ const macOffsets = (msg: Uint8Array) => ({ mac1: msg.length - 32, mac2: msg.leng
 export const mac1Key = (staticPublic: Uint8Array): Buffer => hash(Buffer.from(LABEL_MAC1), staticPublic);
 export const cookieKey = (staticPublic: Uint8Array): Buffer => hash(Buffer.from(LABEL_COOKIE), staticPublic);
 
-/** The source a cookie is bound to: IPv4 address and port. */
-function sourceBytes(addr: number, port: number): Buffer {
+/** The source a cookie is bound to, as wireguard-go binds it: the IPv4 address and the port. */
+export function ipv4Source(addr: number, port: number): Buffer {
   const b = Buffer.alloc(6);
   b.writeUInt32BE(addr >>> 0, 0);
   b.writeUInt16BE(port, 4);
+  return b;
+}
+
+/** The same for an IPv6 source: its 16 bytes and the port. */
+export function ipv6Source(addr: Uint8Array, port: number): Buffer {
+  const b = Buffer.alloc(18);
+  b.set(addr.subarray(0, 16), 0);
+  b.writeUInt16BE(port, 16);
   return b;
 }
 
@@ -42,13 +50,14 @@ export class CookieChecker {
     return equal(mac(this.mac1Key, msg.subarray(0, mac1)), msg.subarray(mac1, mac1 + 16));
   }
 
-  checkMac2(msg: Uint8Array, addr: number, port: number, nowMs = Date.now()): boolean {
+  /** source: ipv4Source or ipv6Source of the datagram. */
+  checkMac2(msg: Uint8Array, source: Uint8Array, nowMs = Date.now()): boolean {
     const { mac2 } = macOffsets(msg);
-    return equal(mac(this.cookie(addr, port, nowMs), msg.subarray(0, mac2)), msg.subarray(mac2, mac2 + 16));
+    return equal(mac(this.cookie(source, nowMs), msg.subarray(0, mac2)), msg.subarray(mac2, mac2 + 16));
   }
 
-  /** The cookie reply to `msg` (an initiation or response whose mac1 was valid) from addr:port. */
-  createReply(msg: Uint8Array, addr: number, port: number, nowMs = Date.now()): Buffer {
+  /** The cookie reply to `msg` (an initiation or response whose mac1 was valid) from `source`. */
+  createReply(msg: Uint8Array, source: Uint8Array, nowMs = Date.now()): Buffer {
     const { mac1 } = macOffsets(msg);
     const reply = Buffer.alloc(COOKIE_REPLY_LEN);
     reply[0] = MessageType.CookieReply;
@@ -56,16 +65,16 @@ export class CookieChecker {
     reply.set(msg.subarray(4, 8), Cookie.receiver);
     const nonce = randomBytes(24);
     nonce.copy(reply, Cookie.nonce);
-    xaeadSeal(this.cookieKey, nonce, this.cookie(addr, port, nowMs), msg.subarray(mac1, mac1 + 16)).copy(reply, Cookie.cookie);
+    xaeadSeal(this.cookieKey, nonce, this.cookie(source, nowMs), msg.subarray(mac1, mac1 + 16)).copy(reply, Cookie.cookie);
     return reply;
   }
 
-  private cookie(addr: number, port: number, nowMs: number): Buffer {
+  private cookie(source: Uint8Array, nowMs: number): Buffer {
     if (nowMs - this.secretBorn > COOKIE_SECRET_MAX_AGE) {
       this.secret = randomBytes(32);
       this.secretBorn = nowMs;
     }
-    return mac(this.secret, sourceBytes(addr, port));
+    return mac(this.secret, source);
   }
 }
 

@@ -54,9 +54,8 @@ const DROPS: [WgCounterName, string][] = [
 ];
 
 /** Prometheus text; `sessions` is the gauge of established sessions (the main thread knows it). */
-export function renderWgCounters(sab: SharedArrayBuffer, sessions: number): string {
+export function renderWgCounters(sab: SharedArrayBuffer, sessions: number, p = 'flannel_wireguard'): string {
   const c = readWgCounters(sab);
-  const p = 'flannel_wireguard';
   const lines = [
     `# HELP ${p}_handshakes_total Handshake messages, by kind.`,
     `# TYPE ${p}_handshakes_total counter`,

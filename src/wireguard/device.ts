@@ -12,14 +12,14 @@
 import type { Logger } from '../log.js';
 import type { NativeAddon } from '../native/addon.js';
 import { PacketBatch } from '../tun/packet-batch.js';
-import { CookieChecker, CookieGenerator } from './cookie.js';
+import { CookieChecker, CookieGenerator, ipv4Source, ipv6Source } from './cookie.js';
 import { consumeInitiation, consumeResponse, createInitiation, createResponse, timestampNewer, type Identity, type InitiatorState } from './noise.js';
 import { publicKeyOf } from './primitives.js';
 import { INITIATION_MIN_INTERVAL, KEEPALIVE_TIMEOUT, MessageType, REJECT_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT, Resp, Cookie } from './messages.js';
 import { KeypairFlag, NO_KEYPAIR, PeerTable, SentBytesBy } from './peer-table.js';
 import { WgCounter } from './counters.js';
 import { randomBytes } from 'node:crypto';
-import type { UapiDevice, UapiPeer } from './uapi.js';
+import { IPV4_ENDPOINTS, type EndpointCodec, type UapiDevice, type UapiPeer } from './uapi.js';
 
 export interface PeerConfig {
   publicKey: Buffer;
@@ -58,8 +58,14 @@ export interface DeviceOptions {
   table: PeerTable;
   /** The main thread's counter region. */
   stats: Float64Array;
-  /** The dataplane's addon and UDP socket (it changes when the dataplane restarts; null while down). */
-  socket: () => { addon: NativeAddon; fd: number } | null;
+  /**
+   * The dataplane's addon and UDP socket (it changes when the dataplane
+   * restarts; null while down); on an IPv6 socket the endpoint table that
+   * peer addresses are ids into (backend/udp/endpoints6.ts).
+   */
+  socket: () => { addon: NativeAddon; fd: number; endpoints6?: Uint8Array } | null;
+  /** How peer addresses are written and read by `wg` (default IPv4). */
+  endpoints?: EndpointCodec;
   log: Logger;
   listenPort: number;
   now?: () => number;
@@ -155,7 +161,7 @@ export class WireGuardDevice implements UapiDevice {
     b.lens[0] = msg.length;
     b.addrs[0] = addr;
     b.ports[0] = port;
-    sock.addon.udpSend(sock.fd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false);
+    sock.addon.udpSend(sock.fd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false, false, sock.endpoints6);
   }
 
   /** A keepalive (empty transport packet) with the peer's sending keypair, if it has one. */
@@ -171,7 +177,7 @@ export class WireGuardDevice implements UapiDevice {
     const keyIdx = Uint32Array.of(k);
     sock.addon.wgSeal(b.buf, b.slotSize, b.lens, 1, t.sendKeys, keyIdx, Uint32Array.of(t.remoteIndex(k)), BigUint64Array.of(BigInt(t.takeCounters(k, 1))));
     if (b.lens[0] === 0) return false;
-    sock.addon.udpSend(sock.fd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false);
+    sock.addon.udpSend(sock.fd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, false, false, sock.endpoints6);
     t.stampSent(peer.slot, this.now(), false, b.lens[0]!, SentBytesBy.MainThread);
     this.opts.stats[WgCounter.keepalivesSent]! += 1;
     return true;
@@ -206,8 +212,12 @@ export class WireGuardDevice implements UapiDevice {
     return ++this.loadCount > UNDER_LOAD_PER_SECOND;
   }
 
-  /** A handshake datagram the rx worker handed over. */
-  handleHandshake(msg: Buffer, addr: number, port: number): void {
+  /**
+   * A handshake datagram the rx worker handed over, from addr:port (on an
+   * IPv6 socket addr is the source's endpoint id and source6 its 16 bytes,
+   * which a cookie is bound to).
+   */
+  handleHandshake(msg: Buffer, addr: number, port: number, source6?: Uint8Array): void {
     const s = this.opts.stats;
     const type = msg[0];
     if (type === MessageType.CookieReply) return this.cookieReply(msg);
@@ -215,8 +225,9 @@ export class WireGuardDevice implements UapiDevice {
       s[WgCounter.dropBadMac]! += 1;
       return;
     }
-    if (this.underLoad() && !this.checker.checkMac2(msg, addr, port, this.now())) {
-      this.sendRaw(this.checker.createReply(msg, addr, port, this.now()), addr, port);
+    const source = source6 ? ipv6Source(source6, port) : ipv4Source(addr, port);
+    if (this.underLoad() && !this.checker.checkMac2(msg, source, this.now())) {
+      this.sendRaw(this.checker.createReply(msg, source, this.now()), addr, port);
       s[WgCounter.cookieRepliesSent]! += 1;
       return;
     }
@@ -362,6 +373,10 @@ export class WireGuardDevice implements UapiDevice {
 
   listenPort(): number {
     return this.opts.listenPort;
+  }
+
+  get endpoints(): EndpointCodec {
+    return this.opts.endpoints ?? IPV4_ENDPOINTS;
   }
 
   peers(): UapiPeer[] {

@@ -50,7 +50,8 @@ export class WireGuardTransport implements Encapsulation {
     private readonly addon: NativeAddon,
     cfg: WireGuardWorkerConfig,
     private readonly stats: Float64Array,
-    private readonly onHandshake: (msg: Buffer, addr: number, port: number) => void = () => {},
+    /** source6: on an IPv6 socket, the datagram's 16-byte source (addr is then 0). */
+    private readonly onHandshake: (msg: Buffer, addr: number, port: number, source6?: Uint8Array) => void = () => {},
     private readonly now: () => number = Date.now,
     capacity = 1024,
     /** The sender this transport seals for (its own byte-count word in the peer table). */
@@ -172,7 +173,7 @@ export class WireGuardTransport implements Encapsulation {
         continue;
       }
       if ((type === MessageType.Initiation && len === INITIATION_LEN) || (type === MessageType.Response && len === RESPONSE_LEN) || (type === MessageType.CookieReply && len === COOKIE_REPLY_LEN)) {
-        this.handHandshake(Buffer.from(buf.subarray(off, off + len)), addrs[i]!, batch.ports[i]!, nowMs);
+        this.handHandshake(Buffer.from(buf.subarray(off, off + len)), addrs[i]!, batch.ports[i]!, nowMs, batch.sources6?.subarray(16 * i, 16 * i + 16));
         continue;
       }
       this.stats[WgCounter.dropMalformed]! += 1;
@@ -202,8 +203,14 @@ export class WireGuardTransport implements Encapsulation {
       this.t.stampReceived(p, nowMs, true, len + TRANSPORT_OVERHEAD);
       this.stats[WgCounter.opened]! += 1;
       const off = i * slotSize;
-      // The inner packet's own length, without WireGuard's padding (IPv4 total length).
-      const inner = buf[off]! >> 4 === 4 && len >= 20 ? Math.min(len, (buf[off + 2]! << 8) | buf[off + 3]!) : len;
+      // The inner packet's own length, without WireGuard's padding (IPv4 total length, IPv6 40 + payload length).
+      const version = buf[off]! >> 4;
+      const inner =
+        version === 4 && len >= 20
+          ? Math.min(len, (buf[off + 2]! << 8) | buf[off + 3]!)
+          : version === 6 && len >= 40
+            ? Math.min(len, 40 + ((buf[off + 4]! << 8) | buf[off + 5]!))
+            : len;
       if (out !== i) buf.copyWithin(out * slotSize, off, off + inner);
       lens[out] = inner;
       // Cryptokey routing: the source checks that follow judge the packet by the peer whose key opened it.
@@ -225,7 +232,7 @@ export class WireGuardTransport implements Encapsulation {
     return w;
   }
 
-  private handHandshake(msg: Buffer, addr: number, port: number, nowMs: number): void {
+  private handHandshake(msg: Buffer, addr: number, port: number, nowMs: number, source6?: Uint8Array): void {
     const second = Math.floor(nowMs / 1000);
     if (second !== this.budgetSecond) {
       this.budgetSecond = second;
@@ -236,6 +243,6 @@ export class WireGuardTransport implements Encapsulation {
       return;
     }
     this.handshakeBudget--;
-    this.onHandshake(msg, addr, port);
+    this.onHandshake(msg, addr, port, source6);
   }
 }

@@ -15,6 +15,27 @@ import { chmod, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatIP4, parseIP4 } from '../net/ipaddr.js';
 
+/** How a device names endpoints: a u32 on the packet path, text in `wg`'s answers and requests. */
+export interface EndpointCodec {
+  format(addr: number, port: number): string;
+  /** wg's "a.b.c.d:port" or "[v6]:port"; null when not an endpoint of this device's family. */
+  parse(text: string): { addr: number; port: number } | null;
+}
+
+/** IPv4 endpoints: the u32 is the address. */
+export const IPV4_ENDPOINTS: EndpointCodec = {
+  format: (addr, port) => `${formatIP4(addr)}:${port}`,
+  parse(text) {
+    const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(text);
+    if (!m || Number(m[2]) > 65535) return null;
+    try {
+      return { addr: parseIP4(m[1]!), port: Number(m[2]) };
+    } catch {
+      return null;
+    }
+  },
+};
+
 export interface UapiPeer {
   publicKey: Buffer;
   psk: Buffer | null;
@@ -30,6 +51,7 @@ export interface UapiPeer {
 export interface UapiDevice {
   privateKey(): Buffer;
   listenPort(): number;
+  readonly endpoints: EndpointCodec;
   peers(): UapiPeer[];
   /** Apply a peer change from `wg set`; false when there is no such peer. */
   updatePeer(publicKey: Buffer, change: { remove?: boolean; addr?: number; port?: number; keepaliveMs?: number; psk?: Buffer | null }): boolean;
@@ -46,7 +68,7 @@ export function renderGet(dev: UapiDevice): string {
     lines.push(`public_key=${p.publicKey.toString('hex')}`);
     if (p.psk) lines.push(`preshared_key=${p.psk.toString('hex')}`);
     lines.push('protocol_version=1');
-    if (p.addr) lines.push(`endpoint=${formatIP4(p.addr)}:${p.port}`);
+    if (p.addr) lines.push(`endpoint=${dev.endpoints.format(p.addr, p.port)}`);
     lines.push(`last_handshake_time_sec=${Math.floor(p.lastHandshakeMs / 1000)}`, `last_handshake_time_nsec=${(p.lastHandshakeMs % 1000) * 1_000_000}`);
     lines.push(`tx_bytes=${p.txBytes}`, `rx_bytes=${p.rxBytes}`, `persistent_keepalive_interval=${Math.round(p.keepaliveMs / 1000)}`);
     for (const a of p.allowedIPs) lines.push(`allowed_ip=${a}`);
@@ -90,14 +112,10 @@ export function applySet(dev: UapiDevice, lines: string[]): number {
         change.remove = value === 'true';
         break;
       case 'endpoint': {
-        const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(value);
-        if (!peer || !m || Number(m[2]) > 65535) return EINVAL;
-        try {
-          change.addr = parseIP4(m[1]!);
-        } catch {
-          return EINVAL;
-        }
-        change.port = Number(m[2]);
+        const e = peer ? dev.endpoints.parse(value) : null;
+        if (!e) return EINVAL;
+        change.addr = e.addr;
+        change.port = e.port;
         break;
       }
       case 'persistent_keepalive_interval':

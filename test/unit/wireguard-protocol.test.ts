@@ -12,7 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { blake2s } from '../../src/wireguard/blake2s.js';
 import { aeadOpen, aeadSeal, dh, hchacha20, kdf, publicKeyOf, tai64n, xaeadOpen, xaeadSeal } from '../../src/wireguard/primitives.js';
 import { consumeInitiation, consumeResponse, createInitiation, createResponse, timestampNewer } from '../../src/wireguard/noise.js';
-import { CookieChecker, CookieGenerator } from '../../src/wireguard/cookie.js';
+import { CookieChecker, CookieGenerator, ipv4Source } from '../../src/wireguard/cookie.js';
 import { ReplayWindow, REPLAY_WINDOW } from '../../src/wireguard/replay.js';
 import { Init, INITIATION_LEN, RESPONSE_LEN } from '../../src/wireguard/messages.js';
 
@@ -127,13 +127,13 @@ test('mac1 keyed by the receiver, mac2 and cookie replies bound to the sender ad
   gen.addMacs(init);
   assert.ok(checker.checkMac1(init));
   assert.ok(!new CookieChecker(initiator.staticPublic).checkMac1(init), 'mac1 for another key');
-  assert.ok(!checker.checkMac2(init, 0xc0000201, 51820), 'no cookie yet');
-  const reply = checker.createReply(init, 0xc0000201, 51820);
+  assert.ok(!checker.checkMac2(init, ipv4Source(0xc0000201, 51820)), 'no cookie yet');
+  const reply = checker.createReply(init, ipv4Source(0xc0000201, 51820));
   assert.equal(reply.readUInt32LE(4), 9, 'addressed to the initiation sender index');
   assert.ok(gen.consumeReply(reply));
   gen.addMacs(init);
-  assert.ok(checker.checkMac1(init) && checker.checkMac2(init, 0xc0000201, 51820));
-  assert.ok(!checker.checkMac2(init, 0xc0000202, 51820), 'the cookie is bound to the address');
+  assert.ok(checker.checkMac1(init) && checker.checkMac2(init, ipv4Source(0xc0000201, 51820)));
+  assert.ok(!checker.checkMac2(init, ipv4Source(0xc0000202, 51820)), 'the cookie is bound to the address');
   const forged = Buffer.from(reply);
   forged[40]! ^= 1;
   assert.ok(!new CookieGenerator(responder.staticPublic).consumeReply(forged));

@@ -9,7 +9,7 @@
  */
 import type { Backend, BackendContext, BackendLeaseAttrs } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
-import { formatIP4, formatIP4Net, ip4NetEqual, parseIP4, type IP4Net } from '../../net/ipaddr.js';
+import { formatIP4, formatIP4Net, formatIP6, formatIP6Net, ip4NetEqual, ip6NetEqual, parseIP4, parseIP6, type IP4Net, type IP6Net } from '../../net/ipaddr.js';
 import { IpRoute, type IpRunner } from '../../net/iproute.js';
 import { loadNative, type NativeAddon } from '../../native/addon.js';
 import { openTun, openTunQueue } from '../../tun/device.js';
@@ -19,6 +19,8 @@ import { enableUdpGro, openUdpSocket } from '../../conn/udp-socket.js';
 import { availableParallelism } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from './routes.js';
+import { createRouteTable6Buffer, RouteTable6Writer, words6, type Route6Entry } from './routes6.js';
+import { EndpointTable6 } from './endpoints6.js';
 import { counterRegion, createCounterBuffer, MAX_WORKERS, REGION_MAIN, renderCounters, UdpCounter } from './counters.js';
 import { PacketWorkers, type QueueFds } from './workers.js';
 import { parseUdpBackendConfig, UDP_ENCAP_OVERHEAD, type UdpBackendConfig } from './options.js';
@@ -56,9 +58,16 @@ export interface UdpBackendOptions {
   /** Seal/open with WireGuard in the packet workers (the wireguard backend's userspace path). */
   wireguard?: WireGuardWorkerConfig;
   /** Handshake datagrams the rx worker hands over (WireGuard). */
-  onHandshake?: (msg: Buffer, addr: number, port: number) => void;
+  onHandshake?: (msg: Buffer, addr: number, port: number, source6?: Uint8Array) => void;
   /** The backend this dataplane serves, when not udp: names its metrics (flannel_<component>_...) and log lines. */
   component?: string;
+  /**
+   * 6: carry IPv6 pods (the lease's IPv6 subnet, IPv6Network) over IPv6
+   * endpoints (PublicIPv6, a socket on the interface's IPv6 address): the
+   * wireguard backend's flannel-wg-v6. One worker pair, plain path (no TUN
+   * offloads, no UDP GRO). Default 4.
+   */
+  family?: 4 | 6;
 }
 
 /** Waits before restarting a dead dataplane: from 1 s, doubling up to 30 s while it keeps dying within a minute of a restart. */
@@ -83,6 +92,13 @@ export class UdpBackend implements Backend {
   /** Remote subnets by "a.b.c.d/len". */
   private readonly peers = new Map<string, RouteEntry>();
   private ownSubnet: IP4Net | null = null;
+  /** Family 6: the IPv6 route table, its remote subnets by CIDR text, and the endpoint ids they name. */
+  readonly family: 4 | 6;
+  private readonly routes6Sab: SharedArrayBuffer | null;
+  private readonly routes6: RouteTable6Writer | null;
+  readonly endpoints6: EndpointTable6 | null;
+  private readonly peers6 = new Map<string, Route6Entry>();
+  private ownSubnet6: IP6Net | null = null;
   private addon: NativeAddon | null = null;
   /** flannel0's queues and their UDP sockets, one worker pair each. */
   private queues: QueueFds[] = [];
@@ -107,13 +123,24 @@ export class UdpBackend implements Backend {
     private readonly opts: UdpBackendOptions = {},
   ) {
     this.config = opts.port === undefined ? parseUdpBackendConfig(ctx.backendConfig, MAX_WORKERS) : { port: opts.port };
+    this.family = opts.family ?? 4;
     // WireGuard's transport keeps one send counter and one replay window per keypair, written by a single worker each: one pair only.
-    this.workerCount = opts.wireguard ? 1 : (this.config.workers ?? ctx.dataplane.workers ?? Math.min(availableParallelism(), MAX_WORKERS));
+    this.workerCount = opts.wireguard || this.family === 6 ? 1 : (this.config.workers ?? ctx.dataplane.workers ?? Math.min(availableParallelism(), MAX_WORKERS));
     this.tunName = opts.tunName ?? 'flannel0';
     this.ip = opts.ip ?? new IpRoute();
     // Under another backend (wireguard) this is that backend's dataplane.
     this.log = ctx.log.child(opts.component ? 'dataplane' : 'udp');
-    if (!ctx.config.network) throw new Error('udp backend needs an IPv4 Network (EnableIPv4); IPv6 is not supported by udp');
+    if (this.family === 6) {
+      if (!ctx.config.ipv6Network) throw new Error(`${this.tunName} needs an IPv6Network (EnableIPv6)`);
+      this.routes6Sab = createRouteTable6Buffer();
+      this.routes6 = new RouteTable6Writer(this.routes6Sab);
+      this.endpoints6 = new EndpointTable6();
+    } else {
+      if (!ctx.config.network) throw new Error('udp backend needs an IPv4 Network (EnableIPv4); IPv6 is not supported by udp');
+      this.routes6Sab = null;
+      this.routes6 = null;
+      this.endpoints6 = null;
+    }
   }
 
   async prepare(): Promise<BackendLeaseAttrs> {
@@ -126,9 +153,10 @@ export class UdpBackend implements Backend {
   }
 
   /** The addon and the UDP socket of the running dataplane (the WireGuard device sends handshakes on it). */
-  get socket(): { addon: NativeAddon; fd: number } | null {
+  get socket(): { addon: NativeAddon; fd: number; endpoints6?: Uint8Array } | null {
     const q = this.queues[0];
-    return this.addon && q ? { addon: this.addon, fd: q.udpFd } : null;
+    if (!this.addon || !q) return null;
+    return this.endpoints6 ? { addon: this.addon, fd: q.udpFd, endpoints6: new Uint8Array(this.endpoints6.sab) } : { addon: this.addon, fd: q.udpFd };
   }
 
   /** Slot size of the packet buffers: room for any datagram the underlay link carries unfragmented. */
@@ -138,8 +166,14 @@ export class UdpBackend implements Backend {
 
   async start(ownLease: Lease): Promise<void> {
     if (this.queues.length > 0) throw new Error('udp backend already started');
-    if (!ownLease.subnet) throw new Error('udp backend needs an IPv4 lease');
-    this.ownSubnet = ownLease.subnet;
+    if (this.family === 6) {
+      if (!ownLease.ipv6Subnet) throw new Error(`${this.tunName} needs an IPv6 lease`);
+      if (!this.ctx.extIface.ifaceAddr6) throw new Error(`${this.tunName} needs an IPv6 address on the external interface ${this.ctx.extIface.name} (its endpoints are IPv6)`);
+      this.ownSubnet6 = ownLease.ipv6Subnet;
+    } else {
+      if (!ownLease.subnet) throw new Error('udp backend needs an IPv4 lease');
+      this.ownSubnet = ownLease.subnet;
+    }
     this.addon = this.opts.addon ?? loadNative();
     await this.openDevices();
     this.publish();
@@ -149,7 +183,7 @@ export class UdpBackend implements Backend {
     this.startWorkers();
     this.log.info('udp dataplane started', {
       device: this.tunName,
-      address: formatIP4Net(ownLease.subnet),
+      address: this.family === 6 ? formatIP6Net(ownLease.ipv6Subnet!) : formatIP4Net(ownLease.subnet!),
       port: this.config.port,
       mtu: this.mtu(),
       offload: this.offload,
@@ -201,7 +235,7 @@ export class UdpBackend implements Backend {
         // then refuses every later plain bind (a second flanneld's probe) the same way.
         addon.close(openUdpSocket(addon, this.ctx.extIface.ifaceAddr, this.config.port, false));
       }
-      const wantOffload = (this.opts.offload ?? this.ctx.dataplane.offload) && this.opts.dataplane !== false;
+      const wantOffload = (this.opts.offload ?? this.ctx.dataplane.offload) && this.opts.dataplane !== false && this.family === 4;
       const first = openTun(addon, this.tunName, { offload: wantOffload, uso: this.ctx.dataplane.uso !== false, multiQueue: n > 1 }, this.log);
       this.offload = first.offload;
       this.uso = first.uso;
@@ -210,10 +244,12 @@ export class UdpBackend implements Backend {
         this.queues.push({ tunFd: openTunQueue(addon, first).fd, udpFd: -1 });
       }
       if (n > 1) this.steerTunQueues(addon, first.fd);
-      await this.configureTun(this.ownSubnet!);
+      if (this.family === 6) await this.configureTun6(this.ownSubnet6!);
+      else await this.configureTun(this.ownSubnet!);
       // Bound to the external interface's address, as flannel does: replies then leave from
       // the PublicIP peers know us by, even when it is a secondary address of the link.
-      for (const q of this.queues) q.udpFd = openUdpSocket(addon, this.ctx.extIface.ifaceAddr, this.config.port, n > 1);
+      const bindAddr = this.family === 6 ? this.ctx.extIface.ifaceAddr6! : this.ctx.extIface.ifaceAddr;
+      for (const q of this.queues) q.udpFd = openUdpSocket(addon, bindAddr, this.config.port, n > 1);
       if (n > 1) addon.udpSteerByInnerFlow!(this.queues[0]!.udpFd, n);
       this.udpGro = false;
       if (this.rxCoalesce && this.opts.dataplane !== false) {
@@ -257,6 +293,7 @@ export class UdpBackend implements Backend {
       {
         queues: this.queues,
         routes: this.routesSab,
+        ...(this.routes6Sab && this.endpoints6 ? { routes6: this.routes6Sab, endpoints6: this.endpoints6.sab } : {}),
         counters: this.countersSab,
         slotSize: this.slotSize(),
         batchSize: this.opts.batchSize ?? 64,
@@ -336,7 +373,19 @@ export class UdpBackend implements Backend {
     }
   }
 
+  /**
+   * flannel-wg-v6 gets our IPv6 subnet's network address as a /128 and a
+   * route for the IPv6Network, as flannel's kernel device does.
+   */
+  private async configureTun6(subnet: IP6Net): Promise<void> {
+    const dev = this.tunName;
+    await ensureOnlyAddress(this.ip, this.ip, dev, `${formatIP6(subnet.ip)}/128`, () => true, this.log, 6);
+    await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'txqueuelen', String(this.opts.txQueueLen ?? 2000), 'up']);
+    await this.ip.run(['-6', 'route', 'replace', formatIP6Net(this.ctx.config.ipv6Network!), 'dev', dev]);
+  }
+
   async handleEvents(events: LeaseEvent[]): Promise<void> {
+    if (this.family === 6) return this.handleEvents6(events);
     let changed = false;
     for (const ev of events) {
       const sn = ev.lease.subnet;
@@ -365,6 +414,43 @@ export class UdpBackend implements Backend {
     if (changed) this.schedulePublish();
   }
 
+  /** handleEvents for IPv6 pods: a lease's IPv6 subnet, routed to its PublicIPv6. */
+  private handleEvents6(events: LeaseEvent[]): void {
+    let changed = false;
+    for (const ev of events) {
+      const sn = ev.lease.ipv6Subnet;
+      if (!sn || ip6NetEqual(sn, this.ownSubnet6)) continue;
+      const key = formatIP6Net(sn);
+      if (ev.type === 'removed') {
+        if (this.peers6.delete(key)) {
+          changed = true;
+          this.log.debug('route removed', { subnet: key });
+        }
+        continue;
+      }
+      let addr: bigint;
+      try {
+        addr = parseIP6(ev.lease.attrs.publicIPv6 ?? '');
+      } catch {
+        this.log.warn('ignoring lease without a usable PublicIPv6', { subnet: key, publicIPv6: ev.lease.attrs.publicIPv6 });
+        continue;
+      }
+      const prev = this.peers6.get(key);
+      let peer: number;
+      try {
+        peer = this.endpoints6!.idOf(addr);
+      } catch (err) {
+        this.log.error('cannot route the lease', { subnet: key, error: (err as Error).message });
+        continue;
+      }
+      if (prev && prev.peer === peer) continue;
+      this.peers6.set(key, { words: words6(sn.ip), prefixLen: sn.prefixLen, peer, port: this.config.port });
+      changed = true;
+      this.log.debug(prev ? 'route changed' : 'route added', { subnet: key, publicIPv6: ev.lease.attrs.publicIPv6 });
+    }
+    if (changed) this.schedulePublish();
+  }
+
   /**
    * Publish at once when the last publish is older than PUBLISH_INTERVAL_MS,
    * else once at the end of that interval: one change reaches the workers
@@ -384,6 +470,13 @@ export class UdpBackend implements Backend {
 
   private publish(): void {
     this.lastPublish = Date.now();
+    if (this.routes6) {
+      const own6 = this.ownSubnet6;
+      const routes = [...this.peers6.values()];
+      this.routes6.publish({ own: own6 ? { words: words6(own6.ip), prefixLen: own6.prefixLen } : { words: [0, 0, 0, 0], prefixLen: 128 }, routes });
+      this.endpoints6!.hold('routes', routes.map((r) => r.peer));
+      return;
+    }
     const own = this.ownSubnet;
     const network = this.ctx.config.network!;
     this.routes.publish({
@@ -401,6 +494,7 @@ export class UdpBackend implements Backend {
 
   /** Current routes, for diagnostics and tests. */
   routeList(): { subnet: string; publicIP: string; port: number }[] {
+    if (this.endpoints6) return [...this.peers6.entries()].map(([subnet, r]) => ({ subnet, publicIP: this.endpoints6!.text(r.peer), port: r.port }));
     return [...this.peers.entries()].map(([subnet, r]) => ({ subnet, publicIP: formatIP4(r.peer), port: r.port }));
   }
 

@@ -83,9 +83,11 @@ export const UdpCounter = {
    * tunRead and the rest of the tx counters.
    */
   txByRxWorker: 36,
+  /** Non-IPv6 packets from an IPv6-only device's TUN (flannel-wg-v6): not forwarded. */
+  txNotIPv6: 37,
 } as const;
 
-export const COUNTER_COUNT = 37;
+export const COUNTER_COUNT = 38;
 
 /** Most worker pairs (queues) one dataplane runs: the Workers option's cap. */
 export const MAX_WORKERS = 8;
@@ -117,6 +119,7 @@ export function readCounters(sab: SharedArrayBuffer): Record<CounterName, number
 
 const DROPS: [CounterName, string, string][] = [
   ['txNotIPv4', 'tx', 'not_ipv4'],
+  ['txNotIPv6', 'tx', 'not_ipv6'],
   ['txMalformed', 'tx', 'malformed'],
   ['txNoRoute', 'tx', 'no_route'],
   ['txTtl', 'tx', 'ttl_exceeded'],

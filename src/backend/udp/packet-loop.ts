@@ -18,8 +18,8 @@ import { MAX_SEGMENTS } from '../../tun/offload.js';
 import { PacketBatch } from '../../tun/packet-batch.js';
 import { UdpSocket } from '../../conn/udp-socket.js';
 import { UdpCounter, counterRegion, workerRegion } from './counters.js';
-import { RouteTableReader } from './routes.js';
-import { accountDelivered, accountSent, acceptFromUdp, forwardFromTun, IcmpLimiter, ICMP_SLOT } from './pipeline.js';
+import { accountDelivered, accountSent, IcmpLimiter, ICMP_SLOT } from './pipeline.js';
+import { Ipv4Routing, Ipv6Routing, type PacketRouting } from './routing.js';
 import { PLAIN, type Encapsulation } from './encapsulation.js';
 import { CONTROL_STOP, type WorkerConfig } from './workers.js';
 import { WireGuardTransport } from '../../wireguard/transport.js';
@@ -58,7 +58,7 @@ class TunToUdp {
     readonly tun: TunDevice,
     private readonly udp: UdpSocket,
     private readonly encap: Encapsulation,
-    private readonly routes: RouteTableReader,
+    private readonly routes: PacketRouting,
     private readonly counters: Float64Array,
     private readonly cfg: WorkerConfig,
   ) {
@@ -82,7 +82,7 @@ class TunToUdp {
     this.routes.refresh();
     this.limiter.refill(performance.now());
     icmp.count = 0;
-    const m = this.encap.seal(batch, forwardFromTun(batch, n, this.routes, icmp, this.limiter, counters, this.cfg.pathMtu));
+    const m = this.encap.seal(batch, this.routes.forward(batch, n, icmp, this.limiter, counters, this.cfg.pathMtu));
     if (m > 0) accountSent(batch, m, this.udp.send(batch, m, tun.offload, this.encap.bareInner), counters);
     if (icmp.count > 0) counters[UdpCounter.icmpWriteFailed] += icmp.count - tun.writeUncoalesced(icmp, icmp.count);
     return n + rc.malformed;
@@ -153,7 +153,7 @@ function sharesTunReads(addon: NativeAddon, cfg: WorkerConfig): boolean {
 
 /** TUN -> route -> seal -> UDP. */
 function runTx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
-  const fwd = new TunToUdp(tun, udp, encap, new RouteTableReader(cfg.routes), counterRegion(cfg.counters, workerRegion('tx', cfg.queue)), cfg);
+  const fwd = new TunToUdp(tun, udp, encap, routing(cfg), counterRegion(cfg.counters, workerRegion('tx', cfg.queue)), cfg);
   if (!sharesTunReads(addon, cfg)) {
     while (Atomics.load(control, CONTROL_STOP) === 0) fwd.move(cfg.pollMs);
     return;
@@ -178,7 +178,7 @@ function runTx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encaps
 
 /** UDP -> open -> check -> TUN (coalesced into super-packets when the device does that). */
 function runRx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
-  const routes = new RouteTableReader(cfg.routes);
+  const routes = routing(cfg);
   const counters = counterRegion(cfg.counters, workerRegion('rx', cfg.queue));
   // A TUN write runs the inner packet through the kernel at once, and what the kernel answers on the
   // spot (an echo reply, a TCP ACK) is queued on flannel0 before the write returns. Reading and sending
@@ -200,7 +200,7 @@ function runRx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encaps
     counters[UdpCounter.rxGroSegments] += rc.segments;
     counters[UdpCounter.rxSocketOverflow] = overflowBase + udp.drops[0]!;
     routes.refresh();
-    const m = acceptFromUdp(batch, encap.open(batch, n), routes, counters);
+    const m = routes.accept(batch, encap.open(batch, n), counters);
     if (m === 0) continue;
     accountDelivered(m, tun.write(batch, m), counters);
     counters[UdpCounter.rxSuperPackets] += wc.superPackets;
@@ -223,6 +223,10 @@ function readSide(addon: NativeAddon, cfg: WorkerConfig, superBatch: number): Tu
   return new TunDevice(addon, cfg.tunFd, { offload: cfg.offload, coalesce: false, uso: cfg.uso, pollMs: cfg.pollMs, superBatch: Math.min(cfg.batchSize, superBatch) });
 }
 
+function routing(cfg: WorkerConfig): PacketRouting {
+  return cfg.routes6 ? new Ipv6Routing(cfg.routes6) : new Ipv4Routing(cfg.routes);
+}
+
 function rxBatchSize(cfg: WorkerConfig): number {
   return cfg.offload && cfg.rxCoalesce ? Math.min(Math.max(cfg.batchSize, RX_COALESCE_BATCH), SEGMENT_BATCH) : cfg.batchSize;
 }
@@ -236,7 +240,7 @@ function run(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
     superBatch: Math.min(cfg.batchSize, SUPER_BATCH),
     writeCapacity: rxBatchSize(cfg),
   });
-  const udp = new UdpSocket(addon, cfg.udpFd, cfg.pollMs, { gro: cfg.role === 'rx' && cfg.udpGro });
+  const udp = new UdpSocket(addon, cfg.udpFd, cfg.pollMs, { gro: cfg.role === 'rx' && cfg.udpGro, ...(cfg.endpoints6 ? { endpoints6: new Uint8Array(cfg.endpoints6) } : {}) });
   (cfg.role === 'tx' ? runTx : runRx)(addon, tun, udp, encapsulation(addon, cfg), cfg, control);
 }
 
@@ -246,7 +250,8 @@ function encapsulation(addon: NativeAddon, cfg: WorkerConfig): Encapsulation {
   if (!wg) return PLAIN;
   const stats = wgCounterRegion(wg.counters, cfg.role === 'tx' ? WG_REGION_TX : WG_REGION_RX);
   // Handshakes are rare and the main thread's: a copy each, posted (the per-second budget bounds a flood).
-  const handshake = (msg: Buffer, addr: number, port: number) => parentPort?.postMessage({ type: 'handshake', data: msg, addr, port });
+  const handshake = (msg: Buffer, addr: number, port: number, source6?: Uint8Array) =>
+    parentPort?.postMessage({ type: 'handshake', data: msg, addr, port, ...(source6 ? { source6: Uint8Array.from(source6) } : {}) });
   return new WireGuardTransport(addon, wg, stats, handshake, Date.now, undefined, cfg.role === 'tx' ? SentBytesBy.TxWorker : SentBytesBy.RxWorker);
 }
 

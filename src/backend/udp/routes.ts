@@ -96,7 +96,7 @@ export class RouteTableWriter {
  * arrays so a lookup touches no JS objects and allocates nothing (u32 keys
  * above 2^30 would be boxed as heap numbers by a Map).
  */
-class U32Index {
+export class U32Index {
   private readonly keys: Uint32Array;
   private readonly tags: Uint8Array;
   private readonly vals: Int32Array;

@@ -19,6 +19,10 @@ export interface WorkerConfig {
   tunFd: number;
   udpFd: number;
   routes: SharedArrayBuffer;
+  /** IPv6 pods (flannel-wg-v6): this route table (routes6.ts) instead of `routes`, on an IPv6 socket. */
+  routes6?: SharedArrayBuffer;
+  /** With routes6: the endpoint table (endpoints6.ts) that addrs name ids into. */
+  endpoints6?: SharedArrayBuffer;
   counters: SharedArrayBuffer;
   control: SharedArrayBuffer;
   slotSize: number;
@@ -70,7 +74,7 @@ export class PacketWorkers {
     /** Called when a worker dies on an fd-level error (the dataplane is then down in that direction). */
     private readonly onFatal: (role: string, err: Error) => void = () => {},
     /** A handshake datagram the rx worker received (WireGuard only). */
-    private readonly onHandshake: (msg: Buffer, addr: number, port: number) => void = () => {},
+    private readonly onHandshake: (msg: Buffer, addr: number, port: number, source6?: Uint8Array) => void = () => {},
   ) {}
 
   start(): void {
@@ -85,8 +89,8 @@ export class PacketWorkers {
   private spawn(cfg: WorkerConfig): void {
     const { role, queue } = cfg;
     const w = new Worker(new URL('./packet-loop.js', import.meta.url), { workerData: cfg, name: `flannel-udp-${role}${queue}` });
-    w.on('message', (m: { type: string; role: string; message: string; code?: string; data?: Uint8Array; addr?: number; port?: number }) => {
-      if (m.type === 'handshake') return this.onHandshake(Buffer.from(m.data!), m.addr!, m.port!);
+    w.on('message', (m: { type: string; role: string; message: string; code?: string; data?: Uint8Array; addr?: number; port?: number; source6?: Uint8Array }) => {
+      if (m.type === 'handshake') return this.onHandshake(Buffer.from(m.data!), m.addr!, m.port!, m.source6);
       if (m.type !== 'fatal') return;
       const err = Object.assign(new Error(m.message), { code: m.code });
       this.log.error('packet worker failed', { role: m.role, queue, error: m.message, code: m.code });

@@ -18,14 +18,15 @@ import { publicKeyOf } from '../../wireguard/primitives.js';
 import { describe } from '../../subnet/manager.js';
 import { loadOrCreatePrivateKey } from './key-file.js';
 import { KernelWireGuard, kernelHasWireGuard } from './kernel.js';
-import { UserspaceWireGuard } from './userspace.js';
+import { UserspaceWireGuard, UserspaceWireGuardSet } from './userspace.js';
 import { parseWireGuardOptions, wireGuardHostSettings, WIREGUARD_OVERHEAD, type WireGuardHostSettings, type WireGuardImpl, type WireGuardOptions } from './options.js';
 import { endpointText, peerOf, peerSet, samePeer, wgDevices, type WgDeviceSpec, type WgPeerSpec } from './peers.js';
 import type { UdpBackendOptions } from '../udp/backend.js';
 
 interface WireGuardLink {
   start(own: Lease): Promise<void>;
-  handleRouteEvents(events: LeaseEvent[]): Promise<void>;
+  /** The leases that are `device`'s peers (others as removals): the userspace route tables. */
+  handleRouteEvents(device: string, events: LeaseEvent[]): Promise<void>;
   setPeers(device: string, peers: WgPeerSpec[]): Promise<void>;
   stop(): Promise<void>;
 }
@@ -88,7 +89,7 @@ export class WireGuardBackend implements Backend {
     this.link =
       impl === 'kernel'
         ? new KernelWireGuard(ip, wg, readIp, this.devices, { network: config.network, ipv6Network: config.ipv6Network }, this.mtu(), key, this.options, this.host.keyFile, this.log, dryRun)
-        : new UserspaceWireGuard(this.ctx, this.options, key, this.host.socketDir, this.tuning.udp);
+        : new UserspaceWireGuardSet(this.ctx, this.options, key, this.host.socketDir, this.devices, this.tuning.udp);
     // As flannel: one key for every device, published for each enabled family.
     const data = { PublicKey: publicKey };
     return { backendType: 'wireguard', ...(config.enableIPv4 ? { backendData: data } : {}), ...(config.enableIPv6 ? { backendV6Data: data } : {}) };
@@ -102,19 +103,21 @@ export class WireGuardBackend implements Backend {
   }
 
   /**
-   * The userspace dataplane carries IPv4 pods over IPv4 endpoints (one
-   * device, flannel-wg): anything else is refused before a lease is taken,
-   * rather than leaving IPv6 pods without a path.
+   * Each userspace device carries one pod family over endpoints of the same
+   * family: Mode separate always (flannel-wg IPv4, flannel-wg-v6 IPv6),
+   * the one-device Modes only for a single family they do not cross.
+   * Anything else is refused before a lease is taken, rather than leaving
+   * pods of one family without a path.
    */
   private checkUserspaceCarries(): void {
-    const why = this.ctx.config.enableIPv6
-      ? 'EnableIPv6 is on'
-      : this.options.mode === 'ipv6'
-        ? 'Mode "ipv6" asks for IPv6 endpoints'
-        : !this.ctx.config.network
-          ? 'the network has no IPv4 (EnableIPv4 is off)'
-          : '';
-    if (why) throw new Error(`wireguard backend: the userspace WireGuard dataplane carries IPv4 pods over IPv4 endpoints only, and ${why}; use the kernel's WireGuard (FLANNEL_WIREGUARD_IMPL=kernel on a kernel with the module) or an IPv4 network with Mode separate, auto or ipv4`);
+    let why = '';
+    for (const d of this.devices) {
+      if (d.carriesIPv4 && d.carriesIPv6) why = `Mode "${this.options.mode}" puts IPv4 and IPv6 pods on one device`;
+      else if (d.carriesIPv4 && d.endpoints !== 'ipv4' && d.endpoints !== 'auto') why = `Mode "${this.options.mode}" carries IPv4 pods over IPv6 endpoints`;
+      else if (d.carriesIPv6 && d.endpoints !== 'ipv6') why = `Mode "${this.options.mode}" may carry IPv6 pods over IPv4 endpoints`;
+      if (why) break;
+    }
+    if (why) throw new Error(`wireguard backend: the userspace WireGuard dataplane carries each pod family over endpoints of the same family, and ${why}; use Mode "separate" (flannel's default: flannel-wg and flannel-wg-v6) or the kernel's WireGuard (FLANNEL_WIREGUARD_IMPL=kernel on a kernel with the module)`);
   }
 
   mtu(): number {
@@ -133,12 +136,11 @@ export class WireGuardBackend implements Backend {
   async handleEvents(events: LeaseEvent[]): Promise<void> {
     const local = { extAddr: this.ctx.extIface.extAddr, extAddr6: this.ctx.extIface.extAddr6 };
     const changed = new Set<string>();
-    // The userspace path's route table follows the leases that are peers of its one device.
-    const routeEvents: LeaseEvent[] = [];
+    // The userspace path's route tables follow the leases that are peers of each device.
+    const routeEvents = new Map<string, LeaseEvent[]>(this.devices.map((d) => [d.name, []]));
     for (const ev of events) {
       const key = ev.lease.key;
       if (key === this.ownSubnetKey) continue;
-      let routed = false;
       for (const dev of this.devices) {
         const peers = this.peers.get(dev.name)!;
         const verdict = ev.type === 'removed' ? null : peerOf(ev.lease, dev, local);
@@ -146,7 +148,7 @@ export class WireGuardBackend implements Backend {
         if (verdict && 'peer' in verdict) {
           const prev = peers.get(key);
           this.skipped.delete(skipId);
-          routed = true;
+          routeEvents.get(dev.name)!.push(ev);
           if (!prev || !samePeer(prev, verdict.peer)) {
             peers.set(key, verdict.peer);
             changed.add(dev.name);
@@ -158,14 +160,14 @@ export class WireGuardBackend implements Backend {
           this.skipped.add(skipId);
           this.log.warn('lease is not a usable wireguard peer', { device: dev.name, subnet: describe(ev.lease), why: verdict.skip });
         }
+        routeEvents.get(dev.name)!.push({ type: 'removed', lease: ev.lease });
         if (peers.delete(key)) {
           changed.add(dev.name);
           this.log.info('wireguard peer removed', { device: dev.name, subnet: describe(ev.lease) });
         }
       }
-      routeEvents.push(routed ? ev : { type: 'removed', lease: ev.lease });
     }
-    await this.link?.handleRouteEvents(routeEvents);
+    for (const [name, evs] of routeEvents) await this.link?.handleRouteEvents(name, evs);
     for (const name of changed) await this.link?.setPeers(name, peerSet(this.peers.get(name)!));
   }
 
@@ -173,9 +175,14 @@ export class WireGuardBackend implements Backend {
     await this.link?.stop();
   }
 
-  /** The userspace dataplane, when that is the path (tests, diagnostics). */
+  /** The userspace devices, when that is the path (tests, diagnostics). */
+  get userspaceDevices(): UserspaceWireGuard[] {
+    return this.link instanceof UserspaceWireGuardSet ? this.link.devices : [];
+  }
+
+  /** The first userspace device (flannel-wg, or flannel-wg-v6 on an IPv6-only network). */
   get userspace(): UserspaceWireGuard | null {
-    return this.link instanceof UserspaceWireGuard ? this.link : null;
+    return this.userspaceDevices[0] ?? null;
   }
 }
 

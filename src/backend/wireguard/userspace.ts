@@ -1,23 +1,47 @@
 /**
  * The wireguard backend's userspace path: our own WireGuard on the udp
- * backend's batched TUN/UDP pipeline. The UdpBackend keeps the device
- * (flannel-wg, a TUN), the socket (ListenPort), the route table and the
- * packet workers; the workers seal and open through WireGuardTransport;
- * the WireGuardDevice on this thread does handshakes and timers.
+ * backend's batched TUN/UDP pipeline, one instance per device the Mode
+ * asks for (flannel-wg, and flannel-wg-v6 in Mode separate with IPv6).
+ * Each UdpBackend keeps its device (a TUN), its socket (ListenPort or
+ * ListenPortV6), its route table and its packet workers; the workers seal
+ * and open through WireGuardTransport; a WireGuardDevice on this thread
+ * does handshakes and timers. Both devices share the private key, as
+ * flannel's kernel devices do, and nothing else.
  */
 import type { BackendContext } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
 import { UdpBackend, type UdpBackendOptions } from '../udp/backend.js';
+import type { EndpointTable6 } from '../udp/endpoints6.js';
 import { WireGuardDevice } from '../../wireguard/device.js';
 import { createPeerTableBuffers, PeerTable } from '../../wireguard/peer-table.js';
 import { createWgCounterBuffer, renderWgCounters, wgCounterRegion, WG_REGION_MAIN } from '../../wireguard/counters.js';
-import { DEVICE_NAME, WIREGUARD_OVERHEAD, type WireGuardOptions } from './options.js';
-import type { WgPeerSpec } from './peers.js';
-import { serveUapi } from '../../wireguard/uapi.js';
+import { IPV4_ENDPOINTS, serveUapi, type EndpointCodec } from '../../wireguard/uapi.js';
+import { parseIP6 } from '../../net/ipaddr.js';
+import { DEVICE_NAME_V6, WIREGUARD_OVERHEAD, type WireGuardOptions } from './options.js';
+import type { WgDeviceSpec, WgPeerSpec } from './peers.js';
 
 /** How often the protocol timers run (rekey, retries, keepalives). */
 const TICK_MS = 100;
 
+/** `wg`'s "[addr]:port" for a device whose peer addresses are ids of an endpoint table. */
+function ipv6Endpoints(table: EndpointTable6, held: () => number[]): EndpointCodec {
+  return {
+    format: (id, port) => `[${table.text(id)}]:${port}`,
+    parse(text) {
+      const m = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(text);
+      if (!m || Number(m[2]) > 65535) return null;
+      try {
+        const id = table.idOf(parseIP6(m[1]!));
+        table.hold('peers', [...held(), id]);
+        return { addr: id, port: Number(m[2]) };
+      } catch {
+        return null;
+      }
+    },
+  };
+}
+
+/** One userspace WireGuard device. */
 export class UserspaceWireGuard {
   readonly udp: UdpBackend;
   readonly table: PeerTable;
@@ -26,65 +50,98 @@ export class UserspaceWireGuard {
   private timer: NodeJS.Timeout | null = null;
   private pendingPeers: WgPeerSpec[] = [];
   private uapi: { path: string; close(): Promise<void> } | null = null;
+  private readonly metricsPrefix: string;
 
   constructor(
     private readonly ctx: BackendContext,
     private readonly options: WireGuardOptions,
     private readonly privateKey: Buffer,
     private readonly socketDir: string,
+    readonly spec: WgDeviceSpec,
     udpOptions: UdpBackendOptions = {},
   ) {
     const buffers = createPeerTableBuffers();
     this.table = new PeerTable(buffers);
+    // A device carries one family over endpoints of the same (the backend refuses other Modes on this path).
+    const v6 = spec.carriesIPv6;
+    // flannel_wireguard_... for flannel-wg, flannel_wireguard_v6_... for flannel-wg-v6.
+    const component = spec.name === DEVICE_NAME_V6 ? 'wireguard_v6' : 'wireguard';
+    this.metricsPrefix = `flannel_${component}`;
     this.udp = new UdpBackend(ctx, {
       ...udpOptions,
-      tunName: udpOptions.tunName ?? DEVICE_NAME,
-      port: options.listenPort,
+      tunName: v6 ? spec.name : (udpOptions.tunName ?? spec.name),
+      port: spec.listenPort,
       overhead: WIREGUARD_OVERHEAD,
-      component: 'wireguard',
+      component,
+      family: v6 ? 6 : 4,
       wireguard: { table: buffers, counters: this.counters },
-      onHandshake: (msg, addr, port) => this.device?.handleHandshake(msg, addr, port),
+      onHandshake: (msg, addr, port, source6) => this.handshake(msg, addr, port, source6),
     });
   }
 
+  get name(): string {
+    return this.udp.tunName;
+  }
+
+  /** On an IPv6 socket the worker reports the source's bytes: name it by an endpoint id the device can answer. */
+  private handshake(msg: Buffer, addr: number, port: number, source6?: Uint8Array): void {
+    const table = this.udp.endpoints6;
+    if (table && source6) this.device?.handleHandshake(msg, table.idForSource(source6), port, source6);
+    else this.device?.handleHandshake(msg, addr, port);
+  }
+
   async start(ownLease: Lease): Promise<void> {
+    const table = this.udp.endpoints6;
     this.device = new WireGuardDevice({
       privateKey: this.privateKey,
       table: this.table,
       stats: wgCounterRegion(this.counters, WG_REGION_MAIN),
       socket: () => this.udp.socket,
       log: this.ctx.log,
-      listenPort: this.options.listenPort,
+      listenPort: this.spec.listenPort,
+      endpoints: table ? ipv6Endpoints(table, () => this.device?.peers().map((p) => p.addr) ?? []) : IPV4_ENDPOINTS,
     });
     await this.udp.start(ownLease);
-    this.ctx.metrics.register('wireguard-protocol', () => renderWgCounters(this.counters, this.device?.sessionCount() ?? 0));
+    this.ctx.metrics.register(`${this.metricsPrefix}-protocol`, () => renderWgCounters(this.counters, this.device?.sessionCount() ?? 0, this.metricsPrefix));
     this.timer = setInterval(() => this.device?.tick(), TICK_MS);
     this.timer.unref();
     this.applyPeers(this.pendingPeers);
     try {
-      this.uapi = await serveUapi(this.socketDir, DEVICE_NAME, this.device);
-      this.ctx.log.info('wg API socket listening', { path: this.uapi.path });
+      this.uapi = await serveUapi(this.socketDir, this.name, this.device);
+      this.ctx.log.info('wg API socket listening', { device: this.name, path: this.uapi.path });
     } catch (err) {
       // `wg show` is a convenience; the dataplane works without it.
-      this.ctx.log.warn('cannot serve the wg API socket', { dir: this.socketDir, error: (err as Error).message });
+      this.ctx.log.warn('cannot serve the wg API socket', { device: this.name, dir: this.socketDir, error: (err as Error).message });
     }
   }
 
-  /** Lease events for the route table (only leases that are peers; others arrive as removals). */
+  /** Lease events for the route table (only leases that are peers of this device; others arrive as removals). */
   handleRouteEvents(events: LeaseEvent[]): Promise<void> {
     return this.udp.handleEvents(events);
   }
 
-  /** Peers of flannel-wg, the one device of this path (the backend refuses configurations that need another). */
-  async setPeers(_device: string, peers: WgPeerSpec[]): Promise<void> {
+  setPeers(peers: WgPeerSpec[]): void {
     this.pendingPeers = peers;
     if (this.device) this.applyPeers(peers);
   }
 
   private applyPeers(peers: WgPeerSpec[]): void {
-    this.device!.setPeers(
-      peers.map((p) => ({ publicKey: p.publicKey, addr: p.endpointAddr, port: p.port, psk: this.options.psk, keepaliveMs: this.options.keepaliveSeconds * 1000, allowedIPs: p.allowedIPs })),
-    );
+    const table = this.udp.endpoints6;
+    const configs = [];
+    for (const p of peers) {
+      let addr = p.endpointAddr;
+      if (table) {
+        try {
+          addr = table.idOf(parseIP6(p.endpointIP));
+        } catch (err) {
+          this.ctx.log.error('cannot add the wireguard peer', { device: this.name, endpoint: p.endpointIP, error: (err as Error).message });
+          continue;
+        }
+      }
+      configs.push({ publicKey: p.publicKey, addr, port: p.port, psk: this.options.psk, keepaliveMs: this.options.keepaliveSeconds * 1000, allowedIPs: p.allowedIPs });
+    }
+    this.device!.setPeers(configs);
+    table?.hold('peers', configs.map((c) => c.addr));
   }
 
   async stop(): Promise<void> {
@@ -93,5 +150,43 @@ export class UserspaceWireGuard {
     await this.uapi?.close();
     this.uapi = null;
     await this.udp.stop();
+  }
+}
+
+/** The userspace devices of one backend, addressed by device name. */
+export class UserspaceWireGuardSet {
+  readonly devices: UserspaceWireGuard[];
+
+  constructor(ctx: BackendContext, options: WireGuardOptions, privateKey: Buffer, socketDir: string, specs: WgDeviceSpec[], udpOptions: UdpBackendOptions = {}) {
+    this.devices = specs.map((spec) => new UserspaceWireGuard(ctx, options, privateKey, socketDir, spec, udpOptions));
+  }
+
+  private byName(name: string): UserspaceWireGuard | undefined {
+    return this.devices.find((d) => d.spec.name === name);
+  }
+
+  async start(ownLease: Lease): Promise<void> {
+    const started: UserspaceWireGuard[] = [];
+    try {
+      for (const d of this.devices) {
+        await d.start(ownLease);
+        started.push(d);
+      }
+    } catch (err) {
+      for (const d of started) await d.stop();
+      throw err;
+    }
+  }
+
+  handleRouteEvents(device: string, events: LeaseEvent[]): Promise<void> {
+    return this.byName(device)?.handleRouteEvents(events) ?? Promise.resolve();
+  }
+
+  async setPeers(device: string, peers: WgPeerSpec[]): Promise<void> {
+    this.byName(device)?.setPeers(peers);
+  }
+
+  async stop(): Promise<void> {
+    for (const d of this.devices) await d.stop();
   }
 }

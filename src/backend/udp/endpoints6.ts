@@ -1,0 +1,105 @@
+/**
+ * IPv6 endpoints by id, for a dataplane on an IPv6 socket. The packet path
+ * names a datagram's destination with one u32 (PacketBatch.addrs); on an
+ * IPv6 socket that u32 is an id into this table, a SharedArrayBuffer of 16
+ * bytes per id that the addon reads when it sends (udpSend's endpoints6).
+ * The main thread is the only writer.
+ *
+ * Ids of lease endpoints stay with their address while a holder (the route
+ * table, the WireGuard peers) holds them; a released id is reused only after
+ * REUSE_AFTER_MS, long after every worker has moved to a route table
+ * without it (workers refresh between batches, at least every poll). A
+ * small ring of further ids names the sources of handshakes from addresses
+ * that are no lease's endpoint, so a reply (a cookie reply, a response to a
+ * peer that moved) can be sent there; the ring is reused in turn and never
+ * grows, whatever a flood of spoofed sources does.
+ */
+import { formatIP6 } from '../../net/ipaddr.js';
+
+/** Id 0 is never handed out: udpRecv reports 0 for "no id". */
+const FIRST_ID = 1;
+const REUSE_AFTER_MS = 10_000;
+export const DEFAULT_LEASE_ENDPOINTS = 65536;
+export const TRANSIENT_ENDPOINTS = 1024;
+
+export class EndpointTable6 {
+  readonly sab: SharedArrayBuffer;
+  private readonly bytes: Uint8Array;
+  private readonly byAddr = new Map<string, number>();
+  private readonly addrOf = new Map<number, string>();
+  private readonly released: { id: number; at: number }[] = [];
+  private readonly holders = new Map<string, Set<number>>();
+  private nextFresh = FIRST_ID;
+  private nextTransient = 0;
+  private readonly leaseCapacity: number;
+
+  constructor(
+    leaseCapacity = DEFAULT_LEASE_ENDPOINTS,
+    private readonly transient = TRANSIENT_ENDPOINTS,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.leaseCapacity = leaseCapacity;
+    this.sab = new SharedArrayBuffer(16 * (FIRST_ID + leaseCapacity + transient));
+    this.bytes = new Uint8Array(this.sab);
+  }
+
+  /** The id of a lease endpoint (allocated on first use); throws when every id is taken. */
+  idOf(addr: bigint): number {
+    const key = formatIP6(addr);
+    const have = this.byAddr.get(key);
+    if (have !== undefined) return have;
+    const id = this.allocate();
+    this.write(id, addr);
+    this.byAddr.set(key, id);
+    this.addrOf.set(id, key);
+    return id;
+  }
+
+  private allocate(): number {
+    if (this.nextFresh < FIRST_ID + this.leaseCapacity) return this.nextFresh++;
+    const r = this.released[0];
+    if (r && this.now() - r.at >= REUSE_AFTER_MS) return this.released.shift()!.id;
+    throw new Error(`no free IPv6 endpoint id (${this.leaseCapacity} lease endpoints in use or released in the last ${REUSE_AFTER_MS / 1000} s)`);
+  }
+
+  /**
+   * What `holder` still uses (replacing what it held before); the ids of
+   * lease endpoints no holder uses any longer are released.
+   */
+  hold(holder: string, ids: Iterable<number>): void {
+    this.holders.set(holder, new Set(ids));
+    for (const [id, key] of this.addrOf) {
+      if ([...this.holders.values()].some((h) => h.has(id))) continue;
+      this.addrOf.delete(id);
+      this.byAddr.delete(key);
+      this.released.push({ id, at: this.now() });
+    }
+  }
+
+  /**
+   * An id for the source of a received datagram (16 bytes): the lease
+   * endpoint's id when it is one, else the next id of the transient ring.
+   */
+  idForSource(src: Uint8Array): number {
+    let v = 0n;
+    for (let i = 0; i < 16; i++) v = (v << 8n) | BigInt(src[i]!);
+    const have = this.byAddr.get(formatIP6(v));
+    if (have !== undefined) return have;
+    const id = FIRST_ID + this.leaseCapacity + this.nextTransient;
+    this.nextTransient = (this.nextTransient + 1) % this.transient;
+    this.bytes.set(src.subarray(0, 16), 16 * id);
+    return id;
+  }
+
+  /** The address an id names, as text (logs, `wg show`). */
+  text(id: number): string {
+    const b = this.bytes.subarray(16 * id, 16 * id + 16);
+    let v = 0n;
+    for (let i = 0; i < 16; i++) v = (v << 8n) | BigInt(b[i]!);
+    return formatIP6(v);
+  }
+
+  private write(id: number, addr: bigint): void {
+    for (let i = 15, v = addr; i >= 0; i--, v >>= 8n) this.bytes[16 * id + i] = Number(v & 0xffn);
+  }
+}
