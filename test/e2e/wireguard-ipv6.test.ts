@@ -220,3 +220,65 @@ describe('wireguard backend (userspace) flannel-wg-v6 next to wireguard-go over 
     assert.ok(metric(m1, /flannel_wireguard_v6_handshakes_total\{kind="initiation_received"\} (\d+)/) > before, 'flannel-ts answered an initiation on flannel-wg-v6');
   });
 });
+
+/** A hostile flannel-wg-v6 peer (host 2: a lease with its key, no flanneld) floods [2001:db8::1]:51821. */
+describe('wireguard backend (userspace) flannel-wg-v6: 30,000 hostile datagrams during an iperf3', { timeout: 180_000 }, () => {
+  let c: Cluster | undefined;
+  before(async () => {
+    c = await cluster(3, 'ftf6');
+  });
+  after(() => teardown(c));
+
+  test('the daemon keeps running, every datagram is dropped and counted by reason, initiations get cookie replies, iperf3 -6 completes', async (t) => {
+    const [h0, h1, h2] = c!.set.hosts as [TestHost, TestHost, TestHost];
+    const { generateKeyPair } = await import('../../src/wireguard/primitives.js');
+    const { startIperfServer, iperfClient } = await import('../helpers/iperf.js');
+    const { fileURLToPath } = await import('node:url');
+    const peer = generateKeyPair();
+    const pub = peer.publicKey.toString('base64');
+    await c!.store.put(
+      `${P}/subnets/10.63.3.0-24&fd00:63:0:3::-64`,
+      JSON.stringify({ PublicIP: h2.ip, PublicIPv6: c!.ip6[2], BackendType: 'wireguard', BackendData: { PublicKey: pub }, BackendV6Data: { PublicKey: pub } }),
+    );
+    await bringUp(c!, [0, 1]);
+    await pingsEventually(c!, 0, 1, true);
+    const targetPublic = JSON.parse((await c!.store.get(await leaseKeyOf(c!, 0)))!.value).BackendV6Data.PublicKey as string;
+    const snmp6 = async () => {
+      const r = await h0.exec(['cat', '/proc/net/snmp6']);
+      return Number(/^Udp6RcvbufErrors\s+(\d+)/m.exec(r.stdout)?.[1] ?? 0);
+    };
+    const counter = (m: string, kind: string, name: string) => metric(m, new RegExp(`flannel_wireguard_v6_${kind}\\{${name}\\} (\\d+)`));
+    const m0 = await metrics(h0);
+    const k0 = await snmp6();
+    const stopServer = await startIperfServer(h1, c!.pod6[1]!);
+    const client = iperfClient(h0, c!.pod6[0]!, c!.pod6[1]!, 5);
+    const plan: [string, number][] = [['random', 8_000], ['truncated', 3_000], ['replay', 5_000], ['tampered', 5_000], ['wrongkey', 4_000], ['unknownindex', 2_000], ['initiation', 3_000]];
+    const fixture = fileURLToPath(new URL('./fixtures/wg-flood.js', import.meta.url));
+    const flood = h2.exec(
+      [process.execPath, fixture, JSON.stringify({ target: c!.ip6[0], port: 51821, bind: c!.ip6[2], privateKey: peer.privateKey.toString('base64'), targetPublic, src: 'fd00:63:0:3::5', dst: c!.pod6[0]!.replace(/::1$/, '::9'), plan })],
+      { timeoutMs: 120_000 },
+    );
+    const [bps, f] = await Promise.all([client, flood]);
+    stopServer();
+    assert.equal(f.code, 0, f.stderr);
+    t.diagnostic(`iperf3 -6 during the flood: ${(bps / 1e9).toFixed(2)} Gbit/s`);
+    assert.ok(c!.daemons[0]!.alive, 'the daemon keeps running');
+    const m1 = await metrics(h0);
+    const kernelDrops = (await snmp6()) - k0;
+    const d = (kind: string, name: string) => counter(m1, kind, name) - counter(m0, kind, name);
+    const drops = { malformed: d('dropped_total', 'reason="malformed"'), replay: d('dropped_total', 'reason="replay"'), badMac: d('dropped_total', 'reason="bad_mac"'), stale: d('dropped_total', 'reason="stale_session"') };
+    const initiations = { cookies: d('handshakes_total', 'kind="cookie_reply_sent"'), backlog: d('dropped_total', 'reason="handshake_backlog"'), worked: d('handshakes_total', 'kind="initiation_received"') };
+    t.diagnostic(`drops ${JSON.stringify(drops)}, initiations ${JSON.stringify(initiations)}, kernel receive-buffer drops ${kernelDrops}`);
+    const own = (JSON.parse(/SENT (.*)/.exec(f.stdout)![1]!) as { handshake: number }).handshake;
+    if (kernelDrops === 0) {
+      assert.deepEqual(drops, { malformed: 11_000, replay: 5_000, badMac: 9_000, stale: 2_000 });
+      assert.equal(initiations.cookies + initiations.backlog + initiations.worked, 3_000 + own);
+    } else {
+      const total = drops.malformed + drops.replay + drops.badMac + drops.stale + initiations.cookies + initiations.backlog + initiations.worked - own;
+      assert.ok(total <= 30_000 && total + kernelDrops >= 30_000, JSON.stringify({ drops, initiations, kernelDrops }));
+    }
+    assert.ok(initiations.cookies > 500, `cookie replies ${initiations.cookies}`);
+    assert.ok(initiations.worked < initiations.cookies / 5, `handshakes worked ${initiations.worked}`);
+    await pingsEventually(c!, 0, 1, true);
+  });
+});

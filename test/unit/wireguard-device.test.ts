@@ -108,6 +108,14 @@ function ipPacket(len: number, tag: number): Buffer {
   return p;
 }
 
+/** An IPv6 packet of `len` bytes (version and payload length set, for the length trim). */
+function ip6Packet(len: number, tag: number): Buffer {
+  const p = Buffer.alloc(len, tag);
+  p[0] = 0x60;
+  p.writeUInt16BE(len - 40, 4);
+  return p;
+}
+
 /** Seal `packets` from `s` to peer address `to` through its tx transport into its outbox. */
 function send(s: Side, to: number, packets: Buffer[]): number {
   const b = new PacketBatch(Math.max(packets.length, 1), 2048);
@@ -184,6 +192,9 @@ test('handshake, confirmation, transport both ways; every drop counted by reason
   assert.deepEqual(got, [ipPacket(1400, 2), ipPacket(61, 3)]);
   assert.equal(send(b, A_ADDR, [ipPacket(200, 4)]), 1);
   assert.deepEqual(deliver(b, a), [ipPacket(200, 4)]);
+  // IPv6 (flannel-wg-v6): the padding to 16 bytes removed by the payload length.
+  assert.equal(send(a, B_ADDR, [ip6Packet(61, 9), ip6Packet(1280, 10)]), 2);
+  assert.deepEqual(deliver(a, b), [ip6Packet(61, 9), ip6Packet(1280, 10)]);
 
   // Replayed, tampered, stale index, truncated, unknown type, unknown peer.
   send(a, B_ADDR, [ipPacket(100, 5)]);
