@@ -137,9 +137,10 @@ describe('wireguard backend (userspace), dual stack in Mode separate: flannel-wg
     assert.match(show.stdout, /latest handshake: /);
   });
 
-  test('iperf3 over IPv6 pods', async () => {
+  test('iperf3 over IPv6 pods', async (t) => {
     const [h0, h1] = c!.set.hosts as [TestHost, TestHost];
     const bps = await iperfRate(h0, c!.pod6[0]!, h1, c!.pod6[1]!, 3);
+    t.diagnostic(`iperf3 -6 through flannel-wg-v6: ${(bps / 1e9).toFixed(2)} Gbit/s`);
     assert.ok(bps > 20e6, `iperf3 -6 ${bps} bit/s`);
   });
 
@@ -161,6 +162,46 @@ describe('wireguard backend (userspace), dual stack in Mode separate: flannel-wg
     await pingsEventually(c!, 0, 1, true);
     await pingsEventually(c!, 1, 0, true);
   });
+});
+
+describe('wireguard backend (userspace) on an IPv6-only network: flannel-wg-v6 alone, and Mode ipv6 on flannel-wg', { timeout: 120_000 }, () => {
+  let c: Cluster | undefined;
+  const V6ONLY = { EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:64::/56' };
+  before(async () => {
+    c = await cluster(2, 'ftv6', { ...V6ONLY, Backend: { Type: 'wireguard' } });
+  });
+  after(() => teardown(c));
+
+  for (const [label, backend, device, port] of [
+    ['Mode separate', { Type: 'wireguard' }, 'flannel-wg-v6', 51821],
+    ['Mode ipv6', { Type: 'wireguard', Mode: 'ipv6' }, 'flannel-wg', 51820],
+  ] as const) {
+    test(`${label}: pods reach each other over ${device} on [PublicIPv6]:${port}`, async () => {
+      await Promise.all(c!.daemons.map((d) => d?.stop('SIGTERM')));
+      await c!.store.put(`${P}/config`, JSON.stringify({ ...V6ONLY, Backend: backend }));
+      // The pods keep their IPv6 subnets across the restart (the leases are reacquired).
+      const ds = [0, 1].map((i) => startHost(c!, i));
+      await Promise.all(ds.map((d) => d.waitForLine(/\[flanneld\] running$/, 30_000)));
+      for (const i of [0, 1]) {
+        const env = parseEnv(await readFile(join(c!.dir, `h${i}.env`), 'utf8'));
+        assert.equal(env.FLANNEL_SUBNET, undefined, 'no IPv4 subnet');
+        const h = c!.set.hosts[i]!;
+        if (!c!.pod6[i]) {
+          await h.exec(['ip', 'link', 'add', 'cni0', 'type', 'bridge'], { check: true });
+          await h.exec(['ip', 'link', 'set', 'cni0', 'mtu', env.FLANNEL_MTU!, 'up'], { check: true });
+          await h.exec(['ip', '-6', 'addr', 'add', env.FLANNEL_IPV6_SUBNET!, 'dev', 'cni0', 'nodad'], { check: true });
+        }
+        c!.pod6[i] = env.FLANNEL_IPV6_SUBNET!.split('/')[0]!;
+      }
+      await pingsEventually(c!, 0, 1, true);
+      await pingsEventually(c!, 1, 0, true);
+      const show = await wgOn(c!, 0, ['show', device, 'endpoints']);
+      assert.equal(show.code, 0, show.stderr);
+      assert.match(show.stdout, new RegExp(`\\[2001:db8::2\\]:${port}`));
+      const other = device === 'flannel-wg' ? 'flannel-wg-v6' : 'flannel-wg';
+      assert.notEqual((await c!.set.hosts[0]!.exec(['ip', 'link', 'show', 'dev', other])).code, 0, `no ${other}`);
+    });
+  }
 });
 
 /** wireguard-go on host 1 as a flannel-wg-v6 peer: its endpoint [2001:db8::2]:51821. */

@@ -280,6 +280,11 @@ export class UdpBackend implements Backend {
     }
   }
 
+  /** Whose problem /healthz names: "udp", or under another backend the device (flannel-wg and flannel-wg-v6 each have their own). */
+  private get healthKey(): string {
+    return this.opts.component ? this.tunName : 'udp';
+  }
+
   /** Whether flannel0's queues are chosen by our steering program (metrics, tests). */
   tunSteered = false;
 
@@ -325,7 +330,7 @@ export class UdpBackend implements Backend {
     if (this.restarting || this.stopped) return;
     this.restarting = true;
     const problem = `${role} packet worker failed (${err.message}); restarting`;
-    this.ctx.health.report('udp', problem);
+    this.ctx.health.report(this.healthKey, problem);
     // Died soon after the last restart: wait longer this time; ran a while: start from the shortest wait.
     this.restartDelayMs = Date.now() - this.workersStartedAt > RESTART_STABLE_MS ? RESTART_MIN_MS : Math.min(this.restartDelayMs * 2, RESTART_MAX_MS);
     try {
@@ -342,12 +347,12 @@ export class UdpBackend implements Backend {
           break;
         } catch (e) {
           this.log.warn('cannot restart the udp dataplane yet', { error: (e as Error).message, retryInMs: this.restartDelayMs });
-          this.ctx.health.report('udp', `${problem}: ${(e as Error).message}`);
+          this.ctx.health.report(this.healthKey, `${problem}: ${(e as Error).message}`);
           this.restartDelayMs = Math.min(this.restartDelayMs * 2, RESTART_MAX_MS);
         }
       }
       counterRegion(this.countersSab, REGION_MAIN)[UdpCounter.dataplaneRestarts] += 1;
-      this.ctx.health.report('udp', null);
+      this.ctx.health.report(this.healthKey, null);
       this.log.info('udp dataplane restarted', { device: this.tunName, offload: this.offload });
     } finally {
       this.restarting = false;
