@@ -89,10 +89,13 @@ static void set_sockbuf(int fd, int force_opt, int opt, int bytes) {
   (void)setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes);
 }
 
-/* udpOpen(bindAddr, port, reusePort) -> fd */
+/* udpOpen(bindAddr, port, reusePort, dualStack?) -> fd
+ * dualStack (with an IPv6 bindAddr such as "::"): the socket also carries
+ * IPv4, its peers then appearing as ::ffff:a.b.c.d (a WireGuard device whose
+ * peers are reached over either family, Mode auto). */
 napi_value udp_open(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
 
   napi_valuetype t;
   if (napi_typeof(env, argv[0], &t) != napi_ok) return throw_napi_failure(env), NULL;
@@ -102,13 +105,16 @@ napi_value udp_open(napi_env env, napi_callback_info info) {
   if (napi_get_value_string_utf8(env, argv[0], addr, sizeof addr, &alen) != napi_ok)
     return throw_napi_failure(env), NULL;
   int64_t port;
-  bool reuse = false;
-  if (!get_int(env, argv[1], "port", 0, 65535, &port) || !get_bool(env, argv[2], "reusePort", &reuse)) return NULL;
+  bool reuse = false, dual = false;
+  if (!get_int(env, argv[1], "port", 0, 65535, &port) || !get_bool(env, argv[2], "reusePort", &reuse) ||
+      !get_bool(env, argv[3], "dualStack", &dual))
+    return NULL;
 
   /* An address with a colon binds an IPv6 socket (the wireguard backend's
    * flannel-wg-v6 on ListenPortV6); IPV6_V6ONLY keeps it off IPv4, whose
-   * port may be another device's. */
+   * port may be another device's, unless asked for both. */
   bool v6 = memchr(addr, ':', alen) != NULL;
+  if (dual && !v6) return throw_range(env, "dualStack needs an IPv6 bindAddr such as ::, got \"%s\"", addr), NULL;
   union {
     struct sockaddr_in v4;
     struct sockaddr_in6 v6;
@@ -141,7 +147,8 @@ napi_value udp_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int one = 1;
-  if (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) {
+  int v6only = dual ? 0 : 1;
+  if (v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) < 0) {
     int e = errno;
     close(fd);
     throw_sys(env, e, "setsockopt", NULL, "IPV6_V6ONLY on [%s]:%lld", addr, (long long)port);
@@ -387,18 +394,19 @@ napi_value udp_send(napi_env env, napi_callback_info info) {
   uint32_t *addrs;
   uint16_t *ports;
   bool gso = false, flow_runs = false;
-  uint8_t *endpoints6;
+  uint8_t *endpoints6 = NULL;
   size_t nendpoints = 0;
   if (!get_fd(env, argv[0], &fd) || !get_slots(env, argv[1], argv[2], argv[3], argv[6], "count", MAX_UDP_BATCH, &b) ||
       !get_peers(env, argv[4], argv[5], b.n, "count", &addrs, &ports) || !check_out_lens(env, b.lens, b.n, b.slot) ||
-      !get_bool(env, argv[7], "gso", &gso) || !get_bool(env, argv[8], "flowRuns", &flow_runs) ||
-      !get_optional_typed(env, argv[9], "endpoints6", napi_uint8_array, "Uint8Array", 0, (void **)&endpoints6))
+      !get_bool(env, argv[7], "gso", &gso) || !get_bool(env, argv[8], "flowRuns", &flow_runs))
     return NULL;
-  if (endpoints6) {
+  napi_valuetype et;
+  if (napi_typeof(env, argv[9], &et) != napi_ok) return throw_napi_failure(env), NULL;
+  if (et != napi_undefined && et != napi_null) {
     size_t bytes = 0;
-    void *data;
-    if (!get_typed(env, argv[9], "endpoints6", napi_uint8_array, "Uint8Array", &data, &bytes)) return NULL;
+    if (!get_typed(env, argv[9], "endpoints6", napi_uint8_array, "Uint8Array", (void **)&endpoints6, &bytes)) return NULL;
     nendpoints = bytes / 16;
+    /* Ids come from our own tables: one beyond the table is a bug, not a packet to drop. */
     for (int64_t i = 0; i < b.n; i++)
       if (addrs[i] >= nendpoints)
         return throw_range(env, "addrs[%lld] = %u names no endpoint (the table holds %zu)", (long long)i, addrs[i], nendpoints), NULL;

@@ -16,8 +16,8 @@ import type { NativeAddon } from '../native/addon.js';
 import { PacketBatch } from '../tun/packet-batch.js';
 
 /** Open a non-blocking UDP socket bound to bindAddr:port ("" = every IPv4 address; an IPv6 address opens an IPv6-only socket); returns its fd. */
-export function openUdpSocket(addon: NativeAddon, bindAddr: string, port: number, reusePort = false): number {
-  return addon.udpOpen(bindAddr, port, reusePort);
+export function openUdpSocket(addon: NativeAddon, bindAddr: string, port: number, reusePort = false, dualStack = false): number {
+  return addon.udpOpen(bindAddr, port, reusePort, dualStack);
 }
 
 /** Turn UDP GRO on for fd; false when the kernel (or a fake addon) has none. */

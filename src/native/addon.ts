@@ -63,7 +63,7 @@ export interface NativeAddon {
    * SO_REUSEADDR on purpose, so a port held by another process (a second
    * flanneld) fails with EADDRINUSE instead of silently sharing it.
    */
-  udpOpen(bindAddr: string, port: number, reusePort: boolean): number;
+  udpOpen(bindAddr: string, port: number, reusePort: boolean, /** With "::": IPv4 too (peers as ::ffff:a.b.c.d). */ dualStack?: boolean): number;
   /**
    * recvmmsg up to `max` datagrams into slots; lens[i] = length (slotSize + 1
    * when the datagram was truncated), addrs[i] = source IPv4 as u32 (host

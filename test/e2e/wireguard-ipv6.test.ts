@@ -51,9 +51,9 @@ async function cluster(n: number, prefix: string, config: object = CONFIG): Prom
   return { set, dir, store, daemons: [], pod: [], pod6: [], ip6 };
 }
 
-function startHost(c: Cluster, i: number): DaemonProcess {
+function startHost(c: Cluster, i: number, extra: string[] = []): DaemonProcess {
   const h = c.set.hosts[i]!;
-  const d = startDaemon([`--local-store=${join(c.dir, 'store')}`, `--iface=${h.iface}`, `--subnet-file=${join(c.dir, `h${i}.env`)}`, '--healthz-ip=127.0.0.1', '--healthz-port=8473'], {
+  const d = startDaemon([`--local-store=${join(c.dir, 'store')}`, `--iface=${h.iface}`, `--subnet-file=${join(c.dir, `h${i}.env`)}`, '--healthz-ip=127.0.0.1', '--healthz-port=8473', ...extra], {
     name: `h${i}`,
     prefix: ['ip', 'netns', 'exec', h.ns],
     env: { WIREGUARD_KEY_FILE: keyFile(c, i), FLANNEL_WIREGUARD_SOCKET_DIR: sockDir(c, i) },
@@ -62,8 +62,8 @@ function startHost(c: Cluster, i: number): DaemonProcess {
   return d;
 }
 
-async function bringUp(c: Cluster, hosts = c.set.hosts.map((_, i) => i)): Promise<void> {
-  const ds = hosts.map((i) => startHost(c, i));
+async function bringUp(c: Cluster, hosts = c.set.hosts.map((_, i) => i), extra: (i: number) => string[] = () => []): Promise<void> {
+  const ds = hosts.map((i) => startHost(c, i, extra(i)));
   await Promise.all(ds.map((d) => d.waitForLine(/\[flanneld\] running$/, 30_000)));
   for (const i of hosts) {
     const env = parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
@@ -118,7 +118,8 @@ describe('wireguard backend (userspace), dual stack in Mode separate: flannel-wg
     assert.match(addr, new RegExp(`inet6 ${own6}/128`));
     const route = (await h0.exec(['ip', '-6', 'route', 'show', 'dev', 'flannel-wg-v6'], { check: true })).stdout;
     assert.match(route, /^fd00:63::\/56 /m);
-    assert.match((await h0.exec(['ss', '-uln'], { check: true })).stdout, /\[2001:db8::1\]:51821/);
+    // Every address, as a kernel WireGuard device listens (peers are told apart by key, not by address).
+    assert.match((await h0.exec(['ss', '-uln'], { check: true })).stdout, /\[::\]:51821/);
     for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) if (i !== j) {
       await pingsEventually(c!, i, j, false);
       await pingsEventually(c!, i, j, true);
@@ -200,6 +201,51 @@ describe('wireguard backend (userspace) on an IPv6-only network: flannel-wg-v6 a
       assert.match(show.stdout, new RegExp(`\\[2001:db8::2\\]:${port}`));
       const other = device === 'flannel-wg' ? 'flannel-wg-v6' : 'flannel-wg';
       assert.notEqual((await c!.set.hosts[0]!.exec(['ip', 'link', 'show', 'dev', other])).code, 0, `no ${other}`);
+    });
+  }
+});
+
+/**
+ * flannel's one-device Modes on a dual-stack network: flannel-wg carries
+ * IPv4 and IPv6 pods, its peers at IPv4 endpoints (Mode ipv4), IPv6 ones
+ * (Mode ipv6), or per peer (Mode auto: one socket for both families). For
+ * auto, host 2 publishes a private PublicIP (10.99.0.3, a second address on
+ * its link): hosts 0 and 1 reach each other over IPv4 (public on both
+ * sides), reach host 2 over IPv6, and host 2 reaches them over IPv4
+ * (theirs is public), as flannel's selectPublicEndpoint decides.
+ */
+describe('wireguard backend (userspace), dual stack, one device for both families: Modes ipv4, ipv6, auto', { timeout: 240_000 }, () => {
+  let c: Cluster | undefined;
+  before(async () => {
+    c = await cluster(3, 'ftwm', { ...CONFIG, Backend: { Type: 'wireguard', Mode: 'ipv4' } });
+    const [h0, h1, h2] = c.set.hosts as [TestHost, TestHost, TestHost];
+    await run('ip', ['-n', h2.ns, 'addr', 'add', '10.99.0.3/24', 'dev', h2.iface], { check: true });
+    for (const h of [h0, h1]) await run('ip', ['-n', h.ns, 'route', 'add', '10.99.0.0/24', 'dev', h.iface], { check: true });
+  });
+  after(() => teardown(c));
+
+  const endpointsOf = async (i: number) => (await wgOn(c!, i, ['show', 'flannel-wg', 'endpoints'])).stdout;
+
+  for (const [mode, expect] of [
+    ['ipv4', { 0: ['192.0.2.2:51820', '10.99.0.3:51820'], 2: ['192.0.2.1:51820', '192.0.2.2:51820'] }],
+    ['ipv6', { 0: ['[2001:db8::2]:51820', '[2001:db8::3]:51820'], 2: ['[2001:db8::1]:51820', '[2001:db8::2]:51820'] }],
+    ['auto', { 0: ['192.0.2.2:51820', '[2001:db8::3]:51820'], 2: ['192.0.2.1:51820', '192.0.2.2:51820'] }],
+  ] as const) {
+    test(`Mode ${mode}: ping matrix over both families through flannel-wg, peers at ${mode === 'auto' ? 'the endpoints flannel would pick' : `${mode} endpoints`}`, async () => {
+      await Promise.all(c!.daemons.map((d) => d?.stop('SIGTERM')));
+      await c!.store.put(`${P}/config`, JSON.stringify({ ...CONFIG, Backend: { Type: 'wireguard', Mode: mode } }));
+      await bringUp(c!, [0, 1, 2], (i) => (i === 2 ? ['--public-ip=10.99.0.3'] : []));
+      assert.notEqual((await c!.set.hosts[0]!.exec(['ip', 'link', 'show', 'dev', 'flannel-wg-v6'])).code, 0, 'no flannel-wg-v6');
+      for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) if (i !== j) {
+        await pingsEventually(c!, i, j, false);
+        await pingsEventually(c!, i, j, true);
+      }
+      for (const [i, want] of Object.entries(expect)) {
+        const shown = await endpointsOf(Number(i));
+        for (const e of want) assert.ok(shown.includes(`\t${e}\n`), `h${i} has a peer at ${e}:\n${shown}`);
+      }
+      const m = await metrics(c!.set.hosts[0]!);
+      assert.equal(metric(m, /^flannel_wireguard_sessions (\d+)$/m), 2);
     });
   }
 });

@@ -358,32 +358,3 @@ describe('wireguard backend (userspace): 100,000 hostile datagrams during an ipe
     await pingsEventually(c!, 0, 1);
   });
 });
-
-describe('wireguard backend (userspace): Modes it cannot carry', { timeout: 60_000 }, () => {
-  let c: WCluster | undefined;
-  before(async () => {
-    c = await localCluster(1, 'ftw6');
-  });
-  after(() => teardown(c));
-
-  // One device carrying both families (Mode auto on a dual-stack network) and IPv4 pods over IPv6
-  // endpoints (Mode ipv6): the userspace dataplane refuses both before it writes a key or takes a
-  // lease, and says what to do instead. Mode separate, dual stack, works (wireguard-ipv6.test.ts).
-  for (const [label, config, why] of [
-    ['Mode auto, dual stack', { Network: '10.61.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:61::/48', Backend: { Type: 'wireguard', Mode: 'auto' } }, /Mode \\?"auto\\?" puts IPv4 and IPv6 pods on one device/],
-    ['Mode ipv6', { Network: '10.61.0.0/16', Backend: { Type: 'wireguard', Mode: 'ipv6' } }, /Mode \\?"ipv6\\?" carries IPv4 pods over IPv6 endpoints/],
-  ] as const) {
-    test(`${label}: one clear line, exit 1, no key, no lease, no device`, async () => {
-      await c!.store!.put(`${P}/config`, JSON.stringify(config));
-      const d = startHost(c!, 0);
-      assert.equal(await d.exited, 1, d.lines.join('\n'));
-      const line = d.lines.find((l) => why.test(l));
-      assert.ok(line && /carries each pod family over endpoints of the same family/.test(line) && /FLANNEL_WIREGUARD_IMPL=kernel/.test(line), d.lines.join('\n'));
-      const { readdir } = await import('node:fs/promises');
-      assert.ok(!(await readdir(c!.dir)).includes('h0.wgkey'), 'no key file written');
-      assert.deepEqual((await c!.store!.list(`${P}/subnets/`)).entries, [], 'no lease taken');
-      assert.notEqual((await c!.set.hosts[0]!.exec(['ip', 'link', 'show', 'dev', 'flannel-wg'])).code, 0, 'no flannel-wg');
-      assert.ok(d.lines.some((l) => /stopped before taking a lease/.test(l)), 'the last line does not claim a lease');
-    });
-  }
-});

@@ -236,3 +236,81 @@ test('cookies are bound to the IPv6 source and port', () => {
   assert.ok(!checker.checkMac2(message, ipv6Source(elsewhere, 51821)), 'another address');
   assert.ok(!checker.checkMac2(message, ipv6Source(from, 51822)), 'another port');
 });
+
+test('one device for both families (the one-device Modes): a mixed batch is routed per family, every packet counted once, IPv6 survivors after the IPv4 ones', async () => {
+  const { DualRouting } = await import('../../src/backend/udp/routing.js');
+  const { createRouteTableBuffer, RouteTableWriter } = await import('../../src/backend/udp/routes.js');
+  const { IcmpLimiter } = await import('../../src/backend/udp/pipeline.js');
+  const { parseIP4 } = await import('../../src/net/ipaddr.js');
+  const { makePacket } = await import('./packet-fixtures.js');
+  const r4 = createRouteTableBuffer(16);
+  new RouteTableWriter(r4).publish({
+    ownNet: parseIP4('10.5.1.0'),
+    ownPrefixLen: 24,
+    network: parseIP4('10.5.0.0'),
+    networkPrefixLen: 16,
+    icmpSource: parseIP4('10.5.0.0'),
+    routes: [{ net: parseIP4('10.5.2.0'), prefixLen: 24, peer: 7, port: 51820 }],
+  });
+  const r6 = createRouteTable6Buffer(16);
+  // The same endpoint (7) holds an IPv4 and an IPv6 subnet, as a dual-stack peer does.
+  new RouteTable6Writer(r6).publish({ own: { words: words6(parseIP6('fd00:5:0:1::')), prefixLen: 64 }, routes: [route('fd00:5:0:2::/64', 7, 51820)] });
+  const routing = new DualRouting(r4, r6);
+  const counters = createCounterBuffer();
+  const b = new PacketBatch(8, SLOT);
+  const v4 = (dst: string) => makePacket({ src: '10.5.1.2', dst, proto: 17, payloadLen: 30 });
+  const icmp = new PacketBatch(8, 128);
+  const n = fill(b, [packet6('fd00:5:0:1::1', 'fd00:5:0:2::1', 10), v4('10.5.2.9'), packet6('fd00:5:0:1::1', 'fd00:9::1'), v4('10.5.9.9'), v4('10.5.2.8'), packet6('fd00:5:0:1::1', 'fd00:5:0:2::2', 11)]);
+  const m = routing.forward(b, n, icmp, new IcmpLimiter(), counterRegion(counters, REGION_TX), 1420);
+  assert.equal(m, 4);
+  const versions = Array.from({ length: m }, (_, i) => b.buf[i * SLOT]! >> 4);
+  assert.deepEqual(versions, [4, 4, 6, 6], 'IPv4 first, each family in its order');
+  assert.deepEqual([b.lens[2], b.lens[3]], [50, 51]);
+  assert.ok([...b.addrs.subarray(0, 4)].every((a) => a === 7));
+  const c = readCounters(counters);
+  assert.deepEqual([c.tunRead, c.txNoRoute], [6, 2]);
+  // Receive: what endpoint 7 may send, of either family.
+  const rx = counterRegion(counters, REGION_RX);
+  const k = fill(b, [packet6('fd00:5:0:2::1', 'fd00:5:0:1::5'), makePacket({ src: '10.5.2.3', dst: '10.5.1.4', proto: 17, payloadLen: 8 }), packet6('fd00:5:0:3::1', 'fd00:5:0:1::5'), makePacket({ src: '10.5.3.3', dst: '10.5.1.4', proto: 17, payloadLen: 8 })], [7, 7, 7, 7]);
+  assert.equal(routing.accept(b, k, rx), 2);
+  const d = readCounters(counters);
+  assert.deepEqual([d.received, d.rxSpoofed], [4, 2]);
+  // One family only: straight through.
+  const j = fill(b, [v4('10.5.2.1'), v4('10.5.2.2')]);
+  assert.equal(routing.forward(b, j, icmp, new IcmpLimiter(), counterRegion(counters, REGION_TX), 1420), 2);
+});
+
+test('addon: a dual-stack socket (Mode auto) reaches IPv4 peers through ::ffff:a.b.c.d ids and reports them so; endpoint text as wg writes it', async () => {
+  const { endpointAddress6 } = await import('../../src/backend/udp/endpoints6.js');
+  const addon = loadNative();
+  const dual = addon.udpOpen('::', 0, false, true);
+  const v4 = addon.udpOpen('127.0.0.1', 0, false);
+  try {
+    const ends = new EndpointTable6(4, 2);
+    const id = ends.idOf(endpointAddress6('127.0.0.1'));
+    assert.equal(ends.text(id), '127.0.0.1', 'an IPv4-mapped endpoint reads as the IPv4 address');
+    const sock = new UdpSocket(addon, dual, 500, { endpoints6: new Uint8Array(ends.sab) });
+    const out = new PacketBatch(1, 256);
+    out.buf.write('ping');
+    out.lens[0] = 4;
+    out.addrs[0] = id;
+    out.ports[0] = addon.udpLocalPort(v4);
+    assert.equal(sock.send(out, 1, false), 1);
+    const plain = new UdpSocket(addon, v4, 500);
+    const got = new PacketBatch(1, 256);
+    assert.equal(plain.recv(got), 1);
+    assert.equal(got.ports[0], addon.udpLocalPort(dual));
+    assert.equal(got.addrs[0], 0x7f000001, 'an IPv4 datagram from 127.0.0.1');
+    got.lens[0] = 4;
+    got.ports[0] = addon.udpLocalPort(dual);
+    assert.equal(plain.send(got, 1, false), 1);
+    const back = new PacketBatch(1, 256);
+    assert.equal(sock.recv(back), 1);
+    assert.deepEqual([...back.sources6!.subarray(0, 16)], [...Array(10).fill(0), 0xff, 0xff, 127, 0, 0, 1]);
+    assert.equal(ends.idForSource(back.sources6!.subarray(0, 16)), id, 'the source is the lease endpoint it was sent to');
+    assert.throws(() => addon.udpOpen('0.0.0.0', 0, false, true), /dualStack needs an IPv6 bindAddr/);
+  } finally {
+    addon.close(dual);
+    addon.close(v4);
+  }
+});

@@ -159,37 +159,27 @@ test('kernel path start: each device as flannel configures it (plan)', async () 
   assert.deepEqual(await plan({ Type: 'wireguard', Mode: 'auto' }), device('flannel-wg', true, true));
 });
 
-test('userspace path: a device that would mix families is refused with the reason, before any key is written', async () => {
+test('userspace path: every Mode makes the devices flannel makes, each carrying its pod families over its endpoints', async () => {
   const V6ONLY = { EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:5::/48' };
-  const cases: [Record<string, unknown>, RegExp][] = [
-    [{ Network: '10.5.0.0/16', Backend: { Type: 'wireguard', Mode: 'ipv6' } }, /Mode "ipv6" carries IPv4 pods over IPv6 endpoints/],
-    [{ ...DUAL, Backend: { Type: 'wireguard', Mode: 'auto' } }, /Mode "auto" puts IPv4 and IPv6 pods on one device/],
-    [{ ...DUAL, Backend: { Type: 'wireguard', Mode: 'ipv4' } }, /Mode "ipv4" puts IPv4 and IPv6 pods on one device/],
-    [{ ...V6ONLY, Backend: { Type: 'wireguard', Mode: 'auto' } }, /Mode "auto" may carry IPv6 pods over IPv4 endpoints/],
-  ];
-  for (const [config, why] of cases) {
-    const c = ctx(config);
-    const keyFile = join(dir, 'refused.key');
-    const be = new WireGuardBackend(c, parseWireGuardOptions(c.backendConfig), { keyFile, impl: 'userspace', socketDir: dir });
-    await assert.rejects(be.prepare(), (e: Error) => why.test(e.message) && /carries each pod family over endpoints of the same family/.test(e.message) && /Mode "separate"/.test(e.message) && /FLANNEL_WIREGUARD_IMPL=kernel/.test(e.message));
-    assert.ok(!(await readdir(dir)).includes('refused.key'), 'no key file was created');
-  }
-});
-
-test('userspace path: Mode separate dual stack makes flannel-wg (IPv4) and flannel-wg-v6 (IPv6 on ListenPortV6); IPv6-only networks one device', async () => {
   const devicesOf = async (config: Record<string, unknown>) => {
     const c = ctx(config);
     const be = new WireGuardBackend(c, parseWireGuardOptions(c.backendConfig), { keyFile: join(dir, 'us.key'), impl: 'userspace', socketDir: dir });
     await be.prepare();
-    return be.userspaceDevices.map((d) => ({ name: d.udp.tunName, family: d.udp.family, port: d.udp.config.port }));
+    return be.userspaceDevices.map((d) => ({ name: d.udp.tunName, pods: `${d.udp.pods.ipv4 ? '4' : ''}${d.udp.pods.ipv6 ? '6' : ''}`, endpoints: d.udp.endpointMode, port: d.udp.config.port }));
   };
+  const mode = (m: string, base: Record<string, unknown> = DUAL) => devicesOf({ ...base, Backend: { Type: 'wireguard', Mode: m } });
   assert.deepEqual(await devicesOf(DUAL), [
-    { name: 'flannel-wg', family: 4, port: 51820 },
-    { name: 'flannel-wg-v6', family: 6, port: 51821 },
+    { name: 'flannel-wg', pods: '4', endpoints: 'ipv4', port: 51820 },
+    { name: 'flannel-wg-v6', pods: '6', endpoints: 'ipv6', port: 51821 },
   ]);
-  const V6ONLY = { EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:5::/48' };
-  assert.deepEqual(await devicesOf({ ...V6ONLY, Backend: { Type: 'wireguard' } }), [{ name: 'flannel-wg-v6', family: 6, port: 51821 }]);
-  assert.deepEqual(await devicesOf({ ...V6ONLY, Backend: { Type: 'wireguard', Mode: 'ipv6' } }), [{ name: 'flannel-wg', family: 6, port: 51820 }]);
+  assert.deepEqual(await mode('ipv4'), [{ name: 'flannel-wg', pods: '46', endpoints: 'ipv4', port: 51820 }]);
+  assert.deepEqual(await mode('ipv6'), [{ name: 'flannel-wg', pods: '46', endpoints: 'ipv6', port: 51820 }]);
+  assert.deepEqual(await mode('auto'), [{ name: 'flannel-wg', pods: '46', endpoints: 'dual', port: 51820 }]);
+  assert.deepEqual(await mode('auto', { Network: '10.5.0.0/16' }), [{ name: 'flannel-wg', pods: '4', endpoints: 'ipv4', port: 51820 }], 'no IPv6 endpoints without EnableIPv6');
+  assert.deepEqual(await mode('ipv6', { Network: '10.5.0.0/16' }), [{ name: 'flannel-wg', pods: '4', endpoints: 'ipv6', port: 51820 }]);
+  assert.deepEqual(await devicesOf({ ...V6ONLY, Backend: { Type: 'wireguard' } }), [{ name: 'flannel-wg-v6', pods: '6', endpoints: 'ipv6', port: 51821 }]);
+  assert.deepEqual(await mode('ipv6', V6ONLY), [{ name: 'flannel-wg', pods: '6', endpoints: 'ipv6', port: 51820 }]);
+  assert.deepEqual(await mode('auto', V6ONLY), [{ name: 'flannel-wg', pods: '6', endpoints: 'dual', port: 51820 }]);
 });
 
 test('--dry-run plans the kernel path: no key file created, no config file, nothing deleted at stop; the userspace path has nothing to plan', async () => {

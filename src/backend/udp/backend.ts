@@ -9,7 +9,7 @@
  */
 import type { Backend, BackendContext, BackendLeaseAttrs } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
-import { formatIP4, formatIP4Net, formatIP6, formatIP6Net, ip4NetEqual, ip6NetEqual, parseIP4, parseIP6, type IP4Net, type IP6Net } from '../../net/ipaddr.js';
+import { formatIP4, formatIP4Net, formatIP6, formatIP6Net, ip4NetEqual, ip6NetEqual, parseIP4, type IP4Net, type IP6Net } from '../../net/ipaddr.js';
 import { IpRoute, type IpRunner } from '../../net/iproute.js';
 import { loadNative, type NativeAddon } from '../../native/addon.js';
 import { openTun, openTunQueue } from '../../tun/device.js';
@@ -20,7 +20,8 @@ import { availableParallelism } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from './routes.js';
 import { createRouteTable6Buffer, RouteTable6Writer, words6, type Route6Entry } from './routes6.js';
-import { EndpointTable6 } from './endpoints6.js';
+import { EndpointTable6, endpointAddress6 } from './endpoints6.js';
+import { describe as describeLease } from '../../subnet/manager.js';
 import { counterRegion, createCounterBuffer, MAX_WORKERS, REGION_MAIN, renderCounters, UdpCounter } from './counters.js';
 import { PacketWorkers, type QueueFds } from './workers.js';
 import { parseUdpBackendConfig, UDP_ENCAP_OVERHEAD, type UdpBackendConfig } from './options.js';
@@ -62,13 +63,33 @@ export interface UdpBackendOptions {
   /** The backend this dataplane serves, when not udp: names its metrics (flannel_<component>_...) and log lines. */
   component?: string;
   /**
-   * 6: carry IPv6 pods (the lease's IPv6 subnet, IPv6Network) over IPv6
-   * endpoints (PublicIPv6, a socket on the interface's IPv6 address): the
-   * wireguard backend's flannel-wg-v6. One worker pair, plain path (no TUN
-   * offloads, no UDP GRO). Default 4.
+   * The pod families this dataplane carries (default IPv4 only): IPv4 pods
+   * (the lease's subnet, Network) and IPv6 pods (its IPv6 subnet,
+   * IPv6Network), each with a route table of its own. With IPv6 pods it
+   * runs one worker pair on the plain path (no TUN offloads, no UDP GRO:
+   * those are IPv4 code). The wireguard backend's devices.
    */
-  family?: 4 | 6;
+  pods?: { ipv4: boolean; ipv6: boolean };
+  /**
+   * How peers are reached: 'ipv4' (default) through an IPv4 socket on the
+   * interface's address, a peer named by its u32 address; 'ipv6' through an
+   * IPv6-only socket on its IPv6 address, 'dual' through one IPv6 socket on
+   * :: that reaches IPv4 peers as ::ffff:a.b.c.d (WireGuard's Mode auto);
+   * both name a peer by an endpoint id (endpoints6.ts).
+   */
+  endpoints?: EndpointMode;
+  /**
+   * Bind to every address of the family instead of the interface's own
+   * (WireGuard: peers are told apart by their keys, not by the source
+   * address, and a kernel WireGuard device listens on all addresses, so a
+   * PublicIP that is another local address still reaches it).
+   */
+  bindAny?: boolean;
+  /** The address a lease's host is reached at (default PublicIP, PublicIPv6 with 'ipv6' endpoints); null: none. */
+  endpointOf?: (lease: Lease) => string | null;
 }
+
+export type EndpointMode = 'ipv4' | 'ipv6' | 'dual';
 
 /** Waits before restarting a dead dataplane: from 1 s, doubling up to 30 s while it keeps dying within a minute of a restart. */
 const RESTART_MIN_MS = 1000;
@@ -92,8 +113,9 @@ export class UdpBackend implements Backend {
   /** Remote subnets by "a.b.c.d/len". */
   private readonly peers = new Map<string, RouteEntry>();
   private ownSubnet: IP4Net | null = null;
-  /** Family 6: the IPv6 route table, its remote subnets by CIDR text, and the endpoint ids they name. */
-  readonly family: 4 | 6;
+  /** The pod families carried, how peers are reached; with IPv6 pods the IPv6 route table and its subnets by CIDR text. */
+  readonly pods: { ipv4: boolean; ipv6: boolean };
+  readonly endpointMode: EndpointMode;
   private readonly routes6Sab: SharedArrayBuffer | null;
   private readonly routes6: RouteTable6Writer | null;
   readonly endpoints6: EndpointTable6 | null;
@@ -123,24 +145,19 @@ export class UdpBackend implements Backend {
     private readonly opts: UdpBackendOptions = {},
   ) {
     this.config = opts.port === undefined ? parseUdpBackendConfig(ctx.backendConfig, MAX_WORKERS) : { port: opts.port };
-    this.family = opts.family ?? 4;
+    this.pods = opts.pods ?? { ipv4: true, ipv6: false };
+    this.endpointMode = opts.endpoints ?? 'ipv4';
     // WireGuard's transport keeps one send counter and one replay window per keypair, written by a single worker each: one pair only.
-    this.workerCount = opts.wireguard || this.family === 6 ? 1 : (this.config.workers ?? ctx.dataplane.workers ?? Math.min(availableParallelism(), MAX_WORKERS));
+    this.workerCount = opts.wireguard || this.pods.ipv6 ? 1 : (this.config.workers ?? ctx.dataplane.workers ?? Math.min(availableParallelism(), MAX_WORKERS));
     this.tunName = opts.tunName ?? 'flannel0';
     this.ip = opts.ip ?? new IpRoute();
     // Under another backend (wireguard) this is that backend's dataplane.
     this.log = ctx.log.child(opts.component ? 'dataplane' : 'udp');
-    if (this.family === 6) {
-      if (!ctx.config.ipv6Network) throw new Error(`${this.tunName} needs an IPv6Network (EnableIPv6)`);
-      this.routes6Sab = createRouteTable6Buffer();
-      this.routes6 = new RouteTable6Writer(this.routes6Sab);
-      this.endpoints6 = new EndpointTable6();
-    } else {
-      if (!ctx.config.network) throw new Error('udp backend needs an IPv4 Network (EnableIPv4); IPv6 is not supported by udp');
-      this.routes6Sab = null;
-      this.routes6 = null;
-      this.endpoints6 = null;
-    }
+    if (this.pods.ipv4 && !ctx.config.network) throw new Error(opts.pods ? `${this.tunName} needs an IPv4 Network (EnableIPv4)` : 'udp backend needs an IPv4 Network (EnableIPv4); IPv6 is not supported by udp');
+    if (this.pods.ipv6 && !ctx.config.ipv6Network) throw new Error(`${this.tunName} needs an IPv6Network (EnableIPv6)`);
+    this.routes6Sab = this.pods.ipv6 ? createRouteTable6Buffer() : null;
+    this.routes6 = this.routes6Sab ? new RouteTable6Writer(this.routes6Sab) : null;
+    this.endpoints6 = this.endpointMode === 'ipv4' ? null : new EndpointTable6();
   }
 
   async prepare(): Promise<BackendLeaseAttrs> {
@@ -166,14 +183,11 @@ export class UdpBackend implements Backend {
 
   async start(ownLease: Lease): Promise<void> {
     if (this.queues.length > 0) throw new Error('udp backend already started');
-    if (this.family === 6) {
-      if (!ownLease.ipv6Subnet) throw new Error(`${this.tunName} needs an IPv6 lease`);
-      if (!this.ctx.extIface.ifaceAddr6) throw new Error(`${this.tunName} needs an IPv6 address on the external interface ${this.ctx.extIface.name} (its endpoints are IPv6)`);
-      this.ownSubnet6 = ownLease.ipv6Subnet;
-    } else {
-      if (!ownLease.subnet) throw new Error('udp backend needs an IPv4 lease');
-      this.ownSubnet = ownLease.subnet;
-    }
+    if (this.pods.ipv4 && !ownLease.subnet) throw new Error(`${this.opts.pods ? this.tunName : 'udp backend'} needs an IPv4 lease`);
+    if (this.pods.ipv6 && !ownLease.ipv6Subnet) throw new Error(`${this.tunName} needs an IPv6 lease`);
+    if (this.endpointMode === 'ipv6' && !this.opts.bindAny && !this.ctx.extIface.ifaceAddr6) throw new Error(`${this.tunName} needs an IPv6 address on the external interface ${this.ctx.extIface.name} (its endpoints are IPv6)`);
+    this.ownSubnet = this.pods.ipv4 ? ownLease.subnet : null;
+    this.ownSubnet6 = this.pods.ipv6 ? ownLease.ipv6Subnet : null;
     this.addon = this.opts.addon ?? loadNative();
     await this.openDevices();
     this.publish();
@@ -183,7 +197,7 @@ export class UdpBackend implements Backend {
     this.startWorkers();
     this.log.info('udp dataplane started', {
       device: this.tunName,
-      address: this.family === 6 ? formatIP6Net(ownLease.ipv6Subnet!) : formatIP4Net(ownLease.subnet!),
+      address: [this.ownSubnet ? formatIP4Net(this.ownSubnet) : '', this.ownSubnet6 ? formatIP6Net(this.ownSubnet6) : ''].filter(Boolean).join(' '),
       port: this.config.port,
       mtu: this.mtu(),
       offload: this.offload,
@@ -235,7 +249,7 @@ export class UdpBackend implements Backend {
         // then refuses every later plain bind (a second flanneld's probe) the same way.
         addon.close(openUdpSocket(addon, this.ctx.extIface.ifaceAddr, this.config.port, false));
       }
-      const wantOffload = (this.opts.offload ?? this.ctx.dataplane.offload) && this.opts.dataplane !== false && this.family === 4;
+      const wantOffload = (this.opts.offload ?? this.ctx.dataplane.offload) && this.opts.dataplane !== false && !this.pods.ipv6;
       const first = openTun(addon, this.tunName, { offload: wantOffload, uso: this.ctx.dataplane.uso !== false, multiQueue: n > 1 }, this.log);
       this.offload = first.offload;
       this.uso = first.uso;
@@ -244,12 +258,14 @@ export class UdpBackend implements Backend {
         this.queues.push({ tunFd: openTunQueue(addon, first).fd, udpFd: -1 });
       }
       if (n > 1) this.steerTunQueues(addon, first.fd);
-      if (this.family === 6) await this.configureTun6(this.ownSubnet6!);
-      else await this.configureTun(this.ownSubnet!);
+      await this.configureTun();
       // Bound to the external interface's address, as flannel does: replies then leave from
-      // the PublicIP peers know us by, even when it is a secondary address of the link.
-      const bindAddr = this.family === 6 ? this.ctx.extIface.ifaceAddr6! : this.ctx.extIface.ifaceAddr;
-      for (const q of this.queues) q.udpFd = openUdpSocket(addon, bindAddr, this.config.port, n > 1);
+      // the PublicIP peers know us by, even when it is a secondary address of the link. A
+      // socket for both families can only bind to every address.
+      const mode = this.endpointMode;
+      const any = this.opts.bindAny === true;
+      const bindAddr = mode === 'dual' ? '::' : mode === 'ipv6' ? (any ? '::' : this.ctx.extIface.ifaceAddr6!) : any ? '0.0.0.0' : this.ctx.extIface.ifaceAddr;
+      for (const q of this.queues) q.udpFd = openUdpSocket(addon, bindAddr, this.config.port, n > 1, mode === 'dual');
       if (n > 1) addon.udpSteerByInnerFlow!(this.queues[0]!.udpFd, n);
       this.udpGro = false;
       if (this.rxCoalesce && this.opts.dataplane !== false) {
@@ -298,7 +314,9 @@ export class UdpBackend implements Backend {
       {
         queues: this.queues,
         routes: this.routesSab,
-        ...(this.routes6Sab && this.endpoints6 ? { routes6: this.routes6Sab, endpoints6: this.endpoints6.sab } : {}),
+        ipv4Pods: this.pods.ipv4,
+        ...(this.routes6Sab ? { routes6: this.routes6Sab } : {}),
+        ...(this.endpoints6 ? { endpoints6: this.endpoints6.sab } : {}),
         counters: this.countersSab,
         slotSize: this.slotSize(),
         batchSize: this.opts.batchSize ?? 64,
@@ -361,15 +379,20 @@ export class UdpBackend implements Backend {
 
   /**
    * flannel0 gets our subnet's network address as a /32 and a route for the
-   * whole Network. Addresses left from an earlier lease (the subnet changed)
-   * are removed so the kernel never answers for a subnet we no longer own.
+   * whole Network; a device with IPv6 pods (flannel-wg-v6) our IPv6
+   * subnet's as a /128 and a route for the IPv6Network, as flannel's kernel
+   * devices get them. Addresses left from an earlier lease (the subnet
+   * changed) are removed so the kernel never answers for a subnet we no
+   * longer own.
    */
-  private async configureTun(subnet: IP4Net): Promise<void> {
+  private async configureTun(): Promise<void> {
     const dev = this.tunName;
-    // Every address on flannel0 is ours: any other than the wanted one is from an earlier lease.
-    await ensureOnlyAddress(this.ip, this.ip, dev, `${formatIP4(subnet.ip)}/32`, () => true, this.log);
+    // Every address on the device is ours: any other than the wanted one is from an earlier lease.
+    if (this.ownSubnet) await ensureOnlyAddress(this.ip, this.ip, dev, `${formatIP4(this.ownSubnet.ip)}/32`, () => true, this.log);
+    if (this.ownSubnet6) await ensureOnlyAddress(this.ip, this.ip, dev, `${formatIP6(this.ownSubnet6.ip)}/128`, () => true, this.log, 6);
     await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'txqueuelen', String(this.opts.txQueueLen ?? 2000), 'up']);
-    await this.ip.run(['route', 'replace', formatIP4Net(this.ctx.config.network!), 'dev', dev]);
+    if (this.ownSubnet) await this.ip.run(['route', 'replace', formatIP4Net(this.ctx.config.network!), 'dev', dev]);
+    if (this.ownSubnet6) await this.ip.run(['-6', 'route', 'replace', formatIP6Net(this.ctx.config.ipv6Network!), 'dev', dev]);
     if (this.offload) {
       // Super-packets must fit one segment batch whatever the MSS (see MAX_SEGMENTS).
       await this.ip.run(['link', 'set', 'dev', dev, 'gso_max_segs', String(MAX_SEGMENTS)]).catch((err: Error) => {
@@ -378,80 +401,63 @@ export class UdpBackend implements Backend {
     }
   }
 
-  /**
-   * flannel-wg-v6 gets our IPv6 subnet's network address as a /128 and a
-   * route for the IPv6Network, as flannel's kernel device does.
-   */
-  private async configureTun6(subnet: IP6Net): Promise<void> {
-    const dev = this.tunName;
-    await ensureOnlyAddress(this.ip, this.ip, dev, `${formatIP6(subnet.ip)}/128`, () => true, this.log, 6);
-    await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'txqueuelen', String(this.opts.txQueueLen ?? 2000), 'up']);
-    await this.ip.run(['-6', 'route', 'replace', formatIP6Net(this.ctx.config.ipv6Network!), 'dev', dev]);
+  /** The u32 a lease's host is named by on the packet path (its address, or an endpoint id); null when it has none. */
+  private peerOf(lease: Lease): number | null {
+    const mode = this.endpointMode;
+    const text = this.opts.endpointOf ? this.opts.endpointOf(lease) : mode === 'ipv4' ? lease.attrs.publicIP : lease.attrs.publicIPv6;
+    if (!text) return null;
+    try {
+      return mode === 'ipv4' ? parseIP4(text) : this.endpoints6!.idOf(endpointAddress6(text));
+    } catch (err) {
+      if (/no free/.test((err as Error).message)) this.log.error('cannot route the lease', { subnet: describeLease(lease), error: (err as Error).message });
+      return null;
+    }
   }
 
   async handleEvents(events: LeaseEvent[]): Promise<void> {
-    if (this.family === 6) return this.handleEvents6(events);
     let changed = false;
     for (const ev of events) {
-      const sn = ev.lease.subnet;
-      if (!sn || ip4NetEqual(sn, this.ownSubnet)) continue;
-      const key = formatIP4Net(sn);
+      const sn = this.pods.ipv4 ? ev.lease.subnet : null;
+      const sn6 = this.pods.ipv6 ? ev.lease.ipv6Subnet : null;
+      // Our own lease (either of its subnets; a null pair compares equal, hence the guards).
+      if ((sn && ip4NetEqual(sn, this.ownSubnet)) || (sn6 && ip6NetEqual(sn6, this.ownSubnet6))) continue;
+      const key = sn ? formatIP4Net(sn) : null;
+      const key6 = sn6 ? formatIP6Net(sn6) : null;
+      if (!key && !key6) continue;
       if (ev.type === 'removed') {
-        if (this.peers.delete(key)) {
-          changed = true;
-          this.log.debug('route removed', { subnet: key });
+        for (const [k, m] of [[key, this.peers], [key6, this.peers6]] as const) {
+          if (k && m.delete(k)) {
+            changed = true;
+            this.log.debug('route removed', { subnet: k });
+          }
         }
         continue;
       }
-      let peer: number;
-      try {
-        peer = parseIP4(ev.lease.attrs.publicIP);
-      } catch {
-        this.log.warn('ignoring lease without a usable IPv4 PublicIP', { subnet: key, publicIP: ev.lease.attrs.publicIP });
+      const peer = this.peerOf(ev.lease);
+      if (peer === null) {
+        this.log.warn(`ignoring lease without a usable ${this.endpointMode === 'ipv6' ? 'PublicIPv6' : this.endpointMode === 'dual' ? 'endpoint' : 'IPv4 PublicIP'}`, {
+          subnet: describeLease(ev.lease),
+          publicIP: ev.lease.attrs.publicIP,
+          ...(this.endpointMode !== 'ipv4' ? { publicIPv6: ev.lease.attrs.publicIPv6 } : {}),
+        });
         continue;
       }
-      const prev = this.peers.get(key);
-      if (prev && prev.peer === peer) continue;
-      this.peers.set(key, { net: sn.ip, prefixLen: sn.prefixLen, peer, port: this.config.port });
-      changed = true;
-      this.log.debug(prev ? 'route changed' : 'route added', { subnet: key, publicIP: ev.lease.attrs.publicIP });
-    }
-    if (changed) this.schedulePublish();
-  }
-
-  /** handleEvents for IPv6 pods: a lease's IPv6 subnet, routed to its PublicIPv6. */
-  private handleEvents6(events: LeaseEvent[]): void {
-    let changed = false;
-    for (const ev of events) {
-      const sn = ev.lease.ipv6Subnet;
-      if (!sn || ip6NetEqual(sn, this.ownSubnet6)) continue;
-      const key = formatIP6Net(sn);
-      if (ev.type === 'removed') {
-        if (this.peers6.delete(key)) {
+      if (key) {
+        const prev = this.peers.get(key);
+        if (!prev || prev.peer !== peer) {
+          this.peers.set(key, { net: sn!.ip, prefixLen: sn!.prefixLen, peer, port: this.config.port });
           changed = true;
-          this.log.debug('route removed', { subnet: key });
+          this.log.debug(prev ? 'route changed' : 'route added', { subnet: key, publicIP: ev.lease.attrs.publicIP });
         }
-        continue;
       }
-      let addr: bigint;
-      try {
-        addr = parseIP6(ev.lease.attrs.publicIPv6 ?? '');
-      } catch {
-        this.log.warn('ignoring lease without a usable PublicIPv6', { subnet: key, publicIPv6: ev.lease.attrs.publicIPv6 });
-        continue;
+      if (key6) {
+        const prev = this.peers6.get(key6);
+        if (!prev || prev.peer !== peer) {
+          this.peers6.set(key6, { words: words6(sn6!.ip), prefixLen: sn6!.prefixLen, peer, port: this.config.port });
+          changed = true;
+          this.log.debug(prev ? 'route changed' : 'route added', { subnet: key6, publicIPv6: ev.lease.attrs.publicIPv6 });
+        }
       }
-      const prev = this.peers6.get(key);
-      let peer: number;
-      try {
-        peer = this.endpoints6!.idOf(addr);
-      } catch (err) {
-        this.log.error('cannot route the lease', { subnet: key, error: (err as Error).message });
-        continue;
-      }
-      if (prev && prev.peer === peer) continue;
-      this.peers6.set(key, { words: words6(sn.ip), prefixLen: sn.prefixLen, peer, port: this.config.port });
-      changed = true;
-      this.log.debug(prev ? 'route changed' : 'route added', { subnet: key, publicIPv6: ev.lease.attrs.publicIPv6 });
     }
     if (changed) this.schedulePublish();
   }
@@ -477,13 +483,11 @@ export class UdpBackend implements Backend {
     this.lastPublish = Date.now();
     if (this.routes6) {
       const own6 = this.ownSubnet6;
-      const routes = [...this.peers6.values()];
-      this.routes6.publish({ own: own6 ? { words: words6(own6.ip), prefixLen: own6.prefixLen } : { words: [0, 0, 0, 0], prefixLen: 128 }, routes });
-      this.endpoints6!.hold('routes', routes.map((r) => r.peer));
-      return;
+      this.routes6.publish({ own: own6 ? { words: words6(own6.ip), prefixLen: own6.prefixLen } : { words: [0, 0, 0, 0], prefixLen: 128 }, routes: [...this.peers6.values()] });
     }
+    this.endpoints6?.hold('routes', [...[...this.peers.values()].map((r) => r.peer), ...[...this.peers6.values()].map((r) => r.peer)]);
     const own = this.ownSubnet;
-    const network = this.ctx.config.network!;
+    const network = this.ctx.config.network ?? { ip: 0, prefixLen: 32 };
     this.routes.publish({
       ownNet: own ? own.ip : 0,
       ownPrefixLen: own ? own.prefixLen : 32,
@@ -499,8 +503,8 @@ export class UdpBackend implements Backend {
 
   /** Current routes, for diagnostics and tests. */
   routeList(): { subnet: string; publicIP: string; port: number }[] {
-    if (this.endpoints6) return [...this.peers6.entries()].map(([subnet, r]) => ({ subnet, publicIP: this.endpoints6!.text(r.peer), port: r.port }));
-    return [...this.peers.entries()].map(([subnet, r]) => ({ subnet, publicIP: formatIP4(r.peer), port: r.port }));
+    const name = (peer: number) => (this.endpoints6 ? this.endpoints6.text(peer) : formatIP4(peer));
+    return [...this.peers.entries(), ...this.peers6.entries()].map(([subnet, r]) => ({ subnet, publicIP: name(r.peer), port: r.port }));
   }
 
   async stop(): Promise<void> {

@@ -14,7 +14,17 @@
  * peer that moved) can be sent there; the ring is reused in turn and never
  * grows, whatever a flood of spoofed sources does.
  */
-import { formatIP6 } from '../../net/ipaddr.js';
+import { formatIP6, isIP4, parseIP4, parseIP6 } from '../../net/ipaddr.js';
+
+/** An endpoint's IPv6 socket address: IPv6 as it is, IPv4 as ::ffff:a.b.c.d (a dual-stack socket reaches it so). */
+export function endpointAddress6(text: string): bigint {
+  return isIP4(text) ? (0xffffn << 32n) | BigInt(parseIP4(text)) : parseIP6(text);
+}
+
+/** The text of an endpoint address: IPv4-mapped ones as the IPv4 address. */
+export function endpointText6(addr: bigint): string {
+  return addr >> 32n === 0xffffn ? `${Number((addr >> 24n) & 0xffn)}.${Number((addr >> 16n) & 0xffn)}.${Number((addr >> 8n) & 0xffn)}.${Number(addr & 0xffn)}` : formatIP6(addr);
+}
 
 /** Id 0 is never handed out: udpRecv reports 0 for "no id". */
 const FIRST_ID = 1;
@@ -91,12 +101,12 @@ export class EndpointTable6 {
     return id;
   }
 
-  /** The address an id names, as text (logs, `wg show`). */
+  /** The address an id names, as text (logs, `wg show`; an IPv4-mapped one as the IPv4 address). */
   text(id: number): string {
     const b = this.bytes.subarray(16 * id, 16 * id + 16);
     let v = 0n;
     for (let i = 0; i < 16; i++) v = (v << 8n) | BigInt(b[i]!);
-    return formatIP6(v);
+    return endpointText6(v);
   }
 
   private write(id: number, addr: bigint): void {

@@ -19,7 +19,7 @@ import { PacketBatch } from '../../tun/packet-batch.js';
 import { UdpSocket } from '../../conn/udp-socket.js';
 import { UdpCounter, counterRegion, workerRegion } from './counters.js';
 import { accountDelivered, accountSent, IcmpLimiter, ICMP_SLOT } from './pipeline.js';
-import { Ipv4Routing, Ipv6Routing, type PacketRouting } from './routing.js';
+import { DualRouting, Ipv4Routing, Ipv6Routing, type PacketRouting } from './routing.js';
 import { PLAIN, type Encapsulation } from './encapsulation.js';
 import { CONTROL_STOP, type WorkerConfig } from './workers.js';
 import { WireGuardTransport } from '../../wireguard/transport.js';
@@ -224,7 +224,8 @@ function readSide(addon: NativeAddon, cfg: WorkerConfig, superBatch: number): Tu
 }
 
 function routing(cfg: WorkerConfig): PacketRouting {
-  return cfg.routes6 ? new Ipv6Routing(cfg.routes6) : new Ipv4Routing(cfg.routes);
+  if (!cfg.routes6) return new Ipv4Routing(cfg.routes);
+  return cfg.ipv4Pods ? new DualRouting(cfg.routes, cfg.routes6) : new Ipv6Routing(cfg.routes6);
 }
 
 function rxBatchSize(cfg: WorkerConfig): number {

@@ -19,9 +19,11 @@ export interface WorkerConfig {
   tunFd: number;
   udpFd: number;
   routes: SharedArrayBuffer;
-  /** IPv6 pods (flannel-wg-v6): this route table (routes6.ts) instead of `routes`, on an IPv6 socket. */
+  /** IPv4 pods are carried (`routes`); false for a device with IPv6 pods only. */
+  ipv4Pods: boolean;
+  /** IPv6 pods are carried: their route table (routes6.ts). */
   routes6?: SharedArrayBuffer;
-  /** With routes6: the endpoint table (endpoints6.ts) that addrs name ids into. */
+  /** Peers are named by endpoint ids into this table (endpoints6.ts), on an IPv6 socket. */
   endpoints6?: SharedArrayBuffer;
   counters: SharedArrayBuffer;
   control: SharedArrayBuffer;

@@ -76,7 +76,6 @@ export class WireGuardBackend implements Backend {
     const wg = this.tuning.wg ?? new IpRoute({ binary: 'wg', ...(runners ? { mode: 'plan' as const, transcript: runners.transcript } : {}) });
     this.transcript = runners?.transcript ?? [];
     const impl = dryRun ? 'kernel' : this.host.impl === 'auto' ? ((await kernelHasWireGuard(ip)) ? 'kernel' : 'userspace') : this.host.impl;
-    if (impl === 'userspace') this.checkUserspaceCarries();
     this.impl = impl;
     const { key, created } = await loadOrCreatePrivateKey(this.host.keyFile, dryRun);
     this.privateKey = key;
@@ -100,24 +99,6 @@ export class WireGuardBackend implements Backend {
   /** --dry-run: the kernel path's commands (ip and wg), in order. */
   plannedCommands(): string[] {
     return this.transcript;
-  }
-
-  /**
-   * Each userspace device carries one pod family over endpoints of the same
-   * family: Mode separate always (flannel-wg IPv4, flannel-wg-v6 IPv6),
-   * the one-device Modes only for a single family they do not cross.
-   * Anything else is refused before a lease is taken, rather than leaving
-   * pods of one family without a path.
-   */
-  private checkUserspaceCarries(): void {
-    let why = '';
-    for (const d of this.devices) {
-      if (d.carriesIPv4 && d.carriesIPv6) why = `Mode "${this.options.mode}" puts IPv4 and IPv6 pods on one device`;
-      else if (d.carriesIPv4 && d.endpoints !== 'ipv4' && d.endpoints !== 'auto') why = `Mode "${this.options.mode}" carries IPv4 pods over IPv6 endpoints`;
-      else if (d.carriesIPv6 && d.endpoints !== 'ipv6') why = `Mode "${this.options.mode}" may carry IPv6 pods over IPv4 endpoints`;
-      if (why) break;
-    }
-    if (why) throw new Error(`wireguard backend: the userspace WireGuard dataplane carries each pod family over endpoints of the same family, and ${why}; use Mode "separate" (flannel's default: flannel-wg and flannel-wg-v6) or the kernel's WireGuard (FLANNEL_WIREGUARD_IMPL=kernel on a kernel with the module)`);
   }
 
   mtu(): number {

@@ -10,28 +10,40 @@
  */
 import type { BackendContext } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
-import { UdpBackend, type UdpBackendOptions } from '../udp/backend.js';
-import type { EndpointTable6 } from '../udp/endpoints6.js';
+import { UdpBackend, type EndpointMode, type UdpBackendOptions } from '../udp/backend.js';
+import { endpointAddress6, type EndpointTable6 } from '../udp/endpoints6.js';
 import { WireGuardDevice } from '../../wireguard/device.js';
 import { createPeerTableBuffers, PeerTable } from '../../wireguard/peer-table.js';
 import { createWgCounterBuffer, renderWgCounters, wgCounterRegion, WG_REGION_MAIN } from '../../wireguard/counters.js';
 import { IPV4_ENDPOINTS, serveUapi, type EndpointCodec } from '../../wireguard/uapi.js';
-import { parseIP6 } from '../../net/ipaddr.js';
 import { DEVICE_NAME_V6, WIREGUARD_OVERHEAD, type WireGuardOptions } from './options.js';
-import type { WgDeviceSpec, WgPeerSpec } from './peers.js';
+import { peerOf, type WgDeviceSpec, type WgPeerSpec } from './peers.js';
 
 /** How often the protocol timers run (rekey, retries, keepalives). */
 const TICK_MS = 100;
 
-/** `wg`'s "[addr]:port" for a device whose peer addresses are ids of an endpoint table. */
-function ipv6Endpoints(table: EndpointTable6, held: () => number[]): EndpointCodec {
+/**
+ * How a device's peers are reached: Modes separate and ipv4 over their own
+ * family, Mode ipv6 over IPv6, Mode auto per peer, over one socket for both
+ * families when IPv6 is on (else every endpoint is IPv4).
+ */
+export function endpointModeOf(spec: WgDeviceSpec, enableIPv6: boolean): EndpointMode {
+  if (spec.endpoints === 'auto') return enableIPv6 ? 'dual' : 'ipv4';
+  return spec.endpoints;
+}
+
+/** `wg`'s "[addr]:port" (or "a.b.c.d:port" for an IPv4 peer of a dual socket) for a device whose peer addresses are ids of an endpoint table. */
+function idEndpoints(table: EndpointTable6, held: () => number[]): EndpointCodec {
   return {
-    format: (id, port) => `[${table.text(id)}]:${port}`,
+    format: (id, port) => {
+      const text = table.text(id);
+      return text.includes(':') ? `[${text}]:${port}` : `${text}:${port}`;
+    },
     parse(text) {
-      const m = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(text);
+      const m = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(text) ?? /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(text);
       if (!m || Number(m[2]) > 65535) return null;
       try {
-        const id = table.idOf(parseIP6(m[1]!));
+        const id = table.idOf(endpointAddress6(m[1]!));
         table.hold('peers', [...held(), id]);
         return { addr: id, port: Number(m[2]) };
       } catch {
@@ -62,18 +74,23 @@ export class UserspaceWireGuard {
   ) {
     const buffers = createPeerTableBuffers();
     this.table = new PeerTable(buffers);
-    // A device carries one family over endpoints of the same (the backend refuses other Modes on this path).
-    const v6 = spec.carriesIPv6;
     // flannel_wireguard_... for flannel-wg, flannel_wireguard_v6_... for flannel-wg-v6.
     const component = spec.name === DEVICE_NAME_V6 ? 'wireguard_v6' : 'wireguard';
     this.metricsPrefix = `flannel_${component}`;
     this.udp = new UdpBackend(ctx, {
       ...udpOptions,
-      tunName: v6 ? spec.name : (udpOptions.tunName ?? spec.name),
+      tunName: spec.name === DEVICE_NAME_V6 ? spec.name : (udpOptions.tunName ?? spec.name),
       port: spec.listenPort,
       overhead: WIREGUARD_OVERHEAD,
       component,
-      family: v6 ? 6 : 4,
+      pods: { ipv4: spec.carriesIPv4, ipv6: spec.carriesIPv6 },
+      bindAny: true,
+      endpoints: endpointModeOf(spec, ctx.config.enableIPv6),
+      // The route tables send each subnet to the endpoint its WireGuard peer has (Mode auto picks per peer).
+      endpointOf: (lease) => {
+        const v = peerOf(lease, spec, { extAddr: ctx.extIface.extAddr, extAddr6: ctx.extIface.extAddr6 });
+        return 'peer' in v ? v.peer.endpointIP : null;
+      },
       wireguard: { table: buffers, counters: this.counters },
       onHandshake: (msg, addr, port, source6) => this.handshake(msg, addr, port, source6),
     });
@@ -99,7 +116,7 @@ export class UserspaceWireGuard {
       socket: () => this.udp.socket,
       log: this.ctx.log,
       listenPort: this.spec.listenPort,
-      endpoints: table ? ipv6Endpoints(table, () => this.device?.peers().map((p) => p.addr) ?? []) : IPV4_ENDPOINTS,
+      endpoints: table ? idEndpoints(table, () => this.device?.peers().map((p) => p.addr) ?? []) : IPV4_ENDPOINTS,
     });
     await this.udp.start(ownLease);
     this.ctx.metrics.register(`${this.metricsPrefix}-protocol`, () => renderWgCounters(this.counters, this.device?.sessionCount() ?? 0, this.metricsPrefix));
@@ -132,7 +149,7 @@ export class UserspaceWireGuard {
       let addr = p.endpointAddr;
       if (table) {
         try {
-          addr = table.idOf(parseIP6(p.endpointIP));
+          addr = table.idOf(endpointAddress6(p.endpointIP));
         } catch (err) {
           this.ctx.log.error('cannot add the wireguard peer', { device: this.name, endpoint: p.endpointIP, error: (err as Error).message });
           continue;
