@@ -2,14 +2,12 @@
  * The udp backend's route table, shared between the main thread (the only
  * writer, following lease events) and the packet workers (readers).
  *
- * It lives in a SharedArrayBuffer guarded by a sequence counter: the writer
- * makes the counter odd, rewrites the table, makes it even again. A worker
- * compares the counter once per batch and, only when it moved, copies the
- * table and rebuilds its private hash indexes. Traffic never stops for an
- * update and workers never need their event loop (which is busy in the
- * packet loop) to hear about one.
+ * It lives in a SharedArrayBuffer guarded by a sequence counter
+ * (seqlock.ts). A worker compares the counter once per batch and, only
+ * when it moved, copies the table and rebuilds its private hash indexes.
  */
 import { mask4 } from '../../net/ipaddr.js';
+import { publishUnderSeqlock, SEQ_WORD, SharedTableReader, tableCapacity } from './seqlock.js';
 
 export interface RouteEntry {
   /** Remote subnet network address (u32) and prefix length. */
@@ -32,7 +30,7 @@ export interface RouteTableState {
   routes: RouteEntry[];
 }
 
-const H_GEN = 0;
+const H_GEN = SEQ_WORD;
 const H_COUNT = 1;
 const H_OWN = 2;
 const H_OWN_LEN = 3;
@@ -55,7 +53,7 @@ export class RouteTableWriter {
 
   constructor(readonly sab: SharedArrayBuffer) {
     this.words = new Uint32Array(sab);
-    this.capacity = (this.words.length - HEADER_WORDS) / ENTRY_WORDS;
+    this.capacity = tableCapacity(this.words, HEADER_WORDS, ENTRY_WORDS);
   }
 
   /** Replace the table. Throws when it holds more routes than the buffer has room for. */
@@ -64,26 +62,22 @@ export class RouteTableWriter {
       throw new Error(`route table full: ${state.routes.length} routes, capacity ${this.capacity}`);
     }
     const w = this.words;
-    Atomics.add(w, H_GEN, 1); // odd: readers retry
-    // Plain stores between the two generation bumps: the atomic bumps order
-    // them for readers, who re-check the generation after copying, so a
-    // table of 10,000 routes is written at memory speed (4 Atomics.store per
-    // route cost ~0.8 ms per publish of 5,000 in the lease bench).
-    w[H_COUNT] = state.routes.length;
-    w[H_OWN] = state.ownNet >>> 0;
-    w[H_OWN_LEN] = state.ownPrefixLen;
-    w[H_NET] = state.network >>> 0;
-    w[H_NET_LEN] = state.networkPrefixLen;
-    w[H_ICMP_SRC] = state.icmpSource >>> 0;
-    let p = HEADER_WORDS;
-    for (const r of state.routes) {
-      w[p] = r.net >>> 0;
-      w[p + 1] = r.prefixLen;
-      w[p + 2] = r.peer >>> 0;
-      w[p + 3] = r.port;
-      p += ENTRY_WORDS;
-    }
-    Atomics.add(w, H_GEN, 1); // even: consistent again
+    publishUnderSeqlock(w, () => {
+      w[H_COUNT] = state.routes.length;
+      w[H_OWN] = state.ownNet >>> 0;
+      w[H_OWN_LEN] = state.ownPrefixLen;
+      w[H_NET] = state.network >>> 0;
+      w[H_NET_LEN] = state.networkPrefixLen;
+      w[H_ICMP_SRC] = state.icmpSource >>> 0;
+      let p = HEADER_WORDS;
+      for (const r of state.routes) {
+        w[p] = r.net >>> 0;
+        w[p + 1] = r.prefixLen;
+        w[p + 2] = r.peer >>> 0;
+        w[p + 3] = r.port;
+        p += ENTRY_WORDS;
+      }
+    });
   }
 
   get generation(): number {
@@ -140,6 +134,39 @@ export class U32Index {
   }
 }
 
+/**
+ * Entries by peer: the first entry of each peer (address or endpoint id),
+ * and from each entry the next one of the same peer (a peer may hold
+ * several subnets), for the source checks of both route tables.
+ */
+export class PeerEntries {
+  private readonly first: U32Index;
+  private readonly next: Int32Array;
+
+  constructor(peers: Uint32Array, n: number) {
+    this.first = new U32Index(n);
+    this.next = new Int32Array(n).fill(-1);
+    const lastOfPeer = new Map<number, number>();
+    for (let i = 0; i < n; i++) {
+      const peer = peers[i]!;
+      const last = lastOfPeer.get(peer);
+      if (last === undefined) this.first.insert(peer, 1, i);
+      else this.next[last] = i;
+      lastOfPeer.set(peer, i);
+    }
+  }
+
+  /** The peer's first entry, or -1. */
+  firstOf(peer: number): number {
+    return this.first.get(peer, 1);
+  }
+
+  /** The peer's entry after entry i, or -1. */
+  nextOf(i: number): number {
+    return this.next[i]!;
+  }
+}
+
 /** Result of checking an inner source address against the sending peer. */
 export const enum SourceCheck {
   Allowed = 0,
@@ -150,9 +177,7 @@ export const enum SourceCheck {
 }
 
 /** Worker side: a private snapshot of the table, refreshed between batches. */
-export class RouteTableReader {
-  private readonly words: Uint32Array;
-  private gen = -1;
+export class RouteTableReader extends SharedTableReader {
 
   ownNet = 0;
   ownMask = 0xffffffff;
@@ -166,39 +191,20 @@ export class RouteTableReader {
   prefixLens = new Uint8Array(0);
   peers = new Uint32Array(0);
   ports = new Uint16Array(0);
-  /** Next entry with the same peer address, or -1 (a peer may hold several subnets). */
-  private nextSamePeer = new Int32Array(0);
   /** Distinct prefix lengths, longest first: lookups try each in turn (usually just one). */
   private lengths = new Uint8Array(0);
   private lengthMasks = new Uint32Array(0);
   private byNet = new U32Index(0);
-  private byPeer = new U32Index(0);
+  private byPeer = new PeerEntries(new Uint32Array(0), 0);
 
   constructor(sab: SharedArrayBuffer) {
-    this.words = new Uint32Array(sab);
+    super(sab);
     this.refresh();
   }
 
-  /** Re-read the table if the writer changed it. Returns true when it did. */
-  refresh(): boolean {
+  protected snapshot(): void {
     const w = this.words;
-    if (Atomics.load(w, H_GEN) === this.gen) return false;
-    for (;;) {
-      const g1 = Atomics.load(w, H_GEN);
-      if (g1 & 1) continue; // the writer is mid-update; it finishes within microseconds
-      this.snapshot();
-      if (Atomics.load(w, H_GEN) === g1) {
-        this.gen = g1;
-        break;
-      }
-    }
-    this.buildIndexes();
-    return true;
-  }
-
-  private snapshot(): void {
-    const w = this.words;
-    const count = Math.min(Atomics.load(w, H_COUNT), (w.length - HEADER_WORDS) / ENTRY_WORDS);
+    const count = Math.min(Atomics.load(w, H_COUNT), tableCapacity(w, HEADER_WORDS, ENTRY_WORDS));
     this.ownNet = Atomics.load(w, H_OWN);
     const ownLen = Atomics.load(w, H_OWN_LEN);
     this.ownMask = mask4(Math.min(ownLen, 32));
@@ -221,7 +227,7 @@ export class RouteTableReader {
     this.count = count;
   }
 
-  private buildIndexes(): void {
+  protected buildIndexes(): void {
     const n = this.count;
     const seen = new Set<number>();
     for (let i = 0; i < n; i++) seen.add(this.prefixLens[i]!);
@@ -229,23 +235,11 @@ export class RouteTableReader {
     this.lengths = Uint8Array.from(lens);
     this.lengthMasks = Uint32Array.from(lens, (l) => mask4(l));
     this.byNet = new U32Index(n);
-    this.byPeer = new U32Index(n);
-    this.nextSamePeer = new Int32Array(n).fill(-1);
-    const lastOfPeer = new Map<number, number>();
-    for (let i = 0; i < n; i++) {
-      // Tag = prefix length + 1 so /0 still differs from an empty slot.
-      this.byNet.insert((this.nets[i]! & mask4(this.prefixLens[i]!)) >>> 0, this.prefixLens[i]! + 1, i);
-      const peer = this.peers[i]!;
-      const last = lastOfPeer.get(peer);
-      if (last === undefined) this.byPeer.insert(peer, 1, i);
-      else this.nextSamePeer[last] = i;
-      lastOfPeer.set(peer, i);
-    }
+    // Tag = prefix length + 1 so /0 still differs from an empty slot.
+    for (let i = 0; i < n; i++) this.byNet.insert((this.nets[i]! & mask4(this.prefixLens[i]!)) >>> 0, this.prefixLens[i]! + 1, i);
+    this.byPeer = new PeerEntries(this.peers, n);
   }
 
-  get generation(): number {
-    return this.gen;
-  }
 
   /** Longest-prefix match of a destination; the entry index or -1. */
   lookup(dst: number): number {
@@ -267,11 +261,11 @@ export class RouteTableReader {
 
   /** May `peer` (outer source of a datagram) send packets from inner source `src`? */
   checkSource(peer: number, src: number): SourceCheck {
-    let i = this.byPeer.get(peer, 1);
+    let i = this.byPeer.firstOf(peer);
     if (i < 0) return SourceCheck.UnknownPeer;
     do {
       if (((src & mask4(this.prefixLens[i]!)) >>> 0) === this.nets[i]) return SourceCheck.Allowed;
-      i = this.nextSamePeer[i]!;
+      i = this.byPeer.nextOf(i);
     } while (i >= 0);
     return SourceCheck.Spoofed;
   }

@@ -11,7 +11,8 @@
  * socket addresses when it sends.
  */
 import { mask4 } from '../../net/ipaddr.js';
-import { SourceCheck, U32Index } from './routes.js';
+import { PeerEntries, SourceCheck } from './routes.js';
+import { publishUnderSeqlock, SharedTableReader, tableCapacity } from './seqlock.js';
 import { addrWord, IPV6_DST, IPV6_SRC } from '../../packet/ipv6.js';
 
 /** An IPv6 prefix as four u32 words (most significant first) and its length. */
@@ -42,8 +43,8 @@ function wordMask(prefixLen: number, k: number): number {
   return mask4(Math.max(0, Math.min(32, prefixLen - 32 * k)));
 }
 
-const H_GEN = 0;
 const H_COUNT = 1;
+// Word 0 is the sequence counter (seqlock.ts).
 const H_OWN = 2; // 4 words, then its length
 const H_OWN_LEN = 6;
 const HEADER_WORDS = 8;
@@ -61,32 +62,30 @@ export class RouteTable6Writer {
 
   constructor(readonly sab: SharedArrayBuffer) {
     this.w = new Uint32Array(sab);
-    this.capacity = (this.w.length - HEADER_WORDS) / ENTRY_WORDS;
+    this.capacity = tableCapacity(this.w, HEADER_WORDS, ENTRY_WORDS);
   }
 
   publish(state: RouteTable6State): void {
     if (state.routes.length > this.capacity) throw new Error(`IPv6 route table full: ${state.routes.length} routes, capacity ${this.capacity}`);
     const w = this.w;
-    Atomics.add(w, H_GEN, 1); // odd: readers retry (see routes.ts for why plain stores follow)
-    w[H_COUNT] = state.routes.length;
-    w.set(state.own.words, H_OWN);
-    w[H_OWN_LEN] = state.own.prefixLen;
-    let p = HEADER_WORDS;
-    for (const r of state.routes) {
-      w.set(r.words, p);
-      w[p + 4] = r.prefixLen;
-      w[p + 5] = r.peer >>> 0;
-      w[p + 6] = r.port;
-      p += ENTRY_WORDS;
-    }
-    Atomics.add(w, H_GEN, 1);
+    publishUnderSeqlock(w, () => {
+      w[H_COUNT] = state.routes.length;
+      w.set(state.own.words, H_OWN);
+      w[H_OWN_LEN] = state.own.prefixLen;
+      let p = HEADER_WORDS;
+      for (const r of state.routes) {
+        w.set(r.words, p);
+        w[p + 4] = r.prefixLen;
+        w[p + 5] = r.peer >>> 0;
+        w[p + 6] = r.port;
+        p += ENTRY_WORDS;
+      }
+    });
   }
 }
 
 /** Worker side: a private snapshot and a hash index per prefix length, refreshed between batches. */
-export class RouteTable6Reader {
-  private readonly words: Uint32Array;
-  private gen = -1;
+export class RouteTable6Reader extends SharedTableReader {
   count = 0;
   /** Per entry: its four masked words at 4 * i, length, endpoint id, port. */
   nets = new Uint32Array(0);
@@ -101,33 +100,16 @@ export class RouteTable6Reader {
   /** Open addressing over (masked words, length) -> entry, as routes.ts's U32Index but with 4-word keys. */
   private slots = new Int32Array(0);
   private slotMask = 0;
-  private byPeer = new U32Index(0);
-  private nextSamePeer = new Int32Array(0);
+  private byPeer = new PeerEntries(new Uint32Array(0), 0);
 
   constructor(sab: SharedArrayBuffer) {
-    this.words = new Uint32Array(sab);
+    super(sab);
     this.refresh();
   }
 
-  refresh(): boolean {
+  protected snapshot(): void {
     const w = this.words;
-    if (Atomics.load(w, H_GEN) === this.gen) return false;
-    for (;;) {
-      const g1 = Atomics.load(w, H_GEN);
-      if (g1 & 1) continue;
-      this.snapshot();
-      if (Atomics.load(w, H_GEN) === g1) {
-        this.gen = g1;
-        break;
-      }
-    }
-    this.buildIndexes();
-    return true;
-  }
-
-  private snapshot(): void {
-    const w = this.words;
-    const count = Math.min(Atomics.load(w, H_COUNT), (w.length - HEADER_WORDS) / ENTRY_WORDS);
+    const count = Math.min(Atomics.load(w, H_COUNT), tableCapacity(w, HEADER_WORDS, ENTRY_WORDS));
     const ownLen = Math.min(Atomics.load(w, H_OWN_LEN), 128);
     for (let k = 0; k < 4; k++) {
       this.ownMask[k] = wordMask(ownLen, k);
@@ -158,7 +140,7 @@ export class RouteTable6Reader {
     return (h ^ (h >>> 15)) & this.slotMask;
   }
 
-  private buildIndexes(): void {
+  protected buildIndexes(): void {
     const n = this.count;
     const lens = [...new Set(this.prefixLens.subarray(0, n))].sort((a, b) => b - a);
     this.lengths = Uint8Array.from(lens);
@@ -177,16 +159,7 @@ export class RouteTable6Reader {
       while (this.slots[s] !== -1) s = (s + 1) & this.slotMask;
       this.slots[s] = i;
     }
-    this.byPeer = new U32Index(n);
-    this.nextSamePeer = new Int32Array(n).fill(-1);
-    const lastOfPeer = new Map<number, number>();
-    for (let i = 0; i < n; i++) {
-      const peer = this.peers[i]!;
-      const last = lastOfPeer.get(peer);
-      if (last === undefined) this.byPeer.insert(peer, 1, i);
-      else this.nextSamePeer[last] = i;
-      lastOfPeer.set(peer, i);
-    }
+    this.byPeer = new PeerEntries(this.peers, n);
   }
 
   private find(w0: number, w1: number, w2: number, w3: number, len: number): number {
@@ -221,7 +194,7 @@ export class RouteTable6Reader {
 
   /** May endpoint `peer` send packets whose source is that of the packet at off? */
   checkSource(peer: number, buf: Uint8Array, off: number): SourceCheck {
-    let i = this.byPeer.get(peer, 1);
+    let i = this.byPeer.firstOf(peer);
     if (i < 0) return SourceCheck.UnknownPeer;
     const a = off + IPV6_SRC;
     do {
@@ -229,7 +202,7 @@ export class RouteTable6Reader {
       let inside = true;
       for (let k = 0; k < 4 && inside; k++) inside = ((addrWord(buf, a, k) & wordMask(len, k)) >>> 0) === this.nets[4 * i + k];
       if (inside) return SourceCheck.Allowed;
-      i = this.nextSamePeer[i]!;
+      i = this.byPeer.nextOf(i);
     } while (i >= 0);
     return SourceCheck.Spoofed;
   }
