@@ -145,6 +145,20 @@ describe('wireguard backend (userspace), dual stack in Mode separate: flannel-wg
     assert.ok(bps > 20e6, `iperf3 -6 ${bps} bit/s`);
   });
 
+  test('wg set moves a flannel-wg-v6 peer\'s endpoint (and wg show prints it); a bad endpoint is refused', async () => {
+    const show = async () => (await wgOn(c!, 0, ['show', 'flannel-wg-v6', 'endpoints'])).stdout;
+    const line = (await show()).split('\n').find((l) => l.includes('[2001:db8::2]:51821'))!;
+    const key = line.split('\t')[0]!;
+    const set = await wgOn(c!, 0, ['set', 'flannel-wg-v6', 'peer', key, 'endpoint', '[2001:db8::77]:51821']);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(await show(), /\[2001:db8::77\]:51821/);
+    const bad = await wgOn(c!, 0, ['set', 'flannel-wg-v6', 'peer', key, 'endpoint', '192.0.2.2:51821']);
+    assert.notEqual(bad.code, 0, 'an IPv4 endpoint on the IPv6 device');
+    // Back where the lease says (wg set lasts until the next lease event; here we set it back ourselves).
+    assert.equal((await wgOn(c!, 0, ['set', 'flannel-wg-v6', 'peer', key, 'endpoint', '[2001:db8::2]:51821'])).code, 0);
+    await pingsEventually(c!, 0, 1, true);
+  });
+
   test('a lease removed: its IPv6 peer and route are gone on the others, the rest still flows', async () => {
     const key = await leaseKeyOf(c!, 2);
     await c!.daemons[2]!.stop('SIGKILL');

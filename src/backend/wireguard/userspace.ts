@@ -32,15 +32,19 @@ export function endpointModeOf(spec: WgDeviceSpec, enableIPv6: boolean): Endpoin
   return spec.endpoints;
 }
 
-/** `wg`'s "[addr]:port" (or "a.b.c.d:port" for an IPv4 peer of a dual socket) for a device whose peer addresses are ids of an endpoint table. */
-function idEndpoints(table: EndpointTable6, held: () => number[]): EndpointCodec {
+/**
+ * `wg`'s "[addr]:port" (and "a.b.c.d:port" for an IPv4 peer, when the
+ * socket is dual-stack) for a device whose peer addresses are ids of an
+ * endpoint table.
+ */
+function idEndpoints(table: EndpointTable6, held: () => number[], ipv4Too: boolean): EndpointCodec {
   return {
     format: (id, port) => {
       const text = table.text(id);
       return text.includes(':') ? `[${text}]:${port}` : `${text}:${port}`;
     },
     parse(text) {
-      const m = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(text) ?? /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(text);
+      const m = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(text) ?? (ipv4Too ? /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(text) : null);
       if (!m || Number(m[2]) > 65535) return null;
       try {
         const id = table.idOf(endpointAddress6(m[1]!));
@@ -116,7 +120,7 @@ export class UserspaceWireGuard {
       socket: () => this.udp.socket,
       log: this.ctx.log,
       listenPort: this.spec.listenPort,
-      endpoints: table ? idEndpoints(table, () => this.device?.peers().map((p) => p.addr) ?? []) : IPV4_ENDPOINTS,
+      endpoints: table ? idEndpoints(table, () => this.device?.peers().map((p) => p.addr) ?? [], this.udp.endpointMode === 'dual') : IPV4_ENDPOINTS,
     });
     await this.udp.start(ownLease);
     this.ctx.metrics.register(`${this.metricsPrefix}-protocol`, () => renderWgCounters(this.counters, this.device?.sessionCount() ?? 0, this.metricsPrefix));
