@@ -13,7 +13,7 @@
 import type { Logger } from '../log.js';
 import type { NativeAddon } from '../native/addon.js';
 import { PacketBatch } from './packet-batch.js';
-import { expandFromTun, newExpandCounts, TUN_OFFLOADS, TUN_OFFLOADS_USO, VNET_HDR_LEN, wordView, type ExpandCounts, type SegmentSummer } from './offload.js';
+import { expandFromTun, newExpandCounts, TUN_OFFLOADS, TUN_OFFLOADS_TSO6, TUN_OFFLOADS_USO, VNET_HDR_LEN, wordView, type ExpandCounts, type SegmentSummer } from './offload.js';
 import { newCoalesceCounts, RxCoalescer, SUPER_SLOT, type CoalesceCounts } from './gro.js';
 
 export interface OpenedTun {
@@ -23,6 +23,8 @@ export interface OpenedTun {
   offload: boolean;
   /** UDP segmentation offload accepted too (kernel 6.2+): UDP super-packets both ways. */
   uso: boolean;
+  /** IPv6 TCP super-packets too (a device carrying IPv6 pods). */
+  tso6?: boolean;
 }
 
 export interface OpenTunOptions {
@@ -32,6 +34,8 @@ export interface OpenTunOptions {
   uso?: boolean;
   /** Open it as a multi-queue device (IFF_MULTI_QUEUE), whose further queues openTunQueue adds. */
   multiQueue?: boolean;
+  /** With offload: IPv6 TSO instead of USO (the device carries IPv6 pods; UDP super-packets are cut for IPv4 only). */
+  tso6?: boolean;
 }
 
 /**
@@ -49,6 +53,10 @@ export function openTun(addon: NativeAddon, name: string, o: OpenTunOptions, log
     try {
       const t = addon.tunOpen(name, mq, true);
       fd = t.fd;
+      if (o.tso6) {
+        addon.tunSetOffload(fd, TUN_OFFLOADS_TSO6);
+        return { fd, name: t.name, offload: true, uso: false, tso6: true };
+      }
       if (o.uso) {
         try {
           addon.tunSetOffload(fd, TUN_OFFLOADS_USO);
@@ -76,7 +84,7 @@ export function openTun(addon: NativeAddon, name: string, o: OpenTunOptions, log
 export function openTunQueue(addon: NativeAddon, first: OpenedTun): OpenedTun {
   const t = addon.tunOpen(first.name, true, first.offload);
   try {
-    if (first.offload) addon.tunSetOffload(t.fd, first.uso ? TUN_OFFLOADS_USO : TUN_OFFLOADS);
+    if (first.offload) addon.tunSetOffload(t.fd, first.tso6 ? TUN_OFFLOADS_TSO6 : first.uso ? TUN_OFFLOADS_USO : TUN_OFFLOADS);
   } catch (err) {
     addon.close(t.fd);
     throw err;

@@ -142,6 +142,11 @@ export class RxCoalescer {
     for (let i = 0; i < n; i++) {
       const off = i * slotSize;
       const len = lens[i]!;
+      // IPv6 (a device carrying both families) is written as it came: only IPv4 is glued.
+      if (buf[off]! >>> 4 !== 4) {
+        this.single(buf, off, len);
+        continue;
+      }
       const ihl = (buf[off]! & 0x0f) * 4;
       const proto = buf[off + 9]!;
       const l4 = off + ihl;

@@ -40,11 +40,18 @@ export const TUN_OFFLOADS = TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO_ECN;
  * super-packet is dropped as any IPv6 packet is (the udp backend is IPv4 only).
  */
 export const TUN_OFFLOADS_USO = TUN_OFFLOADS | TUN_F.USO4 | TUN_F.USO6;
+/**
+ * For a device that carries IPv6 pods (the wireguard backend's
+ * flannel-wg-v6 and its one-device Modes): IPv6 TCP super-packets too
+ * (segmentTcp6). No USO there: UDP super-packets are cut for IPv4 only.
+ */
+export const TUN_OFFLOADS_TSO6 = TUN_OFFLOADS | TUN_F.TSO6;
 
 /** virtio_net_hdr.flags / gso_type values (linux/virtio_net.h). */
 export const VNET_F_NEEDS_CSUM = 1;
 export const VNET_GSO_NONE = 0;
 export const VNET_GSO_TCPV4 = 1;
+export const VNET_GSO_TCPV6 = 4;
 export const VNET_GSO_UDP_L4 = 5;
 export const VNET_GSO_ECN = 0x80;
 
@@ -266,6 +273,64 @@ export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: 
   return nseg;
 }
 
+/** Unfolded pseudo-header sum of an IPv6 packet's addresses and `proto` (RFC 8200 8.1); callers add the upper-layer length. */
+export function pseudoSum6(src: Uint8Array, off: number, proto: number): number {
+  let s = proto;
+  for (let a = off + 8; a < off + 40; a += 2) s += readU16(src, a);
+  return s;
+}
+
+const IPV6_HEADER = 40;
+
+/**
+ * segmentTcp4 for IPv6: the super-packet at (src, off, len) is a fixed
+ * 40-byte IPv6 header (no extension headers: the kernel's TCP adds none)
+ * and TCP; each segment gets its payload length, sequence number, the same
+ * flag rules and a TCP checksum over the IPv6 pseudo header. IPv6 has no
+ * header checksum and no id to step.
+ */
+export function segmentTcp6(src: Uint8Array, off: number, len: number, gsoSize: number, out: PacketBatch, outWords: Uint32Array | null, summer?: SegmentSummer): number {
+  if (len < IPV6_HEADER + 20 || src[off]! >>> 4 !== 6 || src[off + 6] !== PROTO_TCP) return SegmentError.Malformed;
+  const plen0 = readU16(src, off + 4);
+  // A payload length of 0 on a packet that has one is a jumbogram (BIG TCP): the read length says how long.
+  const total = plen0 === 0 ? len : IPV6_HEADER + plen0;
+  if (total > len) return SegmentError.Malformed;
+  const tcp = off + IPV6_HEADER;
+  const thl = (src[tcp + 12]! >>> 4) * 4;
+  if (thl < 20 || IPV6_HEADER + thl > total) return SegmentError.Malformed;
+  const hdrLen = IPV6_HEADER + thl;
+  const nseg = plannedSegments(total, hdrLen, gsoSize, out);
+  if (nseg < 0) return nseg;
+  const payload = total - hdrLen;
+  const slot = out.slotSize;
+  const dst = out.buf;
+  const seq0 = readU32(src, tcp + 4);
+  const flags = src[tcp + 13]!;
+  const pseudo = pseudoSum6(src, off, PROTO_TCP);
+  const first = out.count;
+  let base = first;
+  for (let k = 0; k < nseg; k++, base++) {
+    const o = base * slot;
+    const p = k * gsoSize;
+    const plen = Math.min(gsoSize, payload - p);
+    copyBytes(src, dst, o, off, off + hdrLen);
+    if (plen > 0) copyBytes(src, dst, o + hdrLen, off + hdrLen + p, off + hdrLen + p + plen);
+    writeU16(dst, o + 4, thl + plen);
+    const t = o + IPV6_HEADER;
+    writeU32(dst, t + 4, (seq0 + p) >>> 0);
+    let f = flags;
+    if (k > 0) f &= ~TCP_CWR;
+    if (k < nseg - 1) f &= ~(TCP_FIN | TCP_PSH);
+    dst[t + 13] = f;
+    writeU16(dst, t + 16, 0);
+    out.lens[base] = hdrLen + plen;
+    if (!summer) writeU16(dst, t + 16, ~fold(pseudo + (thl + plen) + sum16(dst, outWords, t, thl + plen)) & 0xffff);
+  }
+  if (summer) finishChecksums(summer, out, first, nseg, IPV6_HEADER, pseudo, 16);
+  out.count = base;
+  return nseg;
+}
+
 /** The addon's batched sum and its scratch: one call sums every segment of a super-packet. */
 export interface SegmentSummer {
   sum: SlotSummer;
@@ -372,12 +437,12 @@ export function expandFromTun(
     const off = i * slotSize;
     const len = lens[i]!;
     const gsoType = vnetGsoType(hdrs, i) & ~VNET_GSO_ECN;
-    if (len <= slotSize && (gsoType === VNET_GSO_TCPV4 || gsoType === VNET_GSO_UDP_L4)) {
+    if (len <= slotSize && (gsoType === VNET_GSO_TCPV4 || gsoType === VNET_GSO_TCPV6 || gsoType === VNET_GSO_UDP_L4)) {
       const gsoSize = vnetGsoSize(hdrs, i);
       if (out.count + segmentCount(len, gsoSize) > out.capacity) {
         if (out.count > 0) break;
       }
-      const r = (gsoType === VNET_GSO_TCPV4 ? segmentTcp4 : segmentUdp4)(buf, off, len, gsoSize, out, outWords, summer);
+      const r = (gsoType === VNET_GSO_TCPV4 ? segmentTcp4 : gsoType === VNET_GSO_TCPV6 ? segmentTcp6 : segmentUdp4)(buf, off, len, gsoSize, out, outWords, summer);
       if (r === SegmentError.NoRoom && out.count > 0) break;
       if (r < 0) {
         counts.malformed += 1;

@@ -143,6 +143,8 @@ describe('wireguard backend (userspace), dual stack in Mode separate: flannel-wg
     const bps = await iperfRate(h0, c!.pod6[0]!, h1, c!.pod6[1]!, 3);
     t.diagnostic(`iperf3 -6 through flannel-wg-v6: ${(bps / 1e9).toFixed(2)} Gbit/s`);
     assert.ok(bps > 20e6, `iperf3 -6 ${bps} bit/s`);
+    // The sender's kernel handed flannel-wg-v6 IPv6 TCP super-packets (TSO6), cut by us.
+    assert.ok(metric(await metrics(h0), /^flannel_wireguard_v6_tun_offload_super_packets_total (\d+)$/m) > 0, 'TSO6 super-packets read');
   });
 
   test('wg set moves a flannel-wg-v6 peer\'s endpoint (and wg show prints it); a bad endpoint is refused', async () => {

@@ -249,8 +249,9 @@ export class UdpBackend implements Backend {
         // then refuses every later plain bind (a second flanneld's probe) the same way.
         addon.close(openUdpSocket(addon, this.ctx.extIface.ifaceAddr, this.config.port, false));
       }
-      const wantOffload = (this.opts.offload ?? this.ctx.dataplane.offload) && this.opts.dataplane !== false && !this.pods.ipv6;
-      const first = openTun(addon, this.tunName, { offload: wantOffload, uso: this.ctx.dataplane.uso !== false, multiQueue: n > 1 }, this.log);
+      const wantOffload = (this.opts.offload ?? this.ctx.dataplane.offload) && this.opts.dataplane !== false;
+      // With IPv6 pods: IPv6 TSO instead of USO (UDP super-packets are cut for IPv4 only).
+      const first = openTun(addon, this.tunName, { offload: wantOffload, uso: this.ctx.dataplane.uso !== false && !this.pods.ipv6, tso6: this.pods.ipv6, multiQueue: n > 1 }, this.log);
       this.offload = first.offload;
       this.uso = first.uso;
       this.queues = [{ tunFd: first.fd, udpFd: -1 }];
@@ -268,7 +269,9 @@ export class UdpBackend implements Backend {
       for (const q of this.queues) q.udpFd = openUdpSocket(addon, bindAddr, this.config.port, n > 1, mode === 'dual');
       if (n > 1) addon.udpSteerByInnerFlow!(this.queues[0]!.udpFd, n);
       this.udpGro = false;
-      if (this.rxCoalesce && this.opts.dataplane !== false) {
+      // Not on sockets whose peers are endpoint ids: cutting super-datagrams would have to carry each
+      // piece's 16-byte source (conn/udp-socket.ts receives those one by one).
+      if (this.rxCoalesce && this.opts.dataplane !== false && mode === 'ipv4') {
         this.udpGro = this.queues.every((q) => enableUdpGro(addon, q.udpFd));
         if (!this.udpGro) this.log.info('UDP GRO unavailable on the socket; datagrams are received one by one', { port: this.config.port });
       }
