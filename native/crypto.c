@@ -71,15 +71,19 @@ static bool get_crypt_args(napi_env env, napi_value *argv, crypt_args_t *a) {
   return true;
 }
 
-/* wgSeal(buf, slotSize, lens, count, keys, keyIdx, receivers, counters):
+/* wgSeal(buf, slotSize, lens, count, keys, keyIdx, receivers, counters, mtu?):
  * slot i holds an inner packet of lens[i] bytes; it becomes the transport
  * message [type 4 | receivers[i] | counters[i] | ChaCha20-Poly1305 of the
- * packet zero-padded to 16 bytes | tag] under keys[keyIdx[i]], in place;
- * lens[i] is its new length, or 0 when it does not fit the slot or the key
- * index is out of range. */
+ * packet zero-padded to 16 bytes, but not beyond the device's mtu (as the
+ * kernel's WireGuard and wireguard-go pad: a full-size packet then still
+ * fits the link; with IPv6 endpoints, whose overhead is 80 bytes, 16-byte
+ * padding of a 1420-byte packet would fragment every outer datagram) | tag]
+ * under keys[keyIdx[i]], in place; lens[i] is its new length, or 0 when it
+ * does not fit the slot or the key index is out of range. mtu 0 or absent:
+ * no cap. */
 napi_value wg_seal(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
-  if (!get_args(env, info, 8, argv)) return NULL;
+  napi_value argv[9];
+  if (!get_args(env, info, 9, argv)) return NULL;
   crypt_args_t a;
   uint32_t *receivers;
   uint64_t *counters;
@@ -89,6 +93,10 @@ napi_value wg_seal(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[7], "counters", napi_biguint64_array, "BigUint64Array", (void **)&counters, &nctr) ||
       !check_len(env, nrecv, a.b.n, "receivers", "count") || !check_len(env, nctr, a.b.n, "counters", "count"))
     return NULL;
+  int64_t mtu = 0;
+  napi_valuetype mt;
+  if (napi_typeof(env, argv[8], &mt) != napi_ok) return throw_napi_failure(env), NULL;
+  if (mt != napi_undefined && !get_int(env, argv[8], "mtu", 0, 65535, &mtu)) return NULL;
   EVP_CIPHER_CTX *ctx = cipher_ctx(env, "wgSeal: cannot set up ChaCha20-Poly1305");
   if (!ctx) return NULL;
   int64_t sealed = 0;
@@ -99,6 +107,14 @@ napi_value wg_seal(napi_env env, napi_callback_info info) {
     uint8_t *p = a.b.buf + i * a.b.slot;
     uint32_t len = a.b.lens[i];
     uint32_t padded = (len + 15u) & ~15u;
+    /* wireguard-go's calculatePaddingSize: never pad past the MTU (a packet over it, which only a
+     * mis-set MTU lets through, pads as its remainder would). */
+    if (mtu > 0) {
+      uint32_t unit = len > (uint32_t)mtu ? len % (uint32_t)mtu : len;
+      uint32_t unit_padded = (unit + 15u) & ~15u;
+      if (unit_padded > (uint32_t)mtu) unit_padded = (uint32_t)mtu;
+      padded = len + (unit_padded - unit);
+    }
     a.b.lens[i] = 0;
     if (len > (uint64_t)a.b.slot || WG_HEADER + (uint64_t)padded + WG_TAG > (uint64_t)a.b.slot || a.key_idx[i] >= a.nkeys) continue;
     memmove(p + WG_HEADER, p, len);

@@ -149,7 +149,18 @@ export interface NativeAddon {
    * to 16 | tag]; lens[i] = its length, 0 when it does not fit the slot or
    * keyIdx[i] is out of range. Returns how many were sealed. No syscall.
    */
-  wgSeal(buf: Buffer, slotSize: number, lens: Uint32Array, count: number, keys: Uint8Array, keyIdx: Uint32Array, receivers: Uint32Array, counters: BigUint64Array): number;
+  wgSeal(
+    buf: Buffer,
+    slotSize: number,
+    lens: Uint32Array,
+    count: number,
+    keys: Uint8Array,
+    keyIdx: Uint32Array,
+    receivers: Uint32Array,
+    counters: BigUint64Array,
+    /** The device MTU: padding to 16 bytes stops there (WireGuard's rule); 0 or absent: no cap. */
+    mtu?: number,
+  ): number;
   /**
    * WireGuard transport open, in place: slot i's message (lens[i] bytes) is
    * authenticated and decrypted under keys[32*keyIdx[i]..] with the counter

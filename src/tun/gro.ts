@@ -26,6 +26,11 @@
  * their order: a packet that cannot join its flow's open super-packet
  * closes it, so later segments of that flow cannot jump ahead of it.
  *
+ * IPv6 TCP (a device carrying IPv6 pods: flannel-wg-v6) is glued by the
+ * same rules on the fixed 40-byte header (no extension headers; traffic
+ * class, flow label, hop limit and addresses identical; there is no id),
+ * written as GSO_TCPV6.
+ *
  * UDP (with USO on the device, kernel 6.2+: `udp`): datagrams of one flow
  * (same addresses, ports, TOS, TTL, fragment-flags word; consecutive IP
  * ids; all but the last with exactly gso_size payload bytes; each with a
@@ -35,7 +40,7 @@
  * UDP flood.
  */
 import { readU16, readU32, writeU16 } from '../packet/ipv4.js';
-import { pseudoSum, sum16, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN } from './offload.js';
+import { pseudoSum, pseudoSum6, sum16, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4, VNET_HDR_LEN } from './offload.js';
 import { PacketBatch } from './packet-batch.js';
 
 /** Slot of a super-packet: the largest IPv4 packet (total length is 16 bits) fits. */
@@ -64,6 +69,15 @@ const TCP_CSUM_OFFSET = 16;
 function fold(sum: number): number {
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return sum;
+}
+
+const IPV6_HEADER = 40;
+
+/** flowHash for IPv6: both addresses and the ports. */
+function flowHash6(buf: Uint8Array, off: number): number {
+  let h = readU32(buf, off + IPV6_HEADER) ^ 0x6;
+  for (let a = off + 8; a < off + 40; a += 4) h = Math.imul(h ^ readU32(buf, a), 0x9e3779b1);
+  return h | 0;
 }
 
 /** Flow key hash (addresses + ports); collisions are harmless: appending re-checks the full headers. */
@@ -101,8 +115,9 @@ export class RxCoalescer {
   private readonly nextId: Uint16Array;
   private readonly hdrLen: Uint16Array;
   private readonly open: Uint8Array;
-  /** Per out slot: the candidate's protocol (TCP or UDP). */
+  /** Per out slot: the candidate's protocol (TCP or UDP), and 1 for an IPv6 one. */
   private readonly proto: Uint8Array;
+  private readonly ip6: Uint8Array;
   /** Flow hash -> out slot of that flow's latest super-packet candidate (this batch only). */
   private readonly flows = new Map<number, number>();
 
@@ -121,6 +136,7 @@ export class RxCoalescer {
     this.hdrLen = new Uint16Array(capacity);
     this.open = new Uint8Array(capacity);
     this.proto = new Uint8Array(capacity);
+    this.ip6 = new Uint8Array(capacity);
   }
 
   /**
@@ -142,8 +158,12 @@ export class RxCoalescer {
     for (let i = 0; i < n; i++) {
       const off = i * slotSize;
       const len = lens[i]!;
-      // IPv6 (a device carrying both families) is written as it came: only IPv4 is glued.
-      if (buf[off]! >>> 4 !== 4) {
+      const version = buf[off]! >>> 4;
+      if (version === 6) {
+        this.coalesce6(buf, inWords, off, len);
+        continue;
+      }
+      if (version !== 4) {
         this.single(buf, off, len);
         continue;
       }
@@ -213,6 +233,65 @@ export class RxCoalescer {
     return out.count;
   }
 
+  /** One IPv6 packet: joins its flow's open TCP super-packet, starts one, or goes alone. */
+  private coalesce6(buf: Buffer, inWords: Uint32Array | null, off: number, len: number): void {
+    const flows = this.flows;
+    const l4 = off + IPV6_HEADER;
+    const tcp = buf[off + 6] === PROTO_TCP && len >= IPV6_HEADER + 20 && IPV6_HEADER + readU16(buf, off + 4) === len;
+    if (!tcp) {
+      this.single(buf, off, len);
+      return;
+    }
+    const hash = flowHash6(buf, off);
+    const thl = (buf[l4 + 12]! >>> 4) * 4;
+    const plen = len - IPV6_HEADER - thl;
+    const candidate = thl >= 20 && plen > 0 && (buf[l4 + 13]! & ~TCP_PSH) === TCP_ACK && this.checksumValid6(buf, inWords, off, len);
+    if (!candidate) {
+      flows.delete(hash);
+      this.single(buf, off, len);
+      return;
+    }
+    const seq = readU32(buf, l4 + 4);
+    const psh = (buf[l4 + 13]! & TCP_PSH) !== 0;
+    const k = flows.get(hash);
+    if (k !== undefined && this.canAppendTcp6(k, buf, off, thl, plen, seq)) {
+      this.append(k, buf, off, len, IPV6_HEADER + thl, plen, 0);
+      this.nextSeq[k] = (seq + plen) >>> 0;
+      if (psh) {
+        this.out.buf[k * SUPER_SLOT + IPV6_HEADER + 13] = this.out.buf[k * SUPER_SLOT + IPV6_HEADER + 13]! | TCP_PSH;
+        this.open[k] = 0;
+      }
+      return;
+    }
+    const s = this.startCandidate(buf, off, len, IPV6_HEADER + thl, plen, 0, PROTO_TCP);
+    this.ip6[s] = 1;
+    this.nextSeq[s] = (seq + plen) >>> 0;
+    if (psh) this.open[s] = 0;
+    flows.set(hash, s);
+  }
+
+  /** canAppendTcp for IPv6: the fixed header identical but for the payload length, the TCP header but for seq, flags and checksum. */
+  private canAppendTcp6(k: number, buf: Buffer, off: number, thl: number, plen: number, seq: number): boolean {
+    if (this.ip6[k] !== 1 || this.open[k] === 0 || this.hdrLen[k] !== IPV6_HEADER + thl || seq !== this.nextSeq[k] || plen > this.gsoSize[k]!) return false;
+    if (this.out.lens[k]! + plen > MAX_IP_LEN) return false;
+    const ob = this.out.buf;
+    const o = k * SUPER_SLOT;
+    for (let b = 0; b < 4; b++) if (ob[o + b] !== buf[off + b]) return false;
+    for (let b = 6; b < IPV6_HEADER; b++) if (ob[o + b] !== buf[off + b]) return false;
+    const t = o + IPV6_HEADER;
+    const u = off + IPV6_HEADER;
+    for (let b = 0; b < 4; b++) if (ob[t + b] !== buf[u + b]) return false;
+    for (let b = 8; b < 13; b++) if (ob[t + b] !== buf[u + b]) return false;
+    if (ob[t + 14] !== buf[u + 14] || ob[t + 15] !== buf[u + 15]) return false;
+    for (let b = 18; b < thl; b++) if (ob[t + b] !== buf[u + b]) return false;
+    return true;
+  }
+
+  private checksumValid6(buf: Buffer, words: Uint32Array | null, off: number, len: number): boolean {
+    const l4Len = len - IPV6_HEADER;
+    return fold(pseudoSum6(buf, off, PROTO_TCP) + l4Len + sum16(buf, words, off + IPV6_HEADER, l4Len)) === 0xffff;
+  }
+
   /** Copy one packet into the next out slot as a plain write; returns the slot. */
   private single(buf: Buffer, off: number, len: number): number {
     const out = this.out;
@@ -221,6 +300,7 @@ export class RxCoalescer {
     out.lens[s] = len;
     this.segs[s] = 1;
     this.open[s] = 0;
+    this.ip6[s] = 0;
     out.count = s + 1;
     return s;
   }
@@ -261,7 +341,7 @@ export class RxCoalescer {
 
   /** Whether the TCP segment (buf, off) continues super-packet candidate k exactly. */
   private canAppendTcp(k: number, buf: Buffer, off: number, thl: number, plen: number, seq: number, id: number): boolean {
-    if (this.proto[k] !== PROTO_TCP || this.hdrLen[k] !== 20 + thl || seq !== this.nextSeq[k] || !this.sameIpHeader(k, buf, off, plen, id)) return false;
+    if (this.ip6[k] !== 0 || this.proto[k] !== PROTO_TCP || this.hdrLen[k] !== 20 + thl || seq !== this.nextSeq[k] || !this.sameIpHeader(k, buf, off, plen, id)) return false;
     const ob = this.out.buf;
     // TCP: everything but seq (4..7), flags (13, checked: ACK with optional PSH) and checksum (16..17).
     const t = k * SUPER_SLOT + 20;
@@ -275,7 +355,7 @@ export class RxCoalescer {
 
   /** Whether the UDP datagram (buf, off) continues super-packet candidate k: same ports, next id, no longer than the first. */
   private canAppendUdp(k: number, buf: Buffer, off: number, plen: number, id: number): boolean {
-    if (this.proto[k] !== PROTO_UDP || !this.sameIpHeader(k, buf, off, plen, id)) return false;
+    if (this.ip6[k] !== 0 || this.proto[k] !== PROTO_UDP || !this.sameIpHeader(k, buf, off, plen, id)) return false;
     const ob = this.out.buf;
     const t = k * SUPER_SLOT + 20;
     return ob[t] === buf[off + 20] && ob[t + 1] === buf[off + 21] && ob[t + 2] === buf[off + 22] && ob[t + 3] === buf[off + 23];
@@ -312,6 +392,12 @@ export class RxCoalescer {
       }
       const o = s * SUPER_SLOT;
       const total = out.lens[s]!;
+      if (this.ip6[s] === 1) {
+        this.finish6(s, h, o, total);
+        counts.superPackets += 1;
+        counts.coalescedSegments += nseg;
+        continue;
+      }
       writeU16(ob, o + 2, total);
       writeU16(ob, o + 10, 0);
       writeU16(ob, o + 10, ~sum16(ob, outWords, o, 20) & 0xffff);
@@ -336,5 +422,26 @@ export class RxCoalescer {
       counts.superPackets += 1;
       counts.coalescedSegments += nseg;
     }
+  }
+
+  /** finish() for an IPv6 TCP super-packet: its payload length, the pseudo-header sum in the TCP checksum, GSO_TCPV6. */
+  private finish6(s: number, h: number, o: number, total: number): void {
+    const { out, hdrs } = this;
+    const ob = out.buf;
+    const l4Len = total - IPV6_HEADER;
+    writeU16(ob, o + 4, l4Len);
+    writeU16(ob, o + IPV6_HEADER + TCP_CSUM_OFFSET, fold(pseudoSum6(ob, o, PROTO_TCP) + l4Len));
+    const hdrLen = this.hdrLen[s]!;
+    const gso = this.gsoSize[s]!;
+    hdrs[h] = VNET_F_NEEDS_CSUM;
+    hdrs[h + 1] = VNET_GSO_TCPV6;
+    hdrs[h + 2] = hdrLen & 0xff;
+    hdrs[h + 3] = hdrLen >>> 8;
+    hdrs[h + 4] = gso & 0xff;
+    hdrs[h + 5] = gso >>> 8;
+    hdrs[h + 6] = IPV6_HEADER; // csum_start: the transport header
+    hdrs[h + 7] = 0;
+    hdrs[h + 8] = TCP_CSUM_OFFSET;
+    hdrs[h + 9] = 0;
   }
 }

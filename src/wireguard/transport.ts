@@ -24,6 +24,8 @@ export interface WireGuardWorkerConfig {
   table: PeerTableBuffers;
   /** WireGuard counters (counters.ts); each worker writes its own region. */
   counters: SharedArrayBuffer;
+  /** The device's MTU, which padding never exceeds (0: no cap). */
+  mtu?: number;
 }
 
 export class WireGuardTransport implements Encapsulation {
@@ -44,6 +46,7 @@ export class WireGuardTransport implements Encapsulation {
   private readonly windows: (ReplayWindow | undefined)[] = [];
   private readonly windowGen: number[] = [];
   private handshakeBudget = HANDSHAKE_BACKLOG;
+  private readonly mtu: number;
   private budgetSecond = 0;
 
   constructor(
@@ -58,6 +61,7 @@ export class WireGuardTransport implements Encapsulation {
     private readonly sentBy: SentBytesBy = SentBytesBy.TxWorker,
   ) {
     this.t = new PeerTable(cfg.table);
+    this.mtu = cfg.mtu ?? 0;
     this.keyIdx = new Uint32Array(capacity);
     this.receivers = new Uint32Array(capacity);
     this.nonces = new BigUint64Array(capacity);
@@ -125,7 +129,7 @@ export class WireGuardTransport implements Encapsulation {
       out++;
     }
     if (out === 0) return 0;
-    this.addon.wgSeal(buf, slotSize, lens, out, this.t.sendKeys, this.keyIdx, this.receivers, this.nonces);
+    this.addon.wgSeal(buf, slotSize, lens, out, this.t.sendKeys, this.keyIdx, this.receivers, this.nonces, this.mtu);
     // A packet that no longer fits its slot once sealed (lens 0) is dropped. Sent bytes are counted as
     // wireguard-go counts them for `wg show`: whole datagrams (header, padded ciphertext, tag).
     let kept = 0;

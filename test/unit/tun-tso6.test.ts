@@ -99,22 +99,49 @@ test('TSO6 refuses what is not one: not IPv6, not TCP, a payload length beyond t
   assert.equal(segmentTcp6(sp, 0, sp.length, 1400, new PacketBatch(2, 2048), null), SegmentError.NoRoom);
 });
 
-test('expandFromTun cuts GSO_TCPV6 reads; the coalescer writes IPv6 as it came', () => {
-  const sp = tcp6(randomBytes(7000), TCP_ACK, 100);
-  const inb = new PacketBatch(2, 65536);
-  sp.copy(inb.buf, 0);
-  inb.lens[0] = sp.length;
-  const hdrs = new Uint8Array(2 * VNET_HDR_LEN);
-  hdrs[1] = VNET_GSO_TCPV6;
-  hdrs[4] = 1400 & 0xff;
-  hdrs[5] = 1400 >> 8;
-  const out = new PacketBatch(64, 2048);
-  const counts = newExpandCounts();
-  assert.equal(expandFromTun(inb, hdrs, 0, 1, out, wordView(out.buf), counts), 1);
-  assert.deepEqual([out.count, counts.superPackets, counts.segments, counts.malformed], [5, 1, 5, 0]);
+test('expandFromTun cuts GSO_TCPV6 reads; the coalescer glues the segments back into one GSO_TCPV6 write that cuts into the same bytes', () => {
+  for (let round = 0; round < 50; round++) {
+    const mss = 500 + randomInt(1000);
+    const sp = tcp6(randomBytes(randomInt(mss * 2, 40_000)), TCP_ACK | (randomInt(2) ? TCP_PSH : 0), randomInt(2 ** 32), randomInt(4));
+    const inb = new PacketBatch(2, 65536);
+    sp.copy(inb.buf, 0);
+    inb.lens[0] = sp.length;
+    const hdrs = new Uint8Array(2 * VNET_HDR_LEN);
+    hdrs[1] = VNET_GSO_TCPV6;
+    hdrs[4] = mss & 0xff;
+    hdrs[5] = mss >> 8;
+    const out = new PacketBatch(128, 2048);
+    const counts = newExpandCounts();
+    assert.equal(expandFromTun(inb, hdrs, 0, 1, out, wordView(out.buf), counts), 1);
+    const nseg = Math.ceil((sp.length - 40 - ((sp[52]! >>> 4) * 4)) / mss);
+    assert.deepEqual([out.count, counts.superPackets, counts.segments, counts.malformed], [nseg, 1, nseg, 0]);
 
-  const c = new RxCoalescer(64);
-  const cc = newCoalesceCounts();
-  assert.equal(c.coalesce(out, out.count, wordView(out.buf), cc), 5, 'five writes, nothing glued');
-  for (let k = 0; k < 5; k++) assert.deepEqual(c.out.buf.subarray(k * 65536, k * 65536 + c.out.lens[k]!), out.buf.subarray(k * 2048, k * 2048 + out.lens[k]!));
+    const c = new RxCoalescer(128);
+    const cc = newCoalesceCounts();
+    assert.equal(c.coalesce(out, out.count, wordView(out.buf), cc), 1, 'one write');
+    assert.deepEqual([cc.superPackets, cc.coalescedSegments], [1, nseg]);
+    const h = c.hdrs;
+    assert.deepEqual([h[0], h[1], h[6], h[8]], [1, VNET_GSO_TCPV6, 40, 16], 'NEEDS_CSUM, GSO_TCPV6, csum_start 40, csum_offset 16');
+    assert.equal(h[4]! | (h[5]! << 8), mss);
+    // The kernel would cut it at gso_size: do so, with its partial checksum treated as segmentTcp6 treats the kernel's.
+    const glued = Buffer.from(c.out.buf.subarray(0, c.out.lens[0]!));
+    assert.equal(glued.readUInt16BE(4), glued.length - 40);
+    const again = new PacketBatch(128, 2048);
+    assert.equal(segmentTcp6(glued, 0, glued.length, mss, again, wordView(again.buf)), nseg);
+    for (let k = 0; k < nseg; k++) assert.deepEqual(again.buf.subarray(k * 2048, k * 2048 + again.lens[k]!), out.buf.subarray(k * 2048, k * 2048 + out.lens[k]!), `segment ${k}`);
+  }
+  // A corrupt segment, another flow or a non-TCP IPv6 packet goes alone and closes nothing it should not.
+  const a = tcp6(randomBytes(3000), TCP_ACK, 1);
+  const inb = new PacketBatch(1, 65536);
+  a.copy(inb.buf, 0);
+  inb.lens[0] = a.length;
+  const hdrs = new Uint8Array(VNET_HDR_LEN);
+  hdrs[1] = VNET_GSO_TCPV6;
+  hdrs[4] = 1000 & 0xff;
+  hdrs[5] = 1000 >> 8;
+  const out = new PacketBatch(8, 2048);
+  expandFromTun(inb, hdrs, 0, 1, out, wordView(out.buf), newExpandCounts());
+  out.buf[1 * 2048 + 100]! ^= 1; // segment 1 corrupt
+  const c = new RxCoalescer(8);
+  assert.equal(c.coalesce(out, 3, wordView(out.buf), newCoalesceCounts()), 3, 'first alone (its flow closed by the corrupt one), corrupt alone, third alone');
 });

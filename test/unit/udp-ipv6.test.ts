@@ -314,3 +314,23 @@ test('addon: a dual-stack socket (Mode auto) reaches IPv4 peers through ::ffff:a
     addon.close(v4);
   }
 });
+
+test('wgSeal pads to 16 bytes but never past the device MTU (as the kernel\'s WireGuard and wireguard-go): a full-size packet still fits an IPv6 underlay', () => {
+  const addon = loadNative();
+  const keys = new Uint8Array(32).fill(7);
+  const sealed = (len: number, mtu?: number) => {
+    const b = new PacketBatch(1, 2048);
+    b.lens[0] = len;
+    addon.wgSeal(b.buf, 2048, b.lens, 1, keys, Uint32Array.of(0), Uint32Array.of(1), BigUint64Array.of(0n), mtu);
+    return b.lens[0]! - 32; // the padded plaintext (header 16, tag 16)
+  };
+  assert.equal(sealed(1420), 1424, 'no MTU: to 16 bytes');
+  assert.equal(sealed(1420, 1420), 1420, 'a full-size packet is not padded past the MTU');
+  assert.equal(sealed(1410, 1420), 1420, 'rounded up to 1424, capped at the MTU');
+  assert.equal(sealed(1390, 1420), 1392);
+  assert.equal(sealed(1419, 1420), 1420);
+  assert.equal(sealed(61, 1420), 64);
+  assert.equal(sealed(0, 1420), 0, 'a keepalive stays empty');
+  // Over the MTU (only a mis-set MTU lets one through): its remainder pads as wireguard-go pads it.
+  assert.equal(sealed(1430, 1420), 1430 + ((((1430 % 1420) + 15) & ~15) - (1430 % 1420)));
+});

@@ -95,7 +95,7 @@ export class UserspaceWireGuard {
         const v = peerOf(lease, spec, { extAddr: ctx.extIface.extAddr, extAddr6: ctx.extIface.extAddr6 });
         return 'peer' in v ? v.peer.endpointIP : null;
       },
-      wireguard: { table: buffers, counters: this.counters },
+      wireguard: { table: buffers, counters: this.counters, mtu: ctx.extIface.mtu - WIREGUARD_OVERHEAD },
       onHandshake: (msg, addr, port, source6) => this.handshake(msg, addr, port, source6),
     });
   }
