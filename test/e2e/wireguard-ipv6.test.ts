@@ -140,11 +140,16 @@ describe('wireguard backend (userspace), dual stack in Mode separate: flannel-wg
 
   test('iperf3 over IPv6 pods', async (t) => {
     const [h0, h1] = c!.set.hosts as [TestHost, TestHost];
+    const fragments = async () => Number(/^Ip6FragCreates\s+(\d+)/m.exec((await h0.exec(['cat', '/proc/net/snmp6'])).stdout)?.[1] ?? NaN);
+    const f0 = await fragments();
     const bps = await iperfRate(h0, c!.pod6[0]!, h1, c!.pod6[1]!, 3);
     t.diagnostic(`iperf3 -6 through flannel-wg-v6: ${(bps / 1e9).toFixed(2)} Gbit/s`);
     assert.ok(bps > 20e6, `iperf3 -6 ${bps} bit/s`);
-    // The sender's kernel handed flannel-wg-v6 IPv6 TCP super-packets (TSO6), cut by us.
+    // The sender's kernel handed flannel-wg-v6 IPv6 TCP super-packets (TSO6), cut by us; the receiver glued them again.
     assert.ok(metric(await metrics(h0), /^flannel_wireguard_v6_tun_offload_super_packets_total (\d+)$/m) > 0, 'TSO6 super-packets read');
+    assert.ok(metric(await metrics(h1), /^flannel_wireguard_v6_rx_super_packets_total (\d+)$/m) > 0, 'IPv6 super-packets written');
+    // Full-size packets fit the underlay once sealed (padding stops at the MTU): no outer datagram is fragmented.
+    assert.equal((await fragments()) - f0, 0, 'IPv6 fragments created on the sender');
   });
 
   test('wg set moves a flannel-wg-v6 peer\'s endpoint (and wg show prints it); a bad endpoint is refused', async () => {
