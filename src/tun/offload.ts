@@ -30,7 +30,7 @@ export const VNET_HDR_LEN = 10;
 /** TUNSETOFFLOAD flags (linux/if_tun.h). USO4 and USO6 (kernel 6.2+) only come as a pair. */
 export const TUN_F = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, USO4: 0x20, USO6: 0x40 } as const;
 
-/** What we ask for: partial checksums and IPv4 TSO (with ECN: CWR is handled per segment). No TSO6: the udp backend is IPv4 only. */
+/** What we ask for: partial checksums and IPv4 TSO (with ECN: CWR is handled per segment). TSO6 only for devices carrying IPv6 pods (TUN_OFFLOADS_TSO6). */
 export const TUN_OFFLOADS = TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO_ECN;
 /**
  * With UDP segmentation offload as well: an application sending with
