@@ -240,25 +240,43 @@ export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: 
   if (total < ihl + 20) return SegmentError.Malformed;
   const thl = (src[tcp + 12]! >>> 4) * 4;
   if (thl < 20) return SegmentError.Malformed;
-  const hdrLen = ihl + thl;
+  return cutTcp(src, off, ihl, thl, total, gsoSize, out, outWords, summer, pseudoSum(src, off, PROTO_TCP), false);
+}
+
+/**
+ * The TCP segments of a checked super-packet (IP header of ipLen bytes, TCP
+ * header of thl, `total` bytes in all) into `out`: headers and payload
+ * copied, the IP header made the segment's (IPv4: total length, id + k,
+ * header checksum; IPv6: payload length), sequence number, flags (CWR on
+ * the first only, FIN and PSH on the last only) and the TCP checksum from
+ * `pseudo` (the pseudo-header sum without the length). Returns the segments
+ * or a SegmentError.
+ */
+function cutTcp(src: Uint8Array, off: number, ipLen: number, thl: number, total: number, gsoSize: number, out: PacketBatch, outWords: Uint32Array | null, summer: SegmentSummer | undefined, pseudo: number, ipv6: boolean): number {
+  const hdrLen = ipLen + thl;
   const nseg = plannedSegments(total, hdrLen, gsoSize, out);
   if (nseg < 0) return nseg;
   const payload = total - hdrLen;
   const slot = out.slotSize;
-
   const dst = out.buf;
-  const id0 = readU16(src, off + 4);
+  const tcp = off + ipLen;
+  const id0 = ipv6 ? 0 : readU16(src, off + 4);
   const seq0 = readU32(src, tcp + 4);
   const flags = src[tcp + 13]!;
-  const pseudo = pseudoSum(src, off, PROTO_TCP);
   const first = out.count;
   let base = first;
   for (let k = 0; k < nseg; k++, base++) {
     const o = base * slot;
     const p = k * gsoSize;
     const plen = Math.min(gsoSize, payload - p);
-    copySegment(src, off, hdrLen, ihl, id0, k, p, plen, dst, o, outWords);
-    const t = o + ihl;
+    if (ipv6) {
+      copyBytes(src, dst, o, off, off + hdrLen);
+      if (plen > 0) copyBytes(src, dst, o + hdrLen, off + hdrLen + p, off + hdrLen + p + plen);
+      writeU16(dst, o + 4, thl + plen);
+    } else {
+      copySegment(src, off, hdrLen, ipLen, id0, k, p, plen, dst, o, outWords);
+    }
+    const t = o + ipLen;
     writeU32(dst, t + 4, (seq0 + p) >>> 0);
     let f = flags;
     if (k > 0) f &= ~TCP_CWR;
@@ -268,7 +286,7 @@ export function segmentTcp4(src: Uint8Array, off: number, len: number, gsoSize: 
     out.lens[base] = hdrLen + plen;
     if (!summer) writeU16(dst, t + 16, ~fold(pseudo + (thl + plen) + sum16(dst, outWords, t, thl + plen)) & 0xffff);
   }
-  if (summer) finishChecksums(summer, out, first, nseg, ihl, pseudo, 16);
+  if (summer) finishChecksums(summer, out, first, nseg, ipLen, pseudo, 16);
   out.count = base;
   return nseg;
 }
@@ -298,37 +316,7 @@ export function segmentTcp6(src: Uint8Array, off: number, len: number, gsoSize: 
   const tcp = off + IPV6_HEADER;
   const thl = (src[tcp + 12]! >>> 4) * 4;
   if (thl < 20 || IPV6_HEADER + thl > total) return SegmentError.Malformed;
-  const hdrLen = IPV6_HEADER + thl;
-  const nseg = plannedSegments(total, hdrLen, gsoSize, out);
-  if (nseg < 0) return nseg;
-  const payload = total - hdrLen;
-  const slot = out.slotSize;
-  const dst = out.buf;
-  const seq0 = readU32(src, tcp + 4);
-  const flags = src[tcp + 13]!;
-  const pseudo = pseudoSum6(src, off, PROTO_TCP);
-  const first = out.count;
-  let base = first;
-  for (let k = 0; k < nseg; k++, base++) {
-    const o = base * slot;
-    const p = k * gsoSize;
-    const plen = Math.min(gsoSize, payload - p);
-    copyBytes(src, dst, o, off, off + hdrLen);
-    if (plen > 0) copyBytes(src, dst, o + hdrLen, off + hdrLen + p, off + hdrLen + p + plen);
-    writeU16(dst, o + 4, thl + plen);
-    const t = o + IPV6_HEADER;
-    writeU32(dst, t + 4, (seq0 + p) >>> 0);
-    let f = flags;
-    if (k > 0) f &= ~TCP_CWR;
-    if (k < nseg - 1) f &= ~(TCP_FIN | TCP_PSH);
-    dst[t + 13] = f;
-    writeU16(dst, t + 16, 0);
-    out.lens[base] = hdrLen + plen;
-    if (!summer) writeU16(dst, t + 16, ~fold(pseudo + (thl + plen) + sum16(dst, outWords, t, thl + plen)) & 0xffff);
-  }
-  if (summer) finishChecksums(summer, out, first, nseg, IPV6_HEADER, pseudo, 16);
-  out.count = base;
-  return nseg;
+  return cutTcp(src, off, IPV6_HEADER, thl, total, gsoSize, out, outWords, summer, pseudoSum6(src, off, PROTO_TCP), true);
 }
 
 /** The addon's batched sum and its scratch: one call sums every segment of a super-packet. */
