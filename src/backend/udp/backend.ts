@@ -66,8 +66,8 @@ export interface UdpBackendOptions {
    * The pod families this dataplane carries (default IPv4 only): IPv4 pods
    * (the lease's subnet, Network) and IPv6 pods (its IPv6 subnet,
    * IPv6Network), each with a route table of its own. With IPv6 pods it
-   * runs one worker pair on the plain path (no TUN offloads, no UDP GRO:
-   * those are IPv4 code). The wireguard backend's devices.
+   * runs one worker pair, with IPv6 TSO and coalescing but no USO (UDP
+   * super-packets are cut for IPv4 only). The wireguard backend's devices.
    */
   pods?: { ipv4: boolean; ipv6: boolean };
   /**

@@ -44,7 +44,8 @@ function idEndpoints(table: EndpointTable6, held: () => number[], ipv4Too: boole
       return text.includes(':') ? `[${text}]:${port}` : `${text}:${port}`;
     },
     parse(text) {
-      const m = /^\[([0-9A-Fa-f:.]+)\]:(\d+)$/.exec(text) ?? (ipv4Too ? /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(text) : null);
+      // An IPv6 address in brackets (it has a colon), or with a dual-stack socket a bare IPv4 one.
+      const m = /^\[([0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)\]:(\d+)$/.exec(text) ?? (ipv4Too ? /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(text) : null);
       if (!m || Number(m[2]) > 65535) return null;
       try {
         const id = table.idOf(endpointAddress6(m[1]!));
