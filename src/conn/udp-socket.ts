@@ -72,9 +72,10 @@ export class UdpSocket {
     opts: UdpSocketOptions = {},
   ) {
     this.endpoints6 = opts.endpoints6 ?? null;
-    // Cutting super-datagrams would have to carry each piece's 16-byte source too; IPv6 sockets receive one by one.
-    this.gro = opts.gro === true && this.endpoints6 === null;
+    this.gro = opts.gro === true;
     this.staging = this.gro ? new PacketBatch(GRO_STAGING, GRO_SLOT) : null;
+    // On an IPv6 socket every piece of a super-datagram carries its 16-byte source along.
+    if (this.staging && this.endpoints6) this.staging.sources6 = new Uint8Array(16 * GRO_STAGING);
     this.gsoSizes = this.gro ? new Uint16Array(GRO_STAGING) : null;
   }
 
@@ -95,7 +96,7 @@ export class UdpSocket {
     }
     if (this.pendingFrom >= this.pendingCount) {
       this.pendingFrom = this.pendingOffset = 0;
-      this.pendingCount = this.addon.udpRecv(this.fd, st.buf, GRO_SLOT, st.lens, st.addrs, st.ports, GRO_STAGING, this.pollMs, this.gsoSizes, this.drops);
+      this.pendingCount = this.addon.udpRecv(this.fd, st.buf, GRO_SLOT, st.lens, st.addrs, st.ports, GRO_STAGING, this.pollMs, this.gsoSizes, this.drops, st.sources6);
       if (this.pendingCount === 0) return 0;
       c.syscalls = 1;
     }
@@ -108,6 +109,9 @@ export class UdpSocket {
     const gso = this.gsoSizes!;
     const c = this.recvCounts;
     const { buf: out, lens: outLens, addrs, ports, slotSize, capacity } = batch;
+    const src6 = st.sources6;
+    if (src6 && !batch.sources6) batch.sources6 = new Uint8Array(16 * capacity);
+    const out6 = batch.sources6;
     let k = 0;
     while (this.pendingFrom < this.pendingCount && k < capacity) {
       const i = this.pendingFrom;
@@ -118,6 +122,7 @@ export class UdpSocket {
         outLens[k] = slotSize + 1;
         addrs[k] = st.addrs[i]!;
         ports[k] = st.ports[i]!;
+        if (src6) out6!.set(src6.subarray(16 * i, 16 * i + 16), 16 * k);
         k++;
         this.pendingFrom++;
         continue;
@@ -138,6 +143,7 @@ export class UdpSocket {
         }
         addrs[k] = st.addrs[i]!;
         ports[k] = st.ports[i]!;
+        if (src6) out6!.set(src6.subarray(16 * i, 16 * i + 16), 16 * k);
         k++;
         this.pendingOffset = at + l;
       } while (this.pendingOffset < len && k < capacity);

@@ -178,7 +178,8 @@ test('endpoint ids: stable per address, released when no holder uses them, reuse
   assert.equal(e.text(r1), '2001:db8::79');
 });
 
-test('addon: an IPv6 socket sends to endpoint ids and reports each datagram\'s 16-byte source; ids beyond the table refused', () => {
+test('addon: an IPv6 socket sends to endpoint ids and reports each datagram\'s 16-byte source, GRO super-datagrams cut with theirs; ids beyond the table refused', async () => {
+  const { enableUdpGro } = await import('../../src/conn/udp-socket.js');
   const addon = loadNative();
   const a = addon.udpOpen('::1', 0, false);
   const bfd = addon.udpOpen('::1', 0, false);
@@ -188,29 +189,34 @@ test('addon: an IPv6 socket sends to endpoint ids and reports each datagram\'s 1
     const ends = new EndpointTable6(4, 2);
     const id = ends.idOf(parseIP6('::1'));
     const sender = new UdpSocket(addon, a, 100, { endpoints6: new Uint8Array(ends.sab) });
-    const receiver = new UdpSocket(addon, bfd, 500, { endpoints6: new Uint8Array(ends.sab), gro: true });
-    assert.equal(receiver.gro, false, 'no GRO cutting on IPv6 sockets');
-    const out = new PacketBatch(3, 256);
-    for (let i = 0; i < 3; i++) {
-      out.buf.fill(i + 1, i * 256, i * 256 + 50 + i);
-      out.lens[i] = 50 + i;
+    const gro = enableUdpGro(addon, bfd);
+    const receiver = new UdpSocket(addon, bfd, 500, { endpoints6: new Uint8Array(ends.sab), gro });
+    // Six datagrams: a GSO run of four equal ones (one super-datagram with GRO), then two shorter ones.
+    const sizes = [50, 50, 50, 50, 41, 42];
+    const out = new PacketBatch(sizes.length, 256);
+    sizes.forEach((len, i) => {
+      out.buf.fill(i + 1, i * 256, i * 256 + len);
+      out.lens[i] = len;
       out.addrs[i] = id;
       out.ports[i] = bPort;
-    }
-    assert.equal(sender.send(out, 3, true), 3);
+    });
+    assert.equal(sender.send(out, sizes.length, true), sizes.length);
     const inb = new PacketBatch(8, 256);
     let got = 0;
-    while (got < 3) {
+    let supers = 0;
+    while (got < sizes.length) {
       const n = receiver.recv(inb);
       assert.ok(n > 0, 'datagrams arrive');
+      supers += receiver.recvCounts.superDatagrams;
       for (let i = 0; i < n; i++, got++) {
-        assert.equal(inb.lens[i], 50 + got);
+        assert.equal(inb.lens[i], sizes[got]);
         assert.equal(inb.buf[i * 256], got + 1);
         assert.equal(inb.addrs[i], 0, 'no u32 address on IPv6');
         assert.equal(inb.ports[i], aPort);
         assert.deepEqual([...inb.sources6!.subarray(16 * i, 16 * i + 16)], [...Array(15).fill(0), 1]);
       }
     }
+    if (gro) assert.ok(supers >= 1, 'the GSO run came as a GRO super-datagram and was cut');
     out.addrs[0] = 999;
     assert.throws(() => sender.send(out, 1, false), /names no endpoint/);
     assert.throws(() => addon.udpOpen('fe80::zz', 0, false), /IPv4 or IPv6 address/);

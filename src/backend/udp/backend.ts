@@ -269,9 +269,7 @@ export class UdpBackend implements Backend {
       for (const q of this.queues) q.udpFd = openUdpSocket(addon, bindAddr, this.config.port, n > 1, mode === 'dual');
       if (n > 1) addon.udpSteerByInnerFlow!(this.queues[0]!.udpFd, n);
       this.udpGro = false;
-      // Not on sockets whose peers are endpoint ids: cutting super-datagrams would have to carry each
-      // piece's 16-byte source (conn/udp-socket.ts receives those one by one).
-      if (this.rxCoalesce && this.opts.dataplane !== false && mode === 'ipv4') {
+      if (this.rxCoalesce && this.opts.dataplane !== false) {
         this.udpGro = this.queues.every((q) => enableUdpGro(addon, q.udpFd));
         if (!this.udpGro) this.log.info('UDP GRO unavailable on the socket; datagrams are received one by one', { port: this.config.port });
       }
