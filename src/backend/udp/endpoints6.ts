@@ -78,8 +78,10 @@ export class EndpointTable6 {
    */
   hold(holder: string, ids: Iterable<number>): void {
     this.holders.set(holder, new Set(ids));
+    const held = new Set<number>();
+    for (const h of this.holders.values()) for (const id of h) held.add(id);
     for (const [id, key] of this.addrOf) {
-      if ([...this.holders.values()].some((h) => h.has(id))) continue;
+      if (held.has(id)) continue;
       this.addrOf.delete(id);
       this.byAddr.delete(key);
       this.released.push({ id, at: this.now() });
