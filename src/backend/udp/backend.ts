@@ -20,7 +20,7 @@ import { availableParallelism } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { createRouteTableBuffer, RouteTableWriter, type RouteEntry } from './routes.js';
 import { createRouteTable6Buffer, RouteTable6Writer, words6, type Route6Entry } from './routes6.js';
-import { EndpointTable6, endpointAddress6 } from './endpoints6.js';
+import { EndpointIdsExhausted, EndpointTable6 } from './endpoints6.js';
 import { describe as describeLease } from '../../subnet/manager.js';
 import { counterRegion, createCounterBuffer, MAX_WORKERS, REGION_MAIN, renderCounters, UdpCounter } from './counters.js';
 import { PacketWorkers, type QueueFds } from './workers.js';
@@ -173,7 +173,7 @@ export class UdpBackend implements Backend {
   get socket(): { addon: NativeAddon; fd: number; endpoints6?: Uint8Array } | null {
     const q = this.queues[0];
     if (!this.addon || !q) return null;
-    return this.endpoints6 ? { addon: this.addon, fd: q.udpFd, endpoints6: new Uint8Array(this.endpoints6.sab) } : { addon: this.addon, fd: q.udpFd };
+    return this.endpoints6 ? { addon: this.addon, fd: q.udpFd, endpoints6: this.endpoints6.bytes } : { addon: this.addon, fd: q.udpFd };
   }
 
   /** Slot size of the packet buffers: room for any datagram the underlay link carries unfragmented. */
@@ -402,15 +402,23 @@ export class UdpBackend implements Backend {
     }
   }
 
-  /** The u32 a lease's host is named by on the packet path (its address, or an endpoint id); null when it has none. */
+  /**
+   * The u32 the packet path names an endpoint (address text) by: the IPv4
+   * address itself, or its id in the endpoint table. Throws on text that is
+   * no address of this socket's kind, and EndpointIdsExhausted.
+   */
+  endpointId(text: string): number {
+    return this.endpoints6 ? this.endpoints6.idOfText(text) : parseIP4(text);
+  }
+
+  /** endpointId of a lease's host; null when it has none. */
   private peerOf(lease: Lease): number | null {
-    const mode = this.endpointMode;
-    const text = this.opts.endpointOf ? this.opts.endpointOf(lease) : mode === 'ipv4' ? lease.attrs.publicIP : lease.attrs.publicIPv6;
+    const text = this.opts.endpointOf ? this.opts.endpointOf(lease) : this.endpointMode === 'ipv4' ? lease.attrs.publicIP : lease.attrs.publicIPv6;
     if (!text) return null;
     try {
-      return mode === 'ipv4' ? parseIP4(text) : this.endpoints6!.idOf(endpointAddress6(text));
+      return this.endpointId(text);
     } catch (err) {
-      if (/no free/.test((err as Error).message)) this.log.error('cannot route the lease', { subnet: describeLease(lease), error: (err as Error).message });
+      if (err instanceof EndpointIdsExhausted) this.log.error('cannot route the lease', { subnet: describeLease(lease), error: err.message });
       return null;
     }
   }

@@ -26,6 +26,16 @@ export function endpointText6(addr: bigint): string {
   return addr >> 32n === 0xffffn ? `${Number((addr >> 24n) & 0xffn)}.${Number((addr >> 16n) & 0xffn)}.${Number((addr >> 8n) & 0xffn)}.${Number(addr & 0xffn)}` : formatIP6(addr);
 }
 
+/** The 16 address bytes at `at` as a number. */
+function addressAt(bytes: Uint8Array, at: number): bigint {
+  let v = 0n;
+  for (let i = 0; i < 16; i++) v = (v << 8n) | BigInt(bytes[at + i]!);
+  return v;
+}
+
+/** Every lease endpoint id is taken (and none was released long enough ago to reuse). */
+export class EndpointIdsExhausted extends Error {}
+
 /** Id 0 is never handed out: udpRecv reports 0 for "no id". */
 const FIRST_ID = 1;
 const REUSE_AFTER_MS = 10_000;
@@ -34,7 +44,8 @@ export const TRANSIENT_ENDPOINTS = 1024;
 
 export class EndpointTable6 {
   readonly sab: SharedArrayBuffer;
-  private readonly bytes: Uint8Array;
+  /** The table as the addon reads it (udpSend's endpoints6). */
+  readonly bytes: Uint8Array;
   private readonly byAddr = new Map<string, number>();
   private readonly addrOf = new Map<number, string>();
   private readonly released: { id: number; at: number }[] = [];
@@ -53,7 +64,12 @@ export class EndpointTable6 {
     this.bytes = new Uint8Array(this.sab);
   }
 
-  /** The id of a lease endpoint (allocated on first use); throws when every id is taken. */
+  /** idOf an endpoint written as text (IPv4 text as its ::ffff:a.b.c.d address); throws as idOf and on text that is no address. */
+  idOfText(text: string): number {
+    return this.idOf(endpointAddress6(text));
+  }
+
+  /** The id of a lease endpoint (allocated on first use); throws EndpointIdsExhausted when every id is taken. */
   idOf(addr: bigint): number {
     const key = formatIP6(addr);
     const have = this.byAddr.get(key);
@@ -69,7 +85,7 @@ export class EndpointTable6 {
     if (this.nextFresh < FIRST_ID + this.leaseCapacity) return this.nextFresh++;
     const r = this.released[0];
     if (r && this.now() - r.at >= REUSE_AFTER_MS) return this.released.shift()!.id;
-    throw new Error(`no free IPv6 endpoint id (${this.leaseCapacity} lease endpoints in use or released in the last ${REUSE_AFTER_MS / 1000} s)`);
+    throw new EndpointIdsExhausted(`no free IPv6 endpoint id (${this.leaseCapacity} lease endpoints in use or released in the last ${REUSE_AFTER_MS / 1000} s)`);
   }
 
   /**
@@ -93,9 +109,7 @@ export class EndpointTable6 {
    * endpoint's id when it is one, else the next id of the transient ring.
    */
   idForSource(src: Uint8Array): number {
-    let v = 0n;
-    for (let i = 0; i < 16; i++) v = (v << 8n) | BigInt(src[i]!);
-    const have = this.byAddr.get(formatIP6(v));
+    const have = this.byAddr.get(formatIP6(addressAt(src, 0)));
     if (have !== undefined) return have;
     const id = FIRST_ID + this.leaseCapacity + this.nextTransient;
     this.nextTransient = (this.nextTransient + 1) % this.transient;
@@ -105,10 +119,7 @@ export class EndpointTable6 {
 
   /** The address an id names, as text (logs, `wg show`; an IPv4-mapped one as the IPv4 address). */
   text(id: number): string {
-    const b = this.bytes.subarray(16 * id, 16 * id + 16);
-    let v = 0n;
-    for (let i = 0; i < 16; i++) v = (v << 8n) | BigInt(b[i]!);
-    return endpointText6(v);
+    return endpointText6(addressAt(this.bytes, 16 * id));
   }
 
   private write(id: number, addr: bigint): void {

@@ -11,7 +11,7 @@
 import type { BackendContext } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
 import { UdpBackend, type EndpointMode, type UdpBackendOptions } from '../udp/backend.js';
-import { endpointAddress6, type EndpointTable6 } from '../udp/endpoints6.js';
+import type { EndpointTable6 } from '../udp/endpoints6.js';
 import { WireGuardDevice } from '../../wireguard/device.js';
 import { createPeerTableBuffers, PeerTable } from '../../wireguard/peer-table.js';
 import { createWgCounterBuffer, renderWgCounters, wgCounterRegion, WG_REGION_MAIN } from '../../wireguard/counters.js';
@@ -48,7 +48,7 @@ function idEndpoints(table: EndpointTable6, held: () => number[], ipv4Too: boole
       const m = /^\[([0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)\]:(\d+)$/.exec(text) ?? (ipv4Too ? /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(text) : null);
       if (!m || Number(m[2]) > 65535) return null;
       try {
-        const id = table.idOf(endpointAddress6(m[1]!));
+        const id = table.idOfText(m[1]!);
         table.hold('peers', [...held(), id]);
         return { addr: id, port: Number(m[2]) };
       } catch {
@@ -148,22 +148,20 @@ export class UserspaceWireGuard {
   }
 
   private applyPeers(peers: WgPeerSpec[]): void {
-    const table = this.udp.endpoints6;
     const configs = [];
     for (const p of peers) {
-      let addr = p.endpointAddr;
-      if (table) {
-        try {
-          addr = table.idOf(endpointAddress6(p.endpointIP));
-        } catch (err) {
-          this.ctx.log.error('cannot add the wireguard peer', { device: this.name, endpoint: p.endpointIP, error: (err as Error).message });
-          continue;
-        }
+      // The same u32 the route table names this endpoint by: the transport finds the peer from it.
+      let addr: number;
+      try {
+        addr = this.udp.endpointId(p.endpointIP);
+      } catch (err) {
+        this.ctx.log.error('cannot add the wireguard peer', { device: this.name, endpoint: p.endpointIP, error: (err as Error).message });
+        continue;
       }
       configs.push({ publicKey: p.publicKey, addr, port: p.port, psk: this.options.psk, keepaliveMs: this.options.keepaliveSeconds * 1000, allowedIPs: p.allowedIPs });
     }
     this.device!.setPeers(configs);
-    table?.hold('peers', configs.map((c) => c.addr));
+    this.udp.endpoints6?.hold('peers', configs.map((c) => c.addr));
   }
 
   async stop(): Promise<void> {
