@@ -80,6 +80,20 @@ function flowHash6(buf: Uint8Array, off: number): number {
   return h | 0;
 }
 
+/**
+ * Whether the TCP headers (thl bytes) at a in `ab` and at b in `bb` are one
+ * flow's consecutive segments' headers: everything equal but seq (4..7),
+ * flags (13, checked by the caller: ACK with optional PSH) and checksum
+ * (16..17).
+ */
+function sameTcpHeader(ab: Uint8Array, a: number, bb: Uint8Array, b: number, thl: number): boolean {
+  for (let i = 0; i < 4; i++) if (ab[a + i] !== bb[b + i]) return false;
+  for (let i = 8; i < 13; i++) if (ab[a + i] !== bb[b + i]) return false;
+  if (ab[a + 14] !== bb[b + 14] || ab[a + 15] !== bb[b + 15]) return false;
+  for (let i = 18; i < thl; i++) if (ab[a + i] !== bb[b + i]) return false;
+  return true;
+}
+
 /** Flow key hash (addresses + ports); collisions are harmless: appending re-checks the full headers. */
 function flowHash(buf: Uint8Array, off: number, l4: number): number {
   const src = readU32(buf, off + 12);
@@ -278,13 +292,7 @@ export class RxCoalescer {
     const o = k * SUPER_SLOT;
     for (let b = 0; b < 4; b++) if (ob[o + b] !== buf[off + b]) return false;
     for (let b = 6; b < IPV6_HEADER; b++) if (ob[o + b] !== buf[off + b]) return false;
-    const t = o + IPV6_HEADER;
-    const u = off + IPV6_HEADER;
-    for (let b = 0; b < 4; b++) if (ob[t + b] !== buf[u + b]) return false;
-    for (let b = 8; b < 13; b++) if (ob[t + b] !== buf[u + b]) return false;
-    if (ob[t + 14] !== buf[u + 14] || ob[t + 15] !== buf[u + 15]) return false;
-    for (let b = 18; b < thl; b++) if (ob[t + b] !== buf[u + b]) return false;
-    return true;
+    return sameTcpHeader(ob, o + IPV6_HEADER, buf, off + IPV6_HEADER, thl);
   }
 
   private checksumValid6(buf: Buffer, words: Uint32Array | null, off: number, len: number): boolean {
@@ -342,15 +350,7 @@ export class RxCoalescer {
   /** Whether the TCP segment (buf, off) continues super-packet candidate k exactly. */
   private canAppendTcp(k: number, buf: Buffer, off: number, thl: number, plen: number, seq: number, id: number): boolean {
     if (this.ip6[k] !== 0 || this.proto[k] !== PROTO_TCP || this.hdrLen[k] !== 20 + thl || seq !== this.nextSeq[k] || !this.sameIpHeader(k, buf, off, plen, id)) return false;
-    const ob = this.out.buf;
-    // TCP: everything but seq (4..7), flags (13, checked: ACK with optional PSH) and checksum (16..17).
-    const t = k * SUPER_SLOT + 20;
-    const u = off + 20;
-    for (let b = 0; b < 4; b++) if (ob[t + b] !== buf[u + b]) return false;
-    for (let b = 8; b < 13; b++) if (ob[t + b] !== buf[u + b]) return false;
-    if (ob[t + 14] !== buf[u + 14] || ob[t + 15] !== buf[u + 15]) return false;
-    for (let b = 18; b < thl; b++) if (ob[t + b] !== buf[u + b]) return false;
-    return true;
+    return sameTcpHeader(this.out.buf, k * SUPER_SLOT + 20, buf, off + 20, thl);
   }
 
   /** Whether the UDP datagram (buf, off) continues super-packet candidate k: same ports, next id, no longer than the first. */
@@ -392,56 +392,44 @@ export class RxCoalescer {
       }
       const o = s * SUPER_SLOT;
       const total = out.lens[s]!;
+      // The super-packet's own IP header and the pseudo-header sum in its checksum field, per family.
+      let gsoType: number;
+      let csumStart: number;
+      let csumOffset: number;
       if (this.ip6[s] === 1) {
-        this.finish6(s, h, o, total);
-        counts.superPackets += 1;
-        counts.coalescedSegments += nseg;
-        continue;
+        const l4Len = total - IPV6_HEADER;
+        writeU16(ob, o + 4, l4Len);
+        writeU16(ob, o + IPV6_HEADER + TCP_CSUM_OFFSET, fold(pseudoSum6(ob, o, PROTO_TCP) + l4Len));
+        gsoType = VNET_GSO_TCPV6;
+        csumStart = IPV6_HEADER;
+        csumOffset = TCP_CSUM_OFFSET;
+      } else {
+        writeU16(ob, o + 2, total);
+        writeU16(ob, o + 10, 0);
+        writeU16(ob, o + 10, ~sum16(ob, outWords, o, 20) & 0xffff);
+        const l4Len = total - 20;
+        const udp = this.proto[s] === PROTO_UDP;
+        const pseudo = pseudoSum(ob, o, udp ? PROTO_UDP : PROTO_TCP) + l4Len;
+        if (udp) writeU16(ob, o + 20 + 4, l4Len);
+        gsoType = udp ? VNET_GSO_UDP_L4 : VNET_GSO_TCPV4;
+        csumStart = 20;
+        csumOffset = udp ? UDP_CSUM_OFFSET : TCP_CSUM_OFFSET;
+        writeU16(ob, o + 20 + csumOffset, fold(pseudo));
       }
-      writeU16(ob, o + 2, total);
-      writeU16(ob, o + 10, 0);
-      writeU16(ob, o + 10, ~sum16(ob, outWords, o, 20) & 0xffff);
-      const l4Len = total - 20;
-      const udp = this.proto[s] === PROTO_UDP;
-      const pseudo = pseudoSum(ob, o, udp ? PROTO_UDP : PROTO_TCP) + l4Len;
-      if (udp) writeU16(ob, o + 20 + 4, l4Len);
-      const csumOffset = udp ? UDP_CSUM_OFFSET : TCP_CSUM_OFFSET;
-      writeU16(ob, o + 20 + csumOffset, fold(pseudo));
       const hdrLen = this.hdrLen[s]!;
       const gso = this.gsoSize[s]!;
       hdrs[h] = VNET_F_NEEDS_CSUM;
-      hdrs[h + 1] = udp ? VNET_GSO_UDP_L4 : VNET_GSO_TCPV4;
+      hdrs[h + 1] = gsoType;
       hdrs[h + 2] = hdrLen & 0xff;
       hdrs[h + 3] = hdrLen >>> 8;
       hdrs[h + 4] = gso & 0xff;
       hdrs[h + 5] = gso >>> 8;
-      hdrs[h + 6] = 20; // csum_start: the transport header
+      hdrs[h + 6] = csumStart; // the transport header
       hdrs[h + 7] = 0;
       hdrs[h + 8] = csumOffset;
       hdrs[h + 9] = 0;
       counts.superPackets += 1;
       counts.coalescedSegments += nseg;
     }
-  }
-
-  /** finish() for an IPv6 TCP super-packet: its payload length, the pseudo-header sum in the TCP checksum, GSO_TCPV6. */
-  private finish6(s: number, h: number, o: number, total: number): void {
-    const { out, hdrs } = this;
-    const ob = out.buf;
-    const l4Len = total - IPV6_HEADER;
-    writeU16(ob, o + 4, l4Len);
-    writeU16(ob, o + IPV6_HEADER + TCP_CSUM_OFFSET, fold(pseudoSum6(ob, o, PROTO_TCP) + l4Len));
-    const hdrLen = this.hdrLen[s]!;
-    const gso = this.gsoSize[s]!;
-    hdrs[h] = VNET_F_NEEDS_CSUM;
-    hdrs[h + 1] = VNET_GSO_TCPV6;
-    hdrs[h + 2] = hdrLen & 0xff;
-    hdrs[h + 3] = hdrLen >>> 8;
-    hdrs[h + 4] = gso & 0xff;
-    hdrs[h + 5] = gso >>> 8;
-    hdrs[h + 6] = IPV6_HEADER; // csum_start: the transport header
-    hdrs[h + 7] = 0;
-    hdrs[h + 8] = TCP_CSUM_OFFSET;
-    hdrs[h + 9] = 0;
   }
 }
