@@ -309,7 +309,7 @@ test('kernel path as a recorded plan: the link, one wg syncconf per change, addr
   const k = new KernelWireGuard(ip, wg, ip, wgDevices('separate', true, false, 51820, 51821), { network: parseIP4Net('10.5.0.0/16'), ipv6Network: null }, 1420, key, opts, join(dir, 'wgkey'), log);
   await k.start({ subnet: parseIP4Net('10.5.1.0/24'), ipv6Subnet: null });
   const pub = generateKeyPair().publicKey.toString('base64');
-  const peer = { leaseKey: 'x', publicKey: Buffer.from(pub, 'base64'), publicKeyText: pub, endpointIP: '192.0.2.2', endpointFamily: 4 as const, endpointAddr: B_ADDR, port: 51820, allowedIPs: ['10.5.2.0/24'] };
+  const peer = { leaseKey: 'x', publicKey: Buffer.from(pub, 'base64'), publicKeyText: pub, endpointIP: '192.0.2.2', endpointFamily: 4 as const, port: 51820, allowedIPs: ['10.5.2.0/24'] };
   await k.setPeers('flannel-wg', [peer]);
   await k.setPeers('flannel-wg', [peer]);
   const plan = transcript.map((l) => l.replace(/\/\S*\.flannel-wg\.\d+\.conf/, '/<conf>'));

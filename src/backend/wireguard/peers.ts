@@ -38,8 +38,6 @@ export interface WgPeerSpec {
   /** The endpoint's address as text (no brackets). */
   endpointIP: string;
   endpointFamily: 4 | 6;
-  /** IPv4 endpoint as a u32 (the userspace path's sockets); 0 for an IPv6 endpoint. */
-  endpointAddr: number;
   port: number;
   /** The peer's subnets on this device, as CIDR text (IPv4 first). */
   allowedIPs: string[];
@@ -124,7 +122,6 @@ export function peerOf(lease: Lease, dev: WgDeviceSpec, local: LocalEndpoints = 
       publicKeyText: key.toString('base64'),
       endpointIP: family === 4 ? lease.attrs.publicIP : lease.attrs.publicIPv6!,
       endpointFamily: family,
-      endpointAddr: family === 4 ? v4! : 0,
       port: dev.listenPort,
       allowedIPs,
     },
