@@ -26,8 +26,14 @@ export const WgCounter = {
   dropTooBig: 17,
   dropMalformed: 18,
   dropHandshakeBacklog: 19,
+  /** A handshake message over its source's rate (ratelimiter.ts). */
+  dropHandshakeRateLimited: 20,
+  /** A peer's endpoint moved to the source of an authenticated packet (roaming). */
+  roamed: 21,
+  /** A packet opened under a keypair that was freed meanwhile (its generation moved during the batch). */
+  dropKeypairGone: 22,
 } as const;
-const COUNT = 20;
+const COUNT = 24;
 export const WG_REGION_TX = 0;
 export const WG_REGION_RX = 1;
 export const WG_REGION_MAIN = 2;
@@ -51,6 +57,8 @@ const DROPS: [WgCounterName, string][] = [
   ['dropTooBig', 'too_big'],
   ['dropMalformed', 'malformed'],
   ['dropHandshakeBacklog', 'handshake_backlog'],
+  ['dropHandshakeRateLimited', 'handshake_rate_limited'],
+  ['dropKeypairGone', 'keypair_gone'],
 ];
 
 /** Prometheus text; `sessions` is the gauge of established sessions (the main thread knows it). */
@@ -78,6 +86,9 @@ export function renderWgCounters(sab: SharedArrayBuffer, sessions: number, p = '
     `${p}_packets_total{op="opened"} ${c.opened}`,
     `${p}_packets_total{op="keepalive_sent"} ${c.keepalivesSent}`,
     `${p}_packets_total{op="keepalive_received"} ${c.keepalivesReceived}`,
+    `# HELP ${p}_endpoint_roams_total Peer endpoints moved to the source of an authenticated packet.`,
+    `# TYPE ${p}_endpoint_roams_total counter`,
+    `${p}_endpoint_roams_total ${c.roamed}`,
     `# HELP ${p}_dropped_total Datagrams and packets dropped, by reason.`,
     `# TYPE ${p}_dropped_total counter`,
     ...DROPS.map(([n, reason]) => `${p}_dropped_total{reason="${reason}"} ${c[n]}`),

@@ -20,6 +20,9 @@ import { KeypairFlag, NO_KEYPAIR, PeerTable, SentBytesBy } from './peer-table.js
 import { WgCounter } from './counters.js';
 import { randomBytes } from 'node:crypto';
 import { IPV4_ENDPOINTS, type EndpointCodec, type UapiDevice, type UapiPeer } from './uapi.js';
+import { SourceRateLimiter } from './ratelimiter.js';
+import { monotonicMs } from './clock.js';
+import { slotOfIndex } from './peer-table.js';
 
 export interface PeerConfig {
   publicKey: Buffer;
@@ -68,12 +71,15 @@ export interface DeviceOptions {
   endpoints?: EndpointCodec;
   log: Logger;
   listenPort: number;
+  /** The endpoint a peer roams to, for `addr` as a source names it (IPv6 sockets: a transient id becomes a held one). */
+  pinEndpoint?: (addr: number) => number;
+  /** Monotonic ms (clock.ts); tests step it. */
   now?: () => number;
 }
 
 /** More handshake messages than this in one second: answer with cookies instead of DH work. */
 export const UNDER_LOAD_PER_SECOND = 100;
-/** A freed keypair slot waits this long before reuse, so no worker still holds it. */
+/** A freed keypair slot keeps its keys this long before they are erased and the slot reused, so no worker's batch still uses it. */
 const QUARANTINE_MS = 5000;
 
 export class WireGuardDevice implements UapiDevice {
@@ -88,11 +94,13 @@ export class WireGuardDevice implements UapiDevice {
   private loadSecond = 0;
   private loadCount = 0;
   private readonly now: () => number;
+  /** Under load, mac2-valid handshakes per source (wireguard-go's ratelimiter): each costs two X25519 here. */
+  private readonly limiter = new SourceRateLimiter();
 
   constructor(private readonly opts: DeviceOptions) {
     this.id = { staticPrivate: opts.privateKey, staticPublic: publicKeyOf(opts.privateKey) };
     this.checker = new CookieChecker(this.id.staticPublic);
-    this.now = opts.now ?? Date.now;
+    this.now = opts.now ?? monotonicMs;
     for (let s = opts.table.peerCapacity - 1; s >= 0; s--) this.freePeerSlots.push(s);
     for (let k = opts.table.keypairCapacity - 1; k >= 0; k--) this.freeKeypairs.push(k);
   }
@@ -108,8 +116,9 @@ export class WireGuardDevice implements UapiDevice {
     for (const [hex, cfg] of want) {
       const peer = this.peers_.get(hex);
       if (peer) {
+        // Only a changed lease endpoint resets the endpoint: one roamed to (an authenticated source) stays meanwhile.
+        if (peer.cfg.addr !== cfg.addr || peer.cfg.port !== cfg.port) this.opts.table.setEndpoint(peer.slot, cfg.addr, cfg.port);
         peer.cfg = cfg;
-        this.opts.table.setPeer(peer.slot, cfg.addr, cfg.port, true);
         continue;
       }
       const slot = this.freePeerSlots.pop();
@@ -131,13 +140,18 @@ export class WireGuardDevice implements UapiDevice {
     for (const k of keypairs) this.freeKeypair(k);
     if (peer.pending) this.byPendingIndex.delete(peer.pending.state.localIndex);
     this.peers_.delete(hex);
-    this.freePeerSlots.push(peer.slot);
+    // Reused last: a route table still naming the slot until its next publish must not reach a new peer.
+    this.freePeerSlots.unshift(peer.slot);
   }
 
   // ---- keypair slots ----
   private allocKeypair(): number | null {
     const now = this.now();
-    while (this.quarantine.length > 0 && now - this.quarantine[0]!.since >= QUARANTINE_MS) this.freeKeypairs.push(this.quarantine.shift()!.slot);
+    while (this.quarantine.length > 0 && now - this.quarantine[0]!.since >= QUARANTINE_MS) {
+      const k = this.quarantine.shift()!.slot;
+      this.opts.table.eraseKeys(k);
+      this.freeKeypairs.push(k);
+    }
     return this.freeKeypairs.pop() ?? null;
   }
 
@@ -172,8 +186,8 @@ export class WireGuardDevice implements UapiDevice {
     if (k === NO_KEYPAIR || !sock) return false;
     const b = this.scratch;
     b.lens[0] = 0;
-    b.addrs[0] = peer.cfg.addr;
-    b.ports[0] = peer.cfg.port;
+    b.addrs[0] = t.endpointAddr(peer.slot);
+    b.ports[0] = t.endpointPort(peer.slot);
     const keyIdx = Uint32Array.of(k);
     sock.addon.wgSeal(b.buf, b.slotSize, b.lens, 1, t.sendKeys, keyIdx, Uint32Array.of(t.remoteIndex(k)), BigUint64Array.of(BigInt(t.takeCounters(k, 1))));
     if (b.lens[0] === 0) return false;
@@ -197,7 +211,7 @@ export class WireGuardDevice implements UapiDevice {
     peer.cookies.addMacs(message, now);
     peer.pending = { state, slot, sentMs: now, firstMs };
     this.byPendingIndex.set(state.localIndex, peer);
-    this.sendRaw(message, peer.cfg.addr, peer.cfg.port);
+    this.sendRaw(message, this.opts.table.endpointAddr(peer.slot), this.opts.table.endpointPort(peer.slot));
     this.opts.table.stampSent(peer.slot, now, false, message.length, SentBytesBy.MainThread);
     this.opts.stats[WgCounter.initiationsSent]! += 1;
   }
@@ -226,13 +240,20 @@ export class WireGuardDevice implements UapiDevice {
       return;
     }
     const source = source6 ? ipv6Source(source6, port) : ipv4Source(addr, port);
-    if (this.underLoad() && !this.checker.checkMac2(msg, source, this.now())) {
-      this.sendRaw(this.checker.createReply(msg, source, this.now()), addr, port);
-      s[WgCounter.cookieRepliesSent]! += 1;
-      return;
+    if (this.underLoad()) {
+      if (!this.checker.checkMac2(msg, source, this.now())) {
+        this.sendRaw(this.checker.createReply(msg, source, this.now()), addr, port);
+        s[WgCounter.cookieRepliesSent]! += 1;
+        return;
+      }
+      // mac2 proves the source address is real: limit each one, as wireguard-go does.
+      if (!this.limiter.allow(source.subarray(0, source.length - 2).toString('hex'), this.now())) {
+        s[WgCounter.dropHandshakeRateLimited]! += 1;
+        return;
+      }
     }
     if (type === MessageType.Initiation) this.initiation(msg, addr, port);
-    else this.response(msg);
+    else this.response(msg, addr, port);
   }
 
   private initiation(msg: Buffer, addr: number, port: number): void {
@@ -256,6 +277,7 @@ export class WireGuardDevice implements UapiDevice {
     peer.lastTimestamp = got.timestamp;
     peer.lastInitiationMs = now;
     const t = this.opts.table;
+    this.roamTo(peer, addr, port);
     t.writeKeypair(slot, peer.slot, keys.localIndex, keys.remoteIndex, keys.sendKey, keys.recvKey, false, now);
     // The new keypair waits as `next` until the initiator uses it; an unconfirmed older `next` is dropped.
     this.freeKeypair(t.next(peer.slot));
@@ -269,7 +291,7 @@ export class WireGuardDevice implements UapiDevice {
     s[WgCounter.sessionsEstablished]! += 1;
   }
 
-  private response(msg: Buffer): void {
+  private response(msg: Buffer, addr: number, port: number): void {
     const s = this.opts.stats;
     s[WgCounter.responsesReceived]! += 1;
     const peer = this.byPendingIndex.get(msg.readUInt32LE(Resp.receiver));
@@ -280,6 +302,7 @@ export class WireGuardDevice implements UapiDevice {
     }
     const now = this.now();
     const t = this.opts.table;
+    this.roamTo(peer, addr, port);
     const slot = peer.pending.slot;
     this.byPendingIndex.delete(peer.pending.state.localIndex);
     peer.pending = null;
@@ -295,10 +318,58 @@ export class WireGuardDevice implements UapiDevice {
     this.opts.log.debug('WireGuard session established', { peer: peer.cfg.publicKey.toString('base64') });
   }
 
+  /**
+   * A cookie reply names the sender index of the message it answers: one of
+   * our initiations (pending), or one of our responses, whose index is the
+   * new keypair's (its low 16 bits the slot).
+   */
   private cookieReply(msg: Buffer): void {
-    const peer = this.byPendingIndex.get(msg.readUInt32LE(Cookie.receiver));
+    const index = msg.readUInt32LE(Cookie.receiver);
+    let peer = this.byPendingIndex.get(index);
+    if (!peer) {
+      const t = this.opts.table;
+      const k = slotOfIndex(index, t.keypairCapacity);
+      if (k >= 0 && t.keypairValid(k) && t.localIndex(k) === index) peer = [...this.peers_.values()].find((p) => p.slot === t.keypairPeer(k));
+    }
     if (peer && peer.cookies.consumeReply(msg, this.now())) this.opts.stats[WgCounter.cookieRepliesReceived]! += 1;
     else this.opts.stats[WgCounter.dropBadMac]! += 1;
+  }
+
+  /** Roaming: an authenticated handshake from addr:port moves the peer's endpoint there. */
+  private roamTo(peer: Peer, addr: number, port: number): void {
+    const t = this.opts.table;
+    const endpoints = this.opts.socket()?.endpoints6;
+    const at = 16 * t.endpointAddr(peer.slot);
+    const same = endpoints ? Buffer.compare(endpoints.subarray(at, at + 16), endpoints.subarray(16 * addr, 16 * addr + 16)) === 0 : t.endpointAddr(peer.slot) === addr >>> 0;
+    if (same && t.endpointPort(peer.slot) === port) return;
+    t.setEndpoint(peer.slot, this.opts.pinEndpoint ? this.opts.pinEndpoint(addr) : addr, port);
+    this.opts.stats[WgCounter.roamed]! += 1;
+  }
+
+  /** A transport packet of the peer in `slot` came from addr:port (the rx worker's note, IPv6 sockets). */
+  roamSlot(slot: number, addr: number, port: number): void {
+    for (const peer of this.peers_.values()) if (peer.slot === slot) return this.roamTo(peer, addr, port);
+  }
+
+  /**
+   * Forget every keypair (the dataplane restarted: new workers start with
+   * empty replay windows, so an old keypair's packets could be replayed to
+   * them); the peers hand-shake again at their next packet.
+   */
+  dropAllKeypairs(): void {
+    const t = this.opts.table;
+    for (const peer of this.peers_.values()) {
+      for (const k of [t.current(peer.slot), t.previous(peer.slot), t.next(peer.slot)]) {
+        t.dropKeypair(peer.slot, k);
+        this.freeKeypair(k);
+      }
+      if (peer.pending) {
+        this.byPendingIndex.delete(peer.pending.state.localIndex);
+        this.freeKeypair(peer.pending.slot);
+        peer.pending = null;
+      }
+    }
+    t.bump();
   }
 
   // ---- timers ----
@@ -357,6 +428,17 @@ export class WireGuardDevice implements UapiDevice {
     if (changed) t.bump();
   }
 
+  /** The peer slot of a public key (the route tables name peers by it); null when it is no peer. */
+  slotOf(publicKey: Buffer): number | null {
+    return this.peers_.get(publicKey.toString('hex'))?.slot ?? null;
+  }
+
+  /** The current endpoint of the peer in `slot` (diagnostics). */
+  peerInSlot(slot: number): { addr: number; port: number } | null {
+    for (const p of this.peers_.values()) if (p.slot === slot) return { addr: this.opts.table.endpointAddr(slot), port: this.opts.table.endpointPort(slot) };
+    return null;
+  }
+
   /** Peers with a keypair usable for sending. */
   sessionCount(): number {
     const t = this.opts.table;
@@ -384,8 +466,8 @@ export class WireGuardDevice implements UapiDevice {
     return [...this.peers_.values()].map((p) => ({
       publicKey: p.cfg.publicKey,
       psk: p.cfg.psk,
-      addr: p.cfg.addr,
-      port: p.cfg.port,
+      addr: t.endpointAddr(p.slot),
+      port: t.endpointPort(p.slot),
       allowedIPs: p.cfg.allowedIPs,
       lastHandshakeMs: p.lastHandshakeMs,
       keepaliveMs: p.cfg.keepaliveMs,
@@ -403,8 +485,9 @@ export class WireGuardDevice implements UapiDevice {
       this.opts.table.bump();
       return true;
     }
-    peer.cfg = { ...peer.cfg, ...(change.addr !== undefined ? { addr: change.addr, port: change.port ?? peer.cfg.port } : {}), ...(change.keepaliveMs !== undefined ? { keepaliveMs: change.keepaliveMs } : {}), ...(change.psk !== undefined ? { psk: change.psk } : {}) };
-    this.opts.table.setPeer(peer.slot, peer.cfg.addr, peer.cfg.port, true);
+    peer.cfg = { ...peer.cfg, ...(change.keepaliveMs !== undefined ? { keepaliveMs: change.keepaliveMs } : {}), ...(change.psk !== undefined ? { psk: change.psk } : {}) };
+    // `wg set endpoint` moves the endpoint as a roam would; the lease's endpoint (cfg) returns when the lease changes.
+    if (change.addr !== undefined) this.opts.table.setEndpoint(peer.slot, change.addr, change.port ?? this.opts.table.endpointPort(peer.slot));
     this.opts.table.bump();
     return true;
   }

@@ -11,9 +11,14 @@
  * our receiver index are the slot, so the rx worker finds a keypair with
  * one array read and checks the whole index against the slot. A keypair is
  * written completely before a peer refers to it (Atomics.store of the
- * reference publishes the plain writes before it), and a freed slot is
- * reused only after a quarantine, so a worker in the middle of a batch
- * never sees keys change under it.
+ * reference publishes the plain writes before it). A freed slot is marked
+ * invalid at once (no new batch picks it) but keeps its keys through a
+ * quarantine; they are erased only when the slot leaves it, so a worker
+ * that picked the keypair before the free finishes its batch under the
+ * real keys, never under zeros, and seal/open re-check the slot's
+ * generation after the AEAD call.
+ *
+ * Times are monotonic milliseconds (clock.ts), the same in every thread.
  */
 
 import { REJECT_AFTER_TIME } from './messages.js';
@@ -50,7 +55,7 @@ const P_NEXT = 4;
 const P_WANT_HANDSHAKE = 5;
 const P_ACTIVE = 6;
 const P_WORDS = 8;
-/** Peer times (Float64, ms since epoch). */
+/** Peer times (Float64, monotonic ms: clock.ts). */
 const T_SENT = 0;
 const T_DATA_SENT = 1;
 const T_RECV = 2;
@@ -78,6 +83,8 @@ const SENT_BYTES_WORD = [T_TX_BYTES, T_TX_BYTES_REPLY, T_TX_BYTES_MAIN] as const
 
 /** Table header (Int32): generation, bumped whenever peers or their keypairs change. */
 const H_GEN = 0;
+/** Handshake datagrams posted by the rx worker and not yet taken by the main thread: the hand-off's bound. */
+const H_HANDSHAKES_QUEUED = 1;
 const HEADER_WORDS = 4;
 
 export interface PeerTableBuffers {
@@ -176,10 +183,14 @@ export class PeerTable {
     Atomics.add(this.keypairs, w + K_GEN, 1);
     Atomics.store(this.keypairs, w + K_STATE, 1);
   }
+  /** Main thread: the keypair is no longer to be used; its keys stay until eraseKeys (after the quarantine). */
   clearKeypair(k: number): void {
     const w = k * K_WORDS;
     Atomics.store(this.keypairs, w + K_STATE, 0);
     Atomics.add(this.keypairs, w + K_GEN, 1);
+  }
+  /** Main thread: erase a cleared slot's keys, once no worker can still be in a batch that picked it. */
+  eraseKeys(k: number): void {
     this.sendKeys.fill(0, k * 32, k * 32 + 32);
     this.recvKeys.fill(0, k * 32, k * 32 + 32);
   }
@@ -210,6 +221,11 @@ export class PeerTable {
   }
   next(p: number): number {
     return Atomics.load(this.peers, p * P_WORDS + P_NEXT);
+  }
+  /** rx worker (roaming) or main thread: the peer is now reached at addr:port. */
+  setEndpoint(p: number, addr: number, port: number): void {
+    Atomics.store(this.peers, p * P_WORDS + P_ADDR, addr | 0);
+    Atomics.store(this.peers, p * P_WORDS + P_PORT, port);
   }
   setPeer(p: number, addr: number, port: number, active: boolean): void {
     const w = p * P_WORDS;
@@ -259,6 +275,23 @@ export class PeerTable {
   /** Main thread: read and clear the tx worker's request. */
   takeHandshakeWish(p: number): boolean {
     return Atomics.exchange(this.peers, p * P_WORDS + P_WANT_HANDSHAKE, 0) === 1;
+  }
+
+  // ---- the handshake hand-off (rx worker -> main thread) ----
+  /** rx worker: reserve a place in the hand-off queue; false when `limit` are already waiting. */
+  reserveHandshake(limit: number): boolean {
+    for (;;) {
+      const q = Atomics.load(this.header, H_HANDSHAKES_QUEUED);
+      if (q >= limit) return false;
+      if (Atomics.compareExchange(this.header, H_HANDSHAKES_QUEUED, q, q + 1) === q) return true;
+    }
+  }
+  /** Main thread: one handed-over handshake taken. */
+  handshakeTaken(): void {
+    if (Atomics.sub(this.header, H_HANDSHAKES_QUEUED, 1) <= 0) Atomics.store(this.header, H_HANDSHAKES_QUEUED, 0);
+  }
+  get handshakesQueued(): number {
+    return Atomics.load(this.header, H_HANDSHAKES_QUEUED);
   }
 
   // ---- times (one writer per field) ----

@@ -10,7 +10,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { addAddress, createHosts, waitFor, type HostSet, type TestHost } from '../helpers/netns.js';
-import type { CounterName } from '../../src/backend/udp/counters.js';
+import type { CounterName } from '../../src/dataplane/counters.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 const addonPath = fileURLToPath(new URL('../../../native/build/Release/flannel_native.node', import.meta.url));

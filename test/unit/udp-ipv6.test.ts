@@ -8,11 +8,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createRouteTable6Buffer, RouteTable6Reader, RouteTable6Writer, words6, type Route6Entry } from '../../src/backend/udp/routes6.js';
-import { acceptFromUdp6, forwardFromTun6 } from '../../src/backend/udp/pipeline6.js';
-import { EndpointTable6 } from '../../src/backend/udp/endpoints6.js';
-import { counterRegion, createCounterBuffer, readCounters, REGION_RX, REGION_TX } from '../../src/backend/udp/counters.js';
-import { SourceCheck } from '../../src/backend/udp/routes.js';
+import { createRouteTable6Buffer, RouteTable6Reader, RouteTable6Writer, words6, type Route6Entry } from '../../src/dataplane/routes6.js';
+import { acceptFromUdp6, forwardFromTun6 } from '../../src/dataplane/pipeline6.js';
+import { EndpointTable6 } from '../../src/dataplane/endpoints6.js';
+import { counterRegion, createCounterBuffer, readCounters, REGION_RX, REGION_TX } from '../../src/dataplane/counters.js';
+import { SourceCheck } from '../../src/dataplane/routes.js';
 import { PacketBatch } from '../../src/tun/packet-batch.js';
 import { mask6, parseIP6 } from '../../src/net/ipaddr.js';
 import { loadNative } from '../../src/native/addon.js';
@@ -244,9 +244,9 @@ test('cookies are bound to the IPv6 source and port', () => {
 });
 
 test('one device for both families (the one-device Modes): a mixed batch is routed per family, every packet counted once, IPv6 survivors after the IPv4 ones', async () => {
-  const { DualRouting } = await import('../../src/backend/udp/routing.js');
-  const { createRouteTableBuffer, RouteTableWriter } = await import('../../src/backend/udp/routes.js');
-  const { IcmpLimiter } = await import('../../src/backend/udp/pipeline.js');
+  const { DualRouting } = await import('../../src/dataplane/routing.js');
+  const { createRouteTableBuffer, RouteTableWriter } = await import('../../src/dataplane/routes.js');
+  const { IcmpLimiter } = await import('../../src/dataplane/pipeline.js');
   const { parseIP4 } = await import('../../src/net/ipaddr.js');
   const { makePacket } = await import('./packet-fixtures.js');
   const r4 = createRouteTableBuffer(16);
@@ -287,7 +287,7 @@ test('one device for both families (the one-device Modes): a mixed batch is rout
 });
 
 test('addon: a dual-stack socket (Mode auto) reaches IPv4 peers through ::ffff:a.b.c.d ids and reports them so; endpoint text as wg writes it', async () => {
-  const { endpointAddress6 } = await import('../../src/backend/udp/endpoints6.js');
+  const { endpointAddress6 } = await import('../../src/dataplane/endpoints6.js');
   const addon = loadNative();
   const dual = addon.udpOpen('::', 0, false, true);
   const v4 = addon.udpOpen('127.0.0.1', 0, false);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { UdpCounter, counterRegion, createCounterBuffer, readCounters, REGION_RX, REGION_TX, renderCounters, totalDrops } from '../../src/backend/udp/counters.js';
+import { UdpCounter, counterRegion, createCounterBuffer, readCounters, REGION_RX, REGION_TX, renderCounters, totalDrops } from '../../src/dataplane/counters.js';
 import { checkIPv4, headerChecksumValid, Ipv4Check, onesSum } from '../../src/packet/ipv4.js';
 import {
   accountDelivered,
@@ -9,9 +9,9 @@ import {
   forwardFromTun,
   IcmpLimiter,
   ICMP_SLOT,
-} from '../../src/backend/udp/pipeline.js';
+} from '../../src/dataplane/pipeline.js';
 import { PacketBatch } from '../../src/tun/packet-batch.js';
-import { createRouteTableBuffer, RouteTableReader, RouteTableWriter } from '../../src/backend/udp/routes.js';
+import { createRouteTableBuffer, RouteTableReader, RouteTableWriter } from '../../src/dataplane/routes.js';
 import { formatIP4, parseIP4 } from '../../src/net/ipaddr.js';
 import { makePacket, type PacketSpec } from './packet-fixtures.js';
 

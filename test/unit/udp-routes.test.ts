@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { createRouteTableBuffer, RouteTableReader, RouteTableWriter, SourceCheck, type RouteTableState } from '../../src/backend/udp/routes.js';
+import { createRouteTableBuffer, RouteTableReader, RouteTableWriter, SourceCheck, type RouteTableState } from '../../src/dataplane/routes.js';
 import { formatIP4, parseIP4 } from '../../src/net/ipaddr.js';
 
 const state = (routes: [string, number, string][]): RouteTableState => ({
@@ -108,7 +108,7 @@ test('a reader in another thread never sees a torn table while the writer keeps 
       }
       parentPort.postMessage({ refreshes, bad });
     });`;
-  const mod = new URL('../../src/backend/udp/routes.js', import.meta.url).href;
+  const mod = new URL('../../src/dataplane/routes.js', import.meta.url).href;
   const worker = new Worker(code, { eval: true, workerData: { sab, mod } });
   const result = new Promise<{ refreshes: number; bad: number }>((resolve, reject) => {
     worker.once('message', resolve);

@@ -16,7 +16,7 @@ import { loadNative, type NativeAddon } from '../../src/native/addon.js';
 import { PacketBatch } from '../../src/tun/packet-batch.js';
 import { WireGuardDevice, UNDER_LOAD_PER_SECOND } from '../../src/wireguard/device.js';
 import { createPeerTableBuffers, PeerTable, NO_KEYPAIR, KeypairFlag, SentBytesBy } from '../../src/wireguard/peer-table.js';
-import { WireGuardTransport } from '../../src/wireguard/transport.js';
+import { WireGuardTransport, type TransportNote } from '../../src/wireguard/transport.js';
 import { createWgCounterBuffer, readWgCounters, wgCounterRegion, WG_REGION_MAIN, WG_REGION_RX, WG_REGION_TX } from '../../src/wireguard/counters.js';
 import { generateKeyPair } from '../../src/wireguard/primitives.js';
 import { applySet, renderGet, serveUapi } from '../../src/wireguard/uapi.js';
@@ -65,21 +65,22 @@ function side(addr: number, now: () => number): Side {
   const outbox: Side['outbox'] = [];
   const addon = collectingAddon(outbox);
   const dev = new WireGuardDevice({ privateKey: generateKeyPair().privateKey, table, stats: wgCounterRegion(counters, WG_REGION_MAIN), socket: () => ({ addon, fd: 3 }), log, listenPort: 51820, now });
-  const cfg = { table: buffers, counters };
-  const handshakes: Side['outbox'] = [];
-  const s: Side = {
+  const cfg = { table: buffers, counters, publicKey: dev.publicKey };
+  // Handshakes the rx worker hands over go to the device at once, as the main thread would.
+  const toMain = (note: TransportNote) => {
+    if (note.type !== 'handshake') return;
+    table.handshakeTaken();
+    dev.handleHandshake(Buffer.from(note.data), note.addr, note.port);
+  };
+  return {
     dev,
     table,
     counters,
     tx: new WireGuardTransport(native, cfg, wgCounterRegion(counters, WG_REGION_TX), undefined, now),
-    rx: new WireGuardTransport(native, cfg, wgCounterRegion(counters, WG_REGION_RX), (data, a, p) => handshakes.push({ data, addr: a, port: p }), now),
+    rx: new WireGuardTransport(native, cfg, wgCounterRegion(counters, WG_REGION_RX), toMain, now),
     outbox,
     addr,
   };
-  // Handshakes the rx worker hands over go to the device at once, as the main thread would.
-  s.rx = new WireGuardTransport(native, cfg, wgCounterRegion(counters, WG_REGION_RX), (data, a, p) => dev.handleHandshake(data, a, p), now);
-  void handshakes;
-  return s;
 }
 
 /** Deliver everything `from` sent to `to` through to's rx transport; returns the inner packets that came out. */
@@ -116,13 +117,20 @@ function ip6Packet(len: number, tag: number): Buffer {
   return p;
 }
 
-/** Seal `packets` from `s` to peer address `to` through its tx transport into its outbox. */
+/** The slot of the peer reached at `addr` (routes name peers by their key's slot); an unused slot when none is. */
+function slotAt(s: Side, addr: number): number {
+  for (let p = 0; p < s.table.peerCapacity; p++) if (s.table.peerActive(p) && s.table.endpointAddr(p) === addr >>> 0) return p;
+  return s.table.peerCapacity - 1;
+}
+
+/** Seal `packets` from `s` to the peer at address `to` through its tx transport into its outbox. */
 function send(s: Side, to: number, packets: Buffer[]): number {
   const b = new PacketBatch(Math.max(packets.length, 1), 2048);
+  const slot = slotAt(s, to);
   packets.forEach((p, i) => {
     p.copy(b.buf, i * 2048);
     b.lens[i] = p.length;
-    b.addrs[i] = to;
+    b.addrs[i] = slot;
     b.ports[i] = 51820;
   });
   const n = s.tx.seal(b, packets.length);
@@ -147,7 +155,7 @@ test('two senders on one keypair (the tx worker, and the rx worker sending the k
   deliver(a, b);
   deliver(b, a);
   deliver(a, b);
-  const replies = new WireGuardTransport(native, { table: a.table.buffers, counters: a.counters }, wgCounterRegion(a.counters, WG_REGION_RX), undefined, now, undefined, SentBytesBy.RxWorker);
+  const replies = new WireGuardTransport(native, { table: a.table.buffers, counters: a.counters, publicKey: a.dev.publicKey }, wgCounterRegion(a.counters, WG_REGION_RX), undefined, now, undefined, SentBytesBy.RxWorker);
   const tx = a.tx;
   const sizes = [300, 120, 900, 64, 1400, 80];
   sizes.forEach((len, i) => {
@@ -238,7 +246,11 @@ test('under load, initiations get cookie replies; with the cookie as mac2 the ha
   a.table.wantHandshake(0);
   a.dev.tick();
   const [init] = a.outbox.splice(0);
-  for (let i = 0; i < UNDER_LOAD_PER_SECOND + 5; i++) a.outbox.push({ ...init!, data: Buffer.from(init!.data) });
+  // The flood comes from many sources (the rx worker lets each source only a few a second);
+  // replies to them go nowhere here. Then the real one, from a: answered with a cookie.
+  for (let i = 0; i < UNDER_LOAD_PER_SECOND + 5; i++) b.dev.handleHandshake(Buffer.from(init!.data), parseIP4('198.18.0.0') + i, 51820);
+  b.outbox.length = 0;
+  a.outbox.push({ ...init!, data: Buffer.from(init!.data) });
   deliver(a, b);
   const cb = readWgCounters(b.counters);
   assert.ok(cb.cookieRepliesSent >= 5, `cookie replies: ${cb.cookieRepliesSent}`);
@@ -297,7 +309,14 @@ test('options, key file, peers from leases', async () => {
   const p1 = (peerOf(lease('a', '10.5.4.0/24', '192.0.2.4', { PublicKey: pub }), dev) as { peer: never }).peer;
   const other = generateKeyPair().publicKey.toString('base64');
   const p2 = (peerOf(lease('b', '10.5.5.0/24', '192.0.2.4', { PublicKey: other }), dev) as { peer: never }).peer;
-  assert.deepEqual(peerSet(new Map([['a', p1], ['b', p2]])).map((p: { publicKeyText: string }) => p.publicKeyText), [other]);
+  // Peers are keys: one PublicIP with two keys is two peers, each with its own subnet (flannel kept only the newer).
+  assert.deepEqual(peerSet(new Map([['a', p1], ['b', p2]])).map((p) => [p.publicKeyText, p.allowedIPs]), [[pub, ['10.5.4.0/24']], [other, ['10.5.5.0/24']]]);
+  // One key in two leases is one peer with both subnets; a lease copying the key cannot move its endpoint.
+  const copy = (peerOf(lease('c', '10.5.6.0/24', '192.0.2.66', { PublicKey: pub }), dev) as { peer: never }).peer;
+  const conflicts: string[] = [];
+  const merged = peerSet(new Map([['a', p1], ['c', copy]]), conflicts);
+  assert.deepEqual(merged.map((p) => [p.publicKeyText, p.endpointIP, p.allowedIPs]), [[pub, '192.0.2.4', ['10.5.4.0/24', '10.5.6.0/24']]]);
+  assert.deepEqual(conflicts, [pub]);
 });
 
 test('kernel path as a recorded plan: the link, one wg syncconf per change, address, MTU, route; the config file', async () => {

@@ -8,8 +8,6 @@ import { goField } from '../../config/go-json.js';
 import { BackendOptionError } from '../errors.js';
 
 export const DEFAULT_UDP_PORT = 8285;
-/** Outer IPv4 header (20) + UDP header (8): what encapsulation costs per packet. */
-export const UDP_ENCAP_OVERHEAD = 28;
 
 export interface UdpBackendConfig {
   port: number;

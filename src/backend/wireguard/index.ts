@@ -148,8 +148,13 @@ export class WireGuardBackend implements Backend {
         }
       }
     }
+    // Peers first: the userspace route tables name a subnet's peer by its key's slot.
+    for (const name of changed) {
+      const conflicts: string[] = [];
+      await this.link?.setPeers(name, peerSet(this.peers.get(name)!, conflicts));
+      for (const key of new Set(conflicts)) this.log.warn('leases with one wireguard key name different endpoints; keeping the first', { device: name, public: key });
+    }
     for (const [name, evs] of routeEvents) await this.link?.handleRouteEvents(name, evs);
-    for (const name of changed) await this.link?.setPeers(name, peerSet(this.peers.get(name)!));
   }
 
   async stop(): Promise<void> {

@@ -11,9 +11,11 @@
  *
  * A lease of BackendType "wireguard" becomes a peer with our own listen port
  * (flannel assumes every host listens on the same one) and allowed IPs =
- * the subnets the device carries. One peer per endpoint: when a host's key
- * changes, the newer lease replaces the older peer (flannel's
- * cleanupEndpointPeers).
+ * the subnets the device carries. Peers are keys, as in WireGuard: leases
+ * with one public key are one peer whose allowed IPs are all their subnets,
+ * and leases with one PublicIP but two keys are two peers (flannel instead
+ * keeps one peer per endpoint, cleanupEndpointPeers, which let a lease
+ * claiming another host's PublicIP take that host's place).
  */
 import type { Lease } from '../../subnet/types.js';
 import { formatIP4Net, formatIP6Net, parseIP4, parseIP6 } from '../../net/ipaddr.js';
@@ -137,9 +139,23 @@ export function samePeer(a: WgPeerSpec, b: WgPeerSpec): boolean {
   return a.publicKey.equals(b.publicKey) && a.endpointIP === b.endpointIP && a.port === b.port && a.allowedIPs.join() === b.allowedIPs.join();
 }
 
-/** The peer set from the peers of the current leases: the latest lease per endpoint wins. */
-export function peerSet(byLease: ReadonlyMap<string, WgPeerSpec>): WgPeerSpec[] {
-  const byEndpoint = new Map<string, WgPeerSpec>();
-  for (const p of byLease.values()) byEndpoint.set(p.endpointIP, p);
-  return [...byEndpoint.values()];
+/**
+ * The peer set from the peers of the current leases: one per public key,
+ * its allowed IPs the union of its leases' subnets. When leases with one
+ * key name different endpoints, the first-seen lease's endpoint is kept
+ * (a lease copying another host's key cannot redirect it; the real host's
+ * packets roam it back anyway); `conflicts` lists such keys.
+ */
+export function peerSet(byLease: ReadonlyMap<string, WgPeerSpec>, conflicts: string[] = []): WgPeerSpec[] {
+  const byKey = new Map<string, WgPeerSpec>();
+  for (const p of byLease.values()) {
+    const have = byKey.get(p.publicKeyText);
+    if (!have) {
+      byKey.set(p.publicKeyText, p);
+      continue;
+    }
+    if (have.endpointIP !== p.endpointIP || have.port !== p.port) conflicts.push(p.publicKeyText);
+    byKey.set(p.publicKeyText, { ...have, allowedIPs: [...have.allowedIPs, ...p.allowedIPs.filter((a) => !have.allowedIPs.includes(a))] });
+  }
+  return [...byKey.values()];
 }

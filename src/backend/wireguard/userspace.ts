@@ -1,17 +1,21 @@
 /**
- * The wireguard backend's userspace path: our own WireGuard on the udp
- * backend's batched TUN/UDP pipeline, one instance per device the Mode
+ * The wireguard backend's userspace path: our own WireGuard on the
+ * userspace dataplane (src/dataplane), one instance per device the Mode
  * asks for (flannel-wg, and flannel-wg-v6 in Mode separate with IPv6).
- * Each UdpBackend keeps its device (a TUN), its socket (ListenPort or
- * ListenPortV6), its route table and its packet workers; the workers seal
- * and open through WireGuardTransport; a WireGuardDevice on this thread
- * does handshakes and timers. Both devices share the private key, as
- * flannel's kernel devices do, and nothing else.
+ * Each dataplane keeps its device (a TUN), its socket (ListenPort or
+ * ListenPortV6), its route tables and its packet workers; the workers seal
+ * and open through WireGuardTransport, and the routes name each subnet's
+ * peer by the slot of its public key (cryptokey routing); a
+ * WireGuardDevice on this thread does handshakes and timers. Both devices
+ * share the private key, as flannel's kernel devices do, and nothing else.
  */
 import type { BackendContext } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
-import { UdpBackend, type EndpointMode, type UdpBackendOptions } from '../udp/backend.js';
-import type { EndpointTable6 } from '../udp/endpoints6.js';
+import type { UdpBackendOptions } from '../udp/backend.js';
+import { UserspaceDataplane, type EndpointMode } from '../../dataplane/dataplane.js';
+import type { EndpointTable6 } from '../../dataplane/endpoints6.js';
+import type { TransportNote } from '../../wireguard/transport.js';
+import { publicKeyOf } from '../../wireguard/primitives.js';
 import { WireGuardDevice } from '../../wireguard/device.js';
 import { createPeerTableBuffers, PeerTable } from '../../wireguard/peer-table.js';
 import { createWgCounterBuffer, renderWgCounters, wgCounterRegion, WG_REGION_MAIN } from '../../wireguard/counters.js';
@@ -60,7 +64,7 @@ function idEndpoints(table: EndpointTable6, held: () => number[], ipv4Too: boole
 
 /** One userspace WireGuard device. */
 export class UserspaceWireGuard {
-  readonly udp: UdpBackend;
+  readonly udp: UserspaceDataplane;
   readonly table: PeerTable;
   readonly counters = createWgCounterBuffer();
   device: WireGuardDevice | null = null;
@@ -82,7 +86,7 @@ export class UserspaceWireGuard {
     // flannel_wireguard_... for flannel-wg, flannel_wireguard_v6_... for flannel-wg-v6.
     const component = spec.name === DEVICE_NAME_V6 ? 'wireguard_v6' : 'wireguard';
     this.metricsPrefix = `flannel_${component}`;
-    this.udp = new UdpBackend(ctx, {
+    this.udp = new UserspaceDataplane(ctx, {
       ...udpOptions,
       tunName: spec.name === DEVICE_NAME_V6 ? spec.name : (udpOptions.tunName ?? spec.name),
       port: spec.listenPort,
@@ -91,13 +95,23 @@ export class UserspaceWireGuard {
       pods: { ipv4: spec.carriesIPv4, ipv6: spec.carriesIPv6 },
       bindAny: true,
       endpoints: endpointModeOf(spec, ctx.config.enableIPv6),
-      // The route tables send each subnet to the endpoint its WireGuard peer has (Mode auto picks per peer).
-      endpointOf: (lease) => {
+      // The route tables name each subnet's peer by its key's slot: the transport seals for that key,
+      // sends to its current endpoint, and accepts from it only sources inside that key's subnets.
+      peerIdOf: (lease) => {
         const v = peerOf(lease, spec, { extAddr: ctx.extIface.extAddr, extAddr6: ctx.extIface.extAddr6 });
-        return 'peer' in v ? v.peer.endpointIP : null;
+        return 'peer' in v ? (this.device?.slotOf(v.peer.publicKey) ?? null) : null;
       },
-      wireguard: { table: buffers, counters: this.counters, mtu: ctx.extIface.mtu - WIREGUARD_OVERHEAD },
-      onHandshake: (msg, addr, port, source6) => this.handshake(msg, addr, port, source6),
+      describePeer: (slot) => {
+        const p = this.device?.peerInSlot(slot);
+        return p ? this.device!.endpoints.format(p.addr, p.port).replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') : `peer ${slot}`;
+      },
+      encapsulation: {
+        module: new URL('../../wireguard/transport.js', import.meta.url).href,
+        config: { table: buffers, counters: this.counters, publicKey: Uint8Array.from(publicKeyOf(privateKey)), mtu: ctx.extIface.mtu - WIREGUARD_OVERHEAD },
+      },
+      onEncapMessage: (note) => this.note(note as TransportNote),
+      // New workers have empty replay windows: no keypair of the old ones may be used again.
+      onRestart: () => this.device?.dropAllKeypairs(),
     });
   }
 
@@ -105,11 +119,37 @@ export class UserspaceWireGuard {
     return this.udp.tunName;
   }
 
-  /** On an IPv6 socket the worker reports the source's bytes: name it by an endpoint id the device can answer. */
-  private handshake(msg: Buffer, addr: number, port: number, source6?: Uint8Array): void {
+  /**
+   * What the rx worker posted: a handshake datagram (on an IPv6 socket with
+   * its source's bytes, named here by an endpoint id the device can answer),
+   * or a peer's transport packet from a new IPv6 source (roaming: the
+   * source becomes a held lease endpoint id).
+   */
+  private note(n: TransportNote): void {
     const table = this.udp.endpoints6;
-    if (table && source6) this.device?.handleHandshake(msg, table.idForSource(source6), port, source6);
-    else this.device?.handleHandshake(msg, addr, port);
+    if (n.type === 'handshake') {
+      this.table.handshakeTaken();
+      const msg = Buffer.from(n.data);
+      if (table && n.source6) this.device?.handleHandshake(msg, table.idForSource(n.source6), n.port, n.source6);
+      else this.device?.handleHandshake(msg, n.addr, n.port);
+      return;
+    }
+    if (table) this.device?.roamSlot(n.peer, table.idForSource(n.source6), n.port);
+  }
+
+  /**
+   * A peer roams to `id`: on an IPv6 socket a transient id (a handshake's
+   * or a packet's source) becomes a lease endpoint id, held while a peer's
+   * endpoint is it; else `id` is the IPv4 address itself.
+   */
+  private pinEndpoint(id: number): number {
+    const table = this.udp.endpoints6;
+    if (!table) return id;
+    const pinned = table.idOfText(table.text(id));
+    const inUse = [];
+    for (let p = 0; p < this.table.peerCapacity; p++) if (this.table.peerActive(p)) inUse.push(this.table.endpointAddr(p));
+    table.hold('roamed', [...inUse, pinned]);
+    return pinned;
   }
 
   async start(ownLease: Lease): Promise<void> {
@@ -121,6 +161,7 @@ export class UserspaceWireGuard {
       socket: () => this.udp.socket,
       log: this.ctx.log,
       listenPort: this.spec.listenPort,
+      pinEndpoint: (id) => this.pinEndpoint(id),
       endpoints: table ? idEndpoints(table, () => this.device?.peers().map((p) => p.addr) ?? [], this.udp.endpointMode === 'dual') : IPV4_ENDPOINTS,
     });
     await this.udp.start(ownLease);

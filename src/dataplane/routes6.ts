@@ -10,10 +10,10 @@
  * destination whatever the family, and the addon turns ids into IPv6
  * socket addresses when it sends.
  */
-import { mask4 } from '../../net/ipaddr.js';
+import { mask4 } from '../net/ipaddr.js';
 import { PeerEntries, SourceCheck } from './routes.js';
 import { publishUnderSeqlock, SharedTableReader, tableCapacity } from './seqlock.js';
-import { addrWord, IPV6_DST, IPV6_SRC } from '../../packet/ipv6.js';
+import { addrWord, IPV6_DST, IPV6_SRC } from '../packet/ipv6.js';
 
 /** An IPv6 prefix as four u32 words (most significant first) and its length. */
 export interface Net6Words {

@@ -12,19 +12,16 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { loadNative, type NativeAddon } from '../../native/addon.js';
-import { TunDevice } from '../../tun/device.js';
-import { MAX_SEGMENTS } from '../../tun/offload.js';
-import { PacketBatch } from '../../tun/packet-batch.js';
-import { UdpSocket } from '../../conn/udp-socket.js';
+import { loadNative, type NativeAddon } from '../native/addon.js';
+import { TunDevice } from '../tun/device.js';
+import { MAX_SEGMENTS } from '../tun/offload.js';
+import { PacketBatch } from '../tun/packet-batch.js';
+import { UdpSocket } from '../conn/udp-socket.js';
 import { UdpCounter, counterRegion, workerRegion } from './counters.js';
 import { accountDelivered, accountSent, IcmpLimiter, ICMP_SLOT } from './pipeline.js';
 import { DualRouting, Ipv4Routing, Ipv6Routing, type PacketRouting } from './routing.js';
-import { PLAIN, type Encapsulation } from './encapsulation.js';
+import { PLAIN, type Encapsulation, type EncapsulationFactory } from './encapsulation.js';
 import { CONTROL_STOP, type WorkerConfig } from './workers.js';
-import { WireGuardTransport } from '../../wireguard/transport.js';
-import { SentBytesBy } from '../../wireguard/peer-table.js';
-import { wgCounterRegion, WG_REGION_RX, WG_REGION_TX } from '../../wireguard/counters.js';
 
 /** Segment slots per send with offloads: room for the largest super-packet (MAX_SEGMENTS). */
 const SEGMENT_BATCH = MAX_SEGMENTS;
@@ -232,7 +229,7 @@ function rxBatchSize(cfg: WorkerConfig): number {
   return cfg.offload && cfg.rxCoalesce ? Math.min(Math.max(cfg.batchSize, RX_COALESCE_BATCH), SEGMENT_BATCH) : cfg.batchSize;
 }
 
-function run(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
+function run(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array, encap: Encapsulation): void {
   const tun = new TunDevice(addon, cfg.tunFd, {
     offload: cfg.offload,
     coalesce: cfg.role === 'rx' && cfg.rxCoalesce,
@@ -242,24 +239,27 @@ function run(addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
     writeCapacity: rxBatchSize(cfg),
   });
   const udp = new UdpSocket(addon, cfg.udpFd, cfg.pollMs, { gro: cfg.role === 'rx' && cfg.udpGro, ...(cfg.endpoints6 ? { endpoints6: new Uint8Array(cfg.endpoints6) } : {}) });
-  (cfg.role === 'tx' ? runTx : runRx)(addon, tun, udp, encapsulation(addon, cfg), cfg, control);
+  (cfg.role === 'tx' ? runTx : runRx)(addon, tun, udp, encap, cfg, control);
 }
 
-/** PLAIN for flannel's udp backend; WireGuard's seal/open for the wireguard backend's userspace path. */
-function encapsulation(addon: NativeAddon, cfg: WorkerConfig): Encapsulation {
-  const wg = cfg.wireguard;
-  if (!wg) return PLAIN;
-  const stats = wgCounterRegion(wg.counters, cfg.role === 'tx' ? WG_REGION_TX : WG_REGION_RX);
-  // Handshakes are rare and the main thread's: a copy each, posted (the per-second budget bounds a flood).
-  const handshake = (msg: Buffer, addr: number, port: number, source6?: Uint8Array) =>
-    parentPort?.postMessage({ type: 'handshake', data: msg, addr, port, ...(source6 ? { source6: Uint8Array.from(source6) } : {}) });
-  return new WireGuardTransport(addon, wg, stats, handshake, Date.now, undefined, cfg.role === 'tx' ? SentBytesBy.TxWorker : SentBytesBy.RxWorker);
+/** PLAIN for flannel's udp backend; else the spec's module (WireGuard's seal/open for the wireguard backend). */
+async function encapsulation(addon: NativeAddon, cfg: WorkerConfig): Promise<Encapsulation> {
+  const spec = cfg.encapsulation;
+  if (!spec) return PLAIN;
+  const create = (await import(spec.module)).createEncapsulation as EncapsulationFactory;
+  return create(addon, spec.config, {
+    role: cfg.role,
+    endpoints6: cfg.endpoints6 ? new Uint8Array(cfg.endpoints6) : null,
+    // Rare events only (handshakes, roaming): a copy each, bounded by the encapsulation.
+    post: (body) => parentPort?.postMessage({ type: 'encap', body }),
+  });
 }
 
 const cfg = workerData as WorkerConfig;
 const control = new Int32Array(cfg.control);
 try {
-  run(loadNative(), cfg, control);
+  const addon = loadNative();
+  run(addon, cfg, control, await encapsulation(addon, cfg));
 } catch (err) {
   // Only fd-level failures reach here (the addon drops and counts per-packet errors).
   // If we are stopping, the fds may already be closed: that is not an error.

@@ -7,7 +7,7 @@
  * writer, so increments need no atomics; the main thread sums the regions
  * when rendering Prometheus text.
  */
-import { sumRegions } from '../../metrics/region-counters.js';
+import { sumRegions } from '../metrics/region-counters.js';
 
 /** Counter indexes. Order matters only inside this file and its users. */
 export const UdpCounter = {

@@ -6,7 +6,7 @@
  * (seqlock.ts). A worker compares the counter once per batch and, only
  * when it moved, copies the table and rebuilds its private hash indexes.
  */
-import { mask4 } from '../../net/ipaddr.js';
+import { mask4 } from '../net/ipaddr.js';
 import { publishUnderSeqlock, SEQ_WORD, SharedTableReader, tableCapacity } from './seqlock.js';
 
 export interface RouteEntry {

@@ -14,7 +14,7 @@
  * peer that moved) can be sent there; the ring is reused in turn and never
  * grows, whatever a flood of spoofed sources does.
  */
-import { formatIP6, isIP4, parseIP4, parseIP6 } from '../../net/ipaddr.js';
+import { formatIP6, isIP4, parseIP4, parseIP6 } from '../net/ipaddr.js';
 
 /** An endpoint's IPv6 socket address: IPv6 as it is, IPv4 as ::ffff:a.b.c.d (a dual-stack socket reaches it so). */
 export function endpointAddress6(text: string): bigint {

@@ -4,7 +4,7 @@
  * through routes6.ts and pipeline6.ts. The loops in packet-loop.ts call
  * these once per batch and never look at the family themselves.
  */
-import { PacketBatch } from '../../tun/packet-batch.js';
+import { PacketBatch } from '../tun/packet-batch.js';
 import { RouteTableReader } from './routes.js';
 import { RouteTable6Reader } from './routes6.js';
 import { acceptFromUdp, forwardFromTun, type IcmpLimiter } from './pipeline.js';

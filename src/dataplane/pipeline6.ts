@@ -10,8 +10,8 @@
  * routed is counted and dropped.
  */
 import { UdpCounter } from './counters.js';
-import type { PacketBatch } from '../../tun/packet-batch.js';
-import { checkIPv6, decrementHopLimit, hopLimit, ipv6Length, Ipv6Check, IPV6_DST, isMulticast6 } from '../../packet/ipv6.js';
+import type { PacketBatch } from '../tun/packet-batch.js';
+import { checkIPv6, decrementHopLimit, hopLimit, ipv6Length, Ipv6Check, IPV6_DST, isMulticast6 } from '../packet/ipv6.js';
 import { SourceCheck } from './routes.js';
 import type { RouteTable6Reader } from './routes6.js';
 

@@ -6,8 +6,8 @@
  * packet loop, so postMessage would not be seen).
  */
 import { Worker } from 'node:worker_threads';
-import type { Logger } from '../../log.js';
-import type { WireGuardWorkerConfig } from '../../wireguard/transport.js';
+import type { Logger } from '../log.js';
+import type { EncapsulationSpec } from './encapsulation.js';
 
 export const CONTROL_STOP = 0;
 
@@ -52,8 +52,8 @@ export interface WorkerConfig {
   tunReadLocks: SharedArrayBuffer;
   /** The rx worker sends what the kernel puts into TUN during its writes (replies), instead of waking the tx worker. */
   replyFastPath: boolean;
-  /** Seal and open with WireGuard (the wireguard backend's userspace path) instead of sending bare packets. */
-  wireguard?: WireGuardWorkerConfig;
+  /** The encapsulation to load (default bare packets). */
+  encapsulation?: EncapsulationSpec;
 }
 
 /** One queue's fds: a flannel0 queue and its UDP socket. */
@@ -75,8 +75,8 @@ export class PacketWorkers {
     private readonly log: Logger,
     /** Called when a worker dies on an fd-level error (the dataplane is then down in that direction). */
     private readonly onFatal: (role: string, err: Error) => void = () => {},
-    /** A handshake datagram the rx worker received (WireGuard only). */
-    private readonly onHandshake: (msg: Buffer, addr: number, port: number, source6?: Uint8Array) => void = () => {},
+    /** What an encapsulation posted (WireGuard: handshakes, roaming). */
+    private readonly onEncapMessage: (msg: unknown) => void = () => {},
   ) {}
 
   start(): void {
@@ -91,8 +91,8 @@ export class PacketWorkers {
   private spawn(cfg: WorkerConfig): void {
     const { role, queue } = cfg;
     const w = new Worker(new URL('./packet-loop.js', import.meta.url), { workerData: cfg, name: `flannel-udp-${role}${queue}` });
-    w.on('message', (m: { type: string; role: string; message: string; code?: string; data?: Uint8Array; addr?: number; port?: number; source6?: Uint8Array }) => {
-      if (m.type === 'handshake') return this.onHandshake(Buffer.from(m.data!), m.addr!, m.port!, m.source6);
+    w.on('message', (m: { type: string; role: string; message: string; code?: string; body?: unknown }) => {
+      if (m.type === 'encap') return this.onEncapMessage(m.body);
       if (m.type !== 'fatal') return;
       const err = Object.assign(new Error(m.message), { code: m.code });
       this.log.error('packet worker failed', { role: m.role, queue, error: m.message, code: m.code });

@@ -9,7 +9,7 @@
  * IPv4 packet.
  */
 import { UdpCounter } from './counters.js';
-import type { PacketBatch } from '../../tun/packet-batch.js';
+import type { PacketBatch } from '../tun/packet-batch.js';
 import {
   CODE_FRAG_NEEDED,
   CODE_NET_UNREACHABLE,
@@ -19,8 +19,8 @@ import {
   ICMP_TIME_EXCEEDED,
   mayReplyWithIcmpError,
   writeIcmpError,
-} from '../../packet/icmp.js';
-import { checkIPv4, decrementTtl, dontFragment, dstAddr, Ipv4Check, isMulticastOrBroadcast, srcAddr } from '../../packet/ipv4.js';
+} from '../packet/icmp.js';
+import { checkIPv4, decrementTtl, dontFragment, dstAddr, Ipv4Check, isMulticastOrBroadcast, srcAddr } from '../packet/ipv4.js';
 import { SourceCheck, type RouteTableReader } from './routes.js';
 
 /** Slot size for ICMP replies (the largest is 96 bytes). */
