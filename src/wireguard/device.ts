@@ -469,7 +469,8 @@ export class WireGuardDevice implements UapiDevice {
       addr: t.endpointAddr(p.slot),
       port: t.endpointPort(p.slot),
       allowedIPs: p.cfg.allowedIPs,
-      lastHandshakeMs: p.lastHandshakeMs,
+      // wg shows the wall-clock time of the last handshake; our timers keep it monotonic.
+      lastHandshakeMs: p.lastHandshakeMs > 0 ? Math.round(Date.now() - (this.now() - p.lastHandshakeMs)) : 0,
       keepaliveMs: p.cfg.keepaliveMs,
       rxBytes: t.rxBytes(p.slot),
       txBytes: t.txBytes(p.slot),

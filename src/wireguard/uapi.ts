@@ -7,11 +7,16 @@
  *
  * Peers are flannel's (they follow the leases): `set` may change a peer's
  * endpoint, keepalive or PSK and remove a peer until the next lease event
- * puts it back; the private key and the listen port belong to the daemon
+ * puts it back; the private key, the listen port and allowed IPs (the
+ * leases' subnets, which the route tables follow) belong to the daemon
  * (errno=1).
+ *
+ * The socket is created under a umask that leaves it 0600 from its first
+ * moment (no window in which others may connect), only over a stale socket
+ * (never over another kind of file), and idle connections are closed.
  */
 import { createServer, type Server } from 'node:net';
-import { chmod, mkdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatIP4, parseIP4 } from '../net/ipaddr.js';
 
@@ -69,7 +74,7 @@ export function renderGet(dev: UapiDevice): string {
     if (p.psk) lines.push(`preshared_key=${p.psk.toString('hex')}`);
     lines.push('protocol_version=1');
     if (p.addr) lines.push(`endpoint=${dev.endpoints.format(p.addr, p.port)}`);
-    lines.push(`last_handshake_time_sec=${Math.floor(p.lastHandshakeMs / 1000)}`, `last_handshake_time_nsec=${(p.lastHandshakeMs % 1000) * 1_000_000}`);
+    lines.push(`last_handshake_time_sec=${Math.floor(p.lastHandshakeMs / 1000)}`, `last_handshake_time_nsec=${Math.floor(p.lastHandshakeMs % 1000) * 1_000_000}`);
     lines.push(`tx_bytes=${p.txBytes}`, `rx_bytes=${p.rxBytes}`, `persistent_keepalive_interval=${Math.round(p.keepaliveMs / 1000)}`);
     for (const a of p.allowedIPs) lines.push(`allowed_ip=${a}`);
   }
@@ -128,11 +133,12 @@ export function applySet(dev: UapiDevice, lines: string[]): number {
         break;
       case 'update_only':
       case 'protocol_version':
-      case 'replace_allowed_ips':
-      case 'allowed_ip':
-        // Allowed IPs are the peer's lease subnet; accepted and left as the lease says.
         if (!peer) return EINVAL;
         break;
+      case 'replace_allowed_ips':
+      case 'allowed_ip':
+        // Allowed IPs are the peer's lease subnets: the route tables and the source checks follow the leases.
+        return peer ? EPERM : EINVAL;
       default:
         return EINVAL;
     }
@@ -140,14 +146,20 @@ export function applySet(dev: UapiDevice, lines: string[]): number {
   return flush() ? 0 : ENOENT;
 }
 
+/** A connection that sends no complete request in this time is closed. */
+export const UAPI_IDLE_MS = 5000;
+
 /** Serve the API on `<dir>/<iface>.sock` (mode 0600, as wireguard-go). */
 export async function serveUapi(dir: string, iface: string, dev: UapiDevice): Promise<{ path: string; close(): Promise<void> }> {
   await mkdir(dir, { recursive: true, mode: 0o755 });
   const path = join(dir, `${iface}.sock`);
-  await rm(path, { force: true });
+  const old = await lstat(path).catch(() => null);
+  if (old && !old.isSocket()) throw new Error(`${path} exists and is not a socket; not replacing it`);
+  if (old) await rm(path, { force: true });
   const server: Server = createServer((s) => {
     let text = '';
     s.setEncoding('utf8');
+    s.setTimeout(UAPI_IDLE_MS, () => s.destroy());
     s.on('error', () => {});
     s.on('data', (chunk: string) => {
       text += chunk;
@@ -163,9 +175,14 @@ export async function serveUapi(dir: string, iface: string, dev: UapiDevice): Pr
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => resolve());
+    // The bind happens inside listen(): under this umask the socket is born 0600.
+    const umask = process.umask(0o177);
+    try {
+      server.listen(path, () => resolve());
+    } finally {
+      process.umask(umask);
+    }
   });
-  await chmod(path, 0o600);
   return {
     path,
     close: () =>
