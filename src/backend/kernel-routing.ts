@@ -79,7 +79,7 @@ export class KernelRouting {
       backendType: opts.backendType,
       routeFor: (l) => opts.peerState(l),
       apply: async (peers, recheck) => {
-        const r = await this.applier.apply(merge(peers.values()), { reread: recheck });
+        const r = await this.applier.apply(merge(peers), { reread: recheck });
         if (r.lines.length > 0) opts.log.info('kernel state updated', { changes: r.lines.length, failed: r.failures.length });
       },
       log: opts.log,
@@ -102,7 +102,7 @@ export class KernelRouting {
 
   /** Current desired state (for a dry run: feed events, then ask the applier). */
   desired(): KernelState {
-    return merge(this.network.desired().values());
+    return merge(this.network.desired());
   }
 
   stop(): void {
@@ -110,14 +110,15 @@ export class KernelRouting {
   }
 }
 
-function merge(peers: Iterable<PeerState>): KernelState {
+/** Every lease's state in one, each entry tagged with its lease (the applier names it when the entry fails). */
+function merge(peers: ReadonlyMap<string, PeerState>): KernelState {
   const policies: XfrmPolicySpec[] = [];
   const s: KernelState = { routes: [], neighs: [], fdb: [], policies };
-  for (const p of peers) {
-    if (p.policies) policies.push(...p.policies);
-    s.routes.push(...p.routes);
-    if (p.neighs) s.neighs.push(...p.neighs);
-    if (p.fdb) s.fdb.push(...p.fdb);
+  for (const [origin, p] of peers) {
+    if (p.policies) for (const x of p.policies) policies.push({ ...x, origin });
+    for (const x of p.routes) s.routes.push({ ...x, origin });
+    if (p.neighs) for (const x of p.neighs) s.neighs.push({ ...x, origin });
+    if (p.fdb) for (const x of p.fdb) s.fdb.push({ ...x, origin });
   }
   return s;
 }

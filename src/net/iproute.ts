@@ -112,6 +112,12 @@ export class IpRoute implements IpRunner, BatchRunner {
    * lines that failed with iproute2's message for each; never rejects for a
    * failing line, only when the program cannot run at all. Plan mode records
    * the lines and reports no failure.
+   *
+   * iproute2 exits outright on an argument it cannot parse, -force or not,
+   * leaving the lines after it unapplied without saying which line it was.
+   * Then the batch is run again in halves until that line stands alone:
+   * every other line is still applied (a few more processes, only when a
+   * line is that broken), and the line is reported with the message.
    */
   async batch(lines: readonly string[]): Promise<{ line: string; message: string }[]> {
     if (lines.length === 0) return [];
@@ -120,6 +126,10 @@ export class IpRoute implements IpRunner, BatchRunner {
       this.opts.transcript?.push(`${this.program} ${l}`);
     }
     if (this.mode === 'plan') return [];
+    return this.runBatch(lines);
+  }
+
+  private async runBatch(lines: readonly string[]): Promise<{ line: string; message: string }[]> {
     const { stderr, error, missingProgram } = await this.exec(['-force', '-batch', '-'], lines.join('\n') + '\n', this.opts.timeoutMs ?? 30_000);
     if (missingProgram) throw error;
     // Each failing line prints its messages, then "Command failed -:N".
@@ -132,8 +142,14 @@ export class IpRoute implements IpRunner, BatchRunner {
         pending = [];
       } else if (l.trim()) pending.push(l.trim());
     }
-    if (error && failures.length === 0) throw error;
-    return failures;
+    // Messages after the last "Command failed": the program stopped on a line without naming it.
+    if (!error || pending.length === 0) {
+      if (error && failures.length === 0) throw error;
+      return failures;
+    }
+    if (lines.length === 1) return [{ line: lines[0]!, message: pending.join('; ') }];
+    const half = Math.ceil(lines.length / 2);
+    return [...(await this.runBatch(lines.slice(0, half))), ...(await this.runBatch(lines.slice(half)))];
   }
 
   /**

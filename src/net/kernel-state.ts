@@ -10,13 +10,20 @@
  * unicast FDB entries of the backend's own devices. Everything else (the
  * host's other routes, a link's connected route) is never touched. A round
  * with nothing to change runs no write at all, so a restarted daemon that
- * finds its earlier state changes nothing and nothing flaps. A failing line
- * is logged with the command and iproute2's message; the rest of the batch
- * still applies (`-force`).
+ * finds its earlier state changes nothing and nothing flaps.
+ *
+ * One bad entry never keeps the others from being applied: every token of
+ * a wanted entry is checked to be canonical (batch-tokens.ts) before a
+ * line is built, and an entry that fails is refused and reported against
+ * the lease it came from (`origin`); a line iproute2 refuses is logged with
+ * its origin and iproute2's message while the rest of the batch still
+ * applies (`-force`, and IpRoute.batch re-runs the rest should the program
+ * exit on a line).
  */
 import type { Logger } from '../log.js';
 import { ip4NetContains, parseIP4Net, type IP4Net } from './ipaddr.js';
 import type { BatchRunner, IpRunner } from './iproute.js';
+import { isCanonicalIP4, isCanonicalMac, isCanonicalNet4, isDevName } from './batch-tokens.js';
 import { parseXfrmPolicies, policyDeleteLine, policyKey, policyUpdateLine, type XfrmPolicySpec } from './xfrm-policy.js';
 
 export interface RouteSpec {
@@ -27,6 +34,8 @@ export interface RouteSpec {
   dev: string;
   /** The gateway is reachable through dev whatever the addresses say (vxlan, ipip). */
   onlink?: boolean;
+  /** The lease this entry is for (its store key), named when it fails. */
+  origin?: string;
 }
 
 /** A permanent neighbour entry: ip is at mac on dev. */
@@ -34,6 +43,7 @@ export interface NeighSpec {
   dev: string;
   ip: string;
   mac: string;
+  origin?: string;
 }
 
 /** A unicast FDB entry of a vxlan device: frames for mac go to the VTEP at dst. */
@@ -41,6 +51,7 @@ export interface FdbSpec {
   dev: string;
   mac: string;
   dst: string;
+  origin?: string;
 }
 
 export interface KernelState {
@@ -68,7 +79,8 @@ export interface KernelScope {
 export interface ApplyResult {
   /** Lines run (or, in a dry run, that would run), "ip ..." and "bridge ...". */
   lines: string[];
-  failures: { line: string; message: string }[];
+  /** Entries refused before any line was built, and lines iproute2 refused; `origin` names the lease. */
+  failures: { line: string; message: string; origin?: string }[];
 }
 
 interface JsonRoute {
@@ -115,7 +127,8 @@ export class KernelStateApplier {
    * (the first round, the periodic recheck) the kernel is read; otherwise
    * the state the last successful round left is trusted.
    */
-  async apply(want: KernelState, opts: { reread?: boolean } = {}): Promise<ApplyResult> {
+  async apply(wanted: KernelState, opts: { reread?: boolean } = {}): Promise<ApplyResult> {
+    const { want, refused } = validState(wanted);
     const known = opts.reread === false ? this.known : null;
     const [routes, neighs, fdb, policies] = known
       ? [known.routes, known.neighs, known.fdb, known.policies ?? []]
@@ -151,11 +164,17 @@ export class KernelStateApplier {
       if (!cur || policyUpdateLine(cur) !== policyUpdateLine(p)) ipLines.push(policyUpdateLine(p));
     }
 
-    const failures = [...(await this.opts.writeBridge.batch(bridgeLines)).map((f) => ({ ...f, line: `bridge ${f.line}` })), ...(await this.opts.writeIp.batch(ipLines)).map((f) => ({ ...f, line: `ip ${f.line}` }))];
-    for (const f of failures) this.opts.log.error('kernel state change failed', { command: f.line, error: f.message });
-    // After a failure nobody knows what the kernel holds: the next round reads it again.
+    const origins = originsByLine(want);
+    const lineFailures = [
+      ...(await this.opts.writeBridge.batch(bridgeLines)).map((f) => ({ ...f, line: `bridge ${f.line}`, origin: origins.get(`bridge ${f.line}`) })),
+      ...(await this.opts.writeIp.batch(ipLines)).map((f) => ({ ...f, line: `ip ${f.line}`, origin: origins.get(`ip ${f.line}`) })),
+    ];
+    for (const f of lineFailures) this.opts.log.error('kernel state change failed', { command: f.line, error: f.message, ...(f.origin ? { lease: f.origin } : {}) });
+    for (const f of refused) this.opts.log.error('kernel state entry refused', { entry: f.line, error: f.message, ...(f.origin ? { lease: f.origin } : {}) });
+    const failures = [...refused, ...lineFailures];
+    // After a failing line nobody knows what the kernel holds: the next round reads it again.
     this.known =
-      failures.length === 0
+      lineFailures.length === 0
         ? {
             routes: [...want.routes],
             neighs: want.neighs.map((n) => ({ ...n, mac: n.mac.toLowerCase() })),
@@ -214,4 +233,42 @@ export class KernelStateApplier {
     }
     return all;
   }
+}
+
+/** A value for a log line: JSON-quoted, so control characters show, and cut short. */
+const shown = (v: unknown) => {
+  const t = JSON.stringify(v) ?? String(v);
+  return t.length > 60 ? `${t.slice(0, 57)}...` : t;
+};
+
+/**
+ * The entries of `s` whose every token is canonical, and a refusal for each
+ * other one (never a line: a bad token must not reach iproute2).
+ */
+function validState(s: KernelState): { want: KernelState; refused: { line: string; message: string; origin?: string }[] } {
+  const refused: { line: string; message: string; origin?: string }[] = [];
+  const check = <T extends { origin?: string }>(items: T[], what: string, problem: (x: T) => string | null): T[] =>
+    items.filter((x) => {
+      const p = problem(x);
+      if (p) refused.push({ line: `${what} ${shown({ ...x, origin: undefined })}`, message: p, ...(x.origin ? { origin: x.origin } : {}) });
+      return !p;
+    });
+  const dev = (d: string) => (isDevName(d) ? null : `device ${shown(d)} is not an interface name`);
+  const routes = check(s.routes, 'route', (r) => (!isCanonicalNet4(r.dst) ? `destination ${shown(r.dst)} is not a canonical IPv4 network` : r.via !== undefined && !isCanonicalIP4(r.via) ? `gateway ${shown(r.via)} is not a canonical IPv4 address` : dev(r.dev)));
+  const neighs = check(s.neighs, 'neighbour', (n) => (!isCanonicalIP4(n.ip) ? `address ${shown(n.ip)} is not a canonical IPv4 address` : !isCanonicalMac(n.mac.toLowerCase()) ? `MAC ${shown(n.mac)} is not a MAC address` : dev(n.dev)));
+  const fdb = check(s.fdb, 'fdb', (f) => (!isCanonicalIP4(f.dst) ? `VTEP ${shown(f.dst)} is not a canonical IPv4 address` : !isCanonicalMac(f.mac.toLowerCase()) ? `MAC ${shown(f.mac)} is not a MAC address` : dev(f.dev)));
+  const policies = check(s.policies ?? [], 'xfrm policy', (p) =>
+    !isCanonicalNet4(p.src) || !isCanonicalNet4(p.dst) ? `selector ${shown(p.src)} -> ${shown(p.dst)} is not two canonical IPv4 networks` : !isCanonicalIP4(p.tmplSrc) || !isCanonicalIP4(p.tmplDst) ? `tunnel ${shown(p.tmplSrc)} -> ${shown(p.tmplDst)} is not two canonical IPv4 addresses` : null,
+  );
+  return { want: { routes, neighs, fdb, policies }, refused };
+}
+
+/** The lease each line an entry of `want` may produce came from (for reporting a failing line). */
+function originsByLine(want: KernelState): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const r of want.routes) if (r.origin) m.set(`ip route replace ${r.dst}${r.via ? ` via ${r.via}` : ''} dev ${r.dev}${r.onlink ? ' onlink' : ''}`, r.origin);
+  for (const n of want.neighs) if (n.origin) m.set(`ip neigh replace ${n.ip} lladdr ${n.mac.toLowerCase()} dev ${n.dev} nud permanent`, n.origin);
+  for (const f of want.fdb) if (f.origin) m.set(`bridge fdb replace ${f.mac.toLowerCase()} dev ${f.dev} dst ${f.dst} self permanent`, f.origin);
+  for (const p of want.policies ?? []) if (p.origin) m.set(`ip ${policyUpdateLine(p)}`, p.origin);
+  return m;
 }

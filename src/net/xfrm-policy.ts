@@ -22,6 +22,8 @@ export interface XfrmPolicySpec {
   tmplSrc: string;
   tmplDst: string;
   reqid: number;
+  /** The lease this policy is for (its store key), named when it fails. */
+  origin?: string;
 }
 
 /** The `ip` command (without "ip") that installs or replaces a policy. */

@@ -2,19 +2,55 @@
  * The lease value exactly as flannel writes it: Go's encoding of LeaseAttrs,
  * i.e. {"PublicIP":"192.0.2.2","PublicIPv6":null} plus BackendType,
  * BackendData and BackendV6Data when set (omitempty). Decoding is strict
- * about addresses so a malformed lease from the store is reported and
- * skipped instead of reaching the dataplane.
+ * so a malformed lease from the store is reported and skipped instead of
+ * reaching the dataplane: any host with write access to the store writes
+ * lease text, and its addresses end up as tokens of `ip -batch` lines,
+ * xfrm policies, charon's config and files. An address is kept only in its
+ * canonical form (the text formatting the parsed value gives back, as
+ * flannel's Go writes it); "192.0.2.7\u000b", " 192.0.2.7" or
+ * "192.0.2.7 dev lo" are refused, never trimmed.
  */
-import { isIP4, parseIP6, parseSubnetKey } from '../net/ipaddr.js';
+import { formatIP4, formatIP6, parseIP4, parseIP6, parseSubnetKey } from '../net/ipaddr.js';
 import type { Lease, LeaseAttrs } from './types.js';
 import { goField } from '../config/go-json.js';
 
+/** Why a lease was refused as malformed: a fixed list (a metric label). */
+export type MalformedReason = 'malformed_json' | 'malformed_public_ip' | 'malformed_public_ipv6' | 'malformed_backend_type' | 'malformed_key';
+export const MALFORMED_REASONS: readonly MalformedReason[] = ['malformed_json', 'malformed_public_ip', 'malformed_public_ipv6', 'malformed_backend_type', 'malformed_key'];
+
 export class LeaseDecodeError extends Error {
-  constructor(key: string, reason: string) {
-    super(`malformed lease ${key}: ${reason}`);
+  constructor(
+    key: string,
+    detail: string,
+    readonly reason: MalformedReason,
+  ) {
+    super(`malformed lease ${JSON.stringify(key)}: ${detail}`);
     this.name = 'LeaseDecodeError';
   }
 }
+
+/** The text itself when it is an IPv4 address written canonically, else null. */
+export function canonicalIP4(text: unknown): string | null {
+  if (typeof text !== 'string' || text.length > 15) return null;
+  try {
+    return formatIP4(parseIP4(text)) === text ? text : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The text itself when it is an IPv6 address written canonically (RFC 5952, as Go writes it), else null. */
+export function canonicalIP6(text: unknown): string | null {
+  if (typeof text !== 'string' || text.length > 39) return null;
+  try {
+    return formatIP6(parseIP6(text)) === text ? text : null;
+  } catch {
+    return null;
+  }
+}
+
+/** flannel's backend type names are short lowercase words ("host-gw", "aws-vpc"); anything else is refused. */
+const BACKEND_TYPE_RE = /^[a-z0-9-]{1,32}$/;
 
 export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
   // Property order matters only for byte-exact comparison with flannel's output.
@@ -30,24 +66,20 @@ export function decodeLeaseAttrs(key: string, text: string): LeaseAttrs {
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new LeaseDecodeError(key, `not JSON (${(err as Error).message})`);
+    throw new LeaseDecodeError(key, `not JSON (${(err as Error).message})`, 'malformed_json');
   }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new LeaseDecodeError(key, 'not a JSON object');
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new LeaseDecodeError(key, 'not a JSON object', 'malformed_json');
   const obj = raw as Record<string, unknown>;
-  const publicIP = goField(obj, 'PublicIP');
-  if (typeof publicIP !== 'string' || !isIP4(publicIP)) throw new LeaseDecodeError(key, `PublicIP ${JSON.stringify(publicIP)} is not an IPv4 address`);
-  const v6 = goField(obj, 'PublicIPv6');
-  if (v6 !== undefined && v6 !== null) {
-    if (typeof v6 !== 'string') throw new LeaseDecodeError(key, 'PublicIPv6 is not a string');
-    try {
-      parseIP6(v6);
-    } catch {
-      throw new LeaseDecodeError(key, `PublicIPv6 ${JSON.stringify(v6)} is not an IPv6 address`);
-    }
-  }
+  const publicIP = canonicalIP4(goField(obj, 'PublicIP'));
+  if (publicIP === null) throw new LeaseDecodeError(key, `PublicIP ${quote(goField(obj, 'PublicIP'))} is not an IPv4 address in canonical form`, 'malformed_public_ip');
+  const v6raw = goField(obj, 'PublicIPv6');
+  const v6 = v6raw === undefined || v6raw === null ? null : canonicalIP6(v6raw);
+  if (v6raw !== undefined && v6raw !== null && v6 === null) throw new LeaseDecodeError(key, `PublicIPv6 ${quote(v6raw)} is not an IPv6 address in canonical form`, 'malformed_public_ipv6');
   const backendType = goField(obj, 'BackendType');
-  if (backendType !== undefined && backendType !== null && typeof backendType !== 'string') throw new LeaseDecodeError(key, 'BackendType is not a string');
-  const attrs: LeaseAttrs = { publicIP, publicIPv6: typeof v6 === 'string' ? v6 : null };
+  if (backendType !== undefined && backendType !== null && backendType !== '' && (typeof backendType !== 'string' || !BACKEND_TYPE_RE.test(backendType))) {
+    throw new LeaseDecodeError(key, `BackendType ${quote(backendType)} is not a backend name`, 'malformed_backend_type');
+  }
+  const attrs: LeaseAttrs = { publicIP, publicIPv6: v6 };
   if (typeof backendType === 'string' && backendType) attrs.backendType = backendType;
   const bd = goField(obj, 'BackendData');
   if (bd !== undefined && bd !== null) attrs.backendData = bd;
@@ -67,7 +99,7 @@ export function decodeLease(
 ): Lease {
   const name = fullKey.slice(fullKey.lastIndexOf('/') + 1);
   const parsed = parseSubnetKey(name);
-  if (!parsed) throw new LeaseDecodeError(fullKey, 'key is not a subnet (expected A.B.C.D-LEN)');
+  if (!parsed) throw new LeaseDecodeError(fullKey, 'key is not a subnet (expected A.B.C.D-LEN)', 'malformed_key');
   return {
     // An IPv6-only lease carries 0.0.0.0-0 as its IPv4 part, as flannel's keys do.
     subnet: parsed.subnet.prefixLen === 0 ? null : parsed.subnet,
@@ -78,4 +110,10 @@ export function decodeLease(
     modRevision: entry.modRevision,
     createRevision: entry.createRevision,
   };
+}
+
+/** A value from the store for a log line: JSON-quoted (control characters escaped) and cut short. */
+function quote(v: unknown): string {
+  const t = JSON.stringify(v) ?? String(v);
+  return t.length > 80 ? `${t.slice(0, 77)}...` : t;
 }

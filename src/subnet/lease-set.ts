@@ -19,8 +19,9 @@ import type { Logger } from '../log.js';
 import type { NetworkConfig } from '../config/network.js';
 import { formatIP4Net, formatIP6Net, ip4NetContains, ip6NetContains, type IP4Net, type IP6Net } from '../net/ipaddr.js';
 import type { Lease, LeaseEvent } from './types.js';
+import { MALFORMED_REASONS, type LeaseDecodeError, type MalformedReason } from './lease-codec.js';
 
-export type RejectReason = 'outside_network' | 'wrong_length' | 'wrong_family' | 'missing_subnet' | 'overlaps_own' | 'overlaps_other';
+export type RejectReason = 'outside_network' | 'wrong_length' | 'wrong_family' | 'missing_subnet' | 'overlaps_own' | 'overlaps_other' | MalformedReason;
 
 function describeNets(l: Lease): string {
   return [l.subnet && formatIP4Net(l.subnet), l.ipv6Subnet && formatIP6Net(l.ipv6Subnet)].filter(Boolean).join(',');
@@ -36,7 +37,15 @@ export class LeaseSet {
   /** Key -> the reason it was last refused for (so each refusal is logged once). */
   private readonly refused = new Map<string, string>();
   /** Refusals counted by reason, for /metrics. */
-  readonly rejectedTotal: Record<RejectReason, number> = { outside_network: 0, wrong_length: 0, wrong_family: 0, missing_subnet: 0, overlaps_own: 0, overlaps_other: 0 };
+  readonly rejectedTotal: Record<RejectReason, number> = {
+    outside_network: 0,
+    wrong_length: 0,
+    wrong_family: 0,
+    missing_subnet: 0,
+    overlaps_own: 0,
+    overlaps_other: 0,
+    ...(Object.fromEntries(MALFORMED_REASONS.map((r) => [r, 0])) as Record<MalformedReason, number>),
+  };
 
   constructor(
     private readonly config: NetworkConfig,
@@ -79,6 +88,21 @@ export class LeaseSet {
     this.refused.set(l.key, tag);
     this.rejectedTotal[reason] += 1;
     this.log.warn('skipping lease', { key: l.key, subnet: describeNets(l), publicIP: l.attrs.publicIP, reason, detail });
+  }
+
+  /**
+   * A key whose value does not decode (lease-codec.ts): counted by reason
+   * and logged once per key and problem. The key's earlier lease, if any,
+   * can no longer be trusted and is removed (an event in `out`).
+   */
+  rejectMalformed(key: string, err: LeaseDecodeError, out: LeaseEvent[], same: (a: Lease, b: Lease) => boolean): void {
+    const tag = `${err.reason}:${err.message}`;
+    const seen = this.refused.get(key) === tag;
+    this.delete(key, out, same);
+    this.refused.set(key, tag);
+    if (seen) return;
+    this.rejectedTotal[err.reason] += 1;
+    this.log.warn('skipping malformed lease', { key, reason: err.reason, error: err.message });
   }
 
   /** Keys of accepted leases colliding with `l` (other than its own key). */

@@ -89,7 +89,6 @@ export class KvSubnetManager implements SubnetManager {
   private readonly backoff: { initial: number; max: number };
   private readonly backendTypes: string[] | undefined;
   /** Malformed lease keys already logged (each is logged once). */
-  private readonly loggedMalformed = new Set<string>();
 
   constructor(opts: KvSubnetManagerOptions) {
     this.store = opts.store;
@@ -146,26 +145,24 @@ export class KvSubnetManager implements SubnetManager {
    * key is still taken (create on it always fails), so acquisition must not
    * pick it. Each malformed key is logged once, not at every listing.
    */
-  private async listLeases(): Promise<{ leases: Map<string, Lease>; unreadable: Lease[]; revision: number }> {
+  private async listLeases(): Promise<{ leases: Map<string, Lease>; unreadable: Lease[]; malformed: { key: string; err: LeaseDecodeError }[]; revision: number }> {
     const { entries, revision } = await this.store.list(this.subnetsPrefix);
     const leases = new Map<string, Lease>();
     const unreadable: Lease[] = [];
+    const malformed: { key: string; err: LeaseDecodeError }[] = [];
     for (const e of entries) {
       try {
         const lease = decodeLease(e.key, e.value, e);
         leases.set(lease.key, lease);
       } catch (err) {
         if (!(err instanceof LeaseDecodeError)) throw err;
-        if (!this.loggedMalformed.has(e.key)) {
-          this.loggedMalformed.add(e.key);
-          this.log.warn('skipping malformed lease', { error: err.message });
-        }
         const name = e.key.slice(e.key.lastIndexOf('/') + 1);
+        malformed.push({ key: `subnets/${name}`, err });
         const sn = parseSubnetKey(name);
         if (sn) unreadable.push({ subnet: sn.subnet, ipv6Subnet: sn.ipv6Subnet, attrs: { publicIP: '', publicIPv6: null }, expiration: 0, key: `subnets/${name}` });
       }
     }
-    return { leases, unreadable, revision };
+    return { leases, unreadable, malformed, revision };
   }
 
   private compatible(cfg: NetworkConfig, sn: IP4Net | null, sn6: IP6Net | null): boolean {
@@ -384,9 +381,8 @@ export class KvSubnetManager implements SubnetManager {
           lease = decodeLease(ev.key, ev.value, { expires: ev.expires, expiresAt: ev.expiresAt, modRevision: ev.revision, createRevision: ev.createRevision });
         } catch (err) {
           if (!(err instanceof LeaseDecodeError)) throw err;
-          log.warn('ignoring malformed lease', { error: err.message });
           // A lease that turned malformed can no longer be trusted: treat it as gone.
-          set.delete(name, out, sameLease);
+          set.rejectMalformed(name, err, out, sameLease);
           continue;
         }
         set.put(lease, out, sameLease);
@@ -398,10 +394,11 @@ export class KvSubnetManager implements SubnetManager {
       timer = null;
       if (closed) return;
       try {
-        const { leases, revision } = await this.listLeases();
+        const { leases, malformed, revision } = await this.listLeases();
         // Rebuild from the listing, oldest first so collisions resolve as they would have live, then diff.
         const fresh = new LeaseSet(config, ownLease, log, set);
         const ignore: LeaseEvent[] = [];
+        for (const m of malformed) if (m.key !== ownLease.key) fresh.rejectMalformed(m.key, m.err, ignore, sameLease);
         const others = [...leases.values()].filter((l) => l.key !== ownLease.key).sort((a, b) => (a.createRevision ?? 0) - (b.createRevision ?? 0));
         for (const l of others) fresh.put(l, ignore, sameLease);
         const out: LeaseEvent[] = [];

@@ -196,8 +196,9 @@ export class IpsecBackend implements Backend {
     const own = this.own;
     if (!own || !this.conns) return;
     const kernel = this.esp === 'kernel';
-    const policies = kernel ? [...peers.values()].flatMap((p) => policiesFor(own, p)) : [];
-    const routes = kernel ? [] : [...peers.values()].map((p) => ({ dst: p.subnet, dev: LIBIPSEC_DEVICE }));
+    // Each entry names its lease: the applier reports a refused one against it and applies the rest.
+    const policies = kernel ? [...peers].flatMap(([origin, p]) => policiesFor(own, p).map((x) => ({ ...x, origin }))) : [];
+    const routes = kernel ? [] : [...peers].map(([origin, p]) => ({ dst: p.subnet, dev: LIBIPSEC_DEVICE, origin }));
     const r = await this.applier.apply({ routes, neighs: [], fdb: [], policies }, { reread: recheck });
     if (r.lines.length > 0) this.log.info(kernel ? 'xfrm policies updated' : 'routes into ipsec0 updated', { changes: r.lines.length, failed: r.failures.length });
     if (!this.charon?.running) return;

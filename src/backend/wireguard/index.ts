@@ -77,7 +77,7 @@ export class WireGuardBackend implements Backend {
     this.transcript = runners?.transcript ?? [];
     const impl = dryRun ? 'kernel' : this.host.impl === 'auto' ? ((await kernelHasWireGuard(ip)) ? 'kernel' : 'userspace') : this.host.impl;
     this.impl = impl;
-    const { key, created } = await loadOrCreatePrivateKey(this.host.keyFile, dryRun);
+    const { key, created } = await loadOrCreatePrivateKey(this.host.keyFile, dryRun, (msg) => this.log.warn(msg));
     this.privateKey = key;
     const publicKey = publicKeyOf(key).toString('base64');
     if (dryRun && created) this.log.info('dry run: no key file yet, a throw-away key stands in for the one a start would create', { file: this.host.keyFile });

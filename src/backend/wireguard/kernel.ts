@@ -7,7 +7,8 @@
  * are removed by wg itself. The file holds the private key: it is written
  * 0600 beside the key file and removed after use.
  */
-import { rm, writeFile } from 'node:fs/promises';
+import { constants, open, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Logger } from '../../log.js';
 import type { IpRoute } from '../../net/iproute.js';
@@ -104,8 +105,14 @@ export class KernelWireGuard {
       this.last.set(dev.name, text);
       return;
     }
-    const file = join(dirname(this.keyFile), `.${dev.name}.${process.pid}.conf`);
-    await writeFile(file, text, { mode: 0o600 });
+    // It holds the private key: created exclusively at an unguessable name, never through a symlink.
+    const file = join(dirname(this.keyFile), `.${dev.name}.${process.pid}.${randomBytes(6).toString('hex')}.conf`);
+    const fh = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      await fh.writeFile(text);
+    } finally {
+      await fh.close();
+    }
     try {
       await this.wg.run(['syncconf', dev.name, file]);
       this.last.set(dev.name, text);

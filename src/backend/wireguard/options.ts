@@ -42,11 +42,11 @@ export interface WireGuardHostSettings {
 export const DEFAULT_SOCKET_DIR = '/var/run/wireguard';
 
 /** A WireGuard key in wg's text form: 32 bytes, base64 (44 characters). */
+/** A WireGuard key in its one canonical base64 form (as `wg` prints it), else null: lease text is never trimmed or repaired. */
 export function parseKey(text: string): Buffer | null {
-  const t = text.trim();
-  if (!/^[A-Za-z0-9+/]{43}=$/.test(t)) return null;
-  const b = Buffer.from(t, 'base64');
-  return b.length === 32 ? b : null;
+  if (!/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(text)) return null;
+  const b = Buffer.from(text, 'base64');
+  return b.length === 32 && b.toString('base64') === text ? b : null;
 }
 
 export function parseWireGuardOptions(cfg: Record<string, unknown>): WireGuardOptions {
