@@ -111,6 +111,7 @@ describe('AWS VPC walkthrough', () => {
       AWS_CONFIG_FILE: '/nonexistent/aws-config',
       AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/aws-credentials',
       AWS_ENDPOINT_URL_EC2: ec2.endpoint,
+      FLANNEL_CLOUD_ALLOW_HTTP: '1',
       AWS_EC2_METADATA_SERVICE_ENDPOINT: hosts[n]!.imds.endpoint,
     });
     const d = [flanneld(0, env(0)), flanneld(1, env(1))];
@@ -159,6 +160,7 @@ describe('AliCloud VPC walkthrough', () => {
       ACCESS_KEY_ID: FAKE_ALI_KEY.id,
       ACCESS_KEY_SECRET: FAKE_ALI_KEY.secret,
       ALICLOUD_VPC_ENDPOINT: ali.endpoint,
+      FLANNEL_CLOUD_ALLOW_HTTP: '1',
       ALICLOUD_METADATA_ENDPOINT: md[n]!.endpoint,
     });
     const d = [flanneld(0, env(0)), flanneld(1, env(1))];

@@ -16,8 +16,12 @@ const running: CloudHarness[] = [];
 const I1 = 'i-bp1fakeflannel00001';
 const I2 = 'i-bp1fakeflannel00002';
 
+/** The config, and the host's endpoints in its environment (never in the shared config). */
 function config(extra: Record<string, unknown> = {}): string {
-  return JSON.stringify({ Network: '10.24.0.0/16', Backend: { Type: 'ali-vpc', VPCEndpoint: ali.endpoint, MetadataEndpoint: md1.endpoint, ...extra } });
+  process.env.FLANNEL_CLOUD_ALLOW_HTTP = '1';
+  process.env.ALICLOUD_VPC_ENDPOINT = ali.endpoint;
+  process.env.ALICLOUD_METADATA_ENDPOINT = md1.endpoint;
+  return JSON.stringify({ Network: '10.24.0.0/16', Backend: { Type: 'ali-vpc', ...extra } });
 }
 
 async function start(cfg = config(), subnet = '10.24.5.0/24'): Promise<CloudHarness> {

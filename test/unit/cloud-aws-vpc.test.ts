@@ -21,8 +21,12 @@ function useKeys(): void {
   delete process.env.AWS_SESSION_TOKEN;
 }
 
+/** The config, and the host's endpoints in its environment (never in the shared config). */
 function config(extra: Record<string, unknown> = {}, imds = host1.imds): string {
-  return JSON.stringify({ Network: '10.20.0.0/16', Backend: { Type: 'aws-vpc', EC2Endpoint: ec2.endpoint, MetadataEndpoint: imds.endpoint, ...extra } });
+  process.env.FLANNEL_CLOUD_ALLOW_HTTP = '1';
+  process.env.AWS_ENDPOINT_URL_EC2 = ec2.endpoint;
+  process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT = imds.endpoint;
+  return JSON.stringify({ Network: '10.20.0.0/16', Backend: { Type: 'aws-vpc', ...extra } });
 }
 
 async function start(cfg = config(), own = { subnet: '10.20.5.0/24', ifaceAddr: host1.instance.privateIp }): Promise<CloudHarness> {
@@ -70,6 +74,7 @@ beforeEach(async () => {
 test('the walkthrough config, literally: a fresh route to our ENI in our subnet\'s table, source/dest check off', async () => {
   process.env.AWS_ENDPOINT_URL_EC2 = ec2.endpoint;
   process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT = host1.imds.endpoint;
+  process.env.FLANNEL_CLOUD_ALLOW_HTTP = '1';
   try {
     const h = await start(WALKTHROUGH);
     await h.synced();

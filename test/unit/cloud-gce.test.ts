@@ -14,8 +14,12 @@ let gce: FakeGce;
 let md1: FakeGceMetadata;
 const running: CloudHarness[] = [];
 
+/** The config, and the host's endpoints in its environment (never in the shared config). */
 function config(extra: Record<string, unknown> = {}): string {
-  return JSON.stringify({ Network: '10.20.0.0/16', Backend: { Type: 'gce', ComputeEndpoint: gce.endpoint, MetadataEndpoint: md1.endpoint, ...extra } });
+  process.env.FLANNEL_CLOUD_ALLOW_HTTP = '1';
+  process.env.FLANNEL_GCE_COMPUTE_ENDPOINT = gce.endpoint;
+  process.env.GCE_METADATA_HOST = md1.endpoint;
+  return JSON.stringify({ Network: '10.20.0.0/16', Backend: { Type: 'gce', ...extra } });
 }
 
 async function start(cfg = config(), subnet = '10.20.5.0/24'): Promise<CloudHarness> {

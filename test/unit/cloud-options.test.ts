@@ -18,7 +18,7 @@ test('aws-vpc: RouteTableID is a string or a list of strings; anything else is a
   assert.throws(() => parseAwsVpcOptions({ RouteTableID: ['rtb-1', 2] }), /RouteTableID must be/);
 });
 
-test('endpoints: option, then environment, then the cloud\'s own address; no credentials in URLs', () => {
+test('endpoints: the host\'s environment, else the cloud\'s own address; never from the shared config; https for APIs unless the host opts in; no credentials in URLs', () => {
   const saved = { ...process.env };
   try {
     delete process.env.AWS_ENDPOINT_URL_EC2;
@@ -29,9 +29,24 @@ test('endpoints: option, then environment, then the cloud\'s own address; no cre
     process.env.AWS_ENDPOINT_URL_EC2 = 'https://ec2.internal.example';
     assert.equal(parseAwsVpcOptions({}).metadataEndpoint, 'http://127.0.0.1:9');
     assert.equal(parseAwsVpcOptions({}).ec2Endpoint, 'https://ec2.internal.example');
-    assert.equal(parseAwsVpcOptions({ EC2Endpoint: 'https://vpce-1.ec2.example' }).ec2Endpoint, 'https://vpce-1.ec2.example', 'the option wins');
-    assert.throws(() => parseAwsVpcOptions({ EC2Endpoint: 'https://user:pw@ec2.example' }), /must not carry credentials/);
-    assert.throws(() => parseAwsVpcOptions({ MetadataEndpoint: 'ftp://x' }), /an http:\/\/ or https:\/\/ URL/);
+    // Whoever writes the shared config must not choose where this host's credentials go (reproduced: tokens sent to such an endpoint).
+    for (const [parse, option] of [[parseAwsVpcOptions, 'EC2Endpoint'], [parseAwsVpcOptions, 'MetadataEndpoint'], [parseGceOptions, 'ComputeEndpoint'], [parseGceOptions, 'MetadataEndpoint']] as const) {
+      assert.throws(() => parse({ [option]: 'http://192.0.2.66:8080' }), new RegExp(`${option} is a host setting, not read from the shared network config`), option);
+    }
+    assert.throws(() => parseAliVpcOptions({ VPCEndpoint: 'http://192.0.2.66' }, { ACCESS_KEY_ID: 'id', ACCESS_KEY_SECRET: 'secret' }), /VPCEndpoint is a host setting.*set ALICLOUD_VPC_ENDPOINT/);
+    process.env.AWS_ENDPOINT_URL_EC2 = 'https://user:pw@ec2.example';
+    assert.throws(() => parseAwsVpcOptions({}), /must not carry credentials/);
+    process.env.AWS_ENDPOINT_URL_EC2 = 'https://ec2.internal.example';
+    process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT = 'ftp://x';
+    assert.throws(() => parseAwsVpcOptions({}), /an http:\/\/ or https:\/\/ URL/);
+    process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT = 'http://127.0.0.1:9/';
+    // A plain-http API endpoint only when the host says so.
+    process.env.AWS_ENDPOINT_URL_EC2 = 'http://127.0.0.1:8443';
+    delete process.env.FLANNEL_CLOUD_ALLOW_HTTP;
+    assert.throws(() => parseAwsVpcOptions({}), /plain http; .* unless FLANNEL_CLOUD_ALLOW_HTTP=1/);
+    process.env.FLANNEL_CLOUD_ALLOW_HTTP = '1';
+    assert.equal(parseAwsVpcOptions({}).ec2Endpoint, 'http://127.0.0.1:8443');
+    delete process.env.FLANNEL_CLOUD_ALLOW_HTTP;
 
     process.env.GCE_METADATA_HOST = '127.0.0.1:8080';
     assert.equal(parseGceOptions({}).metadataEndpoint, 'http://127.0.0.1:8080', 'GCE_METADATA_HOST is host:port, as Google\'s libraries read it');
@@ -52,6 +67,28 @@ test('ali-vpc: keys from the config, else from ACCESS_KEY_ID/ACCESS_KEY_SECRET; 
   assert.equal(parseAliVpcOptions({ AccessKeyID: 'a' }, { ACCESS_KEY_ID: 'e', ACCESS_KEY_SECRET: 'f' }).accessKeyId, 'e', 'half a pair in the config: both from the environment, as flannel');
   assert.throws(() => parseAliVpcOptions({ AccessKeyID: 'a' }, {}), (e: Error) => /no Aliyun credentials/.test(e.message) && !e.message.includes('"a"'));
   assert.throws(() => parseAliVpcOptions({ AccessKeySecret: 12345 }, {}), (e: Error) => /AccessKeySecret must be a string \(value not shown\)/.test(e.message) && !e.message.includes('12345'));
+});
+
+test('cloud error codes reach metric labels only from a fixed list', async () => {
+  const { errorLabel, CloudCounters } = await import('../../src/backend/cloud/counters.js');
+  assert.equal(errorLabel('RequestLimitExceeded'), 'RequestLimitExceeded');
+  assert.equal(errorLabel('metadata_503'), 'metadata_503');
+  for (const hostile of ['x"} 1\nevil{a="', 'metadata_5030', 'SomethingNew', '']) assert.equal(errorLabel(hostile), 'other');
+  const c = new CloudCounters('aws-vpc');
+  c.error('a"b\nc');
+  assert.match(c.render(), /flannel_cloud_api_errors_total\{backend="aws-vpc",code="other"\} 1/);
+});
+
+test('metadata replies are bounded in size', async () => {
+  const { boundedText, METADATA_BODY_LIMIT } = await import('../../src/backend/cloud/http.js');
+  assert.equal(await boundedText(new Response('i-0123'), 'IMDS'), 'i-0123');
+  const big = new ReadableStream({
+    pull(ctl) {
+      ctl.enqueue(new Uint8Array(16 * 1024));
+    },
+  });
+  await assert.rejects(boundedText(new Response(big), 'IMDS'), new RegExp(`more than the ${METADATA_BODY_LIMIT} bytes`));
+  await assert.rejects(boundedText(new Response('x', { headers: { 'content-length': String(10 ** 9) } }), 'IMDS'), /1000000000 bytes/);
 });
 
 test('gce route names as flannel makes them', () => {

@@ -32,8 +32,8 @@ export function parseAliVpcOptions(cfg: Record<string, unknown>, env: NodeJS.Pro
   return {
     accessKeyId,
     accessKeySecret,
-    vpcEndpoint: endpointOption('ali-vpc', cfg, 'VPCEndpoint', 'ALICLOUD_VPC_ENDPOINT', 'https://vpc.aliyuncs.com'),
-    metadataEndpoint: endpointOption('ali-vpc', cfg, 'MetadataEndpoint', 'ALICLOUD_METADATA_ENDPOINT', 'http://100.100.100.200'),
+    vpcEndpoint: endpointOption('ali-vpc', cfg, 'VPCEndpoint', 'ALICLOUD_VPC_ENDPOINT', 'api', 'https://vpc.aliyuncs.com'),
+    metadataEndpoint: endpointOption('ali-vpc', cfg, 'MetadataEndpoint', 'ALICLOUD_METADATA_ENDPOINT', 'metadata', 'http://100.100.100.200'),
     routeLimit: intOption('ali-vpc', cfg, 'RouteLimit', 50, 1, 10_000),
   };
 }

@@ -28,8 +28,8 @@ export function parseAwsVpcOptions(cfg: Record<string, unknown>): AwsVpcOptions 
   else if (raw !== undefined && raw !== null && raw !== '') throw new BackendOptionError('aws-vpc', 'RouteTableID', 'a route table ID or a list of them', raw);
   return {
     routeTables,
-    ec2Endpoint: endpointOption('aws-vpc', cfg, 'EC2Endpoint', 'AWS_ENDPOINT_URL_EC2'),
-    metadataEndpoint: endpointOption('aws-vpc', cfg, 'MetadataEndpoint', 'AWS_EC2_METADATA_SERVICE_ENDPOINT', 'http://169.254.169.254'),
+    ec2Endpoint: endpointOption('aws-vpc', cfg, 'EC2Endpoint', 'AWS_ENDPOINT_URL_EC2', 'api'),
+    metadataEndpoint: endpointOption('aws-vpc', cfg, 'MetadataEndpoint', 'AWS_EC2_METADATA_SERVICE_ENDPOINT', 'metadata', 'http://169.254.169.254'),
     routeLimit: intOption('aws-vpc', cfg, 'RouteLimit', 50, 1, 10_000),
   };
 }

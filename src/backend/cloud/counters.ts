@@ -17,8 +17,9 @@ export class CloudCounters {
     bump(this.apiCalls, action);
   }
 
+  /** A failure by its code: one of KNOWN_ERROR_CODES, else "other" (a cloud's reply is not a label we let grow). */
   error(code: string): void {
-    bump(this.apiErrors, code);
+    bump(this.apiErrors, errorLabel(code));
   }
 
   write(op: 'create' | 'replace' | 'delete'): void {
@@ -44,4 +45,32 @@ export class CloudCounters {
 
 function bump(m: Map<string, number>, k: string): void {
   m.set(k, (m.get(k) ?? 0) + 1);
+}
+
+/**
+ * The error codes our backends act on or that operators look for, as the
+ * clouds spell them (EC2, Compute Engine, Aliyun VPC), and ours. A metric
+ * label must come from a fixed list: whatever else a cloud (or whoever
+ * answers in its place) sends is counted as "other".
+ */
+export const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set([
+  // ours
+  'unknown', 'metadata_unreachable', 'CredentialsProviderError', 'TimeoutError', 'NetworkingError',
+  // EC2
+  'AuthFailure', 'ExpiredToken', 'InvalidAccessKeyId', 'InvalidClientTokenId', 'RequestExpired', 'SignatureDoesNotMatch', 'UnrecognizedClientException',
+  'UnauthorizedOperation', 'RouteLimitExceeded', 'InvalidRoute.NotFound', 'RouteAlreadyExists', 'InvalidRouteTableID.NotFound', 'InvalidRouteTableId.Malformed',
+  'RequestLimitExceeded', 'Throttling', 'ThrottlingException', 'InternalError', 'ServiceUnavailable', 'InvalidParameterValue', 'InvalidInstanceID.NotFound',
+  // Compute Engine
+  'QUOTA_EXCEEDED', 'ALREADY_EXISTS', 'RESOURCE_NOT_READY', 'RESOURCE_IN_USE_BY_ANOTHER_RESOURCE', 'RESOURCE_NOT_FOUND', 'UNKNOWN',
+  'rateLimitExceeded', 'userRateLimitExceeded', 'quotaExceeded', 'notFound', 'alreadyExists', 'forbidden', 'unauthorized', 'authError', 'backendError', 'internalError',
+  // Aliyun VPC
+  'Forbidden.RAM', 'Forbidden', 'InvalidAccessKeyId.NotFound', 'IncompleteSignature', 'InvalidRouteEntry.NotFound', 'InvalidRouteEntry.Duplicate',
+  'QuotaExceeded.RouteEntry', 'IncorrectRouteEntryStatus', 'IncorrectStatus.RouteTableStatus', 'OperationConflict', 'ServiceUnavailable', 'Throttling.User', 'InvalidVpcId.NotFound',
+]);
+
+export function errorLabel(code: string): string {
+  if (KNOWN_ERROR_CODES.has(code)) return code;
+  // HTTP statuses: a bounded set of three digits.
+  if (/^(metadata|http)_[1-5]\d\d$/.test(code)) return code;
+  return 'other';
 }

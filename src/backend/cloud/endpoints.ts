@@ -1,21 +1,37 @@
 /**
- * Where a cloud backend sends its requests: every API and metadata
- * endpoint can be set by a backend option and by an environment variable
- * (the option wins), for private endpoints, other partitions, and tests.
+ * Where a cloud backend sends its requests, and its credentials with them:
+ * a host setting, read from the host's environment only. The network
+ * config is shared by every host and writable by anyone with write access
+ * to the store; an endpoint there would let them choose where this node's
+ * service-account tokens, session tokens and signed requests go. An
+ * endpoint option in the config is refused with the variable to use.
+ *
+ * API endpoints must be https unless the host opts in
+ * (FLANNEL_CLOUD_ALLOW_HTTP=1: a private endpoint, a test fake); metadata
+ * endpoints are the link-local http services clouds run on every instance.
  */
 import { goField } from '../../config/go-json.js';
 import { BackendOptionError } from '../errors.js';
 
+/** The host's opt-in to plain-http cloud API endpoints. */
+export const ALLOW_HTTP_ENV = 'FLANNEL_CLOUD_ALLOW_HTTP';
+
+export type EndpointKind = 'api' | 'metadata';
+
 /**
- * The endpoint from the option, else the variable, else `fallback`; without
- * a fallback, undefined when neither is set (the SDK then picks its own).
+ * The endpoint from the variable, else `fallback`; without a fallback,
+ * undefined when unset (the SDK then picks its own).
  */
-export function endpointOption(backend: string, cfg: Record<string, unknown>, option: string, envName: string, fallback: string): string;
-export function endpointOption(backend: string, cfg: Record<string, unknown>, option: string, envName: string): string | undefined;
-export function endpointOption(backend: string, cfg: Record<string, unknown>, option: string, envName: string, fallback?: string): string | undefined {
-  const fromOption = goField(cfg, option);
-  if (fromOption !== undefined && fromOption !== null && typeof fromOption !== 'string') throw new BackendOptionError(backend, option, 'a URL string', fromOption);
-  const given = (fromOption as string | undefined) || process.env[envName] || fallback;
+export function endpointOption(backend: string, cfg: Record<string, unknown>, option: string, envName: string, kind: EndpointKind, fallback: string): string;
+export function endpointOption(backend: string, cfg: Record<string, unknown>, option: string, envName: string, kind: EndpointKind): string | undefined;
+export function endpointOption(backend: string, cfg: Record<string, unknown>, option: string, envName: string, kind: EndpointKind, fallback?: string): string | undefined {
+  const fromConfig = goField(cfg, option);
+  if (fromConfig !== undefined && fromConfig !== null && fromConfig !== '') {
+    throw new Error(
+      `invalid ${backend} backend config: ${option} is a host setting, not read from the shared network config (whoever can write the config would choose where this host's cloud credentials go); set ${envName} in flanneld's environment instead`,
+    );
+  }
+  const given = process.env[envName] || fallback;
   if (!given) return undefined;
   // Some clouds' own variables hold host[:port] only (GCE_METADATA_HOST): plain http then.
   const raw = /^[a-z][a-z0-9+.-]*:\/\//i.test(given) ? given : `http://${given}`;
@@ -23,10 +39,13 @@ export function endpointOption(backend: string, cfg: Record<string, unknown>, op
   try {
     url = new URL(raw);
   } catch {
-    throw new BackendOptionError(backend, `${option} (or ${envName})`, 'an http:// or https:// URL', raw);
+    throw new BackendOptionError(backend, envName, 'an http:// or https:// URL', raw);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new BackendOptionError(backend, `${option} (or ${envName})`, 'an http:// or https:// URL', raw);
-  if (url.username || url.password) throw new Error(`invalid ${backend} backend config: ${option} (or ${envName}) must not carry credentials in the URL`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new BackendOptionError(backend, envName, 'an http:// or https:// URL', raw);
+  if (url.username || url.password) throw new Error(`invalid ${backend} backend setting: ${envName} must not carry credentials in the URL`);
+  if (kind === 'api' && url.protocol === 'http:' && process.env[ALLOW_HTTP_ENV] !== '1') {
+    throw new Error(`invalid ${backend} backend setting: ${envName} is plain http; cloud API requests carry credentials, so only https is used unless ${ALLOW_HTTP_ENV}=1 is set on the host`);
+  }
   return raw.replace(/\/+$/, '');
 }
 

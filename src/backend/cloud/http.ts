@@ -30,7 +30,34 @@ export async function metadataRequest(service: string, url: string, counters: Cl
     counters.error('metadata_unreachable');
     throw new CloudError('retry', `${service} at ${new URL(url).origin} is not answering (${describeFetchError(err)}): is this host in the cloud, or is the endpoint option right?`);
   }
-  return { status: res.status, body: await res.text(), headers: Object.fromEntries(res.headers) };
+  return { status: res.status, body: await boundedText(res, service), headers: Object.fromEntries(res.headers) };
+}
+
+/** The most a metadata reply may hold: its values are ids, addresses, short tokens and small JSON documents. */
+export const METADATA_BODY_LIMIT = 64 * 1024;
+
+/** The body as text, refused (CloudError 'retry') when it exceeds `limit` bytes: whatever answers never makes us buffer more. */
+export async function boundedText(res: Response, service: string, limit = METADATA_BODY_LIMIT): Promise<string> {
+  const declared = Number(res.headers.get('content-length') ?? '0');
+  if (declared > limit) {
+    await res.body?.cancel().catch(() => {});
+    throw new CloudError('retry', `${service} answered with ${declared} bytes, more than the ${limit} a reply may have`);
+  }
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw new CloudError('retry', `${service} answered with more than the ${limit} bytes a reply may have`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** GET that must answer 200; the body, trimmed. */

@@ -17,9 +17,9 @@ export interface GceOptions {
 
 export function parseGceOptions(cfg: Record<string, unknown>): GceOptions {
   return {
-    computeEndpoint: endpointOption('gce', cfg, 'ComputeEndpoint', 'FLANNEL_GCE_COMPUTE_ENDPOINT'),
+    computeEndpoint: endpointOption('gce', cfg, 'ComputeEndpoint', 'FLANNEL_GCE_COMPUTE_ENDPOINT', 'api'),
     // GCE_METADATA_HOST is the variable Google's own libraries read (host[:port], no scheme).
-    metadataEndpoint: endpointOption('gce', cfg, 'MetadataEndpoint', 'GCE_METADATA_HOST', 'http://169.254.169.254'),
+    metadataEndpoint: endpointOption('gce', cfg, 'MetadataEndpoint', 'GCE_METADATA_HOST', 'metadata', 'http://169.254.169.254'),
     routeLimit: intOption('gce', cfg, 'RouteLimit', 100, 1, 100_000),
   };
 }
