@@ -17,7 +17,18 @@ export class Health implements HealthReporter {
     else this.problems.set(component, problem);
   }
 
-  /** null when healthy, else one line per problem. */
+  /**
+   * null when healthy, else the components with a problem, by name only:
+   * what /healthz answers (it may be reachable from anywhere; the details,
+   * which can name cloud resources and errors, stay in the log and
+   * /metrics).
+   */
+  summary(): string | null {
+    if (this.problems.size === 0) return null;
+    return [...this.problems.keys()].join(', ');
+  }
+
+  /** null when healthy, else one line per problem with its detail (logs, tests). */
   problem(): string | null {
     if (this.problems.size === 0) return null;
     return [...this.problems].map(([c, p]) => `${c}: ${p}`).join('\n');
