@@ -253,7 +253,7 @@ describe('wireguard backend (userspace), dual stack, one device for both familie
   for (const [mode, expect] of [
     ['ipv4', { 0: ['192.0.2.2:51820', '10.99.0.3:51820|192.0.2.3:51820'], 2: ['192.0.2.1:51820', '192.0.2.2:51820'] }],
     ['ipv6', { 0: ['[2001:db8::2]:51820', '[2001:db8::3]:51820'], 2: ['[2001:db8::1]:51820', '[2001:db8::2]:51820'] }],
-    ['auto', { 0: ['192.0.2.2:51820', '[2001:db8::3]:51820|192.0.2.3:51820'], 2: ['192.0.2.1:51820', '192.0.2.2:51820'] }],
+    ['auto', { 0: ['192.0.2.2:51820', '[2001:db8::3]:51820|192.0.2.3:51820'], 2: ['192.0.2.1:51820|[2001:db8::1]:51820', '192.0.2.2:51820|[2001:db8::2]:51820'] }],
   ] as const) {
     test(`Mode ${mode}: ping matrix over both families through flannel-wg, peers at ${mode === 'auto' ? 'the endpoints flannel would pick' : `${mode} endpoints`}`, async () => {
       await Promise.all(c!.daemons.map((d) => d?.stop('SIGTERM')));

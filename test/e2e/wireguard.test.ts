@@ -349,3 +349,64 @@ describe('wireguard backend (userspace): 100,000 hostile datagrams during an ipe
     await pingsEventually(c!, 0, 1);
   });
 });
+
+/**
+ * Cryptokey routing (issue 24 item 1): a third host runs wireguard-go with a
+ * key of its own, and its lease claims host 0's PublicIP (any writer of the
+ * store can write one). Host 1 must judge its packets by its key, whatever
+ * their outer address: its own pod source is delivered (and host 1's
+ * replies reach it, the endpoint roamed to where its authenticated packets
+ * come from), host 0's pod source is dropped and counted as spoofed, and
+ * host 0 keeps working. Before, the packets were attributed to the lease's
+ * endpoint, host 0's, and host 0's pod source was accepted.
+ */
+describe('wireguard backend (userspace): a lease claiming another host\'s PublicIP, with wireguard-go behind it', { timeout: 180_000 }, () => {
+  let c: WCluster | undefined;
+  let wgGo: ReturnType<TestHost['spawn']> | undefined;
+  const IFACE = `ftwgx${process.pid % 10000}`;
+  const GO_ADDR = '10.61.201.1';
+
+  before(async () => {
+    c = await localCluster(3, 'ftwx');
+  });
+  after(async () => {
+    wgGo?.kill('SIGKILL');
+    await teardown(c);
+  });
+
+  test('its own pod source is delivered, host 0\'s pod source is dropped and counted, host 0 keeps working', async () => {
+    const [h0, h1, h2] = c!.set.hosts as [TestHost, TestHost, TestHost];
+    const priv = (await h2.exec(['wg', 'genkey'], { check: true })).stdout.trim();
+    const pub = (await h2.exec(['sh', '-c', `printf '%s\\n' '${priv}' | wg pubkey`], { check: true })).stdout.trim();
+    await bringUp(c!, [0, 1]);
+    await pingsEventually(c!, 0, 1);
+    // The hostile lease: host 2's key and subnet, host 0's PublicIP.
+    await c!.store!.put(`${P}/subnets/10.61.201.0-24`, JSON.stringify({ PublicIP: h0.ip, PublicIPv6: null, BackendType: 'wireguard', BackendData: { PublicKey: pub } }));
+    const h1Public = JSON.parse((await leaseOf(c!, 1)).value).BackendData.PublicKey as string;
+    wgGo = h2.spawn(['wireguard-go', '-f', IFACE], { env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' } });
+    await waitFor(async () => (await h2.exec(['ip', 'link', 'show', IFACE])).code === 0, 10_000, 'wireguard-go interface');
+    await h2.exec(['sh', '-c', `umask 077; printf '%s\\n' '${priv}' > ${join(c!.dir, 'gox.key')}`], { check: true });
+    await h2.exec(['wg', 'set', IFACE, 'private-key', join(c!.dir, 'gox.key'), 'listen-port', '51820', 'peer', h1Public, 'endpoint', `${h1.ip}:51820`, 'allowed-ips', '10.61.0.0/16'], { check: true });
+    // Its own pod address, and host 0's (to forge packets from host 0's pods).
+    for (const a of [GO_ADDR, c!.pod[0]!]) await h2.exec(['ip', 'addr', 'add', `${a}/32`, 'dev', IFACE], { check: true });
+    await h2.exec(['ip', 'link', 'set', IFACE, 'mtu', '1420', 'up'], { check: true });
+    await h2.exec(['ip', 'route', 'replace', '10.61.0.0/16', 'dev', IFACE], { check: true });
+    await waitFor(async () => /peer: /.test((await wgOn(c!, 1, ['show', 'flannel-wg'])).stdout.split(pub)[0] ?? '') || (await wgOn(c!, 1, ['show', 'flannel-wg'])).stdout.includes(pub), 10_000, 'host 1 has the peer', 200);
+
+    const spoofed = async () => metric(await metrics(h1), /flannel_wireguard_dropped_packets_total\{direction="rx",reason="spoofed"\} (\d+)/);
+    // Its own source: delivered both ways (host 1's replies follow the key's endpoint to where it really is).
+    await waitFor(async () => (await h2.exec(['ping', '-c', '1', '-W', '1', '-I', GO_ADDR, c!.pod[1]!], { timeoutMs: 5000 })).code === 0, 20_000, 'wireguard-go (own pod source) -> host 1', 300);
+    const endpoints = (await wgOn(c!, 1, ['show', 'flannel-wg', 'endpoints'])).stdout;
+    assert.match(endpoints, new RegExp(`${pub.replace(/[+/]/g, '\\$&')}\\t${h2.ip.replace(/\./g, '\\.')}:51820`), `roamed to host 2:\n${endpoints}`);
+    // Host 0's pod source, sealed with host 2's key: dropped and counted, never delivered.
+    const before = await spoofed();
+    const forged = await h2.exec(['ping', '-c', '5', '-i', '0.2', '-W', '1', '-I', c!.pod[0]!, c!.pod[1]!], { timeoutMs: 10_000 });
+    assert.notEqual(forged.code, 0, `a forged source got answers:\n${forged.stdout}`);
+    assert.match(forged.stdout, / 0 received/);
+    assert.ok((await spoofed()) - before >= 5, `spoofed drops ${(await spoofed()) - before}`);
+    // Host 0 is untouched: its peer on host 1 is its own key at its own endpoint.
+    await pingsEventually(c!, 0, 1);
+    await pingsEventually(c!, 1, 0);
+    assert.match((await wgOn(c!, 1, ['show', 'flannel-wg', 'endpoints'])).stdout, new RegExp(`\\t${h0.ip.replace(/\./g, '\\.')}:51820`));
+  });
+});
