@@ -87,7 +87,7 @@ export class LeaseSet {
     if (this.refused.get(l.key) === tag) return;
     this.refused.set(l.key, tag);
     this.rejectedTotal[reason] += 1;
-    this.log.warn('skipping lease', { key: l.key, subnet: describeNets(l), publicIP: l.attrs.publicIP, reason, detail });
+    this.log.warn('skipping lease', { lease: l.key, subnet: describeNets(l), publicIP: l.attrs.publicIP, reason, detail });
   }
 
   /**
@@ -102,7 +102,7 @@ export class LeaseSet {
     this.refused.set(key, tag);
     if (seen) return;
     this.rejectedTotal[err.reason] += 1;
-    this.log.warn('skipping malformed lease', { key, reason: err.reason, error: err.message });
+    this.log.warn('skipping malformed lease', { lease: key, reason: err.reason, error: err.message });
   }
 
   /** Keys of accepted leases colliding with `l` (other than its own key). */

@@ -354,3 +354,77 @@ for (const nft of [false, true]) {
     });
   });
 }
+
+/**
+ * Hostile lease text (issue 24 item 2): any host that may write the store
+ * can write a lease whose PublicIP or BackendData carries a vertical tab, a
+ * newline, a trailing space or an option-like tail. Before, the text reached
+ * `ip -batch`/`bridge -batch` as it was, iproute2 exited on the bad line and
+ * no later line of the round was applied, on every host and every round.
+ * Now such leases are refused and counted, and every legitimate peer is
+ * fully programmed.
+ */
+const HOSTILE_IPS = ['192.0.2.7\u000b', '192.0.2.8\n', '192.0.2.9 ', '192.0.2.10 dev lo'];
+const metricsOf = async (h: TestHost, port: number) => (await h.exec([process.execPath, '-e', `fetch('http://127.0.0.1:${port}/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))`], { timeoutMs: 5000 })).stdout;
+const metricValue = (text: string, re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+
+for (const backend of ['host-gw', 'vxlan'] as const) {
+  describe(`${backend}: hostile leases in the store`, { timeout: 120_000 }, () => {
+    let c: KCluster;
+    const hostileKeys: string[] = [];
+    before(async () => {
+      c = await cluster(3, backend === 'vxlan' ? 'ftshv' : 'ftshg', `{"Network":"10.5.0.0/16","Backend":{"Type":"${backend}"}}`);
+      // Written before the daemons start, so the first round of each holds them.
+      for (const [i, ip] of HOSTILE_IPS.entries()) {
+        const key = `${P}/subnets/10.5.${240 + i}.0-24`;
+        hostileKeys.push(key);
+        const data = backend === 'vxlan' ? { BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: `0a:00:00:00:00:0${i}` } } : { BackendType: 'host-gw' };
+        assert.equal((await ctl(c, ['put', key, JSON.stringify({ PublicIP: ip, PublicIPv6: null, ...data })])).code, 0);
+      }
+      if (backend === 'vxlan') {
+        // Canonical PublicIP, hostile VtepMAC: refused by the backend, not the codec.
+        for (const [i, mac] of ['0a:00:00:00:00:07\u000b', '0a:00:00:00:00:08 dev lo'].entries()) {
+          const key = `${P}/subnets/10.5.${244 + i}.0-24`;
+          // (A PublicIP no host has: a host adopts a lease with its own PublicIP as its lease, as flannel does.)
+          await ctl(c, ['put', key, JSON.stringify({ PublicIP: `192.0.2.${20 + i}`, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: mac } })]);
+        }
+      }
+      await bringUp(c, (i) => startHost(c, i, i === 0 ? ['--healthz-ip=127.0.0.1', '--healthz-port=8474'] : []));
+    });
+    after(() => teardown(c));
+
+    test('every legitimate peer is fully programmed on every host; the hostile leases are refused and counted', async () => {
+      await pingMatrix(c);
+      for (const [i, h] of c.set.hosts.entries()) {
+        const routes = await show(h, ['ip', '-4', 'route', 'show']);
+        for (const [j, peer] of c.set.hosts.entries()) {
+          if (i === j) continue;
+          const dst = `${net(c.pod[j]!)}/24`;
+          if (backend === 'host-gw') assert.match(routes, new RegExp(`^${dst.replace(/\./g, '\\.')} via ${peer.ip.replace(/\./g, '\\.')} dev eth0`, 'm'), `h${i}:\n${routes}`);
+          else assert.match(routes, new RegExp(`^${dst.replace(/\./g, '\\.')} via ${net(c.pod[j]!).replace(/\./g, '\\.')} dev flannel\\.1 onlink`, 'm'), `h${i}:\n${routes}`);
+        }
+        assert.ok(!/10\.5\.24\d\.0/.test(routes), `no route for a hostile lease on h${i}:\n${routes}`);
+        if (backend === 'vxlan') {
+          const fdb = await show(h, ['bridge', 'fdb', 'show', 'dev', 'flannel.1']);
+          assert.equal((fdb.match(/ dst 192\.0\.2\.\d+ self permanent/g) ?? []).length, 2, `h${i} fdb:\n${fdb}`);
+        }
+      }
+      const m = await metricsOf(c.set.hosts[0]!, 8474);
+      assert.equal(metricValue(m, /flannel_subnet_leases_rejected_total\{reason="malformed_public_ip"\} (\d+)/), HOSTILE_IPS.length, m);
+      if (backend === 'vxlan') assert.equal(metricValue(m, /^flannel_vxlan_leases_unusable (\d+)$/m), 2, m);
+      for (const k of hostileKeys.slice(0, 2)) assert.ok(c.daemons[0]!.lines.some((l) => l.includes('skipping malformed lease') && l.includes(k.slice(k.indexOf('subnets/')))), `${k} logged`);
+      assert.ok(!c.daemons.some((d) => d.lines.some((l) => /kernel state change failed/.test(l))), 'iproute2 refused no line');
+    });
+
+    test('a hostile lease written while running changes nothing; a legitimate one after it is programmed', async () => {
+      await ctl(c, ['put', `${P}/subnets/10.5.248.0-24`, JSON.stringify({ PublicIP: '192.0.2.11\n', PublicIPv6: null, BackendType: backend })]);
+      const legit = backend === 'vxlan' ? { BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '0a:00:00:00:00:fe' } } : { BackendType: 'host-gw' };
+      await ctl(c, ['put', `${P}/subnets/10.5.249.0-24`, JSON.stringify({ PublicIP: '192.0.2.30', PublicIPv6: null, ...legit })]);
+      await waitFor(async () => (await show(c.set.hosts[0]!, ['ip', '-4', 'route', 'show'])).includes('10.5.249.0/24'), 10_000, 'the legitimate lease routed', 200);
+      const m = await metricsOf(c.set.hosts[0]!, 8474);
+      assert.equal(metricValue(m, /flannel_subnet_leases_rejected_total\{reason="malformed_public_ip"\} (\d+)/), HOSTILE_IPS.length + 1);
+      if (backend === 'vxlan') assert.match(await show(c.set.hosts[0]!, ['bridge', 'fdb', 'show', 'dev', 'flannel.1']), /0a:00:00:00:00:fe dst 192\.0\.2\.30 self permanent/);
+      await pingMatrix(c);
+    });
+  });
+}

@@ -73,6 +73,8 @@ export class VxlanBackend implements Backend {
       readBridge: opts.readBridge,
       recheckMs: opts.recheckMs,
     });
+    const name = 'flannel_vxlan_leases_unusable';
+    ctx.metrics.register('vxlan', () => `# HELP ${name} Leases of other hosts skipped because their BackendData or PublicIP cannot be used.\n# TYPE ${name} gauge\n${name} ${this.unusable.size}\n`);
   }
 
   /** The device must exist before the lease: its MAC is what peers need. A restart keeps the MAC it published. */
