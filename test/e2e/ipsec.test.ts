@@ -262,3 +262,37 @@ describe('ipsec backend: bad input', { timeout: 120_000 }, () => {
     await expectExit({ FLANNEL_IPSEC_CHARON: join(c!.dir, 'no-such-charon') }, /charon not found at .*no-such-charon.*install strongswan-charon/);
   });
 });
+
+/**
+ * Hostile lease text (issue 24 item 2) under ipsec: before, a PublicIP with
+ * a vertical tab made the xfrm batch abort the whole reconcile before
+ * charon got any connection, so every peer was left without policies
+ * (traffic in clear). Now the hostile leases are refused and counted, and
+ * the legitimate peer gets its three policies and its IKE SA.
+ */
+describe('ipsec backend, kernel ESP: hostile leases in the store', { timeout: 180_000 }, () => {
+  let c: ICluster | undefined;
+  before(async () => {
+    c = await cluster(2, 'ftih', { Network: '10.48.0.0/16', Backend: { Type: 'ipsec', PSK } }, { FLANNEL_IPSEC_ESP: 'kernel' });
+    for (const [i, ip] of ['192.0.2.7\u000b', '192.0.2.8\n', '192.0.2.9 ', '192.0.2.10 dev lo'].entries()) {
+      assert.equal((await ctl(c, ['put', `${P}/subnets/10.48.${240 + i}.0-24`, JSON.stringify({ PublicIP: ip, PublicIPv6: null })])).code, 0);
+    }
+  });
+  after(() => teardown(c));
+
+  test('the legitimate peer gets its policies and IKE SA; the hostile leases are refused and counted', async () => {
+    await bringUp(c!);
+    const [h0] = c!.set.hosts as [TestHost, TestHost];
+    await waitFor(async () => /ESTABLISHED/.test((await swanctl(c!, 0, ['--list-sas'])).stdout), 30_000, 'IKE SA on h0', 500);
+    for (const h of c!.set.hosts) {
+      const text = await policies(h);
+      assert.equal(policyCount(text), 3, text);
+      assert.ok(!/10\.48\.24\d\./.test(text), text);
+    }
+    const conns = (await swanctl(c!, 0, ['--list-conns'])).stdout;
+    assert.ok(!/192\.0\.2\.(7|8|9|10)\b/.test(conns), conns);
+    const m = await metrics(h0);
+    assert.match(m, /flannel_subnet_leases_rejected_total\{reason="malformed_public_ip"\} 4/);
+    assert.ok(!c!.daemons.some((d) => d.lines.some((l) => /kernel state change failed|kernel state entry refused/.test(l))), 'no line reached iproute2 and failed');
+  });
+});
