@@ -34,6 +34,7 @@ import { describe as describeLease } from '../subnet/manager.js';
 import { counterRegion, createCounterBuffer, MAX_WORKERS, REGION_MAIN, renderCounters, UdpCounter } from './counters.js';
 import { PacketWorkers, type QueueFds } from './workers.js';
 import type { EncapsulationSpec } from './encapsulation.js';
+import { holdDevice, type Hold } from '../native/exclusive-lock.js';
 
 /** Outer IPv4 header (20) + UDP header (8): what bare encapsulation costs per packet. */
 export const UDP_ENCAP_OVERHEAD = 28;
@@ -144,6 +145,8 @@ export class UserspaceDataplane {
   private readonly peers6 = new Map<string, Route6Entry>();
   private ownSubnet6: IP6Net | null = null;
   private addon: NativeAddon | null = null;
+  /** This network namespace's hold on the device name (another daemon must not attach to its queues). */
+  private deviceHold: Hold | null = null;
   /** flannel0's queues and their UDP sockets, one worker pair each. */
   private queues: QueueFds[] = [];
   private workers: PacketWorkers | null = null;
@@ -206,7 +209,14 @@ export class UserspaceDataplane {
     this.ownSubnet = this.pods.ipv4 ? ownLease.subnet : null;
     this.ownSubnet6 = this.pods.ipv6 ? ownLease.ipv6Subnet : null;
     this.addon = this.opts.addon ?? loadNative();
-    await this.openDevices();
+    this.deviceHold = await holdDevice(this.tunName, 'network namespace');
+    try {
+      await this.openDevices();
+    } catch (err) {
+      await this.deviceHold.release();
+      this.deviceHold = null;
+      throw err;
+    }
     this.publish();
     const prefix = `flannel_${this.opts.component ?? 'udp'}`;
     this.ctx.metrics.register(this.opts.component ?? 'udp', () => renderCounters(this.countersSab, prefix) + this.renderTunQueueDrops(prefix));
@@ -545,6 +555,8 @@ export class UserspaceDataplane {
     this.workers = null;
     if (w) await w.stop();
     this.closeFds();
+    await this.deviceHold?.release();
+    this.deviceHold = null;
   }
 
   private closeFds(): void {

@@ -295,4 +295,20 @@ describe('ipsec backend, kernel ESP: hostile leases in the store', { timeout: 18
     assert.match(m, /flannel_subnet_leases_rejected_total\{reason="malformed_public_ip"\} 4/);
     assert.ok(!c!.daemons.some((d) => d.lines.some((l) => /kernel state change failed|kernel state entry refused/.test(l))), 'no line reached iproute2 and failed');
   });
+
+  test('a second flanneld given the same run dir stops with one line naming FLANNEL_IPSEC_RUN_DIR; the first one\'s charon lives on', async () => {
+    const h0 = c!.set.hosts[0]!;
+    const pidBefore = (await readFile(join(runDir(c!, 0), 'charon.pid'), 'utf8')).trim();
+    const second = startDaemon([`--etcd-endpoints=${c!.etcd.endpoint}`, `--iface=${h0.iface}`, `--subnet-file=${join(c!.dir, 'h0-second.env')}`], {
+      name: 'h0-second',
+      prefix: ['ip', 'netns', 'exec', h0.ns],
+      env: { FLANNEL_IPSEC_RUN_DIR: runDir(c!, 0), FLANNEL_IPSEC_ESP: 'kernel' },
+    });
+    const code = await second.exited;
+    assert.notEqual(code, 0);
+    assert.ok(second.lines.some((l) => /ERROR .*ipsec run directory .* is in use by another running flanneld .*FLANNEL_IPSEC_RUN_DIR/.test(l)), second.lines.join('\n'));
+    assert.equal((await readFile(join(runDir(c!, 0), 'charon.pid'), 'utf8')).trim(), pidBefore, 'the same charon');
+    assert.ok(c!.daemons[0]!.alive);
+    assert.match((await swanctl(c!, 0, ['--list-sas'])).stdout, /ESTABLISHED/);
+  });
 });

@@ -267,3 +267,23 @@ test('/healthz answers which component is unhealthy, not its details; requests a
     server.close();
   }
 });
+
+test('exclusive holds: a path (flock, machine-wide) and a device name (per network namespace), released on release or death', async () => {
+  const { holdPath, holdDevice, LockHeldError } = await import('../../src/native/exclusive-lock.js');
+  const p = join(dir, 'run-ipsec');
+  const a = holdPath(p, 'the ipsec run directory', 'FLANNEL_IPSEC_RUN_DIR');
+  assert.throws(() => holdPath(p, 'the ipsec run directory', 'FLANNEL_IPSEC_RUN_DIR'), (e: Error) => e instanceof LockHeldError && /run-ipsec is in use by another running flanneld .* own FLANNEL_IPSEC_RUN_DIR/.test(e.message));
+  await a.release();
+  await (holdPath(p, 'x', 'Y')).release();
+  const d = await holdDevice(`ftsdev${process.pid}`, 'network namespace');
+  await assert.rejects(holdDevice(`ftsdev${process.pid}`, 'network namespace'), /device ftsdev\d+ is in use by another running flanneld in this network namespace/);
+  await d.release();
+  await (await holdDevice(`ftsdev${process.pid}`, 'network namespace')).release();
+  // A holder killed with SIGKILL: the kernel releases its lock.
+  const child = (await import('node:child_process')).spawn(process.execPath, ['-e', `import('${new URL('../../src/native/exclusive-lock.js', import.meta.url).href}').then((m) => { m.holdPath(${JSON.stringify(p)}, 'x', 'Y'); console.log('held'); setInterval(() => {}, 1000); })`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
+  assert.throws(() => holdPath(p, 'x', 'Y'), LockHeldError);
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  await (holdPath(p, 'x', 'Y')).release();
+});

@@ -25,6 +25,7 @@ import { ViciClient } from '../../vici/client.js';
 import { BackendUnavailableError } from '../errors.js';
 import type { EspMode } from './options.js';
 import { CharonLog } from './charon-log.js';
+import { holdPath, LockHeldError, type Hold } from '../../native/exclusive-lock.js';
 
 /** flannel's search list: PATH, then where distributions put charon. */
 export const CHARON_PATHS = ['charon', '/usr/lib/strongswan/charon', '/usr/lib/ipsec/charon', '/usr/libexec/strongswan/charon', '/usr/libexec/ipsec/charon'];
@@ -136,6 +137,9 @@ export class CharonDaemon {
   private async launch(): Promise<void> {
     this.startedAt = 0;
     await mkdir(this.opts.runDir, { recursive: true, mode: 0o700 });
+    // Held for the daemon's lifetime: a second flanneld given this run dir stops here, before it
+    // looks at the pid file (whose charon is the first daemon's, alive) or writes anything.
+    this.runDirHold ??= holdRunDir(this.opts.runDir);
     await this.stopStale();
     const runInside = await realpath('/var/run').catch(() => '/run');
     await writeFile(join(this.opts.runDir, 'strongswan.conf'), strongswanConf(this.opts.esp, runInside), { mode: 0o600 });
@@ -165,9 +169,10 @@ export class CharonDaemon {
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = null;
     const child = this.child;
-    if (!child) return;
-    await terminate(child);
+    if (child) await terminate(child);
     this.child = null;
+    await this.runDirHold?.release();
+    this.runDirHold = null;
   }
 
   private spawnCharon(runInside: string): Promise<string> {
@@ -232,7 +237,9 @@ export class CharonDaemon {
     }
   }
 
-  /** A charon left by an earlier flanneld of this run directory (its pid file names a live charon). */
+  private runDirHold: Hold | null = null;
+
+  /** A charon left by an earlier flanneld of this run directory, now dead (we hold the run dir): its pid file names a live charon. */
   private async stopStale(): Promise<void> {
     const pid = Number((await readFile(join(this.opts.runDir, 'charon.pid'), 'utf8').catch(() => '')).trim());
     if (!Number.isInteger(pid) || pid <= 1) return;
@@ -240,6 +247,16 @@ export class CharonDaemon {
     if (!cmdline.split('\0')[0]?.endsWith('charon')) return;
     this.opts.log.warn('stopping a charon left by an earlier flanneld', { pid });
     await terminatePid(pid);
+  }
+}
+
+/** The run dir's hold, as a BackendUnavailableError naming FLANNEL_IPSEC_RUN_DIR when another daemon has it. */
+function holdRunDir(runDir: string): Hold {
+  try {
+    return holdPath(runDir, 'the ipsec run directory', 'FLANNEL_IPSEC_RUN_DIR', join(runDir, 'flanneld.lock'));
+  } catch (err) {
+    if (err instanceof LockHeldError) throw new BackendUnavailableError(`ipsec backend: ${err.message}`);
+    throw err;
   }
 }
 
