@@ -290,7 +290,10 @@ test('options, key file, peers from leases', async () => {
   const first = await loadOrCreatePrivateKey(file);
   assert.equal(first.created, true);
   assert.equal((await stat(file)).mode & 0o777, 0o600);
-  assert.deepEqual(parseKey(await readFile(file, 'utf8')), first.key);
+  assert.deepEqual(parseKey((await readFile(file, 'utf8')).trim()), first.key);
+  // Lease text is never trimmed or repaired: only the one canonical form is a key.
+  assert.equal(parseKey(` ${first.key.toString('base64')}`), null);
+  assert.equal(parseKey(`${first.key.toString('base64')}\n`), null);
   const again = await loadOrCreatePrivateKey(file);
   assert.equal(again.created, false);
   assert.deepEqual(again.key, first.key);
@@ -331,7 +334,7 @@ test('kernel path as a recorded plan: the link, one wg syncconf per change, addr
   const peer = { leaseKey: 'x', publicKey: Buffer.from(pub, 'base64'), publicKeyText: pub, endpointIP: '192.0.2.2', endpointFamily: 4 as const, port: 51820, allowedIPs: ['10.5.2.0/24'] };
   await k.setPeers('flannel-wg', [peer]);
   await k.setPeers('flannel-wg', [peer]);
-  const plan = transcript.map((l) => l.replace(/\/\S*\.flannel-wg\.\d+\.conf/, '/<conf>'));
+  const plan = transcript.map((l) => l.replace(/\/\S*\.flannel-wg\.\d+\.[0-9a-f]+\.conf/, '/<conf>'));
   assert.deepEqual(plan, [
     'ip -d -json link show dev flannel-wg',
     'ip link add dev flannel-wg type wireguard',
@@ -430,4 +433,72 @@ test('timers: the initiator rekeys after 120 s while still sending; retries ever
   handshake();
   assert.notEqual(a.table.current(0), first);
   assert.equal(a.table.previous(0) === first || a.table.previous(0) === NO_KEYPAIR, true);
+});
+
+test('protocol timers run on the monotonic clock: a wall clock stepped by hours changes no session (issue 24 item 9)', () => {
+  // The default clocks (no `now` given): the device's and both transports'.
+  const { a, b } = pair(undefined as unknown as () => number);
+  send(a, B_ADDR, [ipPacket(100, 1)]);
+  a.dev.tick();
+  deliver(a, b);
+  deliver(b, a);
+  deliver(a, b);
+  b.dev.tick();
+  const realNow = Date.now;
+  try {
+    for (const step of [-3_600_000, 3_600_000]) {
+      Date.now = () => realNow() + step;
+      a.dev.tick();
+      b.dev.tick();
+      assert.equal(send(a, B_ADDR, [ipPacket(200, 2)]), 1, `wall clock stepped by ${step / 1000} s: still sealed`);
+      assert.deepEqual(deliver(a, b), [ipPacket(200, 2)]);
+    }
+  } finally {
+    Date.now = realNow;
+  }
+  assert.equal(readWgCounters(a.counters).dropNoSession, 1, 'only the first packet, before any session');
+});
+
+test('a dataplane restart drops every keypair (new workers have empty replay windows); the peers hand-shake again (item 10)', () => {
+  let t = 1_700_000_200_000;
+  const now = () => t;
+  const { a, b } = pair(now);
+  send(a, B_ADDR, [ipPacket(100, 1)]);
+  a.dev.tick();
+  deliver(a, b);
+  deliver(b, a);
+  deliver(a, b);
+  assert.equal(send(a, B_ADDR, [ipPacket(100, 2)]), 1);
+  const old = a.outbox.splice(0);
+  a.dev.dropAllKeypairs();
+  assert.equal(a.dev.sessionCount(), 0);
+  assert.equal(send(a, B_ADDR, [ipPacket(100, 3)]), 0, 'no keypair: a handshake is wished for');
+  t += 6000;
+  a.dev.tick();
+  assert.equal(a.outbox[0]!.data[0], 1, 'a new initiation');
+  // A packet sealed under the dropped keypair is refused by its sender: it never opens there again.
+  b.outbox.length = 0;
+  const back = new PacketBatch(1, 2048);
+  old[0]!.data.copy(back.buf, 0);
+  back.lens[0] = old[0]!.data.length;
+  back.addrs[0] = B_ADDR;
+  back.ports[0] = 51820;
+  assert.equal(a.rx.open(back, 1), 0);
+});
+
+test('a cookie reply to our handshake response is taken (item 11)', async () => {
+  let t = 1_700_000_300_000;
+  const now = () => t;
+  const { a, b } = pair(now);
+  a.table.wantHandshake(0);
+  a.dev.tick();
+  deliver(a, b);
+  const response = b.outbox.find((m) => m.data[0] === 2)!;
+  assert.ok(response, 'b answered');
+  // a, under load, answers b's response with a cookie reply bound to b's address.
+  const { CookieChecker, ipv4Source } = await import('../../src/wireguard/cookie.js');
+  const reply = new CookieChecker(a.dev.publicKey).createReply(response.data, ipv4Source(B_ADDR, 51820), t);
+  const before = readWgCounters(b.counters).cookieRepliesReceived;
+  b.dev.handleHandshake(reply, A_ADDR, 51820);
+  assert.equal(readWgCounters(b.counters).cookieRepliesReceived, before + 1);
 });
