@@ -7,6 +7,7 @@ import { test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeAliyun, FAKE_ALI_KEY, type FakeAliMetadata } from '../helpers/fake-cloud/aliyun.js';
 import { startCloudBackend, type CloudHarness } from '../helpers/cloud-backend.js';
+import { entryName } from '../../src/backend/ali-vpc/vpc-routes.js';
 import { makeLease } from '../helpers/leases.js';
 import { waitFor } from '../helpers/netns.js';
 
@@ -129,22 +130,25 @@ test('the metadata service down at start: a clear error, retried until it answer
   assert.ok(ours());
 });
 
-test('a lease removed: its entry goes; an entry for that CIDR pointed elsewhere since stays', async () => {
-  ali.addEntry('10.24.7.0/24', I2);
-  ali.addEntry('10.24.8.0/24', I2);
+test('a lease removed: its entry goes; an entry for that CIDR pointed elsewhere since stays, so does one no flannel daemon named', async () => {
+  ali.addEntry('10.24.7.0/24', I2, entryName('10.24.7.0/24'));
+  ali.addEntry('10.24.8.0/24', I2, entryName('10.24.8.0/24'));
+  ali.addEntry('10.24.9.0/24', I2);
   const h = await start();
   const l7 = makeLease('10.24.7.0/24', '192.168.1.20');
   const l8 = makeLease('10.24.8.0/24', '192.168.1.20');
-  await h.backend.handleEvents([{ type: 'added', lease: l7 }, { type: 'added', lease: l8 }]);
+  const l9 = makeLease('10.24.9.0/24', '192.168.1.20');
+  await h.backend.handleEvents([{ type: 'added', lease: l7 }, { type: 'added', lease: l8 }, { type: 'added', lease: l9 }]);
   await h.synced();
   await new Promise((r) => setTimeout(r, 400));
   ali.entries.find((e) => e.dest === '10.24.8.0/24')!.nextHopId = I1;
   const n = h.backend.sync.completedRounds;
-  await h.backend.handleEvents([{ type: 'removed', lease: l7 }, { type: 'removed', lease: l8 }]);
+  await h.backend.handleEvents([{ type: 'removed', lease: l7 }, { type: 'removed', lease: l8 }, { type: 'removed', lease: l9 }]);
   await waitFor(() => h.backend.sync.completedRounds > n, 10_000);
   const dests = ali.customEntries().map((e) => e.dest);
   assert.ok(!dests.includes('10.24.7.0/24'));
   assert.ok(dests.includes('10.24.8.0/24'));
+  assert.ok(dests.includes('10.24.9.0/24'), 'an entry without our name was not written by a flannel daemon: never deleted');
   assert.ok(dests.includes('10.24.5.0/24'));
   assert.equal(ali.entries.filter((e) => e.type === 'System').length, 2, 'system entries untouched');
 });

@@ -244,7 +244,27 @@ test('a lease removed: its route goes; a route for that CIDR someone else pointe
   assert.ok(dests.includes('172.31.0.0/16') && dests.includes('10.20.5.0/24'));
 });
 
-test('a lease that goes before its route was seen: only a blackhole route for its CIDR is deleted', async () => {
+test('a departed lease\'s route stays unless it points at the ENI its own host\'s daemon writes (EC2 routes carry no mark)', async () => {
+  const table = ec2.tables.get('rtb-0subnet')!;
+  // 10.20.7.0/24: the departed host's own route (its ENI holds its PublicIP). 10.20.8.0/24: a route
+  // an operator pointed at another instance, at the CIDR a lease claims with a PublicIP that is not that instance's.
+  table.routes.push({ dest: '10.20.7.0/24', eniId: host2.instance.eniId, origin: 'CreateRoute' });
+  table.routes.push({ dest: '10.20.8.0/24', eniId: host1.instance.eniId, origin: 'CreateRoute' });
+  const h = await start();
+  const l7 = makeLease('10.20.7.0/24', host2.instance.privateIp);
+  const l8 = makeLease('10.20.8.0/24', '172.31.1.77');
+  await h.backend.handleEvents([{ type: 'added', lease: l7 }, { type: 'added', lease: l8 }]);
+  await h.synced();
+  await waitFor(() => h.backend.sync.completedRounds >= 1, 5000);
+  const rounds = h.backend.sync.completedRounds;
+  await h.backend.handleEvents([{ type: 'removed', lease: l7 }, { type: 'removed', lease: l8 }]);
+  await waitFor(() => h.backend.sync.completedRounds > rounds, 5000);
+  const dests = ec2.routesOf('rtb-0subnet').map((r) => r.dest);
+  assert.ok(!dests.includes('10.20.7.0/24'), 'the departed host\'s own route is deleted');
+  assert.ok(dests.includes('10.20.8.0/24'), 'a route to an instance that is not the lease\'s host is never ours to delete');
+});
+
+test('a lease that goes before its route was seen: its route stays (nothing says a flannel daemon wrote it)', async () => {
   const table = ec2.tables.get('rtb-0subnet')!;
   const h = await start();
   await h.synced();
@@ -257,7 +277,7 @@ test('a lease that goes before its route was seen: only a blackhole route for it
   await h.backend.handleEvents([{ type: 'added', lease: l7 }, { type: 'added', lease: l8 }, { type: 'removed', lease: l7 }, { type: 'removed', lease: l8 }]);
   await waitFor(() => h.backend.sync.completedRounds > rounds, 5000);
   const dests = ec2.routesOf('rtb-0subnet').map((r) => r.dest);
-  assert.ok(!dests.includes('10.20.7.0/24'), 'a blackhole route of a departed lease goes');
+  assert.ok(dests.includes('10.20.7.0/24'), 'a blackhole route never seen as the lease\'s stays');
   assert.ok(dests.includes('10.20.8.0/24'), 'an active route never seen as the lease\'s stays');
 });
 
@@ -275,8 +295,8 @@ test('measured: a reconcile with 50 leases, and a burst of 50 lease events is on
   ec2.routeLimit = 200;
   const table = ec2.tables.get('rtb-0subnet')!;
   const leases = Array.from({ length: 50 }, (_, i) => makeLease(`10.20.${100 + i}.0/24`, `172.31.2.${i + 1}`));
-  // The other 50 hosts' routes, as their own daemons made them.
-  for (let i = 0; i < 50; i++) table.routes.push({ dest: `10.20.${100 + i}.0/24`, eniId: host2.instance.eniId, origin: 'CreateRoute' });
+  // The other 50 hosts and their routes, as their own daemons made them (to the ENI holding each one's PublicIP).
+  for (let i = 0; i < 50; i++) table.routes.push({ dest: `10.20.${100 + i}.0/24`, eniId: ec2.addInstanceRecord(100 + i, `172.31.2.${i + 1}`).eniId, origin: 'CreateRoute' });
   const h = await start(config({ RouteLimit: 200 }));
   await h.synced();
   const firstCalls = ec2.calls.length;
@@ -294,7 +314,8 @@ test('measured: a reconcile with 50 leases, and a burst of 50 lease events is on
   const removeCalls = ec2.calls.slice(firstCalls + addCalls.length);
   console.log(`# aws-vpc: first start ${firstCalls} API calls (IMDS not counted); 50 lease additions: ${r1 - r0} reconcile, ${addCalls.length} API call; 50 removals: ${rounds() - r1} reconcile, ${removeCalls.length} API calls (${removeCalls.filter((c) => c.action === 'DeleteRoute').length} DeleteRoute)`);
   assert.equal(r1 - r0, 1, 'one reconcile for 50 additions');
-  assert.deepEqual(addCalls.map((c) => c.action), ['DescribeRouteTables'], 'a reconcile of 50 leases in line is one API call');
+  // One DescribeInstances finds the ENIs of all 50 new hosts (whose routes may be deleted when their leases go).
+  assert.deepEqual(addCalls.map((c) => c.action), ['DescribeInstances', 'DescribeRouteTables'], 'a reconcile of 50 new leases is two API calls');
   assert.equal(rounds() - r1, 1, 'one reconcile for 50 removals');
   assert.equal(removeCalls.filter((c) => c.action === 'DescribeRouteTables').length, 1);
   assert.equal(removeCalls.filter((c) => c.action === 'DeleteRoute').length, 50);

@@ -72,7 +72,7 @@ export class VpcRoutes implements RouteCloud {
       DestinationCidrBlock: dest,
       NextHopType: 'Instance',
       NextHopId: target,
-      RouteEntryName: `flannel-${dest.replace(/[./]/g, '-')}`,
+      RouteEntryName: entryName(dest),
     });
     await this.settle(table, dest, (e) => e?.Status === 'Available', 'Available');
   }
@@ -143,7 +143,14 @@ function toCloudRoute(e: RouteEntry): CloudRoute {
     state: status === 'Available' ? 'active' : 'pending',
     handle: e.RouteEntryId,
     foreign: e.Type !== 'Custom' || hop?.NextHopType !== 'Instance',
+    // Our daemons name the entries they create: only such an entry of a departed lease is deleted.
+    written: e.RouteEntryName === entryName(e.DestinationCidrBlock ?? ''),
   };
+}
+
+/** The name our daemons give the entry they create for a lease's CIDR. */
+export function entryName(dest: string): string {
+  return `flannel-${dest.replace(/[./]/g, '-')}`;
 }
 
 const CREDENTIALS = /^(SignatureDoesNotMatch|InvalidAccessKeyId|IncompleteSignature|InvalidSecurityToken)/;

@@ -129,6 +129,39 @@ export class Ec2Routes implements RouteCloud {
     }
   }
 
+  /**
+   * EC2 routes carry no name or tag to say a flannel daemon wrote them: the
+   * target a host's daemon writes is the ENI holding its PublicIP (its
+   * interface address), found with DescribeInstances (the walkthrough's
+   * permission), one call per 200 addresses. Denied: nothing is found, so
+   * no departed lease's route is deleted (logged once).
+   */
+  async targetOfHosts(publicIPs: string[]): Promise<Map<string, string>> {
+    const found = new Map<string, string>();
+    for (let i = 0; i < publicIPs.length; i += 200) {
+      const chunk = publicIPs.slice(i, i + 200);
+      let out;
+      try {
+        out = await this.call('DescribeInstances', (c) => c.send(new DescribeInstancesCommand({ Filters: [{ Name: 'network-interface.addresses.private-ip-address', Values: chunk }] })));
+      } catch (err) {
+        if (!(err instanceof CloudError) || err.code !== 'UnauthorizedOperation') throw err;
+        if (!this.warnedNoLookup) this.opts.log.warn('ec2:DescribeInstances is denied: routes of departed leases cannot be told apart from others and are left in place');
+        this.warnedNoLookup = true;
+        return found;
+      }
+      for (const r of out.Reservations ?? []) {
+        for (const inst of r.Instances ?? []) {
+          for (const n of inst.NetworkInterfaces ?? []) {
+            for (const a of n.PrivateIpAddresses ?? []) if (a.PrivateIpAddress && n.NetworkInterfaceId && chunk.includes(a.PrivateIpAddress)) found.set(a.PrivateIpAddress, n.NetworkInterfaceId);
+          }
+        }
+      }
+    }
+    return found;
+  }
+
+  private warnedNoLookup = false;
+
   private async findInterface(instanceId: string): Promise<OurInterface> {
     const ip = this.opts.ifaceAddr;
     let instance: Instance | undefined;

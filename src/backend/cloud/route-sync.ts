@@ -8,9 +8,13 @@
  * - our lease: create the route to our instance; replace one for our CIDR
  *   that is a blackhole or points elsewhere; leave it alone when it is right
  *   (a restart that finds its route makes no write);
- * - leases that went away: delete their route, but only when it still
- *   points where it pointed while the lease lived (so a route somebody else
- *   made for that CIDR is never touched);
+ * - leases that went away: delete their route only when a flannel daemon
+ *   wrote it for that lease's host: it carries flannel's mark (GCE's route
+ *   name, Aliyun's entry name), or, where the cloud keeps no mark (EC2), it
+ *   points at the target the departed host's daemon writes (the ENI holding
+ *   its PublicIP, looked up while the lease lived); and it still points
+ *   where it pointed while the lease lived. A route somebody else made for
+ *   that CIDR, or one nothing ties to the departed host, is never touched;
  * - warn once when a table nears the cloud's route limit, and report a
  *   clear error when it is full.
  *
@@ -23,11 +27,17 @@ import type { Logger } from '../../log.js';
 import type { HealthReporter } from '../../metrics/health.js';
 import type { LeaseEvent } from '../../subnet/types.js';
 import { formatIP4Net } from '../../net/ipaddr.js';
-import { CloudError, type CloudIdentity, type RouteCloud } from './types.js';
+import { CloudError, type CloudIdentity, type CloudRoute, type RouteCloud } from './types.js';
 import type { CloudCounters } from './counters.js';
 
-/** A departed lease whose route we never saw: only a blackhole route for its CIDR may go. */
-const BLACKHOLE_ONLY = '\0blackhole-only';
+/** What is known of another host's lease and its route. */
+interface LeaseRoute {
+  publicIP: string;
+  /** What its route pointed at when we last looked (null: not seen yet). */
+  seen: string | null;
+  /** The target that host's daemon writes (clouds without route marks); undefined until looked up, null when not found. */
+  hostTarget?: string | null;
+}
 
 export interface RouteSyncOptions {
   cloud: RouteCloud;
@@ -48,10 +58,10 @@ export interface RouteSyncOptions {
 export class RouteSync {
   private identity: CloudIdentity | null = null;
   private ownDest: string | null = null;
-  /** Other hosts' lease subnets, and what their route pointed at when we last looked. */
-  private readonly live = new Map<string, string | null>();
-  /** Subnets whose lease went away -> the target their route had, to delete it if still so. */
-  private readonly departed = new Map<string, string>();
+  /** Other hosts' lease subnets, and what is known of their routes. */
+  private readonly live = new Map<string, LeaseRoute>();
+  /** Subnets whose lease went away, with what was known of their routes, to delete them if ours and still so. */
+  private readonly departed = new Map<string, LeaseRoute>();
   private timer: NodeJS.Timeout | null = null;
   private timerDue = Infinity;
   private running: Promise<void> | null = null;
@@ -80,18 +90,18 @@ export class RouteSync {
       if (dest === this.ownDest) continue;
       if (ev.type === 'added') {
         // A new lease is looked at in the next round, so that its route's target is known when it goes.
-        if (!this.live.has(dest)) {
-          this.live.set(dest, null);
+        const have = this.live.get(dest);
+        if (!have || have.publicIP !== ev.lease.attrs.publicIP) {
+          this.live.set(dest, { publicIP: ev.lease.attrs.publicIP, seen: null });
           changed = true;
         }
         this.departed.delete(dest);
         continue;
       }
-      const seen = this.live.get(dest);
+      const known = this.live.get(dest);
       this.live.delete(dest);
-      // A route never seen while the lease lived is not known to be the lease's: it is
-      // deleted only if it points at nothing any more (a blackhole: the instance is gone).
-      this.departed.set(dest, seen ?? BLACKHOLE_ONLY);
+      // A route never seen while the lease lived is not known to be the lease's: it stays.
+      if (known) this.departed.set(dest, known);
       changed = true;
     }
     if (changed) this.schedule(this.opts.coalesceMs ?? 200);
@@ -164,7 +174,7 @@ export class RouteSync {
    */
   private nextLookMs(): number {
     const recheck = this.opts.recheckMs ?? 300_000;
-    const unseen = [...this.live.values()].some((t) => t === null);
+    const unseen = [...this.live.values()].some((t) => t.seen === null);
     if (!unseen) {
       this.unseenLooks = 0;
       return recheck;
@@ -183,13 +193,14 @@ export class RouteSync {
     }
     const { target, tables } = this.identity;
     const ownDest = this.ownDest!;
+    await this.lookUpHostTargets();
     for (const table of tables) {
       const routes = await cloud.listRoutes(table);
       const byDest = new Map(routes.map((r) => [r.dest, r]));
-      for (const [dest, was] of this.live) {
+      for (const [dest, l] of this.live) {
         const now = byDest.get(dest)?.target ?? null;
-        if (now && now !== was) log.debug('another host\'s route is in place', { table, dest, target: now });
-        this.live.set(dest, now);
+        if (now && now !== l.seen) log.debug('another host\'s route is in place', { table, dest, target: now });
+        l.seen = now;
       }
 
       const own = byDest.get(ownDest);
@@ -206,16 +217,37 @@ export class RouteSync {
         log.info('replaced route', { table, dest: ownDest, was: own.state === 'blackhole' ? 'blackhole' : own.target, target });
       }
 
-      for (const [dest, wasTarget] of this.departed) {
+      for (const [dest, gone] of this.departed) {
         const r = byDest.get(dest);
-        if (!r || r.foreign) continue;
-        if (wasTarget === BLACKHOLE_ONLY ? r.state !== 'blackhole' : r.target !== wasTarget) continue;
+        if (!r || r.foreign || !this.writtenFor(r, gone)) continue;
         await cloud.deleteRoute(table, r);
         this.opts.counters.write('delete');
         log.info('deleted route of a lease that went away', { table, dest, target: r.target ?? 'none', state: r.state });
       }
     }
     this.departed.clear();
+  }
+
+  /**
+   * Whether a flannel daemon wrote route `r` for the departed lease: it
+   * still points where it pointed while the lease lived, and it carries
+   * flannel's mark, or (no marks in this cloud) that is the target the
+   * departed host's daemon writes.
+   */
+  private writtenFor(r: CloudRoute, gone: LeaseRoute): boolean {
+    if (gone.seen === null || r.target !== gone.seen) return false;
+    if (r.written !== undefined) return r.written;
+    return gone.hostTarget !== undefined && gone.hostTarget !== null && gone.hostTarget === r.target;
+  }
+
+  /** Clouds without route marks: the targets new leases' hosts write, one call for all of them. */
+  private async lookUpHostTargets(): Promise<void> {
+    const cloud = this.opts.cloud;
+    if (!cloud.targetOfHosts) return;
+    const pending = [...this.live.values()].filter((l) => l.hostTarget === undefined);
+    if (pending.length === 0) return;
+    const found = await cloud.targetOfHosts([...new Set(pending.map((l) => l.publicIP))]);
+    for (const l of pending) l.hostTarget = found.get(l.publicIP) ?? null;
   }
 
   private checkRoom(table: string, used: number): void {

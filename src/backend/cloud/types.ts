@@ -21,6 +21,13 @@ export interface CloudRoute {
   handle?: string;
   /** Created by a person or the cloud itself (local, system, gateway routes): never ours to write. */
   foreign?: boolean;
+  /**
+   * Whether the route carries the mark flannel daemons put on the routes
+   * they create (GCE: flannel's route name; Aliyun: the entry name);
+   * undefined where the cloud keeps no such mark (EC2 routes have neither
+   * names nor tags): the loop then asks `targetOfHosts`.
+   */
+  written?: boolean;
 }
 
 /** Who this host is in the cloud, found once (metadata service plus API look-ups). */
@@ -49,6 +56,12 @@ export interface RouteCloud {
   replaceRoute(table: string, existing: CloudRoute, target: string): Promise<void>;
   /** Delete the route; a route that is already gone is not an error. */
   deleteRoute(table: string, route: CloudRoute): Promise<void>;
+  /**
+   * For clouds whose routes carry no mark: the target the daemon of a host
+   * with each of these PublicIPs writes (the ENI holding that address), in
+   * one call; hosts not found are absent from the map.
+   */
+  targetOfHosts?(publicIPs: string[]): Promise<Map<string, string>>;
 }
 
 /**

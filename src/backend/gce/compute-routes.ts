@@ -92,6 +92,7 @@ export class ComputeRoutes implements RouteCloud {
       handle: r.name ?? undefined,
       // Only flannel's own route names are ours to replace or delete.
       foreign: !(r.name ?? '').startsWith('flannel-') || !r.nextHopInstance,
+      written: r.name === gceRouteName(r.destRange ?? ''),
     }));
     // Two routes may share a destination in GCE; the loop keys by destination, so let ours be the one it sees.
     return routes.sort((a, b) => Number(!a.foreign) - Number(!b.foreign));

@@ -83,8 +83,9 @@ export class FakeAliyun {
     return this.calls.slice(from).map((c) => c.action).filter((a) => !a.startsWith('Describe'));
   }
 
-  addEntry(dest: string, nextHopId: string): void {
-    this.entries.push({ id: `rte-pre-${this.nextEntry++}`, dest, type: 'Custom', nextHopType: 'Instance', nextHopId, status: 'Available', settlesAt: 0 });
+  /** A custom entry made beforehand: by a person (no name), or named as a flannel daemon names its entries. */
+  addEntry(dest: string, nextHopId: string, name?: string): void {
+    this.entries.push({ id: `rte-pre-${this.nextEntry++}`, dest, type: 'Custom', nextHopType: 'Instance', nextHopId, status: 'Available', settlesAt: 0, ...(name ? { name } : {}) });
   }
 
   private settle(): void {

@@ -81,13 +81,19 @@ export class FakeEc2 {
 
   /** An instance and its metadata service (started). */
   async addInstance(n: number, privateIp: string, subnetId = 'subnet-0aaa1111'): Promise<{ instance: FakeInstance; imds: FakeImds }> {
-    const hex = n.toString(16).padStart(2, '0');
-    const instance: FakeInstance = { id: `i-0000000000000${hex.padStart(4, '0')}`, privateIp, eniId: `eni-00000000000${hex.padStart(6, '0')}`, mac: `0e:00:00:00:00:${hex}`, subnetId, sourceDestCheck: true };
-    this.instances.set(instance.id, instance);
+    const instance = this.addInstanceRecord(n, privateIp, subnetId);
     const imds = new FakeImds(this, instance);
     await imds.listen();
     this.metadata.set(instance.id, imds);
     return { instance, imds };
+  }
+
+  /** An instance EC2 knows (DescribeInstances), without a metadata service of its own: another host of the cluster. */
+  addInstanceRecord(n: number, privateIp: string, subnetId = 'subnet-0aaa1111'): FakeInstance {
+    const hex = n.toString(16).padStart(2, '0');
+    const instance: FakeInstance = { id: `i-0000000000000${hex.padStart(4, '0')}`, privateIp, eniId: `eni-00000000000${hex.padStart(6, '0')}`, mac: `0e:00:00:00:00:${hex.slice(-2)}`, subnetId, sourceDestCheck: true };
+    this.instances.set(instance.id, instance);
+    return instance;
   }
 
   /** Writes (not Describe*) the API was asked for since `from` calls. */
@@ -159,8 +165,12 @@ export class FakeEc2 {
 
   private describeInstances(p: Record<string, string>): FakeReply {
     const ids = listParam(p, 'InstanceId');
-    const found = [...this.instances.values()].filter((i) => ids.includes(i.id));
+    let found = [...this.instances.values()].filter((i) => ids.length === 0 || ids.includes(i.id));
     if (found.length < ids.length) return ec2Error(400, 'InvalidInstanceID.NotFound', `The instance ID '${ids.join(',')}' does not exist`);
+    for (const [name, values] of filterParams(p)) {
+      if (name !== 'network-interface.addresses.private-ip-address') return ec2Error(400, 'InvalidParameterValue', `The filter '${name}' is invalid`);
+      found = found.filter((i) => values.includes(i.privateIp) && !i.terminated);
+    }
     const items = found
       .map(
         (i) => `<item><reservationId>r-${i.id.slice(2)}</reservationId><ownerId>123456789012</ownerId><instancesSet><item>
