@@ -11,6 +11,7 @@ import { selectExternalInterface } from '../net/interfaces.js';
 import { formatIP4Net } from '../net/ipaddr.js';
 import { BUILTIN_BACKENDS, type BackendRegistry } from '../backend/registry.js';
 import { BackendOptionError, BackendUnavailableError } from '../backend/errors.js';
+import { LockHeldError } from '../native/exclusive-lock.js';
 import { DEFAULT_DATAPLANE_OPTIONS, type Backend, type DataplaneOptions } from '../backend/types.js';
 import { ConfigNotFoundError, DEFAULT_LEASE_TTL_SECONDS, KvSubnetManager, describe } from '../subnet/manager.js';
 import { StoreUnavailableError } from '../subnet/kv.js';
@@ -28,7 +29,7 @@ export class FatalError extends Error {}
 
 /** A backend that cannot run with this config on this host is a setup error: one line, before anything is touched. */
 function asFatal(err: Error): never {
-  throw err instanceof BackendOptionError || err instanceof BackendUnavailableError ? new FatalError(err.message) : err;
+  throw err instanceof BackendOptionError || err instanceof BackendUnavailableError || err instanceof LockHeldError ? new FatalError(err.message) : err;
 }
 
 /** Settings that are not flannel flags: read from the environment by the CLI, or set by tests. */

@@ -13,7 +13,7 @@
  * finds its earlier state changes nothing and nothing flaps.
  *
  * One bad entry never keeps the others from being applied: every token of
- * a wanted entry is checked to be canonical (batch-tokens.ts) before a
+ * a wanted entry is checked to be canonical (canonical.ts) before a
  * line is built, and an entry that fails is refused and reported against
  * the lease it came from (`origin`); a line iproute2 refuses is logged with
  * its origin and iproute2's message while the rest of the batch still
@@ -23,7 +23,7 @@
 import type { Logger } from '../log.js';
 import { ip4NetContains, parseIP4Net, type IP4Net } from './ipaddr.js';
 import type { BatchRunner, IpRunner } from './iproute.js';
-import { isCanonicalIP4, isCanonicalMac, isCanonicalNet4, isDevName } from './batch-tokens.js';
+import { isCanonicalIP4, isCanonicalMac, isCanonicalNet4, isDevName } from './canonical.js';
 import { parseXfrmPolicies, policyDeleteLine, policyKey, policyUpdateLine, type XfrmPolicySpec } from './xfrm-policy.js';
 
 export interface RouteSpec {

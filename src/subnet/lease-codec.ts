@@ -10,7 +10,8 @@
  * flannel's Go writes it); "192.0.2.7\u000b", " 192.0.2.7" or
  * "192.0.2.7 dev lo" are refused, never trimmed.
  */
-import { formatIP4, formatIP6, parseIP4, parseIP6, parseSubnetKey } from '../net/ipaddr.js';
+import { parseSubnetKey } from '../net/ipaddr.js';
+import { isCanonicalIP4, isCanonicalIP6 } from '../net/canonical.js';
 import type { Lease, LeaseAttrs } from './types.js';
 import { goField } from '../config/go-json.js';
 
@@ -30,24 +31,10 @@ export class LeaseDecodeError extends Error {
 }
 
 /** The text itself when it is an IPv4 address written canonically, else null. */
-export function canonicalIP4(text: unknown): string | null {
-  if (typeof text !== 'string' || text.length > 15) return null;
-  try {
-    return formatIP4(parseIP4(text)) === text ? text : null;
-  } catch {
-    return null;
-  }
-}
+export const canonicalIP4 = (text: unknown): string | null => (typeof text === 'string' && isCanonicalIP4(text) ? text : null);
 
 /** The text itself when it is an IPv6 address written canonically (RFC 5952, as Go writes it), else null. */
-export function canonicalIP6(text: unknown): string | null {
-  if (typeof text !== 'string' || text.length > 39) return null;
-  try {
-    return formatIP6(parseIP6(text)) === text ? text : null;
-  } catch {
-    return null;
-  }
-}
+export const canonicalIP6 = (text: unknown): string | null => (typeof text === 'string' && isCanonicalIP6(text) ? text : null);
 
 /** flannel's backend type names are short lowercase words ("host-gw", "aws-vpc"); anything else is refused. */
 const BACKEND_TYPE_RE = /^[a-z0-9-]{1,32}$/;

@@ -138,6 +138,15 @@ function send(s: Side, to: number, packets: Buffer[]): number {
   return n;
 }
 
+/** A session from a to b: a's first packet wishes a handshake, initiation, response, the confirming keepalive. */
+function establish(a: Side, b: Side): void {
+  send(a, B_ADDR, [ipPacket(100, 1)]);
+  a.dev.tick();
+  deliver(a, b);
+  deliver(b, a);
+  deliver(a, b);
+}
+
 function pair(now: () => number) {
   const a = side(A_ADDR, now);
   const b = side(B_ADDR, now);
@@ -150,11 +159,7 @@ test('two senders on one keypair (the tx worker, and the rx worker sending the k
   let t = 1_700_000_000_000;
   const now = () => t;
   const { a, b } = pair(now);
-  send(a, B_ADDR, [ipPacket(100, 1)]);
-  a.dev.tick();
-  deliver(a, b);
-  deliver(b, a);
-  deliver(a, b);
+  establish(a, b);
   const replies = new WireGuardTransport(native, { table: a.table.buffers, counters: a.counters, publicKey: a.dev.publicKey }, wgCounterRegion(a.counters, WG_REGION_RX), undefined, now, undefined, SentBytesBy.RxWorker);
   const tx = a.tx;
   const sizes = [300, 120, 900, 64, 1400, 80];
@@ -438,11 +443,7 @@ test('timers: the initiator rekeys after 120 s while still sending; retries ever
 test('protocol timers run on the monotonic clock: a wall clock stepped by hours changes no session (issue 24 item 9)', () => {
   // The default clocks (no `now` given): the device's and both transports'.
   const { a, b } = pair(undefined as unknown as () => number);
-  send(a, B_ADDR, [ipPacket(100, 1)]);
-  a.dev.tick();
-  deliver(a, b);
-  deliver(b, a);
-  deliver(a, b);
+  establish(a, b);
   b.dev.tick();
   const realNow = Date.now;
   try {
@@ -463,11 +464,7 @@ test('a dataplane restart drops every keypair (new workers have empty replay win
   let t = 1_700_000_200_000;
   const now = () => t;
   const { a, b } = pair(now);
-  send(a, B_ADDR, [ipPacket(100, 1)]);
-  a.dev.tick();
-  deliver(a, b);
-  deliver(b, a);
-  deliver(a, b);
+  establish(a, b);
   assert.equal(send(a, B_ADDR, [ipPacket(100, 2)]), 1);
   const old = a.outbox.splice(0);
   a.dev.dropAllKeypairs();

@@ -25,7 +25,7 @@ import { ViciClient } from '../../vici/client.js';
 import { BackendUnavailableError } from '../errors.js';
 import type { EspMode } from './options.js';
 import { CharonLog } from './charon-log.js';
-import { holdPath, LockHeldError, type Hold } from '../../native/exclusive-lock.js';
+import { holdPath, type Hold } from '../../native/exclusive-lock.js';
 
 /** flannel's search list: PATH, then where distributions put charon. */
 export const CHARON_PATHS = ['charon', '/usr/lib/strongswan/charon', '/usr/lib/ipsec/charon', '/usr/libexec/strongswan/charon', '/usr/libexec/ipsec/charon'];
@@ -139,7 +139,7 @@ export class CharonDaemon {
     await mkdir(this.opts.runDir, { recursive: true, mode: 0o700 });
     // Held for the daemon's lifetime: a second flanneld given this run dir stops here, before it
     // looks at the pid file (whose charon is the first daemon's, alive) or writes anything.
-    this.runDirHold ??= holdRunDir(this.opts.runDir);
+    this.runDirHold ??= holdPath(this.opts.runDir, 'the ipsec run directory', 'FLANNEL_IPSEC_RUN_DIR', join(this.opts.runDir, 'flanneld.lock'));
     await this.stopStale();
     const runInside = await realpath('/var/run').catch(() => '/run');
     await writeFile(join(this.opts.runDir, 'strongswan.conf'), strongswanConf(this.opts.esp, runInside), { mode: 0o600 });
@@ -247,16 +247,6 @@ export class CharonDaemon {
     if (!cmdline.split('\0')[0]?.endsWith('charon')) return;
     this.opts.log.warn('stopping a charon left by an earlier flanneld', { pid });
     await terminatePid(pid);
-  }
-}
-
-/** The run dir's hold, as a BackendUnavailableError naming FLANNEL_IPSEC_RUN_DIR when another daemon has it. */
-function holdRunDir(runDir: string): Hold {
-  try {
-    return holdPath(runDir, 'the ipsec run directory', 'FLANNEL_IPSEC_RUN_DIR', join(runDir, 'flanneld.lock'));
-  } catch (err) {
-    if (err instanceof LockHeldError) throw new BackendUnavailableError(`ipsec backend: ${err.message}`);
-    throw err;
   }
 }
 

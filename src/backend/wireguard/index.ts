@@ -17,8 +17,7 @@ import { kernelRunners } from '../kernel-routing.js';
 import { publicKeyOf } from '../../wireguard/primitives.js';
 import { describe } from '../../subnet/manager.js';
 import { loadOrCreatePrivateKey } from './key-file.js';
-import { holdPath, LockHeldError, type Hold } from '../../native/exclusive-lock.js';
-import { BackendUnavailableError } from '../errors.js';
+import { holdPath, type Hold } from '../../native/exclusive-lock.js';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { KernelWireGuard, kernelHasWireGuard } from './kernel.js';
@@ -82,7 +81,10 @@ export class WireGuardBackend implements Backend {
     const impl = dryRun ? 'kernel' : this.host.impl === 'auto' ? ((await kernelHasWireGuard(ip)) ? 'kernel' : 'userspace') : this.host.impl;
     this.impl = impl;
     // Held for the daemon's lifetime (a dry run changes nothing and holds nothing).
-    if (!dryRun) this.keyHold = holdKeyFile(this.host.keyFile);
+    if (!dryRun) {
+      mkdirSync(dirname(this.host.keyFile), { recursive: true, mode: 0o755 });
+      this.keyHold = holdPath(this.host.keyFile, 'the WireGuard key file', 'WIREGUARD_KEY_FILE');
+    }
     const { key, created } = await loadOrCreatePrivateKey(this.host.keyFile, dryRun, (msg) => this.log.warn(msg));
     this.privateKey = key;
     const publicKey = publicKeyOf(key).toString('base64');
@@ -179,17 +181,6 @@ export class WireGuardBackend implements Backend {
   /** The first userspace device (flannel-wg, or flannel-wg-v6 on an IPv6-only network). */
   get userspace(): UserspaceWireGuard | null {
     return this.userspaceDevices[0] ?? null;
-  }
-}
-
-/** The key file's hold, as a BackendUnavailableError naming WIREGUARD_KEY_FILE when another daemon has it. */
-function holdKeyFile(path: string): Hold {
-  try {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-    return holdPath(path, 'the WireGuard key file', 'WIREGUARD_KEY_FILE');
-  } catch (err) {
-    if (err instanceof LockHeldError) throw new BackendUnavailableError(`wireguard backend: ${err.message}`);
-    throw err;
   }
 }
 

@@ -16,10 +16,9 @@ import { UserspaceDataplane, type EndpointMode } from '../../dataplane/dataplane
 import type { EndpointTable6 } from '../../dataplane/endpoints6.js';
 import type { TransportNote } from '../../wireguard/transport.js';
 import { publicKeyOf } from '../../wireguard/primitives.js';
-import { holdPath, LockHeldError, type Hold } from '../../native/exclusive-lock.js';
-import { BackendUnavailableError } from '../errors.js';
+import { holdPath, type Hold } from '../../native/exclusive-lock.js';
 import { mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { WireGuardDevice } from '../../wireguard/device.js';
 import { createPeerTableBuffers, PeerTable } from '../../wireguard/peer-table.js';
 import { createWgCounterBuffer, renderWgCounters, wgCounterRegion, WG_REGION_MAIN } from '../../wireguard/counters.js';
@@ -175,7 +174,8 @@ export class UserspaceWireGuard {
     this.timer.unref();
     this.applyPeers(this.pendingPeers);
     // Another daemon's socket at this path is never replaced: the second daemon stops (FLANNEL_WIREGUARD_SOCKET_DIR tells them apart).
-    this.socketHold = holdSocketPath(join(this.socketDir, `${this.name}.sock`));
+    mkdirSync(this.socketDir, { recursive: true, mode: 0o755 });
+    this.socketHold = holdPath(join(this.socketDir, `${this.name}.sock`), 'the wg API socket', 'FLANNEL_WIREGUARD_SOCKET_DIR');
     try {
       this.uapi = await serveUapi(this.socketDir, this.name, this.device);
       this.ctx.log.info('wg API socket listening', { device: this.name, path: this.uapi.path });
@@ -220,17 +220,6 @@ export class UserspaceWireGuard {
     await this.socketHold?.release();
     this.socketHold = null;
     await this.udp.stop();
-  }
-}
-
-/** The API socket path's hold, as a BackendUnavailableError naming FLANNEL_WIREGUARD_SOCKET_DIR when another daemon has it. */
-function holdSocketPath(path: string): Hold {
-  try {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-    return holdPath(path, 'the wg API socket', 'FLANNEL_WIREGUARD_SOCKET_DIR');
-  } catch (err) {
-    if (err instanceof LockHeldError) throw new BackendUnavailableError(`wireguard backend: ${err.message}`);
-    throw err;
   }
 }
 

@@ -1,0 +1,37 @@
+/**
+ * Text in its one canonical form: the lease codec keeps a lease's
+ * addresses only so, and the kernel-state applier writes no other token
+ * into an `ip -batch` or `bridge -batch` line. iproute2 splits a batch line
+ * at whitespace and exits on an argument it cannot parse (even with
+ * -force), so a token with a space, a newline or a vertical tab would add
+ * options, split the batch, or end it; lease text (PublicIP, VtepMAC) is
+ * written by any host with store access.
+ */
+import { formatIP4, formatIP4Net, formatIP6, parseIP4, parseIP4Net, parseIP6 } from './ipaddr.js';
+
+/** Whether formatting the parsed text gives the text back. */
+function formatsBack<T>(text: string, parse: (t: string) => T, format: (v: T) => string): boolean {
+  try {
+    return format(parse(text)) === text;
+  } catch {
+    return false;
+  }
+}
+
+export const isCanonicalIP4 = (text: string): boolean => formatsBack(text, parseIP4, formatIP4);
+
+/** RFC 5952, as Go writes it. */
+export const isCanonicalIP6 = (text: string): boolean => formatsBack(text, parseIP6, formatIP6);
+
+/** "10.5.3.0/24": a network address with its length, as formatIP4Net writes it. */
+export const isCanonicalNet4 = (text: string): boolean => formatsBack(text, parseIP4Net, formatIP4Net);
+
+/** A Linux interface name: 1-15 bytes, no whitespace or slash (the kernel's own rule, narrowed to what we create). */
+export function isDevName(text: string): boolean {
+  return /^[A-Za-z0-9_.-]{1,15}$/.test(text);
+}
+
+/** A MAC address as iproute2 prints it: six lowercase hex pairs. */
+export function isCanonicalMac(text: string): boolean {
+  return /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(text);
+}
