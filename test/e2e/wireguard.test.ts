@@ -195,6 +195,20 @@ describe('wireguard backend (userspace), three hosts on the embedded store', { t
     assert.match(show.stdout, /latest handshake: /);
   });
 
+  test('a second flanneld given host 0\'s key file stops with one line naming WIREGUARD_KEY_FILE; host 0 keeps working', async () => {
+    const h2 = c!.set.hosts[2]!;
+    const second = startDaemon([...c!.storeArgs, `--iface=${h2.iface}`, `--subnet-file=${join(c!.dir, 'h2-second.env')}`], {
+      name: 'h2-second',
+      prefix: ['ip', 'netns', 'exec', h2.ns],
+      env: { WIREGUARD_KEY_FILE: keyFile(c!, 0), FLANNEL_WIREGUARD_SOCKET_DIR: join(c!.dir, 'h2-second-wg') },
+    });
+    assert.notEqual(await second.exited, 0);
+    assert.ok(second.lines.some((l) => /ERROR .*WireGuard key file .* is in use by another running flanneld .*WIREGUARD_KEY_FILE/.test(l)), second.lines.join('\n'));
+    assert.ok(c!.daemons[0]!.alive);
+    await pingsEventually(c!, 0, 1);
+    await pingsEventually(c!, 1, 0);
+  });
+
   test('a key rotated (key file deleted, daemon restarted): the peers follow the new PublicKey', async () => {
     const before = JSON.parse((await leaseOf(c!, 1)).value).BackendData.PublicKey as string;
     await c!.daemons[1]!.stop('SIGTERM');

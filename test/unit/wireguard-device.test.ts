@@ -499,3 +499,34 @@ test('a cookie reply to our handshake response is taken (item 11)', async () => 
   b.dev.handleHandshake(reply, A_ADDR, 51820);
   assert.equal(readWgCounters(b.counters).cookieRepliesReceived, before + 1);
 });
+
+test('under load, mac2-proven initiations are limited per source (wireguard-go\u2019s ratelimiter): one address cannot keep the main thread in X25519 (item 6)', () => {
+  let t = 1_700_000_400_000;
+  const now = () => t;
+  const { a, b } = pair(now);
+  a.table.wantHandshake(0);
+  a.dev.tick();
+  const [init] = a.outbox.splice(0);
+  // Load from elsewhere, then b asks a for a cookie; a's retries then carry a valid mac2.
+  for (let i = 0; i < UNDER_LOAD_PER_SECOND + 5; i++) b.dev.handleHandshake(Buffer.from(init!.data), parseIP4('198.18.0.0') + i, 51820);
+  b.outbox.length = 0;
+  a.outbox.push({ ...init!, data: Buffer.from(init!.data) });
+  deliver(a, b);
+  const reply = b.outbox.filter((m) => m.data[0] === 3).pop()!;
+  b.outbox.length = 0;
+  b.outbox.push(reply);
+  deliver(b, a);
+  // Many mac2-valid initiations from a's address within one second: only a burst is worked on.
+  const before = readWgCounters(b.counters);
+  for (let i = 0; i < 30; i++) {
+    t += 6;
+    a.table.wantHandshake(0);
+    a.dev.initiate(a.dev['peers_'].values().next().value!);
+    const [m] = a.outbox.splice(0);
+    assert.ok(!m!.data.subarray(132, 148).equals(Buffer.alloc(16)), 'mac2 set');
+    b.dev.handleHandshake(m!.data, A_ADDR, 51820);
+  }
+  const after = readWgCounters(b.counters);
+  assert.ok(after.dropHandshakeRateLimited - before.dropHandshakeRateLimited >= 20, `limited ${after.dropHandshakeRateLimited - before.dropHandshakeRateLimited}`);
+  assert.ok(after.initiationsReceived - before.initiationsReceived <= 10, `worked ${after.initiationsReceived - before.initiationsReceived}`);
+});
