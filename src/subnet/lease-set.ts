@@ -91,18 +91,16 @@ export class LeaseSet {
   }
 
   /**
-   * A key whose value does not decode (lease-codec.ts): counted by reason
-   * and logged once per key and problem. The key's earlier lease, if any,
-   * can no longer be trusted and is removed (an event in `out`).
+   * A key whose value does not decode (lease-codec.ts; the manager logs it):
+   * counted by reason once per key and problem. The key's earlier lease, if
+   * any, can no longer be trusted and is removed (an event in `out`).
    */
   rejectMalformed(key: string, err: LeaseDecodeError, out: LeaseEvent[], same: (a: Lease, b: Lease) => boolean): void {
     const tag = `${err.reason}:${err.message}`;
     const seen = this.refused.get(key) === tag;
     this.delete(key, out, same);
     this.refused.set(key, tag);
-    if (seen) return;
-    this.rejectedTotal[err.reason] += 1;
-    this.log.warn('skipping malformed lease', { lease: key, reason: err.reason, error: err.message });
+    if (!seen) this.rejectedTotal[err.reason] += 1;
   }
 
   /** Keys of accepted leases colliding with `l` (other than its own key). */

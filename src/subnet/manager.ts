@@ -90,6 +90,9 @@ export class KvSubnetManager implements SubnetManager {
   private readonly backendTypes: string[] | undefined;
   /** Malformed lease keys already logged (each is logged once). */
 
+  /** Malformed keys already logged, with the problem logged (lease key -> reason:message). */
+  private readonly loggedMalformed = new Map<string, string>();
+
   constructor(opts: KvSubnetManagerOptions) {
     this.store = opts.store;
     this.prefix = (opts.prefix ?? DEFAULT_PREFIX).replace(/\/+$/, '');
@@ -141,6 +144,20 @@ export class KvSubnetManager implements SubnetManager {
   }
 
   /**
+   * A key whose value does not decode, logged once per key and problem
+   * (every listing and the watch see it again); the watch's LeaseSet counts
+   * it for /metrics.
+   */
+  private noteMalformed(key: string, err: LeaseDecodeError): void {
+    const tag = `${err.reason}:${err.message}`;
+    if (this.loggedMalformed.get(key) === tag) return;
+    // Bounded: a store full of garbage cannot grow it past the number of keys it holds.
+    if (this.loggedMalformed.size >= 100_000) this.loggedMalformed.clear();
+    this.loggedMalformed.set(key, tag);
+    this.log.warn('skipping malformed lease', { lease: key, reason: err.reason, error: err.message });
+  }
+
+  /**
    * Every parsable lease, and the subnets of keys whose value is not: such a
    * key is still taken (create on it always fails), so acquisition must not
    * pick it. Each malformed key is logged once, not at every listing.
@@ -158,6 +175,7 @@ export class KvSubnetManager implements SubnetManager {
         if (!(err instanceof LeaseDecodeError)) throw err;
         const name = e.key.slice(e.key.lastIndexOf('/') + 1);
         malformed.push({ key: `subnets/${name}`, err });
+        this.noteMalformed(`subnets/${name}`, err);
         const sn = parseSubnetKey(name);
         if (sn) unreadable.push({ subnet: sn.subnet, ipv6Subnet: sn.ipv6Subnet, attrs: { publicIP: '', publicIPv6: null }, expiration: 0, key: `subnets/${name}` });
       }
@@ -382,6 +400,7 @@ export class KvSubnetManager implements SubnetManager {
         } catch (err) {
           if (!(err instanceof LeaseDecodeError)) throw err;
           // A lease that turned malformed can no longer be trusted: treat it as gone.
+          this.noteMalformed(name, err);
           set.rejectMalformed(name, err, out, sameLease);
           continue;
         }

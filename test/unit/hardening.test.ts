@@ -55,7 +55,7 @@ function hostileStrings(seed: number, n: number): string[] {
 
 const TOKEN = /^[0-9a-f.:/]+$/;
 
-test('lease codec, fuzzed: an address is kept only in canonical form; anything else is refused with a reason, never trimmed', () => {
+test('lease codec, fuzzed: an address is kept only in canonical form; anything else is refused with a reason, never trimmed', { timeout: 60_000 }, () => {
   for (const s of hostileStrings(7, 3000)) {
     for (const field of ['PublicIP', 'PublicIPv6'] as const) {
       const value = field === 'PublicIP' ? { PublicIP: s } : { PublicIP: '192.0.2.9', PublicIPv6: s };
@@ -81,7 +81,7 @@ function applierFor(write: IpRoute, bridge = new IpRoute({ mode: 'plan', binary:
   return new KernelStateApplier({ scope: { network: parseIP4Net('10.5.0.0/16'), routeDevs: ['eth0', 'flannel.1'], ownedDevs: ['flannel.1'], xfrmReqid: 11 }, readIp: read, readBridge: read, writeIp: write, writeBridge: bridge, log });
 }
 
-test("the applier's line builder, fuzzed: no line carries a token that is not canonical; every refused entry names its lease", async () => {
+test("the applier's line builder, fuzzed: no line carries a token that is not canonical; every refused entry names its lease", { timeout: 60_000 }, async () => {
   const strings = hostileStrings(11, 600);
   const want: KernelState = { routes: [], neighs: [], fdb: [], policies: [] };
   strings.forEach((s, i) => {
@@ -107,7 +107,7 @@ test("the applier's line builder, fuzzed: no line carries a token that is not ca
   assert.ok(ip.lines().includes('ip route replace 10.5.251.0/24 via 192.0.2.7 dev eth0'), ip.lines().slice(0, 5).join('\n'));
 });
 
-test('iproute2 exiting on a line it cannot parse (-force or not): every other line of the batch is still applied, the bad one reported with its lease', async () => {
+test('iproute2 exiting on a line it cannot parse (-force or not): every other line of the batch is still applied, the bad one reported with its lease', { timeout: 60_000 }, async () => {
   const ns = `ftsbatch${process.pid % 10000}`;
   await run('ip', ['netns', 'add', ns], { check: true });
   try {
@@ -128,7 +128,7 @@ test('iproute2 exiting on a line it cannot parse (-force or not): every other li
 
 const native = loadNative();
 
-test('WireGuard rx worker: junk handshakes spend no budget (mac1 first); one source cannot spend the others\u2019; the hand-off is bounded', () => {
+test('WireGuard rx worker: junk handshakes spend no budget (mac1 first); one source cannot spend the others\u2019; the hand-off is bounded', { timeout: 60_000 }, () => {
   const ours = generateKeyPair();
   const table = new PeerTable(createPeerTableBuffers(16, 4));
   const counters = createWgCounterBuffer();
@@ -175,7 +175,7 @@ test('WireGuard rx worker: junk handshakes spend no budget (mac1 first); one sou
   assert.ok(readWgCounters(counters).dropHandshakeBacklog > 0);
 });
 
-test('per-source rate limiter: wireguard-go\u2019s 20/s with a burst of 5, bounded in sources', () => {
+test('per-source rate limiter: wireguard-go\u2019s 20/s with a burst of 5, bounded in sources', { timeout: 60_000 }, () => {
   const l = new SourceRateLimiter(20, 5, 3);
   let ok = 0;
   for (let i = 0; i < 100; i++) if (l.allow('a', 0)) ok++;
@@ -186,7 +186,7 @@ test('per-source rate limiter: wireguard-go\u2019s 20/s with a burst of 5, bound
   assert.equal(l.allow('d', 2000), true, 'idle buckets are swept');
 });
 
-test('a freed keypair keeps its keys until its slot leaves the quarantine', () => {
+test('a freed keypair keeps its keys until its slot leaves the quarantine', { timeout: 60_000 }, () => {
   const t = new PeerTable(createPeerTableBuffers(4, 2));
   t.writeKeypair(1, 0, 1, 2, Buffer.alloc(32, 9), Buffer.alloc(32, 8), true, 0);
   const gen = t.keypairGeneration(1);
@@ -198,7 +198,7 @@ test('a freed keypair keeps its keys until its slot leaves the quarantine', () =
   assert.deepEqual(Buffer.from(t.sendKeys.subarray(32, 64)), Buffer.alloc(32, 0));
 });
 
-test('key file: never through a symlink, refused when others may write it or it is not ours, made 0600 when others may read it', async () => {
+test('key file: never through a symlink, refused when others may write it or it is not ours, made 0600 when others may read it', { timeout: 60_000 }, async () => {
   const target = join(dir, 'elsewhere');
   await writeFile(target, generateKeyPair().privateKey.toString('base64') + '\n', { mode: 0o600 });
   const link = join(dir, 'wgkey-link');
@@ -221,7 +221,7 @@ test('key file: never through a symlink, refused when others may write it or it 
   assert.equal((await stat(fresh)).mode & 0o777, 0o600);
 });
 
-test('wg API socket: born 0600, never replaces a file that is not a socket, closes idle connections, refuses allowed_ip', async () => {
+test('wg API socket: born 0600, never replaces a file that is not a socket, closes idle connections, refuses allowed_ip', { timeout: 60_000 }, async () => {
   const sockDir = join(dir, 'wg');
   await mkdir(sockDir);
   await writeFile(join(sockDir, 'notasock.sock'), 'precious');
@@ -244,7 +244,7 @@ test('wg API socket: born 0600, never replaces a file that is not a socket, clos
   assert.equal(applySet(dev, [`public_key=${'a'.repeat(64)}`, 'replace_allowed_ips=true']), 1);
 });
 
-test('/healthz answers which component is unhealthy, not its details; requests and connections are bounded', async () => {
+test('/healthz answers which component is unhealthy, not its details; requests and connections are bounded', { timeout: 60_000 }, async () => {
   const health = new Health();
   health.report('aws-vpc', 'cannot write route in rtb-0secret: UnauthorizedOperation for arn:aws:iam::123456789012:role/x');
   const server = await startHealthz('127.0.0.1', 0, new Metrics(), health);
@@ -268,7 +268,7 @@ test('/healthz answers which component is unhealthy, not its details; requests a
   }
 });
 
-test('exclusive holds: a path (flock, machine-wide) and a device name (per network namespace), released on release or death', async () => {
+test('exclusive holds: a path (flock, machine-wide) and a device name (per network namespace), released on release or death', { timeout: 60_000 }, async () => {
   const { holdPath, holdDevice, LockHeldError } = await import('../../src/native/exclusive-lock.js');
   const p = join(dir, 'run-ipsec');
   const a = holdPath(p, 'the ipsec run directory', 'FLANNEL_IPSEC_RUN_DIR');
@@ -281,7 +281,15 @@ test('exclusive holds: a path (flock, machine-wide) and a device name (per netwo
   await (await holdDevice(`ftsdev${process.pid}`, 'network namespace')).release();
   // A holder killed with SIGKILL: the kernel releases its lock.
   const child = (await import('node:child_process')).spawn(process.execPath, ['-e', `import('${new URL('../../src/native/exclusive-lock.js', import.meta.url).href}').then((m) => { m.holdPath(${JSON.stringify(p)}, 'x', 'Y'); console.log('held'); setInterval(() => {}, 1000); })`], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.once('data', () => resolve());
+      child.once('exit', (code) => reject(new Error(`the holder exited (${code}) before taking the lock`)));
+    });
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
   assert.throws(() => holdPath(p, 'x', 'Y'), LockHeldError);
   child.kill('SIGKILL');
   await new Promise((r) => child.once('exit', r));

@@ -119,7 +119,7 @@ test('kernel path, Mode separate, dual stack, as a recorded plan: two links, /32
   transcript.length = 0;
   await be.handleEvents([{ type: 'added', lease: dual() }]);
   assert.deepEqual(
-    transcript.map((l) => l.replace(/\/\S*\.(flannel-wg(?:-v6)?)\.\d+\.conf/, '/<$1>')),
+    transcript.map((l) => l.replace(/\/\S*\.(flannel-wg(?:-v6)?)\.\d+\.[0-9a-f]+\.conf/, '/<$1>')),
     ['wg syncconf flannel-wg /<flannel-wg>', 'wg syncconf flannel-wg-v6 /<flannel-wg-v6>'],
   );
   transcript.length = 0;
@@ -143,7 +143,10 @@ test('kernel path start: each device as flannel configures it (plan)', async () 
     await be.prepare();
     transcript.length = 0;
     await be.start(own);
-    return transcript.map((l) => l.replace(/\/\S*\.(flannel-wg(?:-v6)?)\.\d+\.conf/, '/<conf>'));
+    const planned = transcript.map((l) => l.replace(/\/\S*\.(flannel-wg(?:-v6)?)\.\d+\.[0-9a-f]+\.conf/, '/<conf>'));
+    // It holds the key file until it stops.
+    await be.stop();
+    return planned;
   };
   const device = (name: string, v4: boolean, v6: boolean) => [
     `ip -d -json link show dev ${name}`,
@@ -165,7 +168,12 @@ test('userspace path: every Mode makes the devices flannel makes, each carrying 
     const c = ctx(config);
     const be = new WireGuardBackend(c, parseWireGuardOptions(c.backendConfig), { keyFile: join(dir, 'us.key'), impl: 'userspace', socketDir: dir });
     await be.prepare();
-    return be.userspaceDevices.map((d) => ({ name: d.udp.tunName, pods: `${d.udp.pods.ipv4 ? '4' : ''}${d.udp.pods.ipv6 ? '6' : ''}`, endpoints: d.udp.endpointMode, port: d.udp.config.port }));
+    try {
+      return be.userspaceDevices.map((d) => ({ name: d.udp.tunName, pods: `${d.udp.pods.ipv4 ? '4' : ''}${d.udp.pods.ipv6 ? '6' : ''}`, endpoints: d.udp.endpointMode, port: d.udp.config.port }));
+    } finally {
+      // It holds the key file until it stops.
+      await be.stop();
+    }
   };
   const mode = (m: string, base: Record<string, unknown> = DUAL) => devicesOf({ ...base, Backend: { Type: 'wireguard', Mode: m } });
   assert.deepEqual(await devicesOf(DUAL), [
