@@ -102,6 +102,9 @@ export class IpRoute implements IpRunner, BatchRunner {
         }
         resolve({ stdout, stderr, error: new IpCommandError(args, stderr || e.message, typeof e.code === 'number' ? e.code : null, this.program), missingProgram: false });
       });
+      // A program that exits before reading all of its input (ip on a line it cannot parse) closes
+      // the pipe under us: EPIPE here is not ours to throw, its exit status reports the failure.
+      child.stdin?.on('error', () => {});
       if (input !== undefined) child.stdin?.end(input);
     });
   }
