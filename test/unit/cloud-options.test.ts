@@ -94,3 +94,34 @@ test('metadata replies are bounded in size', async () => {
 test('gce route names as flannel makes them', () => {
   assert.equal(gceRouteName('10.20.5.0/24'), 'flannel-10-20-5-0-24');
 });
+
+test('EC2 replies are bounded in size: the raw body is cut before the SDK buffers it', async () => {
+  const { createServer } = await import('node:http');
+  const { EC2Client, DescribeRouteTablesCommand } = await import('@aws-sdk/client-ec2');
+  const { boundAwsResponses, API_BODY_LIMIT } = await import('../../src/backend/cloud/body-limit.js');
+  let sent = 0;
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/xml' });
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    const pump = () => {
+      while (sent < 4 * API_BODY_LIMIT) {
+        sent += chunk.length;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+      res.end();
+    };
+    res.on('close', () => res.destroy());
+    pump();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  try {
+    const client = new EC2Client({ region: 'eu-west-1', endpoint: `http://127.0.0.1:${(server.address() as { port: number }).port}`, maxAttempts: 1, credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'x' } });
+    boundAwsResponses(client.middlewareStack as never, 'EC2');
+    await assert.rejects(client.send(new DescribeRouteTablesCommand({})), /EC2 answered with more than 8388608 bytes/);
+    assert.ok(sent < 4 * API_BODY_LIMIT, `the reply was cut off, not read to its end (${sent} bytes sent)`);
+    client.destroy();
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
+});

@@ -23,6 +23,7 @@ import {
   type InstanceNetworkInterface,
 } from '@aws-sdk/client-ec2';
 import type { Logger } from '../../log.js';
+import { boundAwsResponses, type MiddlewareStackLike } from '../cloud/body-limit.js';
 import { CloudError, type CloudIdentity, type CloudRoute, type RouteCloud } from '../cloud/types.js';
 import type { CloudCounters } from '../cloud/counters.js';
 import { InstanceMetadata } from './imds.js';
@@ -70,7 +71,10 @@ export class Ec2Routes implements RouteCloud {
       process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
       this.opts.log.debug('AWS SDK releases after January 2027 need Node 22; this build pins one that runs on Node 20');
     }
-    this.client ??= new EC2Client({ region, endpoint: this.opts.ec2Endpoint, maxAttempts: 1 });
+    if (!this.client) {
+      this.client = new EC2Client({ region, endpoint: this.opts.ec2Endpoint, maxAttempts: 1 });
+      boundAwsResponses(this.client.middlewareStack as unknown as MiddlewareStackLike, 'EC2');
+    }
     const ours = await this.findInterface(instanceId);
     this.ours = ours;
     const tables = this.opts.routeTables.length > 0 ? this.opts.routeTables : [await this.detectRouteTable(ours)];

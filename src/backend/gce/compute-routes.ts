@@ -11,6 +11,7 @@
  */
 import { auth as googleAuth, compute_v1 } from '@googleapis/compute';
 import type { Logger } from '../../log.js';
+import { API_BODY_LIMIT } from '../cloud/body-limit.js';
 import { CloudError, type CloudIdentity, type CloudRoute, type RouteCloud } from '../cloud/types.js';
 import type { CloudCounters } from '../cloud/counters.js';
 import { GceMetadata } from './metadata.js';
@@ -58,7 +59,7 @@ export class ComputeRoutes implements RouteCloud {
     const instanceName = await this.metadata.get('instance/name');
     const network = await this.metadata.getName('instance/network-interfaces/0/network');
     this.project = project;
-    this.api ??= new compute_v1.Compute({ auth: this.authClient(), rootUrl: this.opts.computeEndpoint ? `${this.opts.computeEndpoint}/` : undefined, retry: false } as compute_v1.Options);
+    this.api ??= new compute_v1.Compute({ auth: this.authClient(), rootUrl: this.opts.computeEndpoint ? `${this.opts.computeEndpoint}/` : undefined, retry: false, maxContentLength: API_BODY_LIMIT } as compute_v1.Options);
     const api = this.api;
     const net = await this.call('networks.get', () => api.networks.get({ project, network }));
     const inst = await this.call('instances.get', () => api.instances.get({ project, zone, instance: instanceName }));
