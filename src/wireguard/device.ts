@@ -20,7 +20,7 @@ import { KeypairFlag, NO_KEYPAIR, PeerTable, SentBytesBy } from './peer-table.js
 import { WgCounter } from './counters.js';
 import { randomBytes } from 'node:crypto';
 import { IPV4_ENDPOINTS, type EndpointCodec, type UapiDevice, type UapiPeer } from './uapi.js';
-import { SourceRateLimiter } from './ratelimiter.js';
+import { SourceRateLimiter, sourceKey6 } from './ratelimiter.js';
 import { monotonicMs } from './clock.js';
 import { slotOfIndex } from './peer-table.js';
 
@@ -247,7 +247,7 @@ export class WireGuardDevice implements UapiDevice {
         return;
       }
       // mac2 proves the source address is real: limit each one, as wireguard-go does.
-      if (!this.limiter.allow(source.subarray(0, source.length - 2).toString('hex'), this.now())) {
+      if (!this.limiter.allow(source6 ? sourceKey6(source6) : addr >>> 0, this.now())) {
         s[WgCounter.dropHandshakeRateLimited]! += 1;
         return;
       }

@@ -53,3 +53,8 @@ export class SourceRateLimiter {
     return this.buckets.size;
   }
 }
+
+/** An IPv6 source's key: its /64, as wireguard-go's ratelimiter (one host may hold a whole /64). */
+export function sourceKey6(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, 8).toString('hex');
+}

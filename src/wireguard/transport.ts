@@ -25,7 +25,7 @@ import { COUNTER_LIMIT, KeypairFlag, NO_KEYPAIR, PeerTable, SentBytesBy, slotOfI
 import { ReplayWindow } from './replay.js';
 import { WgCounter, wgCounterRegion, WG_REGION_RX, WG_REGION_TX } from './counters.js';
 import { CookieChecker } from './cookie.js';
-import { SourceRateLimiter } from './ratelimiter.js';
+import { SourceRateLimiter, sourceKey6 } from './ratelimiter.js';
 import { monotonicMs } from './clock.js';
 
 /** Handshake datagrams per second handed to the main thread, all sources together; more are dropped before any DH. */
@@ -349,9 +349,4 @@ export class WireGuardTransport implements Encapsulation {
     this.roamNoted[p] = nowMs;
     this.post({ type: 'roam', peer: p, port, source6: sources6.slice(16 * i, 16 * i + 16) });
   }
-}
-
-/** A 16-byte source as a map key (one string per handshake datagram that passed mac1: rare). */
-function sourceKey6(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, 16).toString('hex');
 }
