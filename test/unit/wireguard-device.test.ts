@@ -147,6 +147,22 @@ function establish(a: Side, b: Side): void {
   deliver(a, b);
 }
 
+/**
+ * b under load: more handshake messages than UNDER_LOAD_PER_SECOND within
+ * the second, from many sources (the rx worker lets each source only a few
+ * a second; replies to them go nowhere here; replays of one initiation are
+ * cheapest), then a's own initiation delivered to b.
+ */
+function floodThenInitiate(a: Side, b: Side): void {
+  a.table.wantHandshake(0);
+  a.dev.tick();
+  const [init] = a.outbox.splice(0);
+  for (let i = 0; i < UNDER_LOAD_PER_SECOND + 5; i++) b.dev.handleHandshake(Buffer.from(init!.data), parseIP4('198.18.0.0') + i, 51820);
+  b.outbox.length = 0;
+  a.outbox.push({ ...init!, data: Buffer.from(init!.data) });
+  deliver(a, b);
+}
+
 function pair(now: () => number) {
   const a = side(A_ADDR, now);
   const b = side(B_ADDR, now);
@@ -248,15 +264,7 @@ test('under load, initiations get cookie replies; with the cookie as mac2 the ha
   const { a, b } = pair(now);
   // Load: more handshake messages than UNDER_LOAD_PER_SECOND within the second (garbage with a valid mac1 would do; replays of one are cheapest).
   a.dev.tick();
-  a.table.wantHandshake(0);
-  a.dev.tick();
-  const [init] = a.outbox.splice(0);
-  // The flood comes from many sources (the rx worker lets each source only a few a second);
-  // replies to them go nowhere here. Then the real one, from a: answered with a cookie.
-  for (let i = 0; i < UNDER_LOAD_PER_SECOND + 5; i++) b.dev.handleHandshake(Buffer.from(init!.data), parseIP4('198.18.0.0') + i, 51820);
-  b.outbox.length = 0;
-  a.outbox.push({ ...init!, data: Buffer.from(init!.data) });
-  deliver(a, b);
+  floodThenInitiate(a, b);
   const cb = readWgCounters(b.counters);
   assert.ok(cb.cookieRepliesSent >= 5, `cookie replies: ${cb.cookieRepliesSent}`);
   assert.ok(cb.responsesSent <= 1, 'no DH work for the flood');
@@ -504,14 +512,8 @@ test('under load, mac2-proven initiations are limited per source (wireguard-go\u
   let t = 1_700_000_400_000;
   const now = () => t;
   const { a, b } = pair(now);
-  a.table.wantHandshake(0);
-  a.dev.tick();
-  const [init] = a.outbox.splice(0);
   // Load from elsewhere, then b asks a for a cookie; a's retries then carry a valid mac2.
-  for (let i = 0; i < UNDER_LOAD_PER_SECOND + 5; i++) b.dev.handleHandshake(Buffer.from(init!.data), parseIP4('198.18.0.0') + i, 51820);
-  b.outbox.length = 0;
-  a.outbox.push({ ...init!, data: Buffer.from(init!.data) });
-  deliver(a, b);
+  floodThenInitiate(a, b);
   const reply = b.outbox.filter((m) => m.data[0] === 3).pop()!;
   b.outbox.length = 0;
   b.outbox.push(reply);
