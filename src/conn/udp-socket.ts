@@ -45,7 +45,7 @@ export interface UdpSocketOptions {
   gro?: boolean;
   /**
    * The fd is an IPv6 socket and addrs name endpoints by id, the index of
-   * their address in this table (backend/udp/endpoints6.ts); received
+   * their address in this table (dataplane/endpoints6.ts); received
    * datagrams report their sources in batch.sources6.
    */
   endpoints6?: Uint8Array;

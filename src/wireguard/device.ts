@@ -64,7 +64,7 @@ export interface DeviceOptions {
   /**
    * The dataplane's addon and UDP socket (it changes when the dataplane
    * restarts; null while down); on an IPv6 socket the endpoint table that
-   * peer addresses are ids into (backend/udp/endpoints6.ts).
+   * peer addresses are ids into (dataplane/endpoints6.ts).
    */
   socket: () => { addon: NativeAddon; fd: number; endpoints6?: Uint8Array } | null;
   /** How peer addresses are written and read by `wg` (default IPv4). */
