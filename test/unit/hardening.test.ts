@@ -295,3 +295,17 @@ test('exclusive holds: a path (flock, machine-wide) and a device name (per netwo
   await new Promise((r) => child.once('exit', r));
   await (holdPath(p, 'x', 'Y')).release();
 });
+
+test('X25519 key pairs by the thousand never hang the thread (Node 20 deadlocks exporting a freshly generated KeyObject during GC)', { timeout: 120_000 }, async () => {
+  // Every handshake makes an ephemeral pair on the daemon's main thread. The old export hung within 5,000 pairs here.
+  const { spawn } = await import('node:child_process');
+  const mod = new URL('../../src/wireguard/primitives.js', import.meta.url).href;
+  const child = spawn(process.execPath, ['-e', `import('${mod}').then((m) => { let x = 0; for (let i = 0; i < 20000; i++) x ^= m.generateKeyPair().publicKey[0]; m.publicKeyOf(m.generateKeyPair().privateKey); console.log('done', x >= 0); })`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+  const code = await new Promise((r) => child.once('exit', r));
+  clearTimeout(timer);
+  assert.equal(code, 0, 'the child finished (a SIGKILL after 90 s means it hung)');
+  assert.match(out, /^done true/);
+});
