@@ -82,7 +82,7 @@ export interface DataplaneOptions {
   onRestart?: () => void;
   /** How routeList shows a peer id (default: the endpoint it is). */
   describePeer?: (peer: number) => string;
-  /** The peer id routes to a lease's subnets name (default: its endpoint's id, endpointOf). null: not routed. */
+  /** The peer id routes to a lease's subnets name (default: the id of its PublicIP, or PublicIPv6 with IPv6 endpoints). null: not routed. */
   peerIdOf?: (lease: Lease) => number | null;
   /** The backend this dataplane serves, when not udp: names its metrics (flannel_<component>_...) and log lines. */
   component?: string;
@@ -109,8 +109,6 @@ export interface DataplaneOptions {
    * PublicIP that is another local address still reaches it).
    */
   bindAny?: boolean;
-  /** The address a lease's host is reached at (default PublicIP, PublicIPv6 with 'ipv6' endpoints); null: none. */
-  endpointOf?: (lease: Lease) => string | null;
 }
 
 export type EndpointMode = 'ipv4' | 'ipv6' | 'dual';
@@ -443,7 +441,7 @@ export class UserspaceDataplane {
   /** The peer id a lease's subnets are routed to: the encapsulation's (peerIdOf), else its endpoint's id; null when it has none. */
   private peerOf(lease: Lease): number | null {
     if (this.opts.peerIdOf) return this.opts.peerIdOf(lease);
-    const text = this.opts.endpointOf ? this.opts.endpointOf(lease) : this.endpointMode === 'ipv4' ? lease.attrs.publicIP : lease.attrs.publicIPv6;
+    const text = this.endpointMode === 'ipv4' ? lease.attrs.publicIP : lease.attrs.publicIPv6;
     if (!text) return null;
     try {
       return this.endpointId(text);

@@ -18,6 +18,7 @@ import type { TransportNote } from '../../wireguard/transport.js';
 import { publicKeyOf } from '../../wireguard/primitives.js';
 import { holdPath, type Hold } from '../../native/exclusive-lock.js';
 import { mkdirSync } from 'node:fs';
+import { formatIP4 } from '../../net/ipaddr.js';
 import { join } from 'node:path';
 import { WireGuardDevice } from '../../wireguard/device.js';
 import { createPeerTableBuffers, PeerTable } from '../../wireguard/peer-table.js';
@@ -105,9 +106,11 @@ export class UserspaceWireGuard {
         const v = peerOf(lease, spec, { extAddr: ctx.extIface.extAddr, extAddr6: ctx.extIface.extAddr6 });
         return 'peer' in v ? (this.device?.slotOf(v.peer.publicKey) ?? null) : null;
       },
+      // routeList shows the address the key's peer is reached at now.
       describePeer: (slot) => {
         const p = this.device?.peerInSlot(slot);
-        return p ? this.device!.endpoints.format(p.addr, p.port).replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') : `peer ${slot}`;
+        if (!p) return `peer ${slot}`;
+        return this.udp.endpoints6 ? this.udp.endpoints6.text(p.addr) : formatIP4(p.addr);
       },
       encapsulation: {
         module: new URL('../../wireguard/transport.js', import.meta.url).href,
