@@ -87,6 +87,8 @@ export class WireGuardDevice implements UapiDevice {
   private readonly checker: CookieChecker;
   private readonly peers_ = new Map<string, Peer>();
   private readonly byPendingIndex = new Map<number, Peer>();
+  /** Peers by their slot in the table (what the workers and the keypairs name them by). */
+  private readonly bySlot = new Map<number, Peer>();
   private readonly freePeerSlots: number[] = [];
   private readonly freeKeypairs: number[] = [];
   private readonly quarantine: { slot: number; since: number }[] = [];
@@ -128,18 +130,20 @@ export class WireGuardDevice implements UapiDevice {
       }
       this.opts.table.setPeer(slot, cfg.addr, cfg.port, false);
       this.opts.table.setPeer(slot, cfg.addr, cfg.port, true);
-      this.peers_.set(hex, { slot, cfg, cookies: new CookieGenerator(cfg.publicKey), pending: null, lastTimestamp: null, lastInitiationMs: 0, lastHandshakeMs: 0, noReplyFiredFor: 0, oldKeyFiredFor: 0 });
+      const added: Peer = { slot, cfg, cookies: new CookieGenerator(cfg.publicKey), pending: null, lastTimestamp: null, lastInitiationMs: 0, lastHandshakeMs: 0, noReplyFiredFor: 0, oldKeyFiredFor: 0 };
+      this.peers_.set(hex, added);
+      this.bySlot.set(slot, added);
     }
     this.opts.table.bump();
   }
 
   private removePeer(hex: string, peer: Peer): void {
     const t = this.opts.table;
-    const keypairs = [t.current(peer.slot), t.previous(peer.slot), t.next(peer.slot), peer.pending?.slot ?? NO_KEYPAIR];
+    const held = this.keypairsOf(peer);
     t.setPeer(peer.slot, 0, 0, false);
-    for (const k of keypairs) this.freeKeypair(k);
-    if (peer.pending) this.byPendingIndex.delete(peer.pending.state.localIndex);
+    this.releaseKeypairs(peer, held);
     this.peers_.delete(hex);
+    this.bySlot.delete(peer.slot);
     // Reused last: a route table still naming the slot until its next publish must not reach a new peer.
     this.freePeerSlots.unshift(peer.slot);
   }
@@ -329,7 +333,7 @@ export class WireGuardDevice implements UapiDevice {
     if (!peer) {
       const t = this.opts.table;
       const k = slotOfIndex(index, t.keypairCapacity);
-      if (k >= 0 && t.keypairValid(k) && t.localIndex(k) === index) peer = [...this.peers_.values()].find((p) => p.slot === t.keypairPeer(k));
+      if (k >= 0 && t.keypairValid(k) && t.localIndex(k) === index) peer = this.bySlot.get(t.keypairPeer(k));
     }
     if (peer && peer.cookies.consumeReply(msg, this.now())) this.opts.stats[WgCounter.cookieRepliesReceived]! += 1;
     else this.opts.stats[WgCounter.dropBadMac]! += 1;
@@ -348,7 +352,8 @@ export class WireGuardDevice implements UapiDevice {
 
   /** A transport packet of the peer in `slot` came from addr:port (the rx worker's note, IPv6 sockets). */
   roamSlot(slot: number, addr: number, port: number): void {
-    for (const peer of this.peers_.values()) if (peer.slot === slot) return this.roamTo(peer, addr, port);
+    const peer = this.bySlot.get(slot);
+    if (peer) this.roamTo(peer, addr, port);
   }
 
   /**
@@ -359,17 +364,26 @@ export class WireGuardDevice implements UapiDevice {
   dropAllKeypairs(): void {
     const t = this.opts.table;
     for (const peer of this.peers_.values()) {
-      for (const k of [t.current(peer.slot), t.previous(peer.slot), t.next(peer.slot)]) {
-        t.dropKeypair(peer.slot, k);
-        this.freeKeypair(k);
-      }
-      if (peer.pending) {
-        this.byPendingIndex.delete(peer.pending.state.localIndex);
-        this.freeKeypair(peer.pending.slot);
-        peer.pending = null;
-      }
+      const held = this.keypairsOf(peer);
+      t.setKeypairs(peer.slot, NO_KEYPAIR, NO_KEYPAIR, NO_KEYPAIR);
+      this.releaseKeypairs(peer, held);
     }
     t.bump();
+  }
+
+  /** The keypair slots the table's peer refers to: current, previous, next. */
+  private keypairsOf(peer: Peer): number[] {
+    const t = this.opts.table;
+    return [t.current(peer.slot), t.previous(peer.slot), t.next(peer.slot)];
+  }
+
+  /** Free `held` (no longer referred to by the table) and the peer's pending handshake. */
+  private releaseKeypairs(peer: Peer, held: number[]): void {
+    for (const k of held) this.freeKeypair(k);
+    if (!peer.pending) return;
+    this.byPendingIndex.delete(peer.pending.state.localIndex);
+    this.freeKeypair(peer.pending.slot);
+    peer.pending = null;
   }
 
   // ---- timers ----
@@ -435,8 +449,8 @@ export class WireGuardDevice implements UapiDevice {
 
   /** The current endpoint of the peer in `slot` (diagnostics). */
   peerInSlot(slot: number): { addr: number; port: number } | null {
-    for (const p of this.peers_.values()) if (p.slot === slot) return { addr: this.opts.table.endpointAddr(slot), port: this.opts.table.endpointPort(slot) };
-    return null;
+    if (!this.bySlot.has(slot)) return null;
+    return { addr: this.opts.table.endpointAddr(slot), port: this.opts.table.endpointPort(slot) };
   }
 
   /** Peers with a keypair usable for sending. */
