@@ -40,14 +40,19 @@ export const FLAGS: FlagSpec[] = [
   { name: 'iptables-resync', key: 'iptablesResync', kind: 'int', def: '5', usage: 'resync period for iptables rules, in seconds' },
   { name: 'iptables-forward-rules', key: 'iptablesForwardRules', kind: 'bool', def: 'true', usage: 'add default accept rules to FORWARD chain in iptables' },
   { name: 'log-level', key: 'logLevel', kind: 'string', def: 'info', usage: 'debug, info, warn or error' },
+  { name: 'kube-subnet-mgr', key: 'kubeSubnetMgr', kind: 'bool', def: 'false', usage: 'contact the Kubernetes API for subnet assignment instead of etcd' },
+  { name: 'kube-api-url', key: 'kubeApiUrl', kind: 'string', def: '', usage: 'Kubernetes API server URL. Does not need to be specified if flannel is running in a pod' },
+  { name: 'kubeconfig-file', key: 'kubeconfigFile', kind: 'string', def: '', usage: 'kubeconfig file location. Does not need to be specified if flannel is running in a pod' },
+  { name: 'kube-annotation-prefix', key: 'kubeAnnotationPrefix', kind: 'string', def: 'flannel.alpha.coreos.com', usage: 'Kubernetes annotation prefix. Can contain single slash "/", otherwise it will be appended at the end' },
+  { name: 'net-config-path', key: 'netConfigPath', kind: 'string', def: '/etc/kube-flannel/net-conf.json', usage: 'path to the network configuration file (Kubernetes mode)' },
+  { name: 'set-node-network-unavailable', key: 'setNodeNetworkUnavailable', kind: 'bool', def: 'true', usage: 'set NodeNetworkUnavailable to False on this node once ready (Kubernetes mode)' },
   { name: 'dry-run', key: 'dryRun', kind: 'bool', def: 'false', usage: "print the ip/bridge commands a kernel backend would run for the current leases, change nothing, exit (needs this host's lease in the store)" },
   { name: 'version', key: 'version', kind: 'bool', def: 'false', usage: 'print version and exit' },
   { name: 'help', key: 'help', kind: 'bool', def: 'false', usage: 'print this help and exit' },
 ];
 
 /** Flags flannel has that we accept for drop-in compatibility but do not act on. */
-const ACCEPTED_IGNORED = new Set(['v', 'logtostderr', 'alsologtostderr', 'stderrthreshold', 'log_dir', 'vmodule', 'net-config-path', 'set-node-network-unavailable']);
-const UNSUPPORTED = new Set(['kube-subnet-mgr', 'kube-api-url', 'kube-annotation-prefix', 'kubeconfig-file']);
+const ACCEPTED_IGNORED = new Set(['v', 'logtostderr', 'alsologtostderr', 'stderrthreshold', 'log_dir', 'vmodule']);
 
 export class UsageError extends Error {
   constructor(message: string) {
@@ -95,7 +100,6 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
       continue;
     }
     if (ACCEPTED_IGNORED.has(name)) continue;
-    if (UNSUPPORTED.has(name)) throw new UsageError(`--${name} is not supported by flannel-ts: use etcd (--etcd-endpoints) or the embedded store (--local-store)`);
     const spec = byName.get(name);
     if (!spec) throw new UsageError(`unknown flag --${name} (see flanneld --help)`);
     if (value === undefined && spec.kind !== 'bool') {
@@ -126,6 +130,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
   }
   if (out.healthzPort < 0 || out.healthzPort > 65535) throw new UsageError(`--healthz-port must be 0..65535, got ${out.healthzPort}`);
   if (!['debug', 'info', 'warn', 'error'].includes(out.logLevel)) throw new UsageError(`--log-level must be debug, info, warn or error, got "${out.logLevel}"`);
+  if (out.kubeSubnetMgr && out.localStore) throw new UsageError('--kube-subnet-mgr and --local-store name two subnet stores: pick one');
   for (const re of out.ifaceRegex) {
     try {
       new RegExp(re);

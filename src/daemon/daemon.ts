@@ -17,7 +17,8 @@ import { ConfigNotFoundError, DEFAULT_LEASE_TTL_SECONDS, KvSubnetManager, descri
 import { StoreUnavailableError } from '../subnet/kv.js';
 import { openStore } from '../subnet/open-store.js';
 import { readPreviousSubnets, renderSubnetEnv, writeSubnetEnv } from '../subnet/subnet-env.js';
-import { LeaseLostError, type Lease, type LeaseEvent, type LeaseWatchHandle } from '../subnet/types.js';
+import { LeaseLostError, type Lease, type LeaseEvent, type LeaseWatchHandle, type SubnetManager } from '../subnet/types.js';
+import { Readiness } from '../metrics/readiness.js';
 import { Metrics } from '../metrics/registry.js';
 import { startHealthz } from '../metrics/healthz.js';
 import { Health } from '../metrics/health.js';
@@ -40,6 +41,10 @@ export interface DaemonSettings {
   dataplane?: DataplaneOptions;
   /** Where backend types come from (default: the built-in ones). */
   backends?: BackendRegistry;
+  /** Kubernetes mode: NODE_NAME, POD_NAME/POD_NAMESPACE, KUBERNETES_SERVICE_HOST/PORT (default: process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Kubernetes mode: backoff while waiting for the API server (tests shorten it). */
+  kubeBackoffMs?: { initial: number; max: number };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -119,7 +124,9 @@ export class Daemon {
   private watch: LeaseWatchHandle | null = null;
   private healthz: Server | null = null;
   private renewTimer: NodeJS.Timeout | null = null;
-  private sm: KvSubnetManager | null = null;
+  private sm: SubnetManager | null = null;
+  /** What /readyz answers: why the daemon is not serving yet (null once running). */
+  readonly readiness = new Readiness();
   /** The masquerade/forward rules kept in place: iptables rules, or an nftables table (EnableNFTables). */
   private firewall: { teardown(): Promise<void> } | null = null;
   private eventChain: Promise<void> = Promise.resolve();
@@ -164,16 +171,27 @@ export class Daemon {
   async start(): Promise<void> {
     const opts = this.opts;
     setLogLevel(opts.logLevel as LogLevel);
-    const extIface = await selectExternalInterface(opts).catch((err: Error) => {
+    const metrics = new Metrics();
+    const health = new Health();
+    // Up first, so probes see a daemon that waits (for the API server, a podCIDR) as alive but not ready.
+    if (opts.healthzPort > 0) {
+      this.healthz = await startHealthz(opts.healthzIP, opts.healthzPort, metrics, health, this.readiness);
+      log.info('healthz listening', { addr: `${opts.healthzIP}:${opts.healthzPort}` });
+    }
+
+    const sm = await this.openSubnetManager();
+    this.sm = sm;
+    log.info('subnet store', { store: sm.name });
+    await sm.start?.();
+    if (this.stopping) throw new Error('stopped while starting');
+
+    // An operator's address for this host kept in the store (Kubernetes: node-public-ip) stands in for --public-ip.
+    const stored = (await sm.storedPublicIPs?.()) ?? {};
+    const ifaceOpts = { ...opts, publicIP: opts.publicIP || stored.publicIP || '', publicIPv6: opts.publicIPv6 || stored.publicIPv6 || '' };
+    const extIface = await selectExternalInterface(ifaceOpts).catch((err: Error) => {
       throw new FatalError(err.message);
     });
     log.info('using interface', { iface: extIface.name, addr: extIface.ifaceAddr, publicIP: extIface.extAddr, mtu: extIface.mtu });
-
-    const store = await openStore(opts);
-    // --etcd-prefix applies to the embedded store too, so both stores share one layout.
-    this.sm = new KvSubnetManager({ store, prefix: opts.etcdPrefix, ttlSeconds: this.settings.leaseTtlSeconds, backendTypes: this.backends.types() });
-    log.info('subnet store', { store: this.sm.name });
-    const sm = this.sm;
 
     let config: NetworkConfig;
     try {
@@ -184,8 +202,6 @@ export class Daemon {
     }
     log.info('network config', { backend: config.backendType, network: config.network ? formatIP4Net(config.network) : undefined });
 
-    const metrics = new Metrics();
-    const health = new Health();
     const factory = await this.backends.factory(config.backendType);
     const backend = await factory({
       config,
@@ -209,6 +225,7 @@ export class Daemon {
     const lease = await whileUnavailable('acquiring a lease', () => sm.acquireLease(attrs, previous), () => this.stopping);
     this.lease = lease;
 
+    this.readiness.set('starting the backend');
     await backend.start(lease);
     await writeSubnetEnv(opts.subnetFile, renderSubnetEnv(config, lease, backend.mtu(), opts.ipMasq));
     log.info('wrote subnet file', { path: opts.subnetFile, subnet: describe(lease), mtu: backend.mtu() });
@@ -235,11 +252,6 @@ export class Daemon {
       }
     }
 
-    if (opts.healthzPort > 0) {
-      this.healthz = await startHealthz(opts.healthzIP, opts.healthzPort, metrics, health);
-      log.info('healthz listening', { addr: `${opts.healthzIP}:${opts.healthzPort}` });
-    }
-
     const watch = await sm.watchLeases(lease, config, {
       onEvents: (events) => this.enqueueEvents(events),
       onOwnLeaseRemoved: () => this.restoreOwnLease(),
@@ -253,7 +265,35 @@ export class Daemon {
     this.flushEvents();
     await this.eventChain;
     this.scheduleRenew();
+    this.readiness.set(null);
+    sm.announceUp?.();
     log.info('running');
+  }
+
+  /** Kubernetes Node objects (--kube-subnet-mgr), else etcd or the embedded store under --etcd-prefix. */
+  private async openSubnetManager(): Promise<SubnetManager> {
+    const opts = this.opts;
+    if (opts.kubeSubnetMgr) {
+      const { KubeSubnetManager } = await import('../subnet/kube/manager.js');
+      try {
+        return new KubeSubnetManager({
+          apiUrl: opts.kubeApiUrl,
+          kubeconfigFile: opts.kubeconfigFile,
+          annotationPrefix: opts.kubeAnnotationPrefix,
+          netConfPath: opts.netConfigPath,
+          setNodeNetworkUnavailable: opts.setNodeNetworkUnavailable,
+          env: this.settings.env ?? process.env,
+          readiness: this.readiness,
+          backendTypes: this.backends.types(),
+          ...(this.settings.kubeBackoffMs ? { backoffMs: this.settings.kubeBackoffMs } : {}),
+        });
+      } catch (err) {
+        throw new FatalError((err as Error).message);
+      }
+    }
+    const store = await openStore(opts);
+    // --etcd-prefix applies to the embedded store too, so both stores share one layout.
+    return new KvSubnetManager({ store, prefix: opts.etcdPrefix, ttlSeconds: this.settings.leaseTtlSeconds, backendTypes: this.backends.types() });
   }
 
   /**

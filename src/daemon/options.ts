@@ -25,6 +25,14 @@ export interface DaemonOptions {
   iptablesResync: number;
   iptablesForwardRules: boolean;
   logLevel: string;
+  /** Leases are Kubernetes Node objects (flannel's --kube-subnet-mgr); no etcd. */
+  kubeSubnetMgr: boolean;
+  kubeApiUrl: string;
+  kubeconfigFile: string;
+  kubeAnnotationPrefix: string;
+  /** The network config file in Kubernetes mode (the ConfigMap's net-conf.json). */
+  netConfigPath: string;
+  setNodeNetworkUnavailable: boolean;
   /** Print what a kernel backend would change, change nothing. */
   dryRun: boolean;
   version: boolean;

@@ -7,7 +7,7 @@
  * options, split the batch, or end it; lease text (PublicIP, VtepMAC) is
  * written by any host with store access.
  */
-import { formatIP4, formatIP4Net, formatIP6, parseIP4, parseIP4Net, parseIP6 } from './ipaddr.js';
+import { formatIP4, formatIP4Net, formatIP6, formatIP6Net, parseIP4, parseIP4Net, parseIP6, parseIP6Net } from './ipaddr.js';
 
 /** Whether formatting the parsed text gives the text back. */
 function formatsBack<T>(text: string, parse: (t: string) => T, format: (v: T) => string): boolean {
@@ -25,6 +25,9 @@ export const isCanonicalIP6 = (text: string): boolean => formatsBack(text, parse
 
 /** "10.5.3.0/24": a network address with its length, as formatIP4Net writes it. */
 export const isCanonicalNet4 = (text: string): boolean => formatsBack(text, parseIP4Net, formatIP4Net);
+
+/** "fd00:10:244:1::/64": an IPv6 network address with its length, RFC 5952. */
+export const isCanonicalNet6 = (text: string): boolean => formatsBack(text, parseIP6Net, formatIP6Net);
 
 /** A Linux interface name: 1-15 bytes, no whitespace or slash (the kernel's own rule, narrowed to what we create). */
 export function isDevName(text: string): boolean {

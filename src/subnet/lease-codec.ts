@@ -16,8 +16,26 @@ import type { Lease, LeaseAttrs } from './types.js';
 import { goField } from '../config/go-json.js';
 
 /** Why a lease was refused as malformed: a fixed list (a metric label). */
-export type MalformedReason = 'malformed_json' | 'malformed_public_ip' | 'malformed_public_ipv6' | 'malformed_backend_type' | 'malformed_key';
-export const MALFORMED_REASONS: readonly MalformedReason[] = ['malformed_json', 'malformed_public_ip', 'malformed_public_ipv6', 'malformed_backend_type', 'malformed_key'];
+export type MalformedReason =
+  | 'malformed_json'
+  | 'malformed_public_ip'
+  | 'malformed_public_ipv6'
+  | 'malformed_backend_type'
+  | 'malformed_key'
+  // Kubernetes mode: a node's annotations or podCIDRs (subnet/kube/node-lease.ts).
+  | 'malformed_backend_data'
+  | 'malformed_pod_cidr'
+  | 'other_backend_type';
+export const MALFORMED_REASONS: readonly MalformedReason[] = [
+  'malformed_json',
+  'malformed_public_ip',
+  'malformed_public_ipv6',
+  'malformed_backend_type',
+  'malformed_key',
+  'malformed_backend_data',
+  'malformed_pod_cidr',
+  'other_backend_type',
+];
 
 export class LeaseDecodeError extends Error {
   constructor(
@@ -37,7 +55,7 @@ export const canonicalIP4 = (text: unknown): string | null => (typeof text === '
 export const canonicalIP6 = (text: unknown): string | null => (typeof text === 'string' && isCanonicalIP6(text) ? text : null);
 
 /** flannel's backend type names are short lowercase words ("host-gw", "aws-vpc"); anything else is refused. */
-const BACKEND_TYPE_RE = /^[a-z0-9-]{1,32}$/;
+export const BACKEND_TYPE_RE = /^[a-z0-9-]{1,32}$/;
 
 export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
   // Property order matters only for byte-exact comparison with flannel's output.

@@ -61,6 +61,19 @@ export class LeaseLostError extends Error {
 
 export interface SubnetManager {
   readonly name: string;
+  /**
+   * Connect and wait until the store can be used (Kubernetes: the node
+   * list synced and our permissions granted). Absent: nothing to wait for.
+   */
+  start?(): Promise<void>;
+  /**
+   * Addresses an operator pinned for this host in the store (Kubernetes:
+   * the node-public-ip(v6) annotations), used as --public-ip(v6) when those
+   * flags are not given.
+   */
+  storedPublicIPs?(): Promise<{ publicIP?: string; publicIPv6?: string }>;
+  /** The daemon is up (subnet.env written, backend running); Kubernetes marks the node's network available. */
+  announceUp?(): void;
   getNetworkConfig(): Promise<NetworkConfig>;
   /**
    * The lease this host held before (the one carrying our PublicIP, looked

@@ -36,7 +36,8 @@ test('clear usage errors', () => {
   assert.throws(() => parseOptions(['--healthz-port=abc'], {}), /not an integer/);
   assert.throws(() => parseOptions(['--subnet-lease-renew-margin=0'], {}), /between 1 and 1439/);
   assert.throws(() => parseOptions(['--iface-regex=('], {}), /invalid --iface-regex/);
-  assert.throws(() => parseOptions(['--kube-subnet-mgr'], {}), /not supported/);
+  assert.equal(parseOptions(['--kube-subnet-mgr'], {}).kubeSubnetMgr, true);
+  assert.throws(() => parseOptions(['--kube-subnet-mgr', '--local-store', '/tmp/x'], {}), /two subnet stores/);
   assert.throws(() => parseOptions(['--etcd-prefix'], {}), /needs a value/);
   assert.throws(() => parseOptions(['stray'], {}), /unexpected argument/);
 });
