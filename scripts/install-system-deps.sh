@@ -28,6 +28,10 @@ charon_dir=/usr/lib/ipsec
 command -v swanctl >/dev/null 2>&1 || need+=(strongswan-swanctl)
 [ -e "$charon_dir/plugins/libstrongswan-openssl.so" ] || need+=(libstrongswan-standard-plugins)
 [ -e "$charon_dir/plugins/libstrongswan-kernel-libipsec.so" ] || need+=(libcharon-extra-plugins)
+# Kubernetes e2e: the CNI plugins flannel's CNI plugin delegates to (bridge,
+# host-local, portmap), and curl for the test API server's readiness check.
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -eq 0 ]; then
   echo "install-system-deps: everything present"
   exit 0

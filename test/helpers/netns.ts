@@ -23,6 +23,8 @@ export interface ExecOptions {
   input?: string;
   /** Throw when the exit code is not 0. */
   check?: boolean;
+  /** The command's environment (default: ours). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface TestHost {
@@ -187,7 +189,7 @@ export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs: number, wh
 /** Runs a command (in the root namespace) and collects its output; never throws unless check. */
 export function run(cmd: string, args: string[], opts: ExecOptions & { onSpawn?: (c: ChildProcess) => void } = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
-    const child = spawnChild(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawnChild(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...(opts.env ? { env: opts.env } : {}) });
     opts.onSpawn?.(child);
     let stdout = '';
     let stderr = '';

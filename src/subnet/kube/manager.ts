@@ -84,7 +84,17 @@ export class KubeSubnetManager implements SubnetManager {
     this.keys = annotationKeys(opts.annotationPrefix);
     this.log = opts.log ?? createLogger('kube');
     this.backoff = opts.backoffMs ?? { initial: 1000, max: 30_000 };
-    this.client = opts.client ?? new KubeClient(resolveKubeConnection({ apiUrl: opts.apiUrl, kubeconfigFile: opts.kubeconfigFile, env: opts.env }));
+    this.client =
+      opts.client ??
+      new KubeClient(
+        resolveKubeConnection({
+          apiUrl: opts.apiUrl,
+          kubeconfigFile: opts.kubeconfigFile,
+          env: opts.env,
+          // Several nodes simulated on one machine each need their own ServiceAccount files.
+          serviceAccountDir: opts.env.FLANNEL_KUBE_SERVICE_ACCOUNT_DIR || undefined,
+        }),
+      );
     this.name = `Kubernetes API ${this.client.conn.server} (${this.client.conn.source})`;
   }
 
@@ -120,7 +130,7 @@ export class KubeSubnetManager implements SubnetManager {
 
   /** Find our node's name, check our permissions, list and watch nodes; waits (with backoff) until all of that works. */
   async start(): Promise<void> {
-    this.log.info('Kubernetes subnet manager', { server: this.client.conn.server, credentials: this.client.conn.source, annotationPrefix: this.opts.annotationPrefix });
+    this.log.info('Kubernetes subnet manager', { server: this.client.conn.server, via: this.client.conn.source, annotationPrefix: this.opts.annotationPrefix });
     this.nodeName = await this.resolveNodeName();
     await this.checkPermissions();
     this.wait('waiting for the API server');
