@@ -317,6 +317,49 @@ describe('Kubernetes mode against a real kube-apiserver', { skip: bin ? false : 
     await podPingsEventually(c!, 0, 1);
   });
 
+  test('interop: flannel\'s own flanneld v0.19.2 as node n3 among two of ours, vxlan pods reaching each other both ways', { skip: process.env.FLANNELD_REF ? false : 'FLANNELD_REF is not set: build flannel\'s flanneld with ../shared/tools/build-reference-flanneld.sh and point FLANNELD_REF at it' }, async () => {
+    await c!.daemons[2]!.stop();
+    const h2 = c!.set.hosts[2]!;
+    // flannel's flanneld reads a kubeconfig (or the fixed in-cluster paths): the same ServiceAccount token, as a kubeconfig.
+    const token = (await readFile(join(saDir(c!, 2), 'token'), 'utf8')).trim();
+    const ca = (await readFile(c!.k.caFile)).toString('base64');
+    const kubeconfig = join(c!.dir, 'kubeconfig-ref');
+    await writeFile(
+      kubeconfig,
+      `apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: ${c!.k.server}\n    certificate-authority-data: ${ca}\nusers:\n- name: u\n  user:\n    token: ${token}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: u\ncurrent-context: t\n`,
+      { mode: 0o600 },
+    );
+    const macBefore = JSON.parse((await getNode(c!.k, 'n3')).metadata.annotations[`${PREFIX}/backend-data`]).VtepMAC as string;
+    // A node flannel's daemon sets up from scratch: it must learn our nodes' routes from their annotations, and ours its new VtepMAC.
+    await h2.exec(['ip', 'link', 'del', 'flannel.1'], { check: true });
+    const ref = startDaemon(
+      ['--kube-subnet-mgr', `--kubeconfig-file=${kubeconfig}`, `--net-config-path=${join(c!.dir, 'net-conf.json')}`, `--subnet-file=${envFile(c!, 2)}`, `--iface=${h2.iface}`, '--ip-masq'],
+      { name: 'ref', prefix: ['ip', 'netns', 'exec', h2.ns], program: [process.env.FLANNELD_REF!], env: { NODE_NAME: 'n3' } },
+    );
+    c!.daemons[2] = ref;
+    try {
+      await ref.waitForLine(/Running backend/, 30_000);
+      const macRef = await waitFor(async () => {
+        const m = JSON.parse((await getNode(c!.k, 'n3')).metadata.annotations[`${PREFIX}/backend-data`]).VtepMAC as string;
+        return m !== macBefore ? m : null;
+      }, 15_000, 'flannel\'s daemon publishes its VtepMAC');
+      await waitFor(async () => (await show(c!.set.hosts[0]!, ['bridge', 'fdb', 'show', 'dev', 'flannel.1'])).includes(`${macRef} dst 192.0.2.3`), 15_000, 'h0 follows n3\'s new VtepMAC');
+      await podPingsEventually(c!, 0, 2, 30_000);
+      await podPingsEventually(c!, 2, 0, 30_000);
+      await podPingsEventually(c!, 1, 2, 30_000);
+      await podPingsEventually(c!, 2, 1, 30_000);
+      const a = (await getNode(c!.k, 'n3')).metadata.annotations as Record<string, string>;
+      assert.equal(a[`${PREFIX}/backend-type`], 'vxlan');
+      assert.equal(a[`${PREFIX}/public-ip`], '192.0.2.3');
+      assert.match(a[`${PREFIX}/backend-data`]!, /^\{"VNI":1,"VtepMAC":"[0-9a-f:]{17}"\}$/);
+    } finally {
+      await ref.stop();
+    }
+    // Ours again on n3.
+    await startNode(c!, 2).waitForLine(/ running/, 30_000);
+    await podPingMatrix(c!, [0, 1, 2]);
+  });
+
   test('wireguard: the same three nodes switched to the wireguard backend; CNI pods reach each other', async () => {
     await Promise.all(c!.daemons.map((d) => d!.stop()));
     // Switching backends leaves the old device behind (as flannel does); remove it as an operator would.

@@ -15,6 +15,7 @@ import { Agent, request as httpsRequest, type RequestOptions } from 'node:https'
 import { request as httpRequest, type IncomingMessage, type ClientRequest } from 'node:http';
 import { readFileSync } from 'node:fs';
 import type { KubeConnection } from './kube-config.js';
+import { createLogger, type Logger } from '../../log.js';
 
 /** The API server answered with an error status (a Status object's reason and message when it sent one). */
 export class KubeApiError extends Error {
@@ -60,7 +61,10 @@ export class KubeClient {
   private tokenReadAt = 0;
   private readonly secure: boolean;
 
-  constructor(readonly conn: KubeConnection) {
+  constructor(
+    readonly conn: KubeConnection,
+    private readonly log: Logger = createLogger('kube'),
+  ) {
     this.secure = conn.server.startsWith('https:');
     this.agent = this.secure
       ? new Agent({
@@ -78,6 +82,7 @@ export class KubeClient {
   private bearer(force = false): string | undefined {
     if (!this.conn.tokenFile) return this.token;
     const now = Date.now();
+    if (force) this.log.info('the API server refused our token: reading it again from its file (rotated?)', { file: this.conn.tokenFile });
     if (force || this.token === undefined || now - this.tokenReadAt > TOKEN_REREAD_MS) {
       try {
         this.token = readFileSync(this.conn.tokenFile, 'utf8').trim();
