@@ -19,9 +19,15 @@ export function summariseProfile(file: string, top = 12): string[] {
     const key = `${f.functionName || '(anonymous)'} ${f.url.split('/').slice(-2).join('/')}:${f.lineNumber + 1}`;
     self.set(key, (self.get(key) ?? 0) + dt);
   });
-  return [...self.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, top)
-    .map(([k, v]) => `${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`);
+  // Busy time: what the thread spent not waiting, the base a CPU cost is judged against.
+  const busy = total - (self.get('(idle) :0') ?? 0);
+  return [
+    `busy ${(busy / 1000).toFixed(0)} ms of ${(total / 1000).toFixed(0)} ms profiled`,
+    ...[...self.entries()]
+      .filter(([k]) => k !== '(idle) :0')
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([k, v]) => `${(v / 1000).toFixed(0).padStart(6)} ms ${((100 * v) / busy).toFixed(1).padStart(5)}%  ${k}`),
+  ];
 }
 

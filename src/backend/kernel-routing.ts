@@ -78,8 +78,11 @@ export class KernelRouting {
     this.network = new RouteNetwork<PeerState>({
       backendType: opts.backendType,
       routeFor: (l) => opts.peerState(l),
-      apply: async (peers, recheck) => {
-        const r = await this.applier.apply(merge(peers), { reread: recheck });
+      apply: async (peers, recheck, changed) => {
+        const r =
+          recheck || changed === null
+            ? await this.applier.apply(merge(peers), { reread: recheck })
+            : await this.applier.applyChanges(new Map([...changed].map((k) => [k, stateOf(peers.get(k))])), () => merge(peers));
         if (r.lines.length > 0) opts.log.info('kernel state updated', { changes: r.lines.length, failed: r.failures.length });
       },
       log: opts.log,
@@ -108,6 +111,11 @@ export class KernelRouting {
   stop(): void {
     this.network.stop();
   }
+}
+
+/** One lease's state as the applier takes it (null: the lease has none any more). */
+function stateOf(p: PeerState | undefined): KernelState | null {
+  return p ? { routes: p.routes, neighs: p.neighs ?? [], fdb: p.fdb ?? [], policies: p.policies ?? [] } : null;
 }
 
 /** Every lease's state in one, each entry tagged with its lease (the applier names it when the entry fails). */

@@ -22,9 +22,10 @@ export interface RouteNetworkOptions<R> {
    * Make the kernel hold exactly these routes (by lease key) of ours.
    * `recheck` is true for the periodic round, which must look at the kernel
    * again (someone may have deleted a route by hand); lease-event rounds may
-   * trust what the last round left.
+   * trust what the last round left. `changed` names the leases whose
+   * route changed since the last round (null: a full round).
    */
-  apply(routes: ReadonlyMap<string, R>, recheck: boolean): Promise<void>;
+  apply(routes: ReadonlyMap<string, R>, recheck: boolean, changed: ReadonlySet<string> | null): Promise<void>;
   log: Logger;
   /** How often the full set is applied again (flannel checks every 10 s). 0: never. */
   recheckMs?: number;
@@ -36,6 +37,8 @@ export class RouteNetwork<R> {
   private readonly skipped = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
   private applying: Promise<void> = Promise.resolve();
+  /** Leases whose route changed since the last round was handed over (what a change round looks at). */
+  private changed = new Set<string>();
 
   constructor(private readonly opts: RouteNetworkOptions<R>) {}
 
@@ -59,7 +62,7 @@ export class RouteNetwork<R> {
       const key = ev.lease.key;
       if (ev.type === 'removed') {
         this.skipped.delete(key);
-        changed = this.routes.delete(key) || changed;
+        changed = this.drop(key) || changed;
         continue;
       }
       const type = ev.lease.attrs.backendType ?? '';
@@ -68,21 +71,28 @@ export class RouteNetwork<R> {
           this.skipped.add(key);
           this.opts.log.warn('ignoring lease of another backend type', { subnet: describe(ev.lease), backendType: type || '(none)', want: this.opts.backendType });
         }
-        changed = this.routes.delete(key) || changed;
+        changed = this.drop(key) || changed;
         continue;
       }
       this.skipped.delete(key);
       const route = this.opts.routeFor(ev.lease);
       if (route === null) {
-        changed = this.routes.delete(key) || changed;
+        changed = this.drop(key) || changed;
         continue;
       }
       const prev = this.routes.get(key);
       if (prev !== undefined && JSON.stringify(prev) === JSON.stringify(route)) continue;
       this.routes.set(key, route);
+      this.changed.add(key);
       changed = true;
     }
     if (changed) await this.reapply('lease events', false);
+  }
+
+  private drop(key: string): boolean {
+    if (!this.routes.delete(key)) return false;
+    this.changed.add(key);
+    return true;
   }
 
   /** The desired routes, by lease key. */
@@ -92,9 +102,12 @@ export class RouteNetwork<R> {
 
   /** Apply the whole set; calls never overlap, and a failure is logged and retried at the next check. */
   reapply(why: string, recheck = true): Promise<void> {
-    this.applying = this.applying.then(() =>
-      this.opts.apply(this.routes, recheck).catch((err: Error) => this.opts.log.error('cannot apply routes', { why, error: err.message })),
-    );
+    this.applying = this.applying.then(() => {
+      // What changed up to now goes into this round; a full round covers everything.
+      const changed = this.changed;
+      this.changed = new Set();
+      return this.opts.apply(this.routes, recheck, recheck ? null : changed).catch((err: Error) => this.opts.log.error('cannot apply routes', { why, error: err.message }));
+    });
     return this.applying;
   }
 }
