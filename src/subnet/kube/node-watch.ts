@@ -26,7 +26,7 @@ export interface NodeWatchHandlers {
   onTrouble(problem: string | null): void;
 }
 
-const PAGE = 500;
+const PAGE = 100;
 /** Server-side watch timeout, randomised as client-go does so daemons do not re-watch in step. */
 const WATCH_SECONDS_MIN = 300;
 
