@@ -36,26 +36,39 @@ const nodeName = (i: number) => `n${i + 1}`;
 const saDir = (c: Cluster, i: number) => join(c.dir, `sa-h${i}`);
 const envFile = (c: Cluster, i: number) => join(c.dir, `h${i}.env`);
 
+/**
+ * FLANNEL_TEST_IMAGE=<image> runs every flanneld of this file from that
+ * image (scripts/build-image.sh builds it): a podman container joined to
+ * the node's network namespace with the DaemonSet's capabilities.
+ */
+const IMAGE = process.env.FLANNEL_TEST_IMAGE;
+
 function startNode(c: Cluster, i: number, o: { netConf?: string; env?: NodeJS.ProcessEnv; args?: string[] } = {}): DaemonProcess {
   const h = c.set.hosts[i]!;
   // Host 0 finds its node as a DaemonSet pod does (POD_NAME + POD_NAMESPACE, a GET of the pod); the others from NODE_NAME.
-  const who = i === 0 ? { POD_NAME: 'kube-flannel-ds-h0', POD_NAMESPACE: 'kube-flannel' } : { NODE_NAME: nodeName(i) };
-  const d = startDaemon(
-    ['--kube-subnet-mgr', '--ip-masq', `--net-config-path=${o.netConf ?? join(c.dir, 'net-conf.json')}`, `--subnet-file=${envFile(c, i)}`, '--healthz-port=8081', `--iface=${h.iface}`, ...(o.args ?? [])],
-    {
-      name: `h${i}`,
-      prefix: ['ip', 'netns', 'exec', h.ns],
-      env: {
-        KUBERNETES_SERVICE_HOST: API_IP,
-        KUBERNETES_SERVICE_PORT: '16443',
-        FLANNEL_KUBE_SERVICE_ACCOUNT_DIR: saDir(c, i),
-        WIREGUARD_KEY_FILE: join(c.dir, `wg-h${i}.key`),
-        FLANNEL_WIREGUARD_SOCKET_DIR: join(c.dir, `wg-h${i}`),
-        ...who,
-        ...o.env,
-      },
-    },
-  );
+  const who: Record<string, string> = i === 0 ? { POD_NAME: 'kube-flannel-ds-h0', POD_NAMESPACE: 'kube-flannel' } : { NODE_NAME: nodeName(i) };
+  const args = ['--kube-subnet-mgr', '--ip-masq', `--net-config-path=${o.netConf ?? join(c.dir, 'net-conf.json')}`, `--subnet-file=${envFile(c, i)}`, '--healthz-port=8081', `--iface=${h.iface}`, ...(o.args ?? [])];
+  const env: Record<string, string> = {
+    KUBERNETES_SERVICE_HOST: API_IP,
+    KUBERNETES_SERVICE_PORT: '16443',
+    FLANNEL_KUBE_SERVICE_ACCOUNT_DIR: saDir(c, i),
+    WIREGUARD_KEY_FILE: join(c.dir, `wg-h${i}.key`),
+    FLANNEL_WIREGUARD_SOCKET_DIR: join(c.dir, `wg-h${i}`),
+    ...who,
+    ...(o.env as Record<string, string>),
+  };
+  const d = IMAGE
+    ? startDaemon(args, {
+        name: `h${i}`,
+        program: [
+          'podman', '--runtime', 'runc', '--cgroup-manager=cgroupfs', 'run', '--rm', '--name', `fts-kube-h${i}-${process.pid}`,
+          `--network=ns:/run/netns/${h.ns}`, '--cap-drop=all', '--cap-add=NET_ADMIN', '--cap-add=NET_RAW', '--device=/dev/net/tun',
+          '--ulimit=nofile=1024:1024', '--ulimit=nproc=1024:1024', `--volume=${c.dir}:${c.dir}`,
+          ...Object.entries(env).map(([k, v]) => `--env=${k}=${v}`),
+          IMAGE,
+        ],
+      })
+    : startDaemon(args, { name: `h${i}`, prefix: ['ip', 'netns', 'exec', h.ns], env });
   c.daemons[i] = d;
   return d;
 }
