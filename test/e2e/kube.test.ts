@@ -275,6 +275,17 @@ describe('Kubernetes mode against a real kube-apiserver', { skip: bin ? false : 
     await podPingsEventually(c!, 0, 2);
   });
 
+  test('the VtepMAC is kept across a restart from the node\'s own backend-data, even when the device is gone', async () => {
+    const mac = JSON.parse((await getNode(c!.k, 'n2')).metadata.annotations[`${PREFIX}/backend-data`]).VtepMAC as string;
+    await c!.daemons[1]!.stop();
+    await c!.set.hosts[1]!.exec(['ip', 'link', 'del', 'flannel.1'], { check: true });
+    await startNode(c!, 1).waitForLine(/ running/, 30_000);
+    const link = await show(c!.set.hosts[1]!, ['ip', '-o', 'link', 'show', 'dev', 'flannel.1']);
+    assert.ok(link.includes(`link/ether ${mac}`), link);
+    assert.equal(JSON.parse((await getNode(c!.k, 'n2')).metadata.annotations[`${PREFIX}/backend-data`]).VtepMAC, mac);
+    await podPingsEventually(c!, 0, 1);
+  });
+
   test('a node deleted while the other daemons were stopped is cleaned up at their next start', async () => {
     await Promise.all([c!.daemons[0]!.stop(), c!.daemons[1]!.stop(), c!.daemons[2]!.stop()]);
     // Stopping keeps the kernel state, as flannel does.
