@@ -43,6 +43,22 @@ function peakRssMB(pid: number): number {
   return m ? Number(m[1]) / 1024 : -1;
 }
 
+/** CPU seconds per thread name ("node" is the main thread; V8's GC helpers and libuv's pool have their own). */
+function threadCpu(pid: number): string {
+  const by = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = f.slice(f.indexOf('(') + 1, f.lastIndexOf(')'));
+      const st = parseProcStat(f);
+      by.set(name, (by.get(name) ?? 0) + (st.utime + st.stime) / ticksPerSecond());
+    } catch {
+      /* thread gone */
+    }
+  }
+  return [...by].filter(([, v]) => v >= 0.01).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ');
+}
+
 async function routes(h: TestHost): Promise<number> {
   return (await h.exec(['ip', '-4', 'route', 'show', 'dev', 'flannel.1'])).stdout.split('\n').filter(Boolean).length;
 }
@@ -105,13 +121,22 @@ async function main(): Promise<void> {
     log(`created ${n} nodes in ${((Date.now() - tc) / 1000).toFixed(1)} s`);
     const listBytes = Number((await k.kubectl(['get', '--raw', '/api/v1/nodes'])).stdout.length);
 
-    d = start(true);
+    // With --profile, one start alone is profiled (the daemon is stopped once converged, which writes the profile).
+    if (profileDir) {
+      d = start(true);
+      await converge(n);
+      await stop(d);
+      await host.exec(['ip', 'link', 'del', 'flannel.1']);
+    }
+    d = start(false);
     const t0 = Date.now();
     await converge(n);
     const atStart = cpu(d.pid!);
     const startMs = Date.now() - t0;
     const rssStart = peakRssMB(d.pid!);
+    const threadsAtStart = threadCpu(d.pid!);
     log(`${n} nodes present at start: converged in ${startMs} ms; daemon CPU ${atStart.self.toFixed(2)} s (${(atStart.self - empty.self).toFixed(2)} s beyond an empty start), with ip ${atStart.withChildren.toFixed(2)} s; peak RSS ${rssStart.toFixed(0)} MB`);
+    log(`  by thread: ${threadsAtStart}`);
 
     // Idle cost per second once converged (watch bookmarks, iptables checks).
     await new Promise((r) => setTimeout(r, 3000));
@@ -133,6 +158,13 @@ async function main(): Promise<void> {
     log(`${changes} changes applied in ${chSeconds.toFixed(1)} s: ${perChangeMs.toFixed(2)} ms CPU per change with ip (${perChangeSelfMs.toFixed(2)} ms the daemon alone); peak RSS ${rssPeak.toFixed(0)} MB`);
     await stop(d);
 
+    // A restart: the kernel already holds every route (a daemon upgraded or restarted in place).
+    d = start(false);
+    await converge(n);
+    const restart = cpu(d.pid!);
+    log(`restart with the kernel state in place: daemon CPU ${restart.self.toFixed(2)} s, with ip ${restart.withChildren.toFixed(2)} s`);
+    await stop(d);
+
     const out = {
       nodes: n,
       nodeListBytes: listBytes,
@@ -145,6 +177,7 @@ async function main(): Promise<void> {
       cpuMsPerChangeWithIp: Number(perChangeMs.toFixed(3)),
       cpuMsPerChangeDaemon: Number(perChangeSelfMs.toFixed(3)),
       peakRssMB: Number(rssPeak.toFixed(1)),
+      cpuSecondsRestartDaemon: Number(restart.self.toFixed(3)),
     };
     process.stdout.write(JSON.stringify(out) + '\n');
     if (profileDir) {

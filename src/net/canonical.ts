@@ -7,7 +7,7 @@
  * options, split the batch, or end it; lease text (PublicIP, VtepMAC) is
  * written by any host with store access.
  */
-import { formatIP4, formatIP4Net, formatIP6, formatIP6Net, parseIP4, parseIP4Net, parseIP6, parseIP6Net } from './ipaddr.js';
+import { formatIP6, formatIP6Net, parseIP4, parseIP6, parseIP6Net } from './ipaddr.js';
 
 /** Whether formatting the parsed text gives the text back. */
 function formatsBack<T>(text: string, parse: (t: string) => T, format: (v: T) => string): boolean {
@@ -18,13 +18,30 @@ function formatsBack<T>(text: string, parse: (t: string) => T, format: (v: T) =>
   }
 }
 
-export const isCanonicalIP4 = (text: string): boolean => formatsBack(text, parseIP4, formatIP4);
+/** One decimal octet as Go and formatIP4 write it: 0-255, no leading zero. */
+const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const IP4_RE = new RegExp(`^${OCTET}(?:\\.${OCTET}){3}$`);
+const NET4_RE = new RegExp(`^(${OCTET}(?:\\.${OCTET}){3})/(3[0-2]|[12]?[0-9])$`);
+
+/**
+ * "192.0.2.7": what formatIP4 writes. A regular expression, not a parse and
+ * a format: the applier checks every address of every lease each round
+ * (15,000 of them with 5,000 vxlan peers), and this allocates nothing.
+ */
+export const isCanonicalIP4 = (text: string): boolean => IP4_RE.test(text);
 
 /** RFC 5952, as Go writes it. */
 export const isCanonicalIP6 = (text: string): boolean => formatsBack(text, parseIP6, formatIP6);
 
 /** "10.5.3.0/24": a network address with its length, as formatIP4Net writes it. */
-export const isCanonicalNet4 = (text: string): boolean => formatsBack(text, parseIP4Net, formatIP4Net);
+export function isCanonicalNet4(text: string): boolean {
+  const m = NET4_RE.exec(text);
+  if (!m) return false;
+  // The network address itself: no host bits set below the length.
+  const ip = parseIP4(m[1]!);
+  const len = Number(m[2]);
+  return len === 0 ? ip === 0 : (ip & (len === 32 ? 0 : 0xffffffff >>> len)) === 0;
+}
 
 /** "fd00:10:244:1::/64": an IPv6 network address with its length, RFC 5952. */
 export const isCanonicalNet6 = (text: string): boolean => formatsBack(text, parseIP6Net, formatIP6Net);

@@ -175,8 +175,9 @@ function keysByOrigin(s: IndexedState): Map<string, OriginKeys> {
 function indexed(s: KernelState): IndexedState {
   const by = <T>(items: T[], k: Kind<T>) => new Map(items.map((x) => [k.key(x), x]));
   return {
-    fdb: by(s.fdb.map((f) => ({ ...f, mac: f.mac.toLowerCase() })), FDB),
-    neighs: by(s.neighs.map((n) => ({ ...n, mac: n.mac.toLowerCase() })), NEIGH),
+    // Copied only when a MAC is not lowercase already (the backends write it lowercase).
+    fdb: by(s.fdb.map((f) => (f.mac === f.mac.toLowerCase() ? f : { ...f, mac: f.mac.toLowerCase() })), FDB),
+    neighs: by(s.neighs.map((n) => (n.mac === n.mac.toLowerCase() ? n : { ...n, mac: n.mac.toLowerCase() })), NEIGH),
     routes: by(s.routes, ROUTE),
     policies: by(s.policies ?? [], POLICY),
   };
@@ -209,7 +210,7 @@ export class KernelStateApplier {
    * (read it): a lease-event round diffs against this instead of reading the
    * kernel, so one change costs one small write and no read of 1,000 routes.
    */
-  private known: { state: IndexedState; byOrigin: Map<string, OriginKeys> } | null = null;
+  private known: { state: IndexedState; byOrigin: Map<string, OriginKeys> | null } | null = null;
 
   constructor(private readonly opts: KernelStateApplierOptions) {}
 
@@ -249,19 +250,21 @@ export class KernelStateApplier {
       refused.push(...v.refused);
       next.set(origin, indexed(v.want));
     }
-    const lines = this.linesFor(known.state, null, next, known.byOrigin);
+    // Which keys each lease holds: built at the first change round after a full round, then kept up to date.
+    const byOrigin = (known.byOrigin ??= keysByOrigin(known.state));
+    const lines = this.linesFor(known.state, null, next, byOrigin);
     // The state after this round: the changed leases' old entries out, their new ones in.
     const commit = () => {
       for (const [origin, st] of next) {
-        const old = known.byOrigin.get(origin);
+        const old = byOrigin.get(origin);
         for (const kind of KIND_NAMES) {
           const m = known.state[kind] as Map<string, { origin?: string }>;
           if (old) for (const key of old[kind]) if (m.get(key)?.origin === origin && !(st[kind] as Map<string, unknown>).has(key)) m.delete(key);
           for (const [key, v] of st[kind] as Map<string, { origin?: string }>) m.set(key, v);
         }
         const keys: OriginKeys = { fdb: [...st.fdb.keys()], neighs: [...st.neighs.keys()], routes: [...st.routes.keys()], policies: [...st.policies.keys()] };
-        if (KIND_NAMES.some((k) => keys[k].length > 0)) known.byOrigin.set(origin, keys);
-        else known.byOrigin.delete(origin);
+        if (KIND_NAMES.some((k) => keys[k].length > 0)) byOrigin.set(origin, keys);
+        else byOrigin.delete(origin);
       }
     };
     try {
@@ -285,7 +288,9 @@ export class KernelStateApplier {
       const h = pick(have);
       if (want) {
         const w = pick(want);
-        diff(k, new Set([...h.keys(), ...w.keys()]), h, (key) => w.get(key), puts, dels);
+        // Every wanted key, then the held ones nobody wants any more (no union set of 15,000 keys).
+        diff(k, w.keys(), h, (key) => w.get(key), puts, dels);
+        diff(k, [...h.keys()].filter((key) => !w.has(key)), h, () => undefined, puts, dels);
         return;
       }
       const keys = new Set<string>();
@@ -336,7 +341,7 @@ export class KernelStateApplier {
     for (const f of refused) this.opts.log.error('kernel state entry refused', { entry: f.line, error: f.message, ...(f.origin ? { lease: f.origin } : {}) });
     // After a failing line nobody knows what the kernel holds: the next round reads it again.
     if (lineFailures.length > 0) this.known = null;
-    else if (after) this.known = { state: after, byOrigin: keysByOrigin(after) };
+    else if (after) this.known = { state: after, byOrigin: null };
     else commit?.();
     return { lines: [...lines.bridge.map((l) => l.text), ...lines.ip.map((l) => l.text)], failures: [...refused, ...lineFailures] };
   }

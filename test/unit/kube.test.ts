@@ -19,6 +19,7 @@ import { resolveKubeConnection } from '../../src/subnet/kube/kube-config.js';
 import { KubeClient } from '../../src/subnet/kube/client.js';
 import { NodeWatch } from '../../src/subnet/kube/node-watch.js';
 import { LeaseDecodeError } from '../../src/subnet/lease-codec.js';
+import { decodeNodeList, decodeWatchEvent, ProtoError } from '../../src/subnet/kube/node-proto.js';
 import { createLogger } from '../../src/log.js';
 
 const K = annotationKeys();
@@ -212,7 +213,7 @@ test('node watch: paged list, watch from its version, resume after the server en
   try {
     await w.start();
     assert.deepEqual(listed, [1201]);
-    assert.equal(api.lists, 3, 'three pages of 500');
+    assert.equal(api.lists, 13, 'thirteen pages of 100');
     await waitUntil(() => api.watches.length === 1, 'watch opened');
     assert.equal(api.watchFrom[0], api.rv, 'watch starts at the list\'s version');
 
@@ -227,7 +228,7 @@ test('node watch: paged list, watch from its version, resume after the server en
     api.endWatches();
     await waitUntil(() => api.watches.length === 1, 'watch resumed');
     assert.equal(api.watchFrom.at(-1), rvSeen);
-    assert.equal(api.lists, 3);
+    assert.equal(api.lists, 13);
 
     // 410 Gone: list again; a node deleted meanwhile is gone from the listing.
     api.nodes.delete('n5');
@@ -276,5 +277,76 @@ test('a 401 makes the client read the token file again', { timeout: 10_000 }, as
   } finally {
     client.close();
     server.close();
+  }
+});
+
+/** A small protobuf writer: enough to build the API server's Node messages. */
+const pb = {
+  varint(n: number): Buffer {
+    const out: number[] = [];
+    while (n >= 0x80) {
+      out.push((n % 128) | 0x80);
+      n = Math.floor(n / 128);
+    }
+    out.push(n);
+    return Buffer.from(out);
+  },
+  bytes(field: number, b: Buffer | string): Buffer {
+    const v = typeof b === 'string' ? Buffer.from(b) : b;
+    return Buffer.concat([pb.varint(field * 8 + 2), pb.varint(v.length), v]);
+  },
+  num(field: number, n: number): Buffer {
+    return Buffer.concat([pb.varint(field * 8), pb.varint(n)]);
+  },
+  envelope(kind: string, raw: Buffer): Buffer {
+    return Buffer.concat([Buffer.from('k8s\0', 'latin1'), pb.bytes(1, Buffer.concat([pb.bytes(1, 'v1'), pb.bytes(2, kind)])), pb.bytes(2, raw)]);
+  },
+  node(name: string, cidrs: string[], annotations: Record<string, string>): Buffer {
+    const meta = Buffer.concat([
+      pb.bytes(1, name),
+      pb.bytes(6, '42'),
+      pb.bytes(8, Buffer.concat([pb.num(1, 1_764_547_200), pb.num(2, 0)])),
+      ...Object.entries(annotations).map(([k, v]) => pb.bytes(12, Buffer.concat([pb.bytes(1, k), pb.bytes(2, v)]))),
+      pb.bytes(11, Buffer.concat([pb.bytes(1, 'kubernetes.io/os'), pb.bytes(2, 'linux')])),
+    ]);
+    const spec = Buffer.concat([pb.bytes(1, cidrs[0] ?? ''), ...cidrs.map((c) => pb.bytes(7, c)), pb.bytes(3, 'aws:///i-1')]);
+    // A kubelet-sized status the decoder must skip unread.
+    const status = pb.bytes(3, Buffer.concat(Array.from({ length: 20 }, (_, i) => pb.bytes(12, `image-${i}-${'x'.repeat(100)}`))));
+    return Buffer.concat([pb.bytes(1, meta), pb.bytes(2, spec), status]);
+  },
+};
+
+test('protobuf: a NodeList and watch events decode to the fields kept, status and foreign annotations skipped; garbage is an error', () => {
+  const wanted = new Set(Object.values(K));
+  const n1 = pb.node('n1', ['10.244.1.0/24', 'fd00:10:244:1::/64'], { ...good, 'other.io/big': 'y'.repeat(5000) });
+  const n2 = pb.node('n2', ['10.244.2.0/24'], {});
+  const list = pb.envelope('NodeList', Buffer.concat([pb.bytes(1, Buffer.concat([pb.bytes(2, '77'), pb.bytes(3, 'next-page')])), pb.bytes(2, n1), pb.bytes(2, n2)]));
+  const page = decodeNodeList(list, wanted);
+  assert.equal(page.resourceVersion, '77');
+  assert.equal(page.continue, 'next-page');
+  assert.equal(page.items.length, 2);
+  const s1 = slimNode(page.items[0]!, K)!;
+  assert.deepEqual(s1, { name: 'n1', created: 1_764_547_200_000, podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'], annotations: good });
+  assert.equal(nodeToLease(s1, K, vx)!.attrs.publicIP, '192.0.2.1');
+  assert.deepEqual(slimNode(page.items[1]!, K)!.annotations, {});
+
+  const event = (type: string, obj: Buffer) => Buffer.concat([pb.bytes(1, type), pb.bytes(2, pb.bytes(1, obj))]);
+  const modified = decodeWatchEvent(event('MODIFIED', pb.envelope('Node', n2)), wanted);
+  assert.equal(modified.type, 'MODIFIED');
+  assert.equal(modified.object.metadata!.name, 'n2');
+  const gone = decodeWatchEvent(event('ERROR', pb.envelope('Status', Buffer.concat([pb.bytes(4, 'Expired'), pb.num(6, 410)]))), wanted);
+  assert.deepEqual(gone.object, { code: 410, reason: 'Expired' });
+
+  assert.throws(() => decodeNodeList(Buffer.from('{"kind":"NodeList"}'), wanted), ProtoError);
+  assert.throws(() => decodeNodeList(list.subarray(0, list.length - 7), wanted), ProtoError);
+  assert.throws(() => decodeNodeList(pb.envelope('Pod', Buffer.alloc(0)), wanted), /expected a NodeList/);
+  // Random bytes after a valid envelope header never crash, they throw or decode.
+  for (let i = 0; i < 200; i++) {
+    const junk = Buffer.concat([Buffer.from('k8s\0', 'latin1'), Buffer.from(Array.from({ length: 64 }, () => Math.floor(Math.random() * 256)))]);
+    try {
+      decodeNodeList(junk, wanted);
+    } catch (err) {
+      assert.ok(err instanceof ProtoError, String(err));
+    }
   }
 });

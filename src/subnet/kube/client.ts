@@ -110,18 +110,34 @@ export class KubeClient {
 
   /** One request, JSON in and out; a 401 re-reads the token file and tries once more. */
   async request<T = Record<string, unknown>>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+    const reply = await this.raw(method, path, { body, contentType });
     try {
-      return await this.once<T>(method, path, body, contentType, false);
+      return JSON.parse(reply.body.toString('utf8')) as T;
+    } catch {
+      throw new KubeApiError(200, 'BadReply', `${method} ${path}: reply is not JSON`);
+    }
+  }
+
+  /**
+   * One request whose reply is returned as bytes with its content type
+   * (`accept` may ask for protobuf); a 401 re-reads the token file and
+   * tries once more.
+   */
+  async raw(method: string, path: string, o: { body?: unknown; contentType?: string; accept?: string } = {}): Promise<{ contentType: string; body: Buffer }> {
+    try {
+      return await this.once(method, path, o, false);
     } catch (err) {
-      if (err instanceof KubeApiError && err.status === 401 && this.conn.tokenFile) return this.once<T>(method, path, body, contentType, true);
+      if (err instanceof KubeApiError && err.status === 401 && this.conn.tokenFile) return this.once(method, path, o, true);
       throw err;
     }
   }
 
-  private once<T>(method: string, path: string, body: unknown, contentType: string, forceToken: boolean): Promise<T> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return new Promise<T>((resolve, reject) => {
-      const req = this.open(method, path, payload ? { 'content-type': contentType, 'content-length': String(payload.length) } : {}, forceToken);
+  private once(method: string, path: string, o: { body?: unknown; contentType?: string; accept?: string }, forceToken: boolean): Promise<{ contentType: string; body: Buffer }> {
+    const payload = o.body === undefined ? undefined : Buffer.from(JSON.stringify(o.body));
+    const headers: Record<string, string> = payload ? { 'content-type': o.contentType ?? 'application/json', 'content-length': String(payload.length) } : {};
+    if (o.accept) headers.accept = o.accept;
+    return new Promise((resolve, reject) => {
+      const req = this.open(method, path, headers, forceToken);
       req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new KubeUnreachableError(`${this.conn.server}: no answer within ${REQUEST_TIMEOUT_MS / 1000} s`)));
       req.on('error', (err) => reject(err instanceof KubeUnreachableError || err instanceof KubeApiError ? err : new KubeUnreachableError(`${this.conn.server}: ${(err as Error).message}`)));
       req.on('response', (res) => {
@@ -136,14 +152,10 @@ export class KubeClient {
           chunks.push(c);
         });
         res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
+          const body = Buffer.concat(chunks);
           const status = res.statusCode ?? 0;
-          if (status < 200 || status > 299) return reject(apiError(status, text, method, path));
-          try {
-            resolve(JSON.parse(text) as T);
-          } catch {
-            reject(new KubeApiError(status, 'BadReply', `${method} ${path}: reply is not JSON`));
-          }
+          if (status < 200 || status > 299) return reject(apiError(status, body.toString('utf8'), method, path));
+          resolve({ contentType: String(res.headers['content-type'] ?? ''), body });
         });
         res.on('error', (err) => reject(new KubeUnreachableError(`${this.conn.server}: ${err.message}`)));
       });
@@ -156,7 +168,7 @@ export class KubeClient {
    * stream (its timeoutSeconds) or the connection breaks. Events are handed
    * over as they are decoded; nothing here waits for the handler.
    */
-  watch(path: string, handlers: WatchHandlers, idleTimeoutMs: number): WatchStream {
+  watch(path: string, handlers: WatchHandlers, idleTimeoutMs: number, proto?: (frame: Buffer) => { type: string; object: Record<string, unknown> }): WatchStream {
     let ended = false;
     const end = (err?: Error) => {
       if (ended) return;
@@ -164,7 +176,7 @@ export class KubeClient {
       handlers.onEnd(err);
     };
     const start = (forceToken: boolean) => {
-      const req = this.open('GET', path, {}, forceToken);
+      const req = this.open('GET', path, proto ? { accept: 'application/vnd.kubernetes.protobuf;stream=watch, application/json' } : {}, forceToken);
       // No byte for this long (bookmarks come every minute or so): the connection is dead.
       req.setTimeout(idleTimeoutMs, () => req.destroy(new KubeUnreachableError(`${this.conn.server}: watch silent for ${idleTimeoutMs / 1000} s`)));
       req.on('error', (err) => end(err instanceof KubeUnreachableError ? err : new KubeUnreachableError(`${this.conn.server}: ${err.message}`)));
@@ -183,6 +195,10 @@ export class KubeClient {
           return;
         }
         handlers.onOpen();
+        if (proto && String(res.headers['content-type'] ?? '').includes('protobuf')) {
+          readFrames(res, proto);
+          return;
+        }
         let rest = '';
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => {
@@ -215,6 +231,37 @@ export class KubeClient {
       });
       req.end();
       return req;
+    };
+    /** Protobuf watch: each event is a 4-byte big-endian length and that many bytes. */
+    const readFrames = (res: IncomingMessage, decode: (frame: Buffer) => { type: string; object: Record<string, unknown> }) => {
+      let pending: Buffer = Buffer.alloc(0);
+      res.on('data', (chunk: Buffer) => {
+        if (ended) return;
+        pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+        while (pending.length >= 4) {
+          const len = pending.readUInt32BE(0);
+          if (len > MAX_REPLY_BYTES) {
+            current.destroy();
+            end(new KubeApiError(200, 'BadReply', `watch frame of ${len} bytes`));
+            return;
+          }
+          if (pending.length < 4 + len) break;
+          let ev: { type: string; object: Record<string, unknown> };
+          try {
+            ev = decode(pending.subarray(4, 4 + len));
+          } catch (err) {
+            current.destroy();
+            end(new KubeApiError(200, 'BadReply', `watch sent a frame that does not decode: ${(err as Error).message}`));
+            return;
+          }
+          pending = pending.subarray(4 + len);
+          handlers.onEvent(ev);
+          if (ended) return;
+        }
+      });
+      res.on('end', () => end());
+      res.on('aborted', () => end(new KubeUnreachableError(`${this.conn.server}: watch connection closed`)));
+      res.on('error', (err) => end(new KubeUnreachableError(`${this.conn.server}: ${err.message}`)));
     };
     let current = start(false);
     return {

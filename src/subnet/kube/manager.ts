@@ -150,6 +150,7 @@ export class KubeSubnetManager implements SubnetManager {
       },
       this.log,
       { initial: this.backoff.initial, max: Math.min(this.backoff.max, 10_000) },
+      new Set(Object.values(this.keys)),
     );
     await this.watch.start();
     if (this.closed) return;

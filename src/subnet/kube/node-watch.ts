@@ -16,6 +16,10 @@
 import type { Logger } from '../../log.js';
 import { KubeApiError, type KubeClient, type WatchStream } from './client.js';
 import type { NodeObject, SlimNode } from './node-lease.js';
+import { decodeNodeList, decodeWatchEvent } from './node-proto.js';
+
+/** Ask for protobuf (nodes decoded for our fields only, see node-proto.ts), JSON when the server has none. */
+const ACCEPT_LIST = 'application/vnd.kubernetes.protobuf, application/json';
 
 export interface NodeWatchHandlers {
   /** A full listing replaced the set (the first one, and every re-list). */
@@ -50,6 +54,8 @@ export class NodeWatch {
     private readonly handlers: NodeWatchHandlers,
     private readonly log: Logger,
     private readonly backoff = { initial: 500, max: 10_000 },
+    /** The annotations kept of each node: with it, lists and watches are asked for in protobuf. */
+    private readonly protoAnnotations: ReadonlySet<string> | null = null,
   ) {
     this.delay = backoff.initial;
     this.firstList = new Promise((r) => (this.resolveFirst = r));
@@ -96,13 +102,13 @@ export class NodeWatch {
       let rv = '';
       do {
         const q = `limit=${PAGE}${cont ? `&continue=${encodeURIComponent(cont)}` : ''}`;
-        const page = await this.client.request<{ metadata?: { resourceVersion?: string; continue?: string }; items?: NodeObject[] }>('GET', `/api/v1/nodes?${q}`);
-        for (const item of page.items ?? []) {
+        const page = await this.listPage(`/api/v1/nodes?${q}`);
+        for (const item of page.items) {
           const n = this.slim(item);
           if (n) fresh.set(n.name, n);
         }
-        rv = page.metadata?.resourceVersion ?? rv;
-        cont = page.metadata?.continue ?? '';
+        rv = page.resourceVersion || rv;
+        cont = page.continue;
         if (this.stopped) return;
       } while (cont);
       this.nodes.clear();
@@ -120,6 +126,21 @@ export class NodeWatch {
       this.trouble(err as Error, 'cannot list nodes');
       this.retry(() => void this.list());
     }
+  }
+
+  private async listPage(path: string): Promise<{ resourceVersion: string; continue: string; items: NodeObject[] }> {
+    if (this.protoAnnotations) {
+      const reply = await this.client.raw('GET', path, { accept: ACCEPT_LIST });
+      if (reply.contentType.includes('protobuf')) {
+        try {
+          return decodeNodeList(reply.body, this.protoAnnotations);
+        } catch (err) {
+          throw new KubeApiError(200, 'BadReply', `GET ${path}: ${(err as Error).message}`);
+        }
+      }
+      return jsonPage(reply.body, path);
+    }
+    return jsonPage((await this.client.raw('GET', path)).body, path);
   }
 
   private watch(): void {
@@ -159,6 +180,7 @@ export class NodeWatch {
         },
       },
       (seconds + 60) * 1000,
+      this.protoAnnotations ? (frame) => decodeWatchEvent(frame, this.protoAnnotations!) as unknown as { type: string; object: Record<string, unknown> } : undefined,
     );
   }
 
@@ -198,4 +220,14 @@ export class NodeWatch {
     this.stream = null;
     this.resolveFirst();
   }
+}
+
+function jsonPage(body: Buffer, path: string): { resourceVersion: string; continue: string; items: NodeObject[] } {
+  let page: { metadata?: { resourceVersion?: string; continue?: string }; items?: NodeObject[] };
+  try {
+    page = JSON.parse(body.toString('utf8')) as typeof page;
+  } catch {
+    throw new KubeApiError(200, 'BadReply', `GET ${path}: reply is not JSON`);
+  }
+  return { resourceVersion: page.metadata?.resourceVersion ?? '', continue: page.metadata?.continue ?? '', items: page.items ?? [] };
 }
