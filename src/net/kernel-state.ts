@@ -283,7 +283,10 @@ export class KernelStateApplier {
    * changed lease, and only keys those leases held or want are looked at.
    */
   private linesFor(have: IndexedState, want: IndexedState | null, changed: Map<string, IndexedState> | null, byOrigin?: Map<string, OriginKeys>): { bridge: Line[]; ip: Line[] } {
-    const kinds = <T extends { origin?: string }>(k: Kind<T>, kind: KindName, puts: Line[], dels: Line[]) => {
+    /** The [replaces, deletes] of one kind. */
+    const kinds = <T extends { origin?: string }>(k: Kind<T>, kind: KindName): [Line[], Line[]] => {
+      const puts: Line[] = [];
+      const dels: Line[] = [];
       const pick = (s: IndexedState) => s[kind] as unknown as Map<string, T>;
       const h = pick(have);
       if (want) {
@@ -291,7 +294,7 @@ export class KernelStateApplier {
         // Every wanted key, then the held ones nobody wants any more (no union set of 15,000 keys).
         diff(k, w.keys(), h, (key) => w.get(key), puts, dels);
         diff(k, [...h.keys()].filter((key) => !w.has(key)), h, () => undefined, puts, dels);
-        return;
+        return [puts, dels];
       }
       const keys = new Set<string>();
       for (const st of changed!.values()) for (const key of pick(st).keys()) keys.add(key);
@@ -312,19 +315,12 @@ export class KernelStateApplier {
         puts,
         dels,
       );
+      return [puts, dels];
     };
-    const fdbPut: Line[] = [];
-    const fdbDel: Line[] = [];
-    kinds(FDB, 'fdb', fdbPut, fdbDel);
-    const neighPut: Line[] = [];
-    const neighDel: Line[] = [];
-    kinds(NEIGH, 'neighs', neighPut, neighDel);
-    const routePut: Line[] = [];
-    const routeDel: Line[] = [];
-    kinds(ROUTE, 'routes', routePut, routeDel);
-    const policyPut: Line[] = [];
-    const policyDel: Line[] = [];
-    kinds(POLICY, 'policies', policyPut, policyDel);
+    const [fdbPut, fdbDel] = kinds(FDB, 'fdb');
+    const [neighPut, neighDel] = kinds(NEIGH, 'neighs');
+    const [routePut, routeDel] = kinds(ROUTE, 'routes');
+    const [policyPut, policyDel] = kinds(POLICY, 'policies');
     return { bridge: [...fdbPut, ...fdbDel], ip: [...neighPut, ...neighDel, ...routeDel, ...routePut, ...policyDel, ...policyPut] };
   }
 

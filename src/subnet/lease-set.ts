@@ -17,7 +17,7 @@
  */
 import type { Logger } from '../log.js';
 import type { NetworkConfig } from '../config/network.js';
-import { formatIP4Net, formatIP6Net, ip4NetContains, ip6NetContains, type IP4Net, type IP6Net } from '../net/ipaddr.js';
+import { formatIP4Net, formatIP6Net, ip4NetContains, ip4NetEqual, ip6NetContains, ip6NetEqual, type IP4Net, type IP6Net } from '../net/ipaddr.js';
 import type { Lease, LeaseEvent } from './types.js';
 import { MALFORMED_REASONS, type LeaseDecodeError, type MalformedReason } from './lease-codec.js';
 
@@ -25,6 +25,19 @@ export type RejectReason = 'outside_network' | 'wrong_length' | 'wrong_family' |
 
 function describeNets(l: Lease): string {
   return [l.subnet && formatIP4Net(l.subnet), l.ipv6Subnet && formatIP6Net(l.ipv6Subnet)].filter(Boolean).join(',');
+}
+
+/** Whether two leases say the same in every field of both families (a renewal that changed nothing is no event). */
+export function sameLease(a: Lease, b: Lease): boolean {
+  return (
+    ip4NetEqual(a.subnet, b.subnet) &&
+    ip6NetEqual(a.ipv6Subnet, b.ipv6Subnet) &&
+    a.attrs.publicIP === b.attrs.publicIP &&
+    a.attrs.publicIPv6 === b.attrs.publicIPv6 &&
+    a.attrs.backendType === b.attrs.backendType &&
+    JSON.stringify(a.attrs.backendData) === JSON.stringify(b.attrs.backendData) &&
+    JSON.stringify(a.attrs.backendV6Data) === JSON.stringify(b.attrs.backendV6Data)
+  );
 }
 
 export class LeaseSet {
@@ -191,4 +204,15 @@ export class LeaseSet {
     if (prev) out.push({ type: 'removed', lease: prev });
     return prev;
   }
+}
+
+/** The events that take a follower of `before` to `after` (a re-listing replacing a set): removed, then added or changed. */
+export function leaseSetChanges(before: LeaseSet, after: LeaseSet): LeaseEvent[] {
+  const out: LeaseEvent[] = [];
+  for (const [key, lease] of before.accepted) if (!after.accepted.has(key)) out.push({ type: 'removed', lease });
+  for (const [key, lease] of after.accepted) {
+    const prev = before.accepted.get(key);
+    if (!prev || !sameLease(prev, lease)) out.push({ type: 'added', lease });
+  }
+  return out;
 }

@@ -21,10 +21,8 @@ import {
   formatIP6,
   formatIP6Net,
   ip4NetContains,
-  ip4NetEqual,
   ip4NetOverlaps,
   ip6NetContains,
-  ip6NetEqual,
   ip6NetOverlaps,
   makeSubnetKey,
   parseSubnetKey,
@@ -32,7 +30,7 @@ import {
   type IP6Net,
 } from '../net/ipaddr.js';
 import { decodeLease, decodeLeaseAttrs, encodeLeaseAttrs, LeaseDecodeError } from './lease-codec.js';
-import { LeaseSet } from './lease-set.js';
+import { LeaseSet, leaseSetChanges, sameLease } from './lease-set.js';
 import { StoreUnavailableError, type KvEvent, type KvStore, type KvWatcher } from './kv.js';
 import { LeaseLostError, type Lease, type LeaseAttrs, type LeaseEvent, type LeaseWatchCallbacks, type LeaseWatchHandle, type SubnetManager } from './types.js';
 
@@ -420,12 +418,7 @@ export class KvSubnetManager implements SubnetManager {
         for (const m of malformed) if (m.key !== ownLease.key) fresh.rejectMalformed(m.key, m.err, ignore, sameLease);
         const others = [...leases.values()].filter((l) => l.key !== ownLease.key).sort((a, b) => (a.createRevision ?? 0) - (b.createRevision ?? 0));
         for (const l of others) fresh.put(l, ignore, sameLease);
-        const out: LeaseEvent[] = [];
-        for (const [name, lease] of set.accepted) if (!fresh.accepted.has(name)) out.push({ type: 'removed', lease });
-        for (const [name, lease] of fresh.accepted) {
-          const prev = set.accepted.get(name);
-          if (!prev || !sameLease(prev, lease)) out.push({ type: 'added', lease });
-        }
+        const out = leaseSetChanges(set, fresh);
         set = fresh;
         const own = leases.get(ownLease.key);
         if (!own) {
@@ -486,18 +479,6 @@ export class KvSubnetManager implements SubnetManager {
   async close(): Promise<void> {
     await this.store.close();
   }
-}
-
-function sameLease(a: Lease, b: Lease): boolean {
-  return (
-    ip4NetEqual(a.subnet, b.subnet) &&
-    ip6NetEqual(a.ipv6Subnet, b.ipv6Subnet) &&
-    a.attrs.publicIP === b.attrs.publicIP &&
-    a.attrs.publicIPv6 === b.attrs.publicIPv6 &&
-    a.attrs.backendType === b.attrs.backendType &&
-    JSON.stringify(a.attrs.backendData) === JSON.stringify(b.attrs.backendData) &&
-    JSON.stringify(a.attrs.backendV6Data) === JSON.stringify(b.attrs.backendV6Data)
-  );
 }
 
 export function describe(l: { subnet: IP4Net | null; ipv6Subnet: IP6Net | null }): string {

@@ -18,6 +18,9 @@ import { nodeToLease, ownAnnotationChanges, slimNode, type SlimNode } from '../.
 import { resolveKubeConnection } from '../../src/subnet/kube/kube-config.js';
 import { KubeClient } from '../../src/subnet/kube/client.js';
 import { NodeWatch } from '../../src/subnet/kube/node-watch.js';
+import { KubeSubnetManager } from '../../src/subnet/kube/manager.js';
+import { ConfigError } from '../../src/config/network.js';
+import { Readiness } from '../../src/metrics/readiness.js';
 import { LeaseDecodeError } from '../../src/subnet/lease-codec.js';
 import { decodeNodeList, decodeWatchEvent, ProtoError } from '../../src/subnet/kube/node-proto.js';
 import { createLogger } from '../../src/log.js';
@@ -172,6 +175,9 @@ class FakeApi {
       return;
     }
     const url = new URL(req.url!, 'http://x');
+    if (req.method === 'POST' && url.pathname === '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews') {
+      return void res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ status: { allowed: true } }));
+    }
     if (url.pathname !== '/api/v1/nodes') return void res.writeHead(404).end();
     if (url.searchParams.get('watch')) {
       const from = Number(url.searchParams.get('resourceVersion'));
@@ -348,5 +354,49 @@ test('protobuf: a NodeList and watch events decode to the fields kept, status an
     } catch (err) {
       assert.ok(err instanceof ProtoError, String(err));
     }
+  }
+});
+
+test('a podCIDR outside Network is refused with both CIDRs named and the fix; a node without podCIDR is waited for', { timeout: 20_000 }, async () => {
+  const api = new FakeApi();
+  api.put('self', '10.99.1.0/24');
+  api.put('late', '');
+  const url = await api.start();
+  const dir = await mkdtemp(join(tmpdir(), 'fts-kmgr-'));
+  await writeFile(join(dir, 'net-conf.json'), '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
+  const attrs = { publicIP: '192.0.2.1', publicIPv6: null, backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '02:00:00:00:00:01' } };
+  const make = (node: string, readiness?: Readiness) =>
+    new KubeSubnetManager({
+      apiUrl: url,
+      kubeconfigFile: '',
+      annotationPrefix: 'flannel.alpha.coreos.com',
+      netConfPath: join(dir, 'net-conf.json'),
+      setNodeNetworkUnavailable: false,
+      env: { NODE_NAME: node },
+      readiness,
+      backoffMs: { initial: 20, max: 50 },
+      client: new KubeClient({ server: url, source: 'test' }, createLogger('test')),
+    });
+  const sm = make('self');
+  try {
+    await sm.start();
+    await assert.rejects(sm.acquireLease(attrs), (err: Error) => err instanceof ConfigError && /10\.99\.1\.0\/24 is outside Network 10\.244\.0\.0\/16/.test(err.message) && /cluster-cidr/.test(err.message));
+  } finally {
+    await sm.close();
+  }
+  const readiness = new Readiness();
+  const late = make('late', readiness);
+  try {
+    await late.start();
+    const pending = late.acquireLease(attrs);
+    await waitUntil(() => readiness.waitingFor === "waiting for this node's podCIDR", 'readiness names the podCIDR');
+    // Stopping the daemon ends the wait.
+    const settled = pending.then(() => 'taken', (err: Error) => err.message);
+    await late.close();
+    assert.equal(await settled, 'stopped');
+  } finally {
+    await late.close();
+    api.endWatches();
+    api.server.close();
   }
 });

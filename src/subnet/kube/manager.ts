@@ -18,10 +18,10 @@
 import { readFile } from 'node:fs/promises';
 import { createLogger, type Logger } from '../../log.js';
 import { ConfigError, parseNetworkConfig, type NetworkConfig } from '../../config/network.js';
-import { formatIP4Net, formatIP6Net, ip4NetContainsNet, ip6NetContains, ip4NetEqual, ip6NetEqual } from '../../net/ipaddr.js';
+import { formatIP4Net, formatIP6Net, ip4NetContainsNet, ip6NetContains } from '../../net/ipaddr.js';
 import type { Readiness, WaitingFor } from '../../metrics/readiness.js';
 import { LeaseDecodeError } from '../lease-codec.js';
-import { LeaseSet } from '../lease-set.js';
+import { LeaseSet, leaseSetChanges, sameLease } from '../lease-set.js';
 import type { Lease, LeaseAttrs, LeaseEvent, LeaseWatchCallbacks, LeaseWatchHandle, SubnetManager } from '../types.js';
 import { annotationKeys, type AnnotationKeys } from './annotations.js';
 import { KubeApiError, KubeClient, KubeUnreachableError } from './client.js';
@@ -48,19 +48,6 @@ export interface KubeSubnetManagerOptions {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** flannel's lease compare, extended to every field of both families. */
-function sameLease(a: Lease, b: Lease): boolean {
-  return (
-    ip4NetEqual(a.subnet, b.subnet) &&
-    ip6NetEqual(a.ipv6Subnet, b.ipv6Subnet) &&
-    a.attrs.publicIP === b.attrs.publicIP &&
-    a.attrs.publicIPv6 === b.attrs.publicIPv6 &&
-    a.attrs.backendType === b.attrs.backendType &&
-    JSON.stringify(a.attrs.backendData) === JSON.stringify(b.attrs.backendData) &&
-    JSON.stringify(a.attrs.backendV6Data) === JSON.stringify(b.attrs.backendV6Data)
-  );
-}
 
 export class KubeSubnetManager implements SubnetManager {
   readonly name: string;
@@ -402,12 +389,7 @@ export class KubeSubnetManager implements SubnetManager {
       const ignore: LeaseEvent[] = [];
       const names = [...watch.nodes.values()].sort((a, b) => a.created - b.created).map((n) => n.name);
       for (const name of names) apply(fresh, name, ignore);
-      const out: LeaseEvent[] = [];
-      for (const [k, lease] of set.accepted) if (!fresh.accepted.has(k)) out.push({ type: 'removed', lease });
-      for (const [k, lease] of fresh.accepted) {
-        const prev = set.accepted.get(k);
-        if (!prev || !sameLease(prev, lease)) out.push({ type: 'added', lease });
-      }
+      const out = leaseSetChanges(set, fresh);
       set = fresh;
       emit(out);
     };
