@@ -22,6 +22,7 @@ const loaders = new Map<string, () => Promise<BackendFactory>>([
   ['ali-vpc', async () => (await import('./ali-vpc/index.js')).createAliVpcBackend],
   ['ipsec', async () => (await import('./ipsec/index.js')).createIpsecBackend],
   ['wireguard', async () => (await import('./wireguard/index.js')).createWireGuardBackend],
+  ['extension', async () => (await import('./extension/index.js')).createExtensionBackend],
 ]);
 
 export function backendTypes(): string[] {

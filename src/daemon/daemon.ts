@@ -226,7 +226,7 @@ export class Daemon {
     this.lease = lease;
 
     this.readiness.set('starting the backend');
-    await backend.start(lease);
+    await backend.start(lease).catch(asFatal);
     await writeSubnetEnv(opts.subnetFile, renderSubnetEnv(config, lease, backend.mtu(), opts.ipMasq));
     log.info('wrote subnet file', { path: opts.subnetFile, subnet: describe(lease), mtu: backend.mtu() });
 
