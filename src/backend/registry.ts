@@ -20,6 +20,7 @@ const loaders = new Map<string, () => Promise<BackendFactory>>([
   ['aws-vpc', async () => (await import('./aws-vpc/index.js')).createAwsVpcBackend],
   ['gce', async () => (await import('./gce/index.js')).createGceBackend],
   ['ali-vpc', async () => (await import('./ali-vpc/index.js')).createAliVpcBackend],
+  ['tencent-vpc', async () => (await import('./tencent-vpc/index.js')).createTencentVpcBackend],
   ['ipsec', async () => (await import('./ipsec/index.js')).createIpsecBackend],
   ['wireguard', async () => (await import('./wireguard/index.js')).createWireGuardBackend],
   ['extension', async () => (await import('./extension/index.js')).createExtensionBackend],

@@ -22,6 +22,7 @@ import { startDaemon, type DaemonProcess } from '../helpers/daemon.js';
 import { registerCleanup, waitFor } from '../helpers/netns.js';
 import { FakeEc2, FAKE_AWS_KEY } from '../helpers/fake-cloud/ec2.js';
 import { FakeAliyun, FAKE_ALI_KEY, type FakeAliMetadata } from '../helpers/fake-cloud/aliyun.js';
+import { FakeTencent, FAKE_TC_KEY } from '../helpers/fake-cloud/tencent.js';
 
 const P = '/coreos.com/network';
 const IFACES = [
@@ -175,5 +176,42 @@ describe('AliCloud VPC walkthrough', () => {
     await waitFor(async () => JSON.stringify(entries()) === JSON.stringify(await expected()), 30_000, 'one entry per lease');
     assert.equal(entries().length, 2);
     for (const x of d) assert.ok(!x.lines.join('\n').includes(FAKE_ALI_KEY.secret), 'the secret is never logged');
+  });
+});
+
+describe('Tencent Cloud VPC: two instances as flannel\'s tencent-vpc runs them', () => {
+  let tc: FakeTencent;
+  before(async () => {
+    await reset();
+    tc = new FakeTencent();
+    await tc.start();
+  });
+  after(() => tc.stop());
+
+  test('two instances: one route per lease to its instance; a lease gone takes the route its daemon wrote', async () => {
+    const md = [await tc.addInstance(IFACES[0]!.addr, '52:54:00:71:00:01'), await tc.addInstance(IFACES[1]!.addr, '52:54:00:71:00:02')];
+    publishConfig('{"Network":"10.26.0.0/16", "Backend": {"Type": "tencent-vpc"}}');
+    const env = (n: number): NodeJS.ProcessEnv => ({
+      ACCESS_KEY_ID: FAKE_TC_KEY.id,
+      ACCESS_KEY_SECRET: FAKE_TC_KEY.secret,
+      TENCENTCLOUD_VPC_ENDPOINT: tc.endpoint,
+      FLANNEL_CLOUD_ALLOW_HTTP: '1',
+      TENCENTCLOUD_METADATA_ENDPOINT: md[n]!.endpoint,
+    });
+    const d = [flanneld(0, env(0)), flanneld(1, env(1))];
+    await Promise.all(d.map((x) => x.waitForLine(/\brunning\b/, 20_000)));
+    const expected = async () => [...(await leases())].map(([dest, json]) => ({ dest, gateway: JSON.parse(json).PublicIP, enabled: true })).sort((a, b) => a.dest.localeCompare(b.dest));
+    const routes = () => tc.userRoutes().sort((a, b) => a.dest.localeCompare(b.dest));
+    await waitFor(async () => JSON.stringify(routes()) === JSON.stringify(await expected()), 30_000, 'one route per lease');
+    const l = await leases();
+    assert.equal(l.size, 2);
+    for (const json of l.values()) assert.match(json, /^\{"PublicIP":"198\.18\.71\.[12]","PublicIPv6":null\}$/, 'the lease JSON flannel writes for tencent-vpc');
+    // Instance 2 goes away and its lease expires: instance 1 deletes the route instance 2 wrote.
+    const gone = [...l].find(([, json]) => JSON.parse(json).PublicIP === IFACES[1]!.addr)![0];
+    await d[1]!.stop('SIGKILL');
+    await client.delete().key(`${P}/subnets/${gone.replace('/', '-')}`);
+    await waitFor(() => !routes().some((r) => r.dest === gone), 30_000, 'the departed lease\'s route deleted');
+    assert.equal(routes().length, 1);
+    for (const x of d) assert.ok(!x.lines.join('\n').includes(FAKE_TC_KEY.secret), 'the secret is never logged');
   });
 });

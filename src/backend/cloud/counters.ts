@@ -66,6 +66,10 @@ export const KNOWN_ERROR_CODES: ReadonlySet<string> = new Set([
   // Aliyun VPC
   'Forbidden.RAM', 'Forbidden', 'InvalidAccessKeyId.NotFound', 'IncompleteSignature', 'InvalidRouteEntry.NotFound', 'InvalidRouteEntry.Duplicate',
   'QuotaExceeded.RouteEntry', 'IncorrectRouteEntryStatus', 'IncorrectStatus.RouteTableStatus', 'OperationConflict', 'ServiceUnavailable', 'Throttling.User', 'InvalidVpcId.NotFound',
+  // Tencent Cloud VPC
+  'AuthFailure.SecretIdNotFound', 'AuthFailure.SignatureFailure', 'AuthFailure.SignatureExpire', 'AuthFailure.InvalidSecretId', 'AuthFailure.UnauthorizedOperation',
+  'RequestLimitExceeded', 'LimitExceeded', 'LimitExceeded.RouteTableRouteLimitExceeded', 'InvalidParameterValue.Duplicate', 'ResourceNotFound', 'ResourceInUse',
+  'InternalError', 'InternalServerError', 'ResourceUnavailable', 'UnsupportedOperation',
 ]);
 
 export function errorLabel(code: string): string {
