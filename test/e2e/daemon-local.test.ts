@@ -110,6 +110,8 @@ test('healthz: GET /healthz answers 200, /metrics serves Prometheus text, unknow
     return r.stdout;
   };
   assert.equal(await get('/healthz'), '200 flanneld is running\n');
+  await d.waitForLine(/ running/);
+  assert.equal(await get('/readyz'), '200 flanneld is ready\n');
   assert.match(await get('/metrics'), /^200 /);
   assert.match(await get('/nope'), /^404/);
 });

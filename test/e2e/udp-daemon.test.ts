@@ -230,7 +230,8 @@ describe('udp backend, three hosts on the embedded store', () => {
     const h = c.set.hosts[2]!;
     await c.daemons[2]!.stop('SIGTERM');
     const d = startHost(c, 2, ['--healthz-ip=127.0.0.1', '--healthz-port=8471']);
-    await d.waitForLine(/healthz listening/, 20_000);
+    // healthz is up from the first moment (it answers /readyz while the daemon starts): wait for the daemon itself.
+    await d.waitForLine(/ running/, 20_000);
     await pingsEventually(c, 2, 0);
     const r = await h.exec([process.execPath, '-e', "fetch('http://127.0.0.1:8471/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))"], { timeoutMs: 5000 });
     const sent = Number(/^flannel_udp_sent_packets_total (\d+)/m.exec(r.stdout)?.[1]);
