@@ -42,10 +42,30 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "install-system-deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+# A freshly booted machine often has apt running already (cloud-init, unattended-upgrades):
+# wait for its locks, saying so once, instead of failing at once.
+lock_held() {
+  local f ino
+  for f in /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock; do
+    [ -e "$f" ] || continue
+    ino=$(stat -c %i "$f")
+    # /proc/locks names locked files as MAJOR:MINOR:INODE.
+    grep -q ":$ino " /proc/locks && return 0
+  done
+  return 1
+}
+if lock_held; then
+  echo "install-system-deps: another apt or dpkg is running; waiting for it (up to 10 minutes)"
+  for _ in $(seq 1 600); do lock_held || break; sleep 1; done
+fi
+APT=(apt-get -o DPkg::Lock::Timeout=600)
+"${APT[@]}" update -qq
 # iperf3's package asks whether to start a daemon; never.
 echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections 2>/dev/null || true
-apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+if ! out=$("${APT[@]}" install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) 2>&1 >/dev/null); then
+  echo "install-system-deps: cannot install ${need[*]}: $(printf '%s\n' "$out" | grep -E '^E:' | head -3 | tr '\n' ' ')" >&2
+  exit 1
+fi
 # Debian starts etcd as a service on install; tests start their own on other ports.
 systemctl disable --now etcd >/dev/null 2>&1 || true
 # Our charon is flanneld's child; a system-wide IKE daemon would hold UDP 500/4500.
