@@ -11,8 +11,10 @@ export function escapeXml(s: string): string {
 
 const COLORS: Record<string, string> = { veth: '#7f8c8d', vxlan: '#2980b9', ftvxlan: '#16a085', udp: '#e67e22' };
 
-const WIDTH = 800;
-const LABEL_W = 130;
+/** Room right of a bar for its value and ratios. */
+const VALUE_W = 270;
+/** A 12 px sans-serif character is at most about 7 px wide: the label column fits the longest row label. */
+const CHAR_W = 7;
 const BAR_MAX = 400;
 const BAR_H = 16;
 const ROW_H = 22;
@@ -28,6 +30,9 @@ export function renderSvg(results: PathResult[], meta: SvgMeta): string {
   const cols = ratioColumns(ran.map((r) => r.path));
   const metrics = METRICS.filter((m) => ran.some((r) => table[m.key]![r.path] != null));
   const out: string[] = [];
+  // Wide enough for the longest label ("flannel-ts wireguard (userspace)" was cut at 130 px).
+  const LABEL_W = Math.max(130, 20 + CHAR_W * Math.max(0, ...ran.map((r) => r.label.length)));
+  const WIDTH = Math.max(800, LABEL_W + BAR_MAX + VALUE_W);
   let y = 30;
   out.push(`<text x="12" y="${y}" font-size="16" font-weight="bold">${escapeXml(meta.title)}</text>`);
   if (meta.subtitle) {

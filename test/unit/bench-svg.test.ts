@@ -64,11 +64,16 @@ test('renderSvg: well-formed, one bar per measured path and metric, ratios in la
   const svg = renderSvg(results, { title: 'bench "A" & <B>', subtitle: "it's" });
   assert.deepEqual(checkWellFormed(svg), []);
   assert.match(svg, /^<\?xml version="1.0" encoding="UTF-8"\?>\n<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
-  // Metrics present: TCP 1 stream, RTT avg, RTT p50 -> 3 panels x 3 paths.
-  assert.equal(svg.match(/<rect x="130"/g)?.length, 9);
+  // Metrics present: TCP 1 stream, RTT avg, RTT p50 -> 3 panels x 3 paths; the label column fits the longest label.
+  const labelW = 20 + 7 * 'flannel-ts <udp> & co'.length;
+  assert.equal(svg.match(new RegExp(`<rect x="${labelW}"`, 'g'))?.length, 9);
   assert.ok(svg.includes('flannel-ts &lt;udp&gt; &amp; co'));
   assert.ok(svg.includes('2.00 (0.20x vxlan, 0.10x veth)'));
   assert.ok(svg.includes('bench &quot;A&quot; &amp; &lt;B&gt;'));
+  // A long label (the userspace WireGuard's) keeps its start: its right edge is inside the label column, which is wide enough.
+  const long = renderSvg([ok('udp', 'flannel-ts wireguard (userspace)', 2)], { title: 't' });
+  const x = Number(/<text x="(\d+)" y="\d+" font-size="12" text-anchor="end">flannel-ts wireguard \(userspace\)/.exec(long)?.[1]);
+  assert.ok(x >= 'flannel-ts wireguard (userspace)'.length * 6.5, `label ends at ${x}`);
 });
 
 test('renderSvg: unavailable paths listed, empty run still well-formed', () => {
