@@ -11,14 +11,15 @@ export interface BenchOptions {
   help: boolean;
 }
 
-export const USAGE = `usage: npm run bench -- [--duration S] [--only veth,vxlan,ftvxlan,udp,ftwg,wggo] [--quick] [--out DIR]
+export const USAGE = `usage: npm run bench -- [--duration S] [--only veth,vxlan,ftvxlan,udp,flannel-udp,ftwg,wggo] [--quick] [--out DIR]
   --duration S   seconds per iperf3 test (default 8; 2 with --quick)
   --only LIST    paths to measure, comma-separated (default: all)
   --quick        short smoke run
   --out DIR      results directory (default bench/results)`;
 
 export function parseArgs(argv: string[], defaultOutDir: string): BenchOptions {
-  const o: BenchOptions = { seconds: 8, paths: [...ALL_PATHS], quick: false, pingCount: 100, pingIntervalMs: 50, outDir: defaultOutDir, help: false };
+  // flannel's own udp joins the default run when FLANNELD_REF names its flanneld.
+  const o: BenchOptions = { seconds: 8, paths: ALL_PATHS.filter((p) => p !== 'flannel-udp' || !!process.env.FLANNELD_REF), quick: false, pingCount: 100, pingIntervalMs: 50, outDir: defaultOutDir, help: false };
   let duration: number | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;

@@ -9,13 +9,14 @@ import { join } from 'node:path';
 import { createHosts, registerCleanup, run, waitFor, type HostSet, type TestHost } from '../test/helpers/netns.js';
 import { measureLatency } from './latency.js';
 
-export type PathId = 'veth' | 'vxlan' | 'ftvxlan' | 'udp' | 'ftwg' | 'wggo';
-export const ALL_PATHS: PathId[] = ['veth', 'vxlan', 'ftvxlan', 'udp', 'ftwg', 'wggo'];
+export type PathId = 'veth' | 'vxlan' | 'ftvxlan' | 'udp' | 'flannel-udp' | 'ftwg' | 'wggo';
+export const ALL_PATHS: PathId[] = ['veth', 'vxlan', 'ftvxlan', 'udp', 'flannel-udp', 'ftwg', 'wggo'];
 export const PATH_LABELS: Record<PathId, string> = {
   veth: 'bare veth',
   vxlan: 'kernel VXLAN',
   ftvxlan: 'flannel-ts vxlan',
   udp: 'flannel-ts udp',
+  'flannel-udp': "flannel's own udp (v0.19.2)",
   ftwg: 'flannel-ts wireguard (userspace)',
   wggo: 'wireguard-go',
 };
@@ -282,5 +283,57 @@ export async function setupWireguardGo(progress: Progress): Promise<PathSetup> {
     await set.destroy();
     rmSync(dir, { recursive: true, force: true });
     throw e instanceof Unavailable ? e : new Unavailable((e as Error).message);
+  }
+}
+
+/**
+ * flannel's own udp backend (its C proxy), the program our udp backend
+ * replaces: flannel's flanneld v0.19.2 (FLANNELD_REF, built by
+ * ../shared/tools/build-reference-flanneld.sh) in both hosts, on an etcd
+ * with TLS and client certificates in the first host's namespace (flannel
+ * v0.19 talks to etcd v3 only so; etcd idles during the measurement).
+ */
+export async function setupFlannelRef(progress: Progress): Promise<PathSetup> {
+  const ref = process.env.FLANNELD_REF ?? '';
+  if (!ref || !existsSync(ref)) throw new Unavailable("FLANNELD_REF does not name flannel's flanneld v0.19.2 (bash ../shared/tools/build-reference-flanneld.sh builds it)");
+  const { startEtcd } = await import('../test/helpers/etcd.js');
+  const root = repoRoot();
+  const dir = mkdtempSync(join(tmpdir(), 'ftbench-ref-'));
+  const set = await pair();
+  let etcd: Awaited<ReturnType<typeof startEtcd>> | null = null;
+  const cleanup = async () => {
+    await etcd?.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const [h1, h2] = set.hosts as [TestHost, TestHost];
+    etcd = await startEtcd({ netns: h1.ns, host: h1.ip, tls: true });
+    const tls = ['--etcd-cafile', etcd.caFile!, '--etcd-certfile', etcd.certFile!, '--etcd-keyfile', etcd.keyFile!];
+    const put = await h1.exec([process.execPath, join(root, 'bin', 'flannelctl'), '--etcd-endpoints', etcd.endpoint, ...tls, 'put', '/coreos.com/network/config', FLANNEL_NETWORK_CONFIG], { timeoutMs: 20000 });
+    if (put.code !== 0) throw new Unavailable(`flannelctl put failed: ${(put.stderr || put.stdout).trim()}`);
+    const daemons = set.hosts.map((h, i) => {
+      const logFile = join(dir, `flanneld${i + 1}.log`);
+      const fd = openSync(logFile, 'a');
+      const subnetFile = join(dir, `host${i + 1}.env`);
+      const child = h.spawn([ref, '--etcd-endpoints', etcd!.endpoint, ...tls, '--iface', h.iface, '--subnet-file', subnetFile], { stdio: ['ignore', fd, fd] });
+      closeSync(fd);
+      progress(`flannel-udp: started flannel's flanneld in ${h.ns} pid=${child.pid}`);
+      return { host: h, child, logFile, subnetFile };
+    });
+    for (const d of daemons) {
+      await waitFor(() => (d.child.exitCode !== null ? Promise.reject(new Error(`exited: ${tail(d.logFile)}`)) : existsSync(d.subnetFile) ? true : null), 30000, d.subnetFile).catch((e: Error) => {
+        throw new Unavailable(`flannel's flanneld in ${d.host.ns}: ${e.message}`);
+      });
+    }
+    const targetIp = (await deviceAddresses(h2, 'flannel0')).find((a) => a.startsWith('10.5.'));
+    if (!targetIp) throw new Unavailable(`no flannel0 address in ${h2.ns}: ${tail(daemons[1]!.logFile)}`);
+    await waitFor(async () => (await measureLatency(h1, h2, targetIp, 1, 50)).received > 0, 30000, `overlay reachability of ${targetIp}`, 250).catch((e: Error) => {
+      throw new Unavailable(`${e.message}; logs: ${tail(daemons[0]!.logFile, 4)} || ${tail(daemons[1]!.logFile, 4)}`);
+    });
+    return basic(set, targetIp, [`flannel's own flanneld v0.19.2 (${ref})`, `target = peer flannel0 address ${targetIp}`], daemons.map((d) => d.child.pid!).filter(Boolean), () => void cleanup());
+  } catch (e) {
+    await set.destroy();
+    await cleanup();
+    throw e;
   }
 }

@@ -67,7 +67,7 @@ export interface RatioColumn {
  * be the inverse of vxlan/veth).
  */
 /** Pairs compared head to head besides the references: our userspace WireGuard against wireguard-go. */
-export const HEAD_TO_HEAD: [PathId, PathId][] = [['ftwg', 'wggo']];
+export const HEAD_TO_HEAD: [PathId, PathId][] = [['ftwg', 'wggo'], ['udp', 'flannel-udp']];
 
 export function ratioColumns(paths: PathId[]): RatioColumn[] {
   const cols: RatioColumn[] = [];

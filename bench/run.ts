@@ -18,7 +18,7 @@ import { createLogger } from '../src/log.js';
 import { parseArgs, USAGE, type BenchOptions } from './args.js';
 import { haveBinary } from './latency.js';
 import { runSuite } from './measure.js';
-import { PATH_LABELS, Unavailable, repoRoot, setupFlannel, setupVeth, setupVxlan, setupWireguardGo, type PathId, type PathSetup, type Progress } from './paths.js';
+import { PATH_LABELS, Unavailable, repoRoot, setupFlannel, setupFlannelRef, setupVeth, setupVxlan, setupWireguardGo, type PathId, type PathSetup, type Progress } from './paths.js';
 import { computeRatios, metricTable, ratioColumns, renderTable, type PathResult } from './report.js';
 import { renderSvg } from './svg.js';
 
@@ -42,6 +42,8 @@ async function setup(path: PathId): Promise<PathSetup> {
       return setupFlannel(progress, { backend: 'vxlan' });
     case 'udp':
       return setupFlannel(progress);
+    case 'flannel-udp':
+      return setupFlannelRef(progress);
     case 'ftwg':
       return setupFlannel(progress, { backend: 'wireguard' });
     case 'wggo':

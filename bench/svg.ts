@@ -9,7 +9,7 @@ export function escapeXml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
 }
 
-const COLORS: Record<string, string> = { veth: '#7f8c8d', vxlan: '#2980b9', ftvxlan: '#16a085', udp: '#e67e22' };
+const COLORS: Record<string, string> = { veth: '#7f8c8d', vxlan: '#2980b9', ftvxlan: '#16a085', udp: '#e67e22', 'flannel-udp': '#8e44ad' };
 
 /** Room right of a bar for its value and ratios. */
 const VALUE_W = 270;

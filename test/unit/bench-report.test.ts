@@ -118,9 +118,17 @@ test('parseProcStat: utime and stime even with spaces and parens in the name', (
 });
 
 test('parseArgs: defaults, --quick, --only order, errors', () => {
+  const ref = process.env.FLANNELD_REF;
+  delete process.env.FLANNELD_REF;
   const d = parseArgs([], '/out');
   assert.equal(d.seconds, 8);
   assert.deepEqual(d.paths, ['veth', 'vxlan', 'ftvxlan', 'udp', 'ftwg', 'wggo']);
+  // flannel's own udp joins the default run when FLANNELD_REF names its flanneld.
+  process.env.FLANNELD_REF = '/opt/flanneld';
+  assert.deepEqual(parseArgs([], '/out').paths, ['veth', 'vxlan', 'ftvxlan', 'udp', 'flannel-udp', 'ftwg', 'wggo']);
+  if (ref === undefined) delete process.env.FLANNELD_REF;
+  else process.env.FLANNELD_REF = ref;
+  assert.deepEqual(parseArgs(['--only', 'flannel-udp,udp'], '/out').paths, ['udp', 'flannel-udp']);
   const q = parseArgs(['--quick', '--only', 'udp,veth'], '/out');
   assert.equal(q.seconds, 2);
   assert.deepEqual(q.paths, ['veth', 'udp']);
