@@ -11,7 +11,7 @@
  * endpoints are the link-local http services clouds run on every instance.
  */
 import { goField } from '../../config/go-json.js';
-import { BackendOptionError } from '../errors.js';
+import { BackendOptionError, BackendUnavailableError } from '../errors.js';
 
 /** The host's opt-in to plain-http cloud API endpoints. */
 export const ALLOW_HTTP_ENV = 'FLANNEL_CLOUD_ALLOW_HTTP';
@@ -58,4 +58,22 @@ export function stringOption(backend: string, cfg: Record<string, unknown>, opti
     throw new BackendOptionError(backend, option, 'a string', v);
   }
   return v;
+}
+
+/**
+ * AccessKeyID/AccessKeySecret from the config, else ACCESS_KEY_ID and
+ * ACCESS_KEY_SECRET from the host's environment, as flannel's ali-vpc and
+ * tencent-vpc read them; one clear error naming both ways when neither has them.
+ */
+export function accessKeyPair(backend: string, cloud: string, cfg: Record<string, unknown>, env: NodeJS.ProcessEnv): { accessKeyId: string; accessKeySecret: string } {
+  let accessKeyId = stringOption(backend, cfg, 'AccessKeyID');
+  let accessKeySecret = stringOption(backend, cfg, 'AccessKeySecret', true);
+  if (!accessKeyId || !accessKeySecret) {
+    accessKeyId = env.ACCESS_KEY_ID;
+    accessKeySecret = env.ACCESS_KEY_SECRET;
+  }
+  if (!accessKeyId || !accessKeySecret) {
+    throw new BackendUnavailableError(`${backend} backend: no ${cloud} credentials: set Backend.AccessKeyID and Backend.AccessKeySecret, or ACCESS_KEY_ID and ACCESS_KEY_SECRET in the environment`);
+  }
+  return { accessKeyId, accessKeySecret };
 }

@@ -4,10 +4,9 @@
  */
 import type { BackendContext, BackendFactory } from '../types.js';
 import { intOption } from '../option-readers.js';
-import { endpointOption, stringOption } from '../cloud/endpoints.js';
+import { accessKeyPair, endpointOption } from '../cloud/endpoints.js';
 import { CloudCounters } from '../cloud/counters.js';
 import { CloudRouteBackend } from '../cloud/backend.js';
-import { BackendUnavailableError } from '../errors.js';
 import { TencentVpcRoutes } from './vpc-routes.js';
 
 export interface TencentVpcOptions {
@@ -20,18 +19,9 @@ export interface TencentVpcOptions {
 
 /** AccessKeyID/AccessKeySecret from the config, else ACCESS_KEY_ID/ACCESS_KEY_SECRET, as flannel reads them. */
 export function parseTencentVpcOptions(cfg: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): TencentVpcOptions {
-  let accessKeyId = stringOption('tencent-vpc', cfg, 'AccessKeyID');
-  let accessKeySecret = stringOption('tencent-vpc', cfg, 'AccessKeySecret', true);
-  if (!accessKeyId || !accessKeySecret) {
-    accessKeyId = env.ACCESS_KEY_ID;
-    accessKeySecret = env.ACCESS_KEY_SECRET;
-  }
-  if (!accessKeyId || !accessKeySecret) {
-    throw new BackendUnavailableError('tencent-vpc backend: no Tencent Cloud credentials: set Backend.AccessKeyID and Backend.AccessKeySecret, or ACCESS_KEY_ID and ACCESS_KEY_SECRET in the environment');
-  }
+  const keys = accessKeyPair('tencent-vpc', 'Tencent Cloud', cfg, env);
   return {
-    accessKeyId,
-    accessKeySecret,
+    ...keys,
     vpcEndpoint: endpointOption('tencent-vpc', cfg, 'VPCEndpoint', 'TENCENTCLOUD_VPC_ENDPOINT', 'api', 'https://vpc.tencentcloudapi.com'),
     metadataEndpoint: endpointOption('tencent-vpc', cfg, 'MetadataEndpoint', 'TENCENTCLOUD_METADATA_ENDPOINT', 'metadata', 'http://metadata.tencentyun.com'),
     routeLimit: intOption('tencent-vpc', cfg, 'RouteLimit', 200, 1, 10_000),
