@@ -21,9 +21,9 @@
  * exit on a line).
  */
 import type { Logger } from '../log.js';
-import { ip4NetContains, parseIP4Net, type IP4Net } from './ipaddr.js';
+import { ip4NetContains, ip6NetContains, parseIP4Net, parseIP6Net, type IP4Net, type IP6Net } from './ipaddr.js';
 import type { BatchRunner, IpRunner } from './iproute.js';
-import { isCanonicalIP4, isCanonicalMac, isCanonicalNet4, isDevName } from './canonical.js';
+import { isCanonicalIP4, isCanonicalIP6, isCanonicalMac, isCanonicalNet4, isCanonicalNet6, isDevName } from './canonical.js';
 import { parseXfrmPolicies, policyDeleteLine, policyKey, policyUpdateLine, type XfrmPolicySpec } from './xfrm-policy.js';
 
 export interface RouteSpec {
@@ -65,6 +65,8 @@ export interface KernelState {
 export interface KernelScope {
   /** Routes owned: destination strictly inside this network... */
   network: IP4Net;
+  /** IPv6 routes owned: destination strictly inside this network (dual stack), through routeDevs; IPv6 permanent neighbours on ownedDevs. */
+  network6?: IP6Net;
   /** ...through one of these devices. */
   routeDevs: string[];
   /** Devices whose permanent IPv4 neighbour entries and unicast FDB entries are all ours. */
@@ -345,7 +347,7 @@ export class KernelStateApplier {
   private async readRoutes(): Promise<RouteSpec[]> {
     const { scope } = this.opts;
     const out = JSON.parse((await this.opts.readIp.run(['-4', '-json', 'route', 'show', 'table', 'main'])) || '[]') as JsonRoute[];
-    const mine: RouteSpec[] = [];
+    const mine: RouteSpec[] = await this.readRoutes6();
     for (const r of out) {
       if (!r.dev || !scope.routeDevs.includes(r.dev) || r.dst === 'default') continue;
       let net: IP4Net;
@@ -357,6 +359,28 @@ export class KernelStateApplier {
       // Strictly inside the Network: a route for the whole Network (the udp backend's) is not per-peer state.
       if (net.prefixLen <= scope.network.prefixLen || !ip4NetContains(scope.network, net.ip)) continue;
       mine.push({ dst: r.dst.includes('/') ? r.dst : `${r.dst}/32`, via: r.gateway, dev: r.dev, onlink: r.flags?.includes('onlink') ?? false });
+    }
+    return mine;
+  }
+
+  /** The IPv6 half (dual stack): routes strictly inside IPv6Network through our devices. */
+  private async readRoutes6(): Promise<RouteSpec[]> {
+    const { scope } = this.opts;
+    const net6 = scope.network6;
+    if (!net6) return [];
+    const out = JSON.parse((await this.opts.readIp.run(['-6', '-json', 'route', 'show', 'table', 'main'])) || '[]') as JsonRoute[];
+    const mine: RouteSpec[] = [];
+    for (const r of out) {
+      if (!r.dev || !scope.routeDevs.includes(r.dev) || r.dst === 'default') continue;
+      const dst = r.dst.includes('/') ? r.dst : `${r.dst}/128`;
+      let net: IP6Net;
+      try {
+        net = parseIP6Net(dst);
+      } catch {
+        continue;
+      }
+      if (net.prefixLen <= net6.prefixLen || !ip6NetContains(net6, net.ip)) continue;
+      mine.push({ dst, via: r.gateway, dev: r.dev, onlink: r.flags?.includes('onlink') ?? false });
     }
     return mine;
   }
@@ -375,8 +399,10 @@ export class KernelStateApplier {
   private async readNeighs(): Promise<NeighSpec[]> {
     const all: NeighSpec[] = [];
     for (const dev of this.opts.scope.ownedDevs) {
-      const text = await this.opts.readIp.runIgnoringMissing(['-4', '-json', 'neigh', 'show', 'dev', dev, 'nud', 'permanent']);
-      for (const n of JSON.parse(text || '[]') as JsonNeigh[]) if (n.lladdr) all.push({ dev, ip: n.dst, mac: n.lladdr.toLowerCase() });
+      for (const family of this.opts.scope.network6 ? ['-4', '-6'] : ['-4']) {
+        const text = await this.opts.readIp.runIgnoringMissing([family, '-json', 'neigh', 'show', 'dev', dev, 'nud', 'permanent']);
+        for (const n of JSON.parse(text || '[]') as JsonNeigh[]) if (n.lladdr) all.push({ dev, ip: n.dst, mac: n.lladdr.toLowerCase() });
+      }
     }
     return all;
   }
@@ -411,9 +437,17 @@ function validState(s: KernelState): { want: KernelState; refused: { line: strin
       return !p;
     });
   const dev = (d: string) => (isDevName(d) ? null : `device ${shown(d)} is not an interface name`);
-  const routes = check(s.routes, 'route', (r) => (!isCanonicalNet4(r.dst) ? `destination ${shown(r.dst)} is not a canonical IPv4 network` : r.via !== undefined && !isCanonicalIP4(r.via) ? `gateway ${shown(r.via)} is not a canonical IPv4 address` : dev(r.dev)));
-  const neighs = check(s.neighs, 'neighbour', (n) => (!isCanonicalIP4(n.ip) ? `address ${shown(n.ip)} is not a canonical IPv4 address` : !isCanonicalMac(n.mac.toLowerCase()) ? `MAC ${shown(n.mac)} is not a MAC address` : dev(n.dev)));
-  const fdb = check(s.fdb, 'fdb', (f) => (!isCanonicalIP4(f.dst) ? `VTEP ${shown(f.dst)} is not a canonical IPv4 address` : !isCanonicalMac(f.mac.toLowerCase()) ? `MAC ${shown(f.mac)} is not a MAC address` : dev(f.dev)));
+  // Each address in its one canonical form, of one family: an IPv4 route has an IPv4 gateway, an IPv6 route an IPv6 one.
+  const route = (r: RouteSpec): string | null => {
+    const v6 = r.dst.includes(':');
+    if (!(v6 ? isCanonicalNet6(r.dst) : isCanonicalNet4(r.dst))) return `destination ${shown(r.dst)} is not a canonical IPv${v6 ? 6 : 4} network`;
+    if (r.via !== undefined && !(v6 ? isCanonicalIP6(r.via) : isCanonicalIP4(r.via))) return `gateway ${shown(r.via)} is not a canonical IPv${v6 ? 6 : 4} address`;
+    return dev(r.dev);
+  };
+  const ip = (a: string) => isCanonicalIP4(a) || isCanonicalIP6(a);
+  const routes = check(s.routes, 'route', route);
+  const neighs = check(s.neighs, 'neighbour', (n) => (!ip(n.ip) ? `address ${shown(n.ip)} is not a canonical IP address` : !isCanonicalMac(n.mac.toLowerCase()) ? `MAC ${shown(n.mac)} is not a MAC address` : dev(n.dev)));
+  const fdb = check(s.fdb, 'fdb', (f) => (!ip(f.dst) ? `VTEP ${shown(f.dst)} is not a canonical IP address` : !isCanonicalMac(f.mac.toLowerCase()) ? `MAC ${shown(f.mac)} is not a MAC address` : dev(f.dev)));
   const policies = check(s.policies ?? [], 'xfrm policy', (p) =>
     !isCanonicalNet4(p.src) || !isCanonicalNet4(p.dst) ? `selector ${shown(p.src)} -> ${shown(p.dst)} is not two canonical IPv4 networks` : !isCanonicalIP4(p.tmplSrc) || !isCanonicalIP4(p.tmplDst) ? `tunnel ${shown(p.tmplSrc)} -> ${shown(p.tmplDst)} is not two canonical IPv4 addresses` : null,
   );

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { IpRoute } from '../../src/net/iproute.js';
 import { KernelStateApplier, type KernelState } from '../../src/net/kernel-state.js';
-import { parseIP4Net } from '../../src/net/ipaddr.js';
+import { parseIP4Net, parseIP6Net } from '../../src/net/ipaddr.js';
 import { createLogger } from '../../src/log.js';
 
 /** The kernel as the lines leave it: fdb by "dev mac", neighbours by "dev ip", routes by dst. */
@@ -137,4 +137,46 @@ test('a refused entry in a change round is reported against its lease; the rest 
   assert.deepEqual(r.failures.map((f) => f.origin), ['node/b']);
   assert.ok(kernel.routes.has('10.5.3.0/24'));
   assert.ok(![...kernel.fdb.values()].some((d) => d.includes(' ')));
+});
+
+test('dual stack: IPv6 routes inside IPv6Network are read and owned beside IPv4 ones; a non-canonical IPv6 token is refused', async () => {
+  const planned: string[] = [];
+  const reads = new IpRoute({
+    mode: 'plan',
+    planOutputs: {
+      '-4 -json route show table main': JSON.stringify([{ dst: '10.5.9.0/24', gateway: '192.0.2.9', dev: 'eth0', flags: [] }]),
+      // One of ours to remove, one outside IPv6Network (never touched), the link's own /64 (never touched).
+      '-6 -json route show table main': JSON.stringify([
+        { dst: 'fd00:5:9::/64', gateway: '2001:db8::9', dev: 'eth0', flags: [] },
+        { dst: 'fd99::/64', gateway: '2001:db8::9', dev: 'eth0', flags: [] },
+        { dst: '2001:db8::/64', dev: 'eth0', flags: [] },
+      ]),
+    },
+  });
+  const kernel = new ModelKernel();
+  kernel.routes.set('10.5.9.0/24', 'via 192.0.2.9 dev eth0');
+  kernel.routes.set('fd00:5:9::/64', 'via 2001:db8::9 dev eth0');
+  const applier = new KernelStateApplier({
+    scope: { network: parseIP4Net('10.5.0.0/16'), network6: parseIP6Net('fd00::/16'), routeDevs: ['eth0'], ownedDevs: [] },
+    readIp: reads,
+    readBridge: reads,
+    writeIp: new ModelRunner('ip', kernel, planned),
+    writeBridge: new ModelRunner('bridge', kernel, planned),
+    log: createLogger('test'),
+  });
+  const r = await applier.apply(
+    {
+      routes: [
+        { dst: '10.5.9.0/24', via: '192.0.2.9', dev: 'eth0', origin: 'a' },
+        { dst: 'fd00:5:2::/64', via: '2001:db8::2', dev: 'eth0', origin: 'b' },
+        { dst: 'fd00:5:3::/64', via: '2001:db8::3 dev lo', dev: 'eth0', origin: 'c' },
+        { dst: 'fd00:5:4::/64', via: '192.0.2.4', dev: 'eth0', origin: 'd' },
+      ],
+      neighs: [],
+      fdb: [],
+    },
+    { reread: true },
+  );
+  assert.deepEqual(planned.sort(), ['route del fd00:5:9::/64 dev eth0', 'route replace fd00:5:2::/64 via 2001:db8::2 dev eth0'].sort());
+  assert.deepEqual(r.failures.map((f) => f.origin).sort(), ['c', 'd']);
 });

@@ -5,9 +5,9 @@
  */
 import type { Backend, BackendContext, BackendFactory } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
-import { formatIP4Net, type IP4Net } from '../../net/ipaddr.js';
+import { formatIP4Net, formatIP6Net, ip6NetEqual, type IP4Net, type IP6Net } from '../../net/ipaddr.js';
 import { IpRoute } from '../../net/iproute.js';
-import { linkPrefixes, onLink } from '../../net/link-prefixes.js';
+import { linkPrefixes, linkPrefixes6, onLink, onLink6 } from '../../net/link-prefixes.js';
 import { KernelRouting, kernelRunners, type PeerState } from '../kernel-routing.js';
 
 export interface HostGwBackendOptions {
@@ -22,7 +22,9 @@ export class HostGwBackend implements Backend {
   private readonly readIp: IpRoute;
   private readonly log;
   private prefixes: IP4Net[] = [];
+  private prefixes6: IP6Net[] = [];
   private ownSubnet: IP4Net | null = null;
+  private ownSubnet6: IP6Net | null = null;
   private readonly offLink = new Set<string>();
   private readonly transcript: string[];
 
@@ -38,7 +40,8 @@ export class HostGwBackend implements Backend {
     this.log = ctx.log.child('host-gw');
     this.routing = new KernelRouting({
       backendType: 'host-gw',
-      scope: { network: ctx.config.network, routeDevs: [ctx.extIface.name], ownedDevs: [] },
+      // Dual stack: IPv6 routes via each peer's PublicIPv6, owned inside IPv6Network.
+      scope: { network: ctx.config.network, ...(ctx.config.enableIPv6 && ctx.config.ipv6Network ? { network6: ctx.config.ipv6Network } : {}), routeDevs: [ctx.extIface.name], ownedDevs: [] },
       peerState: (l) => this.peerState(l),
       log: this.log,
       ip,
@@ -57,7 +60,9 @@ export class HostGwBackend implements Backend {
 
   async start(ownLease: Lease): Promise<void> {
     this.ownSubnet = ownLease.subnet;
+    this.ownSubnet6 = ownLease.ipv6Subnet;
     this.prefixes = await linkPrefixes(this.readIp, this.ctx.extIface.name);
+    if (this.ctx.config.enableIPv6) this.prefixes6 = await linkPrefixes6(this.readIp, this.ctx.extIface.name);
     this.routing.start();
   }
 
@@ -67,15 +72,29 @@ export class HostGwBackend implements Backend {
 
   private peerState(l: Lease): PeerState | null {
     if (!l.subnet || (this.ownSubnet && l.subnet.ip === this.ownSubnet.ip)) return null;
-    if (!onLink(this.prefixes, l.attrs.publicIP)) {
-      if (!this.offLink.has(l.key)) {
-        this.offLink.add(l.key);
-        this.log.warn('peer is not on our link: host-gw cannot reach it, no route', { subnet: formatIP4Net(l.subnet), publicIP: l.attrs.publicIP, iface: this.ctx.extIface.name });
-      }
-      return null;
+    const routes: PeerState['routes'] = [];
+    if (onLink(this.prefixes, l.attrs.publicIP)) routes.push(this.onLinkRoute(l, formatIP4Net(l.subnet), l.attrs.publicIP));
+    else this.noteOffLink(l, formatIP4Net(l.subnet), l.attrs.publicIP);
+    // The IPv6 half, as flannel's host-gw: the peer's IPv6 subnet via its PublicIPv6.
+    const sn6 = l.ipv6Subnet;
+    const ip6 = l.attrs.publicIPv6;
+    if (this.ctx.config.enableIPv6 && sn6 && ip6 && !ip6NetEqual(sn6, this.ownSubnet6)) {
+      if (onLink6(this.prefixes6, ip6)) routes.push(this.onLinkRoute(l, formatIP6Net(sn6), ip6));
+      else this.noteOffLink(l, formatIP6Net(sn6), ip6);
     }
-    this.offLink.delete(l.key);
-    return { routes: [{ dst: formatIP4Net(l.subnet), via: l.attrs.publicIP, dev: this.ctx.extIface.name }] };
+    return routes.length === 0 ? null : { routes };
+  }
+
+  private onLinkRoute(l: Lease, dst: string, via: string): PeerState['routes'][number] {
+    this.offLink.delete(`${l.key} ${dst}`);
+    return { dst, via, dev: this.ctx.extIface.name };
+  }
+
+  private noteOffLink(l: Lease, subnet: string, publicIP: string): void {
+    const tag = `${l.key} ${subnet}`;
+    if (this.offLink.has(tag)) return;
+    this.offLink.add(tag);
+    this.log.warn('peer is not on our link: host-gw cannot reach it, no route', { subnet, publicIP, iface: this.ctx.extIface.name });
   }
 
   plannedCommands(): string[] {
