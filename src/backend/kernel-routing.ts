@@ -83,7 +83,10 @@ export class KernelRouting {
           recheck || changed === null
             ? await this.applier.apply(merge(peers), { reread: recheck })
             : await this.applier.applyChanges(new Map([...changed].map((k) => [k, stateOf(peers.get(k))])), () => merge(peers));
-        if (r.lines.length > 0) opts.log.info('kernel state updated', { changes: r.lines.length, failed: r.failures.length });
+        if (r.lines.length > 0) {
+          opts.log.info('kernel state updated', { changes: r.lines.length, failed: r.failures.length });
+          opts.log.debug('kernel state lines', { lines: r.lines.slice(0, 50).join('; ') });
+        }
       },
       log: opts.log,
       recheckMs: opts.recheckMs,

@@ -87,6 +87,8 @@ export interface ApplyResult {
 
 interface JsonRoute {
   dst: string;
+  /** "kernel" for the routes the kernel makes for an address (an IPv6 /128 on our device): never ours. */
+  protocol?: string;
   gateway?: string;
   dev?: string;
   flags?: string[];
@@ -371,7 +373,7 @@ export class KernelStateApplier {
     const out = JSON.parse((await this.opts.readIp.run(['-6', '-json', 'route', 'show', 'table', 'main'])) || '[]') as JsonRoute[];
     const mine: RouteSpec[] = [];
     for (const r of out) {
-      if (!r.dev || !scope.routeDevs.includes(r.dev) || r.dst === 'default') continue;
+      if (!r.dev || !scope.routeDevs.includes(r.dev) || r.dst === 'default' || r.protocol === 'kernel') continue;
       const dst = r.dst.includes('/') ? r.dst : `${r.dst}/128`;
       let net: IP6Net;
       try {

@@ -14,11 +14,12 @@ import { join } from 'node:path';
 import { createHosts, run, waitFor, type HostSet } from '../helpers/netns.js';
 import { startDaemon, type DaemonProcess } from '../helpers/daemon.js';
 import { attachPodBridge } from '../helpers/pod-bridge.js';
+import { iperfRate } from '../helpers/iperf.js';
 import { LocalStore } from '../../src/subnet/local-store.js';
 import { parseEnv } from '../../src/subnet/subnet-env.js';
 
 const P = '/coreos.com/network';
-const CONFIG = { Network: '10.64.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:64::/56', Backend: { Type: 'host-gw' } };
+const config = (type: string) => ({ Network: '10.64.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:64::/56', Backend: { Type: type } });
 
 interface Cluster {
   set: HostSet;
@@ -40,16 +41,20 @@ const ping = (c: Cluster, from: number, to: number, v6: boolean) =>
   c.set.hosts[from]!.exec(['ping', v6 ? '-6' : '-4', '-c', '1', '-W', '1', '-I', (v6 ? c.pod6 : c.pod)[from]!, (v6 ? c.pod6 : c.pod)[to]!], { timeoutMs: 5000 });
 const pingsEventually = (c: Cluster, from: number, to: number, v6: boolean) =>
   waitFor(async () => (await ping(c, from, to, v6)).code === 0, 20_000, `ping${v6 ? ' -6' : ''} h${from} -> h${to}`, 200);
-const routes = async (c: Cluster, i: number, family: '-4' | '-6') => (await c.set.hosts[i]!.exec(['ip', family, 'route', 'show', 'dev', 'eth0'], { check: true })).stdout;
+const routes = async (c: Cluster, i: number, family: '-4' | '-6', dev: string) => (await c.set.hosts[i]!.exec(['ip', family, 'route', 'show', 'dev', dev], { check: true })).stdout;
 
-describe('host-gw, dual stack: IPv4 and IPv6 routes per peer from one applier', { timeout: 180_000 }, () => {
+for (const type of ['host-gw', 'vxlan'] as const) describe(`${type}, dual stack: IPv4 and IPv6 per peer from one applier`, { timeout: 180_000 }, () => {
   let c: Cluster | undefined;
+  // host-gw routes IPv6 subnets via each peer's PublicIPv6; vxlan through flannel-v6.1 (flannel's second device).
+  const dev6 = type === 'vxlan' ? 'flannel-v6.1' : 'eth0';
+  const peer6 = async (i: number, j: number) =>
+    type === 'vxlan' ? (await c!.set.hosts[i]!.exec(['bridge', 'fdb', 'show', 'dev', dev6], { check: true })).stdout.includes(`dst 2001:db8:64::${j + 1}`) : (await routes(c!, i, '-6', dev6)).includes(`via 2001:db8:64::${j + 1}`);
 
   before(async () => {
     const dir = await mkdtemp(join(tmpdir(), 'fts-ds-'));
     const store = new LocalStore({ dir: join(dir, 'store') });
-    await store.put(`${P}/config`, JSON.stringify(CONFIG));
-    const set = await createHosts(3, { prefix: 'fds', topology: 'bridge' });
+    await store.put(`${P}/config`, JSON.stringify(config(type)));
+    const set = await createHosts(3, { prefix: `fds${type[0]}`, topology: 'bridge' });
     c = { set, dir, store, daemons: [], pod: [], pod6: [] };
     for (const [i, h] of set.hosts.entries()) {
       await run('ip', ['-n', h.ns, '-6', 'addr', 'add', `2001:db8:64::${i + 1}/64`, 'dev', h.iface, 'nodad'], { check: true });
@@ -78,13 +83,28 @@ describe('host-gw, dual stack: IPv4 and IPv6 routes per peer from one applier', 
     assert.equal(env0.FLANNEL_IPV6_NETWORK, 'fd00:64::/56');
     const all = (await c!.store.list(`${P}/subnets/`)).entries;
     assert.equal(all.length, 3);
-    for (const e of all) assert.match(e.value, /^\{"PublicIP":"192\.0\.2\.[123]","PublicIPv6":"2001:db8:64::[123]","BackendType":"host-gw"\}$/);
-    const r6 = await routes(c!, 0, '-6');
-    for (const j of [1, 2]) assert.match(r6, new RegExp(`${c!.pod6[j]!.replace(/1$/, '')}/64 via 2001:db8:64::${j + 1}`), r6);
+    const mac = '"[0-9a-f]{2}(:[0-9a-f]{2}){5}"';
+    const lease =
+      type === 'vxlan'
+        ? new RegExp(`^\\{"PublicIP":"192\\.0\\.2\\.[123]","PublicIPv6":"2001:db8:64::[123]","BackendType":"vxlan","BackendData":\\{"VNI":1,"VtepMAC":${mac}\\},"BackendV6Data":\\{"VNI":1,"VtepMAC":${mac}\\}\\}$`)
+        : /^\{"PublicIP":"192\.0\.2\.[123]","PublicIPv6":"2001:db8:64::[123]","BackendType":"host-gw"\}$/;
+    for (const e of all) assert.match(e.value, lease);
+    const r6 = await routes(c!, 0, '-6', dev6);
+    for (const j of [1, 2]) {
+      const sn = `${c!.pod6[j]!.replace(/1$/, '')}/64`;
+      assert.match(r6, new RegExp(type === 'vxlan' ? `${sn} via ${c!.pod6[j]!.replace(/1$/, '')} .*onlink` : `${sn} via 2001:db8:64::${j + 1}`), r6);
+      assert.ok(await peer6(0, j), `h0 reaches h${j} over IPv6`);
+    }
     for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) if (i !== j) {
       await pingsEventually(c!, i, j, false);
       await pingsEventually(c!, i, j, true);
     }
+  });
+
+  test('iperf3 between IPv6 pods', async (t) => {
+    const bps = await iperfRate(c!.set.hosts[0]!, c!.pod6[0]!, c!.set.hosts[1]!, c!.pod6[1]!, 2);
+    t.diagnostic(`${type} IPv6 pods: ${(bps / 1e9).toFixed(2)} Gbit/s`);
+    assert.ok(bps > 10e6, `${bps} bit/s`);
   });
 
   test('a removed lease takes both of its routes; its owner writes it back and both return', async () => {
@@ -93,7 +113,7 @@ describe('host-gw, dual stack: IPv4 and IPv6 routes per peer from one applier', 
     const from = d0.lines.length;
     await c!.store.delete(key);
     await waitFor(() => d0.lines.slice(from).some((l) => /lease removed/.test(l)), 10_000, 'h0 sees the removal');
-    await waitFor(async () => /via 2001:db8:64::3/.test(await routes(c!, 0, '-6')), 20_000, 'routes back after the owner restores its lease');
+    await waitFor(() => peer6(0, 2), 20_000, 'routes back after the owner restores its lease');
     await pingsEventually(c!, 0, 2, true);
   });
 

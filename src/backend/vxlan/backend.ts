@@ -9,7 +9,8 @@
  */
 import type { Backend, BackendContext, BackendLeaseAttrs } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
-import { formatIP4, formatIP4Net, ip4NetContains, isIP4, parseIP4, type IP4Net } from '../../net/ipaddr.js';
+import { formatIP4, formatIP4Net, formatIP6, formatIP6Net, ip4NetContains, ip6NetEqual, isIP4, parseIP4, type IP4Net, type IP6Net } from '../../net/ipaddr.js';
+import { isCanonicalIP6 } from '../../net/canonical.js';
 import { IpRoute } from '../../net/iproute.js';
 import { linkPrefixes, onLink } from '../../net/link-prefixes.js';
 import { ensureOnlyAddress } from '../../net/device-address.js';
@@ -32,13 +33,17 @@ interface JsonLink {
   ifname: string;
   address?: string;
   mtu?: number;
-  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean; gbp?: boolean; link?: string } };
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; local6?: string; port?: number; learning?: boolean; gbp?: boolean; link?: string } };
 }
 
 export class VxlanBackend implements Backend {
   readonly type = 'vxlan';
   readonly options: VxlanOptions;
   readonly device: string;
+  /** flannel-v6.<VNI>: the IPv6 half of a dual-stack network (EnableIPv6), as flannel. */
+  readonly device6: string | null;
+  private vtepMAC6 = '';
+  private ownSubnet6: IP6Net | null = null;
   private readonly ip: IpRoute;
   private readonly readIp: IpRoute;
   private readonly log;
@@ -57,6 +62,7 @@ export class VxlanBackend implements Backend {
     this.options = parseVxlanOptions(ctx.backendConfig);
     if (!ctx.config.network) throw new Error('vxlan backend: IPv6-only networks are not supported here yet (EnableIPv4 is off)');
     this.device = `flannel.${this.options.vni}`;
+    this.device6 = ctx.config.enableIPv6 && ctx.config.ipv6Network ? `flannel-v6.${this.options.vni}` : null;
     const runners = kernelRunners(ctx.dryRun, opts);
     this.transcript = runners.transcript;
     this.ip = runners.ip;
@@ -64,7 +70,12 @@ export class VxlanBackend implements Backend {
     this.log = ctx.log.child('vxlan');
     this.routing = new KernelRouting({
       backendType: 'vxlan',
-      scope: { network: ctx.config.network, routeDevs: [this.device, ctx.extIface.name], ownedDevs: [this.device] },
+      scope: {
+        network: ctx.config.network,
+        ...(this.device6 ? { network6: ctx.config.ipv6Network! } : {}),
+        routeDevs: [this.device, ...(this.device6 ? [this.device6] : []), ctx.extIface.name],
+        ownedDevs: [this.device, ...(this.device6 ? [this.device6] : [])],
+      },
       peerState: (l) => this.peerState(l),
       log: this.log,
       ip: this.ip,
@@ -97,7 +108,36 @@ export class VxlanBackend implements Backend {
     const link = this.ip.planning && !existing ? null : await this.readLink();
     this.vtepMAC = (link?.address ?? prevMac ?? '00:00:00:00:00:00').toLowerCase();
     this.prefixes = this.options.directRouting ? await linkPrefixes(this.readIp, this.ctx.extIface.name) : [];
-    return { backendType: 'vxlan', backendData: { VNI: this.options.vni, VtepMAC: this.vtepMAC } };
+    const attrs: BackendLeaseAttrs = { backendType: 'vxlan', backendData: { VNI: this.options.vni, VtepMAC: this.vtepMAC } };
+    if (this.device6) attrs.backendV6Data = { VNI: this.options.vni, VtepMAC: await this.prepareV6(previous) };
+    return attrs;
+  }
+
+  /** flannel-v6.<VNI>, local = our IPv6 interface address, keeping the VtepMAC of BackendV6Data across restarts. */
+  private async prepareV6(previous: Lease | null): Promise<string> {
+    const dev = this.device6!;
+    const local6 = this.ctx.extIface.ifaceAddr6;
+    if (!local6) throw new Error(`vxlan backend: EnableIPv6 is set but ${this.ctx.extIface.name} has no IPv6 address for ${dev}`);
+    const prevMac = previousVtepMAC(previous, this.options.vni, true);
+    const existing = await this.readLink(dev);
+    const d = existing?.linkinfo?.info_data;
+    // iproute2 names an IPv6 local address local6 in its JSON.
+    const fits = existing?.linkinfo?.info_kind === 'vxlan' && d?.id === this.options.vni && (d?.local6 ?? d?.local ?? '') === local6;
+    if (existing && !fits) {
+      this.log.warn('vxlan device exists with other parameters, recreating it', { device: dev });
+      await this.ip.run(['link', 'del', dev]);
+    }
+    if (!fits) {
+      const o = this.options;
+      await this.ip.run([
+        'link', 'add', dev, ...(prevMac ? ['address', prevMac] : []),
+        'type', 'vxlan', 'id', String(o.vni), 'local', local6, 'dev', this.ctx.extIface.name,
+        'dstport', String(o.port), o.learning ? 'learning' : 'nolearning', ...(o.gbp ? ['gbp'] : []),
+      ]);
+    }
+    const link = this.ip.planning && !existing ? null : await this.readLink(dev);
+    this.vtepMAC6 = (link?.address ?? prevMac ?? '00:00:00:00:00:00').toLowerCase();
+    return this.vtepMAC6;
   }
 
   mtu(): number {
@@ -113,6 +153,14 @@ export class VxlanBackend implements Backend {
     const network = this.ctx.config.network!;
     await ensureOnlyAddress(this.readIp, this.ip, dev, want, (cidr) => ip4NetContains(network, parseIP4(cidr.split('/')[0]!)), this.log);
     await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'up']);
+    if (this.device6 && ownLease.ipv6Subnet) {
+      this.ownSubnet6 = ownLease.ipv6Subnet;
+      const want6 = `${formatIP6(ownLease.ipv6Subnet.ip)}/128`;
+      await this.ip.run(['-6', 'addr', 'replace', want6, 'dev', this.device6, 'nodad']);
+      // An IPv6 outer header is 20 bytes longer than an IPv4 one.
+      await this.ip.run(['link', 'set', 'dev', this.device6, 'mtu', String(this.mtu() - 20), 'up']);
+      this.log.info('vxlan IPv6 device ready', { device: this.device6, vtepMAC: this.vtepMAC6, address: want6 });
+    }
     this.routing.start();
     this.log.info('vxlan device ready', { device: dev, vni: this.options.vni, vtepMAC: this.vtepMAC, address: want, mtu: this.mtu(), directRouting: this.options.directRouting });
   }
@@ -121,8 +169,37 @@ export class VxlanBackend implements Backend {
     return this.routing.handleEvents(events);
   }
 
-  /** What a remote lease needs; null (logged once) when its BackendData cannot be used. */
+  /** What a remote lease needs: its IPv4 half, and with dual stack its IPv6 half; null when neither can be used. */
   private peerState(l: Lease): PeerState | null {
+    const v4 = this.peerState4(l);
+    const v6 = this.device6 ? this.peerState6(l) : null;
+    if (!v6) return v4;
+    if (!v4) return v6;
+    return { routes: [...v4.routes, ...v6.routes], neighs: [...(v4.neighs ?? []), ...(v6.neighs ?? [])], fdb: [...(v4.fdb ?? []), ...(v6.fdb ?? [])] };
+  }
+
+  /** The IPv6 half: FDB VtepMAC -> PublicIPv6, the subnet's address at that MAC, the subnet via it onlink (flannel's). */
+  private peerState6(l: Lease): PeerState | null {
+    const sn6 = l.ipv6Subnet;
+    const ip6 = l.attrs.publicIPv6;
+    if (!sn6 || !ip6 || ip6NetEqual(sn6, this.ownSubnet6)) return null;
+    const data = l.attrs.backendV6Data;
+    const mac = data && typeof data === 'object' ? goField(data as Record<string, unknown>, 'VtepMAC') : undefined;
+    if (typeof mac !== 'string' || !MAC_RE.test(mac) || !isCanonicalIP6(ip6)) {
+      this.reportUnusable(l, `BackendV6Data has no usable VtepMAC (${JSON.stringify(data)}) or PublicIPv6 ${ip6} is not IPv6`);
+      return null;
+    }
+    const dev = this.device6!;
+    const gw = formatIP6(sn6.ip);
+    return {
+      fdb: [{ dev, mac: mac.toLowerCase(), dst: ip6 }],
+      neighs: [{ dev, ip: gw, mac: mac.toLowerCase() }],
+      routes: [{ dst: formatIP6Net(sn6), via: gw, dev, onlink: true }],
+    };
+  }
+
+  /** The IPv4 half; null (logged once) when its BackendData cannot be used. */
+  private peerState4(l: Lease): PeerState | null {
     const sn = l.subnet;
     if (!sn || (this.ownSubnet && sn.ip === this.ownSubnet.ip)) return null;
     const dst = formatIP4Net(sn);
@@ -163,8 +240,8 @@ export class VxlanBackend implements Backend {
     return this.transcript;
   }
 
-  private async readLink(): Promise<JsonLink | null> {
-    const text = await this.readIp.runIgnoringMissing(['-d', '-json', 'link', 'show', 'dev', this.device]);
+  private async readLink(dev = this.device): Promise<JsonLink | null> {
+    const text = await this.readIp.runIgnoringMissing(['-d', '-json', 'link', 'show', 'dev', dev]);
     const links = JSON.parse(text || '[]') as JsonLink[];
     return links[0] ?? null;
   }
@@ -185,8 +262,8 @@ export class VxlanBackend implements Backend {
 }
 
 /** The VtepMAC this host published before (same VNI), to give a recreated device the same MAC. */
-function previousVtepMAC(previous: Lease | null, vni: number): string | null {
-  const d = previous?.attrs.backendType === 'vxlan' ? previous.attrs.backendData : undefined;
+function previousVtepMAC(previous: Lease | null, vni: number, v6 = false): string | null {
+  const d = previous?.attrs.backendType === 'vxlan' ? (v6 ? previous.attrs.backendV6Data : previous.attrs.backendData) : undefined;
   if (!d || typeof d !== 'object') return null;
   const mac = goField(d as Record<string, unknown>, 'VtepMAC');
   const id = goField(d as Record<string, unknown>, 'VNI');
