@@ -70,6 +70,69 @@ for (const [backend, mtu] of [['vxlan', '1450'], ['udp', '1472']] as const) desc
 });
 
 /**
+ * Dual-stack vxlan: flannel's flanneld v0.19.2 and ours, each with
+ * flannel.1 and flannel-v6.1, reading each other's BackendData and
+ * BackendV6Data; pods reach each other over IPv4 and IPv6, both ways.
+ */
+describe("dual-stack vxlan next to flannel's own flanneld v0.19.2", { skip, timeout: 180_000 }, () => {
+  let set: HostSet;
+  let etcd: TestEtcd;
+  let dir: string;
+  const daemons: DaemonProcess[] = [];
+  const pod: string[] = [];
+  const pod6: string[] = [];
+
+  before(async () => {
+    set = await createHosts(2, { prefix: 'ftsixd', topology: 'bridge' });
+    dir = await mkdtemp(join(tmpdir(), 'fts-ix-'));
+    await run('ip', ['-n', set.switchNs!, 'addr', 'add', '192.0.2.254/24', 'dev', 'br0'], { check: true });
+    for (const [i, h] of set.hosts.entries()) {
+      await run('ip', ['-n', h.ns, '-6', 'addr', 'add', `2001:db8:5::${i + 1}/64`, 'dev', h.iface, 'nodad'], { check: true });
+      await h.exec(['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1'], { check: true });
+    }
+    etcd = await startEtcd({ netns: set.switchNs!, host: '192.0.2.254', tls: true });
+    const tls = [`--etcd-cafile=${etcd.caFile}`, `--etcd-certfile=${etcd.certFile}`, `--etcd-keyfile=${etcd.keyFile}`];
+    const cfg = JSON.stringify({ Network: '10.5.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:5::/56', Backend: { Type: 'vxlan' } });
+    const put = await run('ip', ['netns', 'exec', set.switchNs!, process.execPath, FLANNELCTL, `--etcd-endpoints=${etcd.endpoint}`, ...tls, 'put', `${P}/config`, cfg]);
+    assert.equal(put.code, 0, put.stderr);
+    const args = (i: number) => [`--etcd-endpoints=${etcd.endpoint}`, ...tls, `--iface=${set.hosts[i]!.iface}`, `--subnet-file=${join(dir, `h${i}.env`)}`];
+    daemons.push(startDaemon(args(0), { name: 'flannel-ts', prefix: ['ip', 'netns', 'exec', set.hosts[0]!.ns] }));
+    daemons.push(startDaemon([...args(1), '--v=1'], { name: 'flannel', prefix: ['ip', 'netns', 'exec', set.hosts[1]!.ns], program: [REF] }));
+    await daemons[0]!.waitForLine(/running/, 30_000);
+    await waitFor(() => existsSync(join(dir, 'h1.env')), 30_000, "flannel's subnet.env");
+    for (const [i, h] of set.hosts.entries()) {
+      const env = parseEnv(await readFile(join(dir, `h${i}.env`), 'utf8'));
+      assert.ok(env.FLANNEL_IPV6_SUBNET, `host ${i}: an IPv6 subnet in subnet.env`);
+      await attachPodBridge(h, env);
+      await h.exec(['ip', '-6', 'addr', 'add', env.FLANNEL_IPV6_SUBNET!, 'dev', 'cni0', 'nodad'], { check: true });
+      pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
+      pod6[i] = env.FLANNEL_IPV6_SUBNET!.split('/')[0]!;
+    }
+  });
+
+  after(async () => {
+    await Promise.all(daemons.map((d) => d.stop('SIGKILL')));
+    await etcd?.cleanup();
+    await set?.destroy();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('pods reach each other over IPv4 and IPv6, both ways', async () => {
+    for (const v6 of [false, true]) {
+      const addr = v6 ? pod6 : pod;
+      for (const [from, to] of [[0, 1], [1, 0]] as const) {
+        await waitFor(
+          async () => (await set.hosts[from]!.exec(['ping', v6 ? '-6' : '-4', '-c', '1', '-W', '1', '-I', addr[from]!, addr[to]!], { timeoutMs: 5000 })).code === 0,
+          30_000,
+          `ping${v6 ? ' -6' : ''} ${from === 0 ? 'flannel-ts -> flannel' : 'flannel -> flannel-ts'}`,
+          300,
+        );
+      }
+    }
+  });
+});
+
+/**
  * ipsec: flannel's flanneld starts its own charon with fixed /var/run paths,
  * so it runs in a mount namespace with a tmpfs of its own on /run. This
  * machine's kernel has no ESP on either side, so the check is IKE: both
