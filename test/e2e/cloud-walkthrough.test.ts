@@ -206,8 +206,10 @@ describe('Tencent Cloud VPC: two instances as flannel\'s tencent-vpc runs them',
     const l = await leases();
     assert.equal(l.size, 2);
     for (const json of l.values()) assert.match(json, /^\{"PublicIP":"198\.18\.71\.[12]","PublicIPv6":null\}$/, 'the lease JSON flannel writes for tencent-vpc');
-    // Instance 2 goes away and its lease expires: instance 1 deletes the route instance 2 wrote.
+    // Instance 2 goes away and its lease expires: instance 1 deletes the route instance 2 wrote
+    // (once it has seen that route while the lease lived: a route never seen is not touched).
     const gone = [...l].find(([, json]) => JSON.parse(json).PublicIP === IFACES[1]!.addr)![0];
+    await d[0]!.waitForLine(new RegExp(`another host's route is in place .*dest=${gone.replace(/[./]/g, '\\$&')}`), 60_000);
     await d[1]!.stop('SIGKILL');
     await client.delete().key(`${P}/subnets/${gone.replace('/', '-')}`);
     await waitFor(() => !routes().some((r) => r.dest === gone), 30_000, 'the departed lease\'s route deleted');
