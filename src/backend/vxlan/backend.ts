@@ -90,54 +90,37 @@ export class VxlanBackend implements Backend {
 
   /** The device must exist before the lease: its MAC is what peers need. A restart keeps the MAC it published. */
   async prepare(previous: Lease | null): Promise<BackendLeaseAttrs> {
-    const prevMac = previousVtepMAC(previous, this.options.vni);
-    const existing = await this.readLink();
-    const why = existing ? this.incompatible(existing) : 'missing';
+    this.vtepMAC = await this.ensureDevice(this.device, this.ctx.extIface.ifaceAddr, previousVtepMAC(previous, this.options.vni));
+    this.prefixes = this.options.directRouting ? await linkPrefixes(this.readIp, this.ctx.extIface.name) : [];
+    const attrs: BackendLeaseAttrs = { backendType: 'vxlan', backendData: { VNI: this.options.vni, VtepMAC: this.vtepMAC } };
+    if (this.device6) {
+      // flannel-v6.<VNI>: local = our IPv6 interface address, keeping the VtepMAC of BackendV6Data across restarts.
+      const local6 = this.ctx.extIface.ifaceAddr6;
+      if (!local6) throw new Error(`vxlan backend: EnableIPv6 is set but ${this.ctx.extIface.name} has no IPv6 address for ${this.device6}`);
+      this.vtepMAC6 = await this.ensureDevice(this.device6, local6, previousVtepMAC(previous, this.options.vni, true));
+      attrs.backendV6Data = { VNI: this.options.vni, VtepMAC: this.vtepMAC6 };
+    }
+    return attrs;
+  }
+
+  /** The vxlan device `dev` with our options and `local`, recreated when it differs (as flannel); returns its MAC. */
+  private async ensureDevice(dev: string, local: string, prevMac: string | null): Promise<string> {
+    const existing = await this.readLink(dev);
+    const why = existing ? this.incompatible(existing, local) : 'missing';
     if (existing && why) {
-      this.log.warn('vxlan device exists with other parameters, recreating it', { device: this.device, difference: why });
-      await this.ip.run(['link', 'del', this.device]);
+      this.log.warn('vxlan device exists with other parameters, recreating it', { device: dev, difference: why });
+      await this.ip.run(['link', 'del', dev]);
     }
     if (why) {
       const o = this.options;
       await this.ip.run([
-        'link', 'add', this.device, ...(prevMac ? ['address', prevMac] : []),
-        'type', 'vxlan', 'id', String(o.vni), 'local', this.ctx.extIface.ifaceAddr, 'dev', this.ctx.extIface.name,
-        'dstport', String(o.port), o.learning ? 'learning' : 'nolearning', ...(o.gbp ? ['gbp'] : []),
-      ]);
-    }
-    const link = this.ip.planning && !existing ? null : await this.readLink();
-    this.vtepMAC = (link?.address ?? prevMac ?? '00:00:00:00:00:00').toLowerCase();
-    this.prefixes = this.options.directRouting ? await linkPrefixes(this.readIp, this.ctx.extIface.name) : [];
-    const attrs: BackendLeaseAttrs = { backendType: 'vxlan', backendData: { VNI: this.options.vni, VtepMAC: this.vtepMAC } };
-    if (this.device6) attrs.backendV6Data = { VNI: this.options.vni, VtepMAC: await this.prepareV6(previous) };
-    return attrs;
-  }
-
-  /** flannel-v6.<VNI>, local = our IPv6 interface address, keeping the VtepMAC of BackendV6Data across restarts. */
-  private async prepareV6(previous: Lease | null): Promise<string> {
-    const dev = this.device6!;
-    const local6 = this.ctx.extIface.ifaceAddr6;
-    if (!local6) throw new Error(`vxlan backend: EnableIPv6 is set but ${this.ctx.extIface.name} has no IPv6 address for ${dev}`);
-    const prevMac = previousVtepMAC(previous, this.options.vni, true);
-    const existing = await this.readLink(dev);
-    const d = existing?.linkinfo?.info_data;
-    // iproute2 names an IPv6 local address local6 in its JSON.
-    const fits = existing?.linkinfo?.info_kind === 'vxlan' && d?.id === this.options.vni && (d?.local6 ?? d?.local ?? '') === local6;
-    if (existing && !fits) {
-      this.log.warn('vxlan device exists with other parameters, recreating it', { device: dev });
-      await this.ip.run(['link', 'del', dev]);
-    }
-    if (!fits) {
-      const o = this.options;
-      await this.ip.run([
         'link', 'add', dev, ...(prevMac ? ['address', prevMac] : []),
-        'type', 'vxlan', 'id', String(o.vni), 'local', local6, 'dev', this.ctx.extIface.name,
+        'type', 'vxlan', 'id', String(o.vni), 'local', local, 'dev', this.ctx.extIface.name,
         'dstport', String(o.port), o.learning ? 'learning' : 'nolearning', ...(o.gbp ? ['gbp'] : []),
       ]);
     }
     const link = this.ip.planning && !existing ? null : await this.readLink(dev);
-    this.vtepMAC6 = (link?.address ?? prevMac ?? '00:00:00:00:00:00').toLowerCase();
-    return this.vtepMAC6;
+    return (link?.address ?? prevMac ?? '00:00:00:00:00:00').toLowerCase();
   }
 
   mtu(): number {
@@ -246,13 +229,15 @@ export class VxlanBackend implements Backend {
     return links[0] ?? null;
   }
 
-  /** Why an existing flannel.<VNI> does not fit (flannel recreates it then), or '' when it does. */
-  private incompatible(l: JsonLink): string {
+  /** Why an existing vxlan device does not fit (flannel recreates it then), or '' when it does. */
+  private incompatible(l: JsonLink, local: string): string {
     const d = l.linkinfo?.info_data;
     if (l.linkinfo?.info_kind !== 'vxlan' || !d) return `not a vxlan device (${l.linkinfo?.info_kind ?? 'unknown kind'})`;
     const o = this.options;
     if (d.id !== o.vni) return `VNI ${d.id} instead of ${o.vni}`;
-    if ((d.local ?? '') !== this.ctx.extIface.ifaceAddr) return `local address ${d.local ?? 'none'} instead of ${this.ctx.extIface.ifaceAddr}`;
+    // iproute2 names an IPv6 local address local6 in its JSON.
+    const have = d.local6 ?? d.local ?? '';
+    if (have !== local) return `local address ${have || 'none'} instead of ${local}`;
     const port = o.port || 8472;
     if (d.port !== undefined && d.port !== port) return `port ${d.port} instead of ${port}`;
     if (!!d.learning !== o.learning) return `learning ${!!d.learning} instead of ${o.learning}`;
