@@ -8,7 +8,7 @@ import { setLogLevel, createLogger, type LogLevel } from '../log.js';
 import type { DaemonOptions } from './options.js';
 import { ConfigError, type NetworkConfig } from '../config/network.js';
 import { selectExternalInterface } from '../net/interfaces.js';
-import { formatIP4Net } from '../net/ipaddr.js';
+import { formatIP4Net, formatIP6Net } from '../net/ipaddr.js';
 import { BUILTIN_BACKENDS, type BackendRegistry } from '../backend/registry.js';
 import { BackendOptionError, BackendUnavailableError } from '../backend/errors.js';
 import { LockHeldError } from '../native/exclusive-lock.js';
@@ -17,7 +17,7 @@ import { ConfigNotFoundError, DEFAULT_LEASE_TTL_SECONDS, KvSubnetManager, descri
 import { StoreUnavailableError } from '../subnet/kv.js';
 import { openStore } from '../subnet/open-store.js';
 import { readPreviousSubnets, renderSubnetEnv, writeSubnetEnv } from '../subnet/subnet-env.js';
-import { LeaseLostError, type Lease, type LeaseEvent, type LeaseWatchHandle, type SubnetManager } from '../subnet/types.js';
+import { LeaseLostError, NO_PUBLIC_IP, leaseHolder, type Lease, type LeaseEvent, type LeaseWatchHandle, type SubnetManager } from '../subnet/types.js';
 import { Readiness } from '../metrics/readiness.js';
 import { Metrics } from '../metrics/registry.js';
 import { startHealthz } from '../metrics/healthz.js';
@@ -185,14 +185,6 @@ export class Daemon {
     await sm.start?.();
     if (this.stopping) throw new Error('stopped while starting');
 
-    // An operator's address for this host kept in the store (Kubernetes: node-public-ip) stands in for --public-ip.
-    const stored = (await sm.storedPublicIPs?.()) ?? {};
-    const ifaceOpts = { ...opts, publicIP: opts.publicIP || stored.publicIP || '', publicIPv6: opts.publicIPv6 || stored.publicIPv6 || '' };
-    const extIface = await selectExternalInterface(ifaceOpts).catch((err: Error) => {
-      throw new FatalError(err.message);
-    });
-    log.info('using interface', { iface: extIface.name, addr: extIface.ifaceAddr, publicIP: extIface.extAddr, mtu: extIface.mtu });
-
     let config: NetworkConfig;
     try {
       config = await whileUnavailable('reading the network config', () => sm.getNetworkConfig(), () => this.stopping);
@@ -200,7 +192,23 @@ export class Daemon {
       if (err instanceof ConfigError) throw new FatalError(err.message);
       throw err;
     }
-    log.info('network config', { backend: config.backendType, network: config.network ? formatIP4Net(config.network) : undefined });
+    log.info('network config', {
+      backend: config.backendType,
+      network: config.network ? formatIP4Net(config.network) : undefined,
+      ipv6Network: config.ipv6Network ? formatIP6Net(config.ipv6Network) : undefined,
+    });
+
+    // An operator's address for this host kept in the store (Kubernetes: node-public-ip) stands in for --public-ip.
+    const stored = (await sm.storedPublicIPs?.()) ?? {};
+    const ifaceOpts = { ...opts, publicIP: opts.publicIP || stored.publicIP || '', publicIPv6: opts.publicIPv6 || stored.publicIPv6 || '' };
+    // The families decide what the interface must have: an IPv6-only network needs no IPv4 address.
+    const extIface = await selectExternalInterface(ifaceOpts, undefined, { ipv4: config.enableIPv4, ipv6: config.enableIPv6 }).catch((err: Error) => {
+      throw new FatalError(err.message);
+    });
+    log.info('using interface', { iface: extIface.name, addr: extIface.ifaceAddr || undefined, publicIP: extIface.extAddr || undefined, publicIPv6: config.enableIPv6 ? extIface.extAddr6 : undefined, mtu: extIface.mtu });
+    // PublicIP as flannel publishes it: 0.0.0.0 on an IPv6-only network (the PublicIPv6 names the host then).
+    const publicIP = config.enableIPv4 ? extIface.extAddr : NO_PUBLIC_IP;
+    const publicIPv6 = config.enableIPv6 ? (extIface.extAddr6 ?? null) : null;
 
     const factory = await this.backends.factory(config.backendType);
     const backend = await factory({
@@ -218,10 +226,10 @@ export class Daemon {
     this.backend = backend;
 
     const previous = await readPreviousSubnets(opts.subnetFile);
-    const previousLease = await whileUnavailable('looking up our previous lease', () => sm.findPreviousLease(extIface.extAddr, previous), () => this.stopping);
+    const previousLease = await whileUnavailable('looking up our previous lease', () => sm.findPreviousLease(leaseHolder({ publicIP, publicIPv6 }), previous), () => this.stopping);
     if (opts.dryRun) return this.dryRun(backend, previousLease, config);
     const backendAttrs = await backend.prepare(previousLease).catch(asFatal);
-    const attrs = { publicIP: extIface.extAddr, publicIPv6: config.enableIPv6 ? (extIface.extAddr6 ?? null) : null, ...backendAttrs };
+    const attrs = { publicIP, publicIPv6, ...backendAttrs };
     const lease = await whileUnavailable('acquiring a lease', () => sm.acquireLease(attrs, previous), () => this.stopping);
     this.lease = lease;
 
@@ -230,26 +238,9 @@ export class Daemon {
     await writeSubnetEnv(opts.subnetFile, renderSubnetEnv(config, lease, backend.mtu(), opts.ipMasq));
     log.info('wrote subnet file', { path: opts.subnetFile, subnet: describe(lease), mtu: backend.mtu() });
 
-    if (config.network && lease.subnet && (opts.ipMasq || opts.iptablesForwardRules)) {
-      try {
-        if (config.enableNFTables) {
-          const { NftablesKeeper, nftRuleset } = await import('../net/nftables.js');
-          const keeper = new NftablesKeeper(undefined, opts.iptablesResync);
-          this.firewall = keeper;
-          await keeper.keep(nftRuleset(config.network, lease.subnet, { masq: opts.ipMasq, forward: opts.iptablesForwardRules }));
-        } else {
-          const { IptablesKeeper, masqRules, forwardRules, supportsRandomFully } = await import('../net/iptables.js');
-          const { IpRoute } = await import('../net/iproute.js');
-          const runner = new IpRoute({ binary: 'iptables' });
-          const keeper = new IptablesKeeper(runner, opts.iptablesResync);
-          this.firewall = keeper;
-          if (opts.ipMasq) await keeper.keep(masqRules(config.network, lease.subnet, await supportsRandomFully(runner)));
-          if (opts.iptablesForwardRules) await keeper.keep(forwardRules(config.network));
-        }
-      } catch (err) {
-        // flannel keeps running without its rules and says so; so do we.
-        log.error(`cannot install ${config.enableNFTables ? 'nftables' : 'iptables'} rules`, { error: (err as Error).message });
-      }
+    if (opts.ipMasq || opts.iptablesForwardRules) {
+      const { installFirewall } = await import('../net/firewall.js');
+      this.firewall = await installFirewall(config, lease, { ipMasq: opts.ipMasq, forwardRules: opts.iptablesForwardRules, resyncSeconds: opts.iptablesResync, log });
     }
 
     const watch = await sm.watchLeases(lease, config, {

@@ -13,9 +13,9 @@ export interface ExternalInterface {
   name: string;
   index: number;
   mtu: number;
-  /** The interface's own IPv4 address (source of encapsulated traffic). */
+  /** The interface's own IPv4 address (source of encapsulated traffic); "" on an IPv6-only network whose interface has none. */
   ifaceAddr: string;
-  /** Address published as PublicIP (--public-ip, else ifaceAddr). */
+  /** Address published as PublicIP (--public-ip, else ifaceAddr); "" when ifaceAddr is. */
   extAddr: string;
   ifaceAddr6?: string;
   extAddr6?: string;
@@ -64,17 +64,31 @@ function v6(link: LinkInfo): string | undefined {
   return link.addr_info.find((a) => a.family === 'inet6' && a.scope === 'global')?.local;
 }
 
-/** Pick the external interface like flannel: --iface, then --iface-regex, then --iface-can-reach, else the default route's. */
-export async function selectExternalInterface(sel: InterfaceSelection, links?: LinkInfo[]): Promise<ExternalInterface> {
+/** The address families the network carries (flannel's ipStack): what the interface must have an address of. */
+export interface AddressFamilies {
+  ipv4: boolean;
+  ipv6: boolean;
+}
+
+/**
+ * Pick the external interface like flannel: --iface, then --iface-regex,
+ * then --iface-can-reach, else the default route's. It must have an
+ * address of every family the network carries; an IPv6-only network picks
+ * by the default IPv6 route and needs no IPv4 address.
+ */
+export async function selectExternalInterface(sel: InterfaceSelection, links?: LinkInfo[], families: AddressFamilies = { ipv4: true, ipv6: false }): Promise<ExternalInterface> {
   const all = links ?? (await listLinks());
+  const v6only = !families.ipv4 && families.ipv6;
+  const usable = (l: LinkInfo) => (v6only ? v6(l) : v4(l));
   const withAddr = (l: LinkInfo, addr: string | undefined): ExternalInterface => {
-    const ifaceAddr = addr ?? v4(l);
-    if (!ifaceAddr) throw new Error(`interface ${l.ifname} has no IPv4 address`);
+    const ifaceAddr = addr ?? v4(l) ?? '';
+    if (!ifaceAddr && !v6only) throw new Error(`interface ${l.ifname} has no IPv4 address`);
     if (sel.publicIP && !isIP4(sel.publicIP)) throw new Error(`--public-ip "${sel.publicIP}" is not an IPv4 address`);
     const out: ExternalInterface = { name: l.ifname, index: l.ifindex, mtu: l.mtu, ifaceAddr, extAddr: sel.publicIP || ifaceAddr };
     const a6 = v6(l);
     if (a6) out.ifaceAddr6 = a6;
     if (sel.publicIPv6 || a6) out.extAddr6 = sel.publicIPv6 || a6;
+    if (families.ipv6 && !out.extAddr6) throw new Error(`interface ${l.ifname} has no global IPv6 address, and EnableIPv6 needs one (or pass --public-ipv6)`);
     return out;
   };
 
@@ -95,7 +109,8 @@ export async function selectExternalInterface(sel: InterfaceSelection, links?: L
     for (const l of all) {
       const addr = l.addr_info.find((a) => rx.test(a.local));
       if (addr && addr.family === 'inet') return withAddr(l, addr.local);
-      if (rx.test(l.ifname) && v4(l)) return withAddr(l, undefined);
+      if (addr && v6only) return withAddr(l, undefined);
+      if (rx.test(l.ifname) && usable(l)) return withAddr(l, undefined);
     }
   }
   if (sel.ifaceRegex.length > 0) throw new Error(`no interface matches --iface-regex ${sel.ifaceRegex.join(', ')}`);
@@ -107,7 +122,7 @@ export async function selectExternalInterface(sel: InterfaceSelection, links?: L
     return withAddr(l, routes[0]!.prefsrc);
   }
 
-  const defaults = await ipJson<{ dev?: string }[]>(['-4', 'route', 'show', 'default']);
+  const defaults = await ipJson<{ dev?: string }[]>([v6only ? '-6' : '-4', 'route', 'show', 'default']);
   const dev = defaults.find((r) => r.dev)?.dev;
   const l = dev ? all.find((x) => x.ifname === dev) : undefined;
   if (!l) throw new Error('no default route to pick the external interface from: pass --iface (name or address) or --iface-regex');

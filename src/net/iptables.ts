@@ -4,7 +4,7 @@
  * such as Docker or firewalld may flush them) and removed on a clean stop.
  */
 import { createLogger } from '../log.js';
-import { formatIP4Net, type IP4Net } from './ipaddr.js';
+import { formatIP4Net, formatIP6Net, type IP4Net, type IP6Net } from './ipaddr.js';
 import { IpCommandError, IpRoute, type IpRunner } from './iproute.js';
 
 export interface IptablesRule {
@@ -15,16 +15,27 @@ export interface IptablesRule {
 
 const log = createLogger('iptables');
 
+/** Multicast, never masqueraded: flannel's exception per family. */
+const MULTICAST = { ipv4: '224.0.0.0/4', ipv6: 'ff00::/8' };
+
+/** flannel's MasqRules (iptables). */
 export function masqRules(network: IP4Net, subnet: IP4Net, randomFully: boolean): IptablesRule[] {
-  const n = formatIP4Net(network);
-  const sn = formatIP4Net(subnet);
+  return masqRulesFor(formatIP4Net(network), formatIP4Net(subnet), MULTICAST.ipv4, randomFully);
+}
+
+/** flannel's MasqIP6Rules (ip6tables): the same four decisions over IPv6Network, multicast ff00::/8 excepted. */
+export function masqRules6(network: IP6Net, subnet: IP6Net, randomFully: boolean): IptablesRule[] {
+  return masqRulesFor(formatIP6Net(network), formatIP6Net(subnet), MULTICAST.ipv6, randomFully);
+}
+
+function masqRulesFor(n: string, sn: string, multicast: string, randomFully: boolean): IptablesRule[] {
   const tag = ['-m', 'comment', '--comment', 'flanneld masq'];
   const masq = randomFully ? ['-j', 'MASQUERADE', '--random-fully'] : ['-j', 'MASQUERADE'];
   return [
     // Traffic inside the overlay keeps its addresses.
     { table: 'nat', chain: 'POSTROUTING', spec: ['-s', n, '-d', n, ...tag, '-j', 'RETURN'] },
     // Overlay to the outside world (multicast excepted) is masqueraded.
-    { table: 'nat', chain: 'POSTROUTING', spec: ['-s', n, '!', '-d', '224.0.0.0/4', ...tag, ...masq] },
+    { table: 'nat', chain: 'POSTROUTING', spec: ['-s', n, '!', '-d', multicast, ...tag, ...masq] },
     // Outside traffic to our own pods keeps its source.
     { table: 'nat', chain: 'POSTROUTING', spec: ['!', '-s', n, '-d', sn, ...tag, '-j', 'RETURN'] },
     // The host talking to remote pods is masqueraded.
@@ -32,8 +43,9 @@ export function masqRules(network: IP4Net, subnet: IP4Net, randomFully: boolean)
   ];
 }
 
-export function forwardRules(network: IP4Net): IptablesRule[] {
-  const n = formatIP4Net(network);
+/** flannel's ForwardRules, for Network (iptables) or IPv6Network (ip6tables). */
+export function forwardRules(network: IP4Net | IP6Net): IptablesRule[] {
+  const n = typeof network.ip === 'bigint' ? formatIP6Net(network as IP6Net) : formatIP4Net(network as IP4Net);
   const tag = ['-m', 'comment', '--comment', 'flanneld forward'];
   return [
     { table: 'filter', chain: 'FORWARD', spec: ['-s', n, ...tag, '-j', 'ACCEPT'] },
@@ -41,7 +53,7 @@ export function forwardRules(network: IP4Net): IptablesRule[] {
   ];
 }
 
-/** Whether this iptables knows MASQUERADE --random-fully (iptables >= 1.6.2). */
+/** Whether this iptables (or ip6tables) knows MASQUERADE --random-fully (iptables >= 1.6.2). */
 export async function supportsRandomFully(runner: IpRunner): Promise<boolean> {
   try {
     const v = await runner.run(['--version']);

@@ -63,8 +63,8 @@ export interface KernelState {
 }
 
 export interface KernelScope {
-  /** Routes owned: destination strictly inside this network... */
-  network: IP4Net;
+  /** Routes owned: destination strictly inside this network... (absent on an IPv6-only network: no IPv4 state is owned) */
+  network?: IP4Net;
   /** IPv6 routes owned: destination strictly inside this network (dual stack), through routeDevs; IPv6 permanent neighbours on ownedDevs. */
   network6?: IP6Net;
   /** ...through one of these devices. */
@@ -348,8 +348,10 @@ export class KernelStateApplier {
 
   private async readRoutes(): Promise<RouteSpec[]> {
     const { scope } = this.opts;
-    const out = JSON.parse((await this.opts.readIp.run(['-4', '-json', 'route', 'show', 'table', 'main'])) || '[]') as JsonRoute[];
     const mine: RouteSpec[] = await this.readRoutes6();
+    const network = scope.network;
+    if (!network) return mine;
+    const out = JSON.parse((await this.opts.readIp.run(['-4', '-json', 'route', 'show', 'table', 'main'])) || '[]') as JsonRoute[];
     for (const r of out) {
       if (!r.dev || !scope.routeDevs.includes(r.dev) || r.dst === 'default') continue;
       let net: IP4Net;
@@ -359,7 +361,7 @@ export class KernelStateApplier {
         continue;
       }
       // Strictly inside the Network: a route for the whole Network (the udp backend's) is not per-peer state.
-      if (net.prefixLen <= scope.network.prefixLen || !ip4NetContains(scope.network, net.ip)) continue;
+      if (net.prefixLen <= network.prefixLen || !ip4NetContains(network, net.ip)) continue;
       mine.push({ dst: r.dst.includes('/') ? r.dst : `${r.dst}/32`, via: r.gateway, dev: r.dev, onlink: r.flags?.includes('onlink') ?? false });
     }
     return mine;
@@ -389,7 +391,7 @@ export class KernelStateApplier {
 
   private async readPolicies(): Promise<XfrmPolicySpec[]> {
     const { network, xfrmReqid } = this.opts.scope;
-    if (xfrmReqid === undefined) return [];
+    if (xfrmReqid === undefined || !network) return [];
     const inside = (net: string) => {
       const n = parseIP4Net(net);
       return n.prefixLen > network.prefixLen && ip4NetContains(network, n.ip);
@@ -398,10 +400,16 @@ export class KernelStateApplier {
     return parseXfrmPolicies(text).filter((p) => p.reqid === xfrmReqid && inside(p.src) && inside(p.dst));
   }
 
+  /** The address families this applier owns state of. */
+  private families(): ('-4' | '-6')[] {
+    const { network, network6 } = this.opts.scope;
+    return [...(network ? (['-4'] as const) : []), ...(network6 ? (['-6'] as const) : [])];
+  }
+
   private async readNeighs(): Promise<NeighSpec[]> {
     const all: NeighSpec[] = [];
     for (const dev of this.opts.scope.ownedDevs) {
-      for (const family of this.opts.scope.network6 ? ['-4', '-6'] : ['-4']) {
+      for (const family of this.families()) {
         const text = await this.opts.readIp.runIgnoringMissing([family, '-json', 'neigh', 'show', 'dev', dev, 'nud', 'permanent']);
         for (const n of JSON.parse(text || '[]') as JsonNeigh[]) if (n.lladdr) all.push({ dev, ip: n.dst, mac: n.lladdr.toLowerCase() });
       }

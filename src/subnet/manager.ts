@@ -32,7 +32,7 @@ import {
 import { decodeLease, decodeLeaseAttrs, encodeLeaseAttrs, LeaseDecodeError } from './lease-codec.js';
 import { LeaseSet, leaseSetChanges, sameLease } from './lease-set.js';
 import { StoreUnavailableError, type KvEvent, type KvStore, type KvWatcher } from './kv.js';
-import { LeaseLostError, type Lease, type LeaseAttrs, type LeaseEvent, type LeaseWatchCallbacks, type LeaseWatchHandle, type SubnetManager } from './types.js';
+import { LeaseLostError, leaseHolder, type Lease, type LeaseAttrs, type LeaseEvent, type LeaseWatchCallbacks, type LeaseWatchHandle, type SubnetManager } from './types.js';
 
 export const DEFAULT_PREFIX = '/coreos.com/network';
 export const DEFAULT_LEASE_TTL_SECONDS = 24 * 60 * 60;
@@ -71,9 +71,10 @@ export interface KvSubnetManagerOptions {
 /** The subnets subnet.env recorded for this host. */
 type PreviousSubnets = { subnet?: IP4Net | null; ipv6Subnet?: IP6Net | null };
 
-/** The lease a host holds, found as flannel does: by its PublicIP. */
-function heldBy<L extends Lease>(leases: Iterable<L>, publicIP: string): L | undefined {
-  for (const l of leases) if (l.attrs.publicIP === publicIP) return l;
+/** The lease a host holds, found as flannel does: by its PublicIP (an IPv6-only host's: its PublicIPv6, see leaseHolder). */
+function heldBy<L extends Lease>(leases: Iterable<L>, holder: string): L | undefined {
+  if (!holder) return undefined;
+  for (const l of leases) if (leaseHolder(l.attrs) === holder) return l;
   return undefined;
 }
 
@@ -116,11 +117,11 @@ export class KvSubnetManager implements SubnetManager {
     return parseNetworkConfig(entry.value, { backendTypes: this.backendTypes });
   }
 
-  async findPreviousLease(publicIP: string, previous?: PreviousSubnets): Promise<Lease | null> {
-    const atPrevious = await this.heldAt(previous, publicIP);
+  async findPreviousLease(holder: string, previous?: PreviousSubnets): Promise<Lease | null> {
+    const atPrevious = await this.heldAt(previous, holder);
     if (atPrevious) return atPrevious;
     const { leases } = await this.listLeases();
-    return heldBy(leases.values(), publicIP) ?? null;
+    return heldBy(leases.values(), holder) ?? null;
   }
 
   /**
@@ -128,13 +129,13 @@ export class KvSubnetManager implements SubnetManager {
    * PublicIP: a restart finds it with one get instead of listing every
    * lease (10,000 leases cost a daemon ~0.2 s of CPU per listing).
    */
-  private async heldAt(previous: PreviousSubnets | undefined, publicIP: string): Promise<Lease | null> {
+  private async heldAt(previous: PreviousSubnets | undefined, holder: string): Promise<Lease | null> {
     if (!previous?.subnet && !previous?.ipv6Subnet) return null;
     const e = await this.store.get(this.fullKey(previous.subnet ?? null, previous.ipv6Subnet ?? null));
     if (!e) return null;
     try {
       const lease = decodeLease(e.key, e.value, e);
-      return lease.attrs.publicIP === publicIP ? lease : null;
+      return leaseHolder(lease.attrs) === holder ? lease : null;
     } catch (err) {
       if (err instanceof LeaseDecodeError) return null;
       throw err;
@@ -210,7 +211,7 @@ export class KvSubnetManager implements SubnetManager {
   private async tryAcquire(cfg: NetworkConfig, attrs: LeaseAttrs, previous?: PreviousSubnets): Promise<Lease | null> {
     const value = encodeLeaseAttrs(attrs);
     // 0. A restart: the key subnet.env names still carries our PublicIP.
-    const quick = await this.heldAt(previous, attrs.publicIP);
+    const quick = await this.heldAt(previous, leaseHolder(attrs));
     if (quick && this.compatible(cfg, quick.subnet, quick.ipv6Subnet)) {
       const reused = await this.reuse(quick, attrs, value);
       if (reused) return reused;
@@ -218,7 +219,7 @@ export class KvSubnetManager implements SubnetManager {
     const { leases, unreadable } = await this.listLeases();
 
     // 1. A lease that already carries our PublicIP is ours (a restart).
-    const mine = heldBy(leases.values(), attrs.publicIP);
+    const mine = heldBy(leases.values(), leaseHolder(attrs));
     if (mine) {
       if (this.compatible(cfg, mine.subnet, mine.ipv6Subnet)) return this.reuse(mine, attrs, value);
       this.log.warn('lease held by our PublicIP does not fit the network config, deleting it', { subnet: describe(mine) });
@@ -323,7 +324,7 @@ export class KvSubnetManager implements SubnetManager {
       if (!now) return this.restoreLease(lease);
       // A PublicIP names one host (flannel's ownership rule): a write with ours is our own
       // (e.g. a renewal that timed out but landed); adopt its revision and compare again.
-      if (this.holder(now.value) !== lease.attrs.publicIP || attempt > 0) throw this.lost(lease, now.value);
+      if (this.holder(now.value) !== leaseHolder(lease.attrs) || attempt > 0) throw this.lost(lease, now.value);
       expected = now.modRevision;
     }
   }
@@ -336,14 +337,14 @@ export class KvSubnetManager implements SubnetManager {
     const now = await this.store.get(key);
     if (!now) throw new StoreUnavailableError(`${this.store.description}: ${key} vanished while restoring it; retry`);
     // Our own earlier write (a restore or renewal that raced with this one) is still ours.
-    if (this.holder(now.value) !== lease.attrs.publicIP) throw this.lost(lease, now.value);
+    if (this.holder(now.value) !== leaseHolder(lease.attrs)) throw this.lost(lease, now.value);
     return { ...lease, modRevision: now.modRevision, createRevision: now.createRevision, expiration: now.expiresAt ?? 0 };
   }
 
-  /** PublicIP of a lease value, or "" when it cannot be read. */
+  /** The holder (leaseHolder) of a lease value, or "" when it cannot be read. */
   private holder(value: string): string {
     try {
-      return decodeLeaseAttrs('', value).publicIP;
+      return leaseHolder(decodeLeaseAttrs('', value));
     } catch {
       return '';
     }
@@ -362,7 +363,7 @@ export class KvSubnetManager implements SubnetManager {
     let delay = this.backoff.initial;
     let healthy = true;
     const log = this.log;
-    const ownIP = ownLease.attrs.publicIP;
+    const ownHolder = leaseHolder(ownLease.attrs);
 
     const emit = (events: LeaseEvent[]) => {
       if (events.length > 0 && !closed) callbacks.onEvents(events);
@@ -371,7 +372,7 @@ export class KvSubnetManager implements SubnetManager {
     /** A write to our own key: someone else's lease there means we lost the subnet. */
     const ownKeyWritten = (value: string) => {
       const holder = this.holder(value);
-      if (holder === ownIP) return; // our own write (renewal, restore) echoed back
+      if (holder === ownHolder) return; // our own write (renewal, restore) echoed back
       log.error('our lease key now holds another host\'s lease', { subnet: describe(ownLease), holder: holder || '(unreadable)' });
       callbacks.onOwnLeaseTaken?.(holder || '(unreadable value)');
     };
@@ -424,7 +425,7 @@ export class KvSubnetManager implements SubnetManager {
         if (!own) {
           log.warn('our own lease is missing from the store', { subnet: describe(ownLease) });
           callbacks.onOwnLeaseRemoved?.();
-        } else if (own.attrs.publicIP !== ownIP) {
+        } else if (leaseHolder(own.attrs) !== ownHolder) {
           ownKeyWritten(encodeLeaseAttrs(own.attrs));
         }
         emit(out);

@@ -13,6 +13,19 @@ export interface LeaseAttrs {
   backendV6Data?: unknown;
 }
 
+/** PublicIP of a lease that has none: an IPv6-only host's (flannel writes "PublicIP":"0.0.0.0" then). */
+export const NO_PUBLIC_IP = '0.0.0.0';
+
+/**
+ * The address that names the host holding a lease (flannel's ownership
+ * rule: one PublicIP, one host). An IPv6-only host publishes PublicIP
+ * 0.0.0.0, as flannel's does, so its PublicIPv6 names it instead: otherwise
+ * every IPv6-only host would find every other's lease "ours".
+ */
+export function leaseHolder(attrs: Pick<LeaseAttrs, 'publicIP' | 'publicIPv6'>): string {
+  return attrs.publicIP && attrs.publicIP !== NO_PUBLIC_IP ? attrs.publicIP : (attrs.publicIPv6 ?? '');
+}
+
 export interface Lease {
   /** Present when IPv4 is enabled. */
   subnet: IP4Net | null;
@@ -79,7 +92,8 @@ export interface SubnetManager {
    * The lease this host held before (the one carrying our PublicIP, looked
    * for first at the subnet subnet.env recorded), if any: what a backend may keep stable.
    */
-  findPreviousLease(publicIP: string, previous?: { subnet?: IP4Net | null; ipv6Subnet?: IP6Net | null }): Promise<Lease | null>;
+  /** Our lease from before a restart: the one `holder` (see leaseHolder) holds. */
+  findPreviousLease(holder: string, previous?: { subnet?: IP4Net | null; ipv6Subnet?: IP6Net | null }): Promise<Lease | null>;
   /**
    * Acquire a lease: the previous one for this host (`previous` subnet from
    * subnet.env, or a lease carrying our PublicIP), else a random free subnet.

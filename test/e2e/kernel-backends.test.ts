@@ -16,6 +16,7 @@ import { createHosts, isListening, run, waitFor, type HostSet, type TestHost } f
 import { startDaemon, FLANNELCTL, type DaemonProcess } from '../helpers/daemon.js';
 import { startEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { attachPodBridge } from '../helpers/pod-bridge.js';
+import { peerAddressSeen } from '../helpers/peer-address.js';
 import { parseEnv } from '../../src/subnet/subnet-env.js';
 
 const P = '/coreos.com/network';
@@ -315,15 +316,6 @@ describe('host-gw backend, hosts on one link', { timeout: 60_000 }, () => {
     assert.ok(!(await show(c.set.hosts[0]!, ['ip', '-4', 'route', 'show'])).includes('10.5.252.0'));
   });
 });
-
-/** A TCP listener in namespace `ns` that prints each peer's address; resolves with the first one seen. */
-async function peerAddressSeen(listenNs: string, listenAddr: string, connect: TestHost, from: string): Promise<string> {
-  const port = 9000 + Math.floor(Math.random() * 500);
-  const srv = run('ip', ['netns', 'exec', listenNs, process.execPath, '-e', `require('net').createServer((s)=>{process.stdout.write(s.remoteAddress+'\\n');s.end();process.exit(0)}).listen(${port},'${listenAddr}')`], { timeoutMs: 15_000 });
-  await new Promise((r) => setTimeout(r, 400));
-  await connect.exec([process.execPath, '-e', `const c=require('net').connect({host:'${listenAddr}',port:${port},localAddress:'${from}'});c.on('data',()=>{});c.on('close',()=>process.exit(0));c.on('error',e=>{console.error(e.message);process.exit(1)})`], { timeoutMs: 10_000 });
-  return (await srv).stdout.trim();
-}
 
 for (const nft of [false, true]) {
   describe(`--ip-masq with ${nft ? 'nftables (EnableNFTables)' : 'iptables'}: real packets`, { timeout: 60_000 }, () => {

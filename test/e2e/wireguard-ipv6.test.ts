@@ -68,10 +68,7 @@ async function bringUp(c: Cluster, hosts = c.set.hosts.map((_, i) => i), extra: 
   for (const i of hosts) {
     const env = parseEnv(await readFile(join(c.dir, `h${i}.env`), 'utf8'));
     const h = c.set.hosts[i]!;
-    if (!c.pod[i]) {
-      await attachPodBridge(h, env);
-      await h.exec(['ip', '-6', 'addr', 'add', env.FLANNEL_IPV6_SUBNET!, 'dev', 'cni0', 'nodad'], { check: true });
-    }
+    if (!c.pod[i]) await attachPodBridge(h, env);
     c.pod[i] = env.FLANNEL_SUBNET!.split('/')[0]!;
     c.pod6[i] = env.FLANNEL_IPV6_SUBNET!.split('/')[0]!;
   }
@@ -208,11 +205,7 @@ describe('wireguard backend (userspace) on an IPv6-only network: flannel-wg-v6 a
         const env = parseEnv(await readFile(join(c!.dir, `h${i}.env`), 'utf8'));
         assert.equal(env.FLANNEL_SUBNET, undefined, 'no IPv4 subnet');
         const h = c!.set.hosts[i]!;
-        if (!c!.pod6[i]) {
-          await h.exec(['ip', 'link', 'add', 'cni0', 'type', 'bridge'], { check: true });
-          await h.exec(['ip', 'link', 'set', 'cni0', 'mtu', env.FLANNEL_MTU!, 'up'], { check: true });
-          await h.exec(['ip', '-6', 'addr', 'add', env.FLANNEL_IPV6_SUBNET!, 'dev', 'cni0', 'nodad'], { check: true });
-        }
+        if (!c!.pod6[i]) await attachPodBridge(h, env);
         c!.pod6[i] = env.FLANNEL_IPV6_SUBNET!.split('/')[0]!;
       }
       await pingsEventually(c!, 0, 1, true);

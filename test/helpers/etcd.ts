@@ -5,7 +5,8 @@
  * with openssl on the fly). The process is killed and its directory removed
  * when the test process exits, whatever happens.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, mkdtempSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -39,6 +40,8 @@ export interface TestEtcd {
   /** Stop and delete every file. */
   cleanup(): Promise<void>;
 }
+
+const execFileAsync = promisify(execFile);
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -263,6 +266,36 @@ export async function startEtcdCluster(members: { netns: string; host: string }[
       await Promise.all(ms.map((m) => m.signal('SIGKILL')));
       rmSync(root, { recursive: true, force: true });
       dirs.delete(root);
+    },
+  };
+}
+
+/** The part of the KV contract a test reads and writes (as LocalStore offers it), over etcdctl in a namespace. */
+export interface EtcdKeys {
+  put(key: string, value: string): Promise<void>;
+  delete(key: string): Promise<void>;
+  list(prefix: string): Promise<{ entries: { key: string; value: string }[] }>;
+}
+
+/**
+ * Keys of an etcd that listens inside network namespace `netns` (where
+ * the test's daemons reach it), read and written with etcdctl run there.
+ */
+export function etcdKeysIn(netns: string, etcd: TestEtcd): EtcdKeys {
+  const ctl = async (args: string[]) => {
+    try {
+      return (await execFileAsync('ip', ['netns', 'exec', netns, ETCDCTL_BIN, `--endpoints=${etcd.endpoint}`, ...args], { encoding: 'utf8', timeout: 20_000 })).stdout;
+    } catch (err) {
+      throw new Error(`etcdctl ${args.join(' ')} failed: ${(err as Error).message}`);
+    }
+  };
+  const b64 = (s: string) => Buffer.from(s, 'base64').toString('utf8');
+  return {
+    put: async (key, value) => void (await ctl(['put', key, value])),
+    delete: async (key) => void (await ctl(['del', key])),
+    list: async (prefix) => {
+      const out = JSON.parse(await ctl(['get', '--prefix', prefix, '-w', 'json'])) as { kvs?: { key: string; value: string }[] };
+      return { entries: (out.kvs ?? []).map((kv) => ({ key: b64(kv.key), value: b64(kv.value) })) };
     },
   };
 }

@@ -50,3 +50,15 @@ test('clear errors when nothing matches or the interface has no IPv4 address', a
   await assert.rejects(selectExternalInterface({ ...none, ifaceRegex: ['^zz'] }, links), /no interface matches --iface-regex \^zz/);
   await assert.rejects(selectExternalInterface({ ...none, iface: ['dummy0'] }, links), /interface dummy0 has no IPv4 address/);
 });
+
+test('an IPv6-only network needs no IPv4 address; EnableIPv6 needs a global IPv6 one', async () => {
+  const v6links: LinkInfo[] = [...links, { ifindex: 5, ifname: 'v6only0', mtu: 1500, addr_info: [{ family: 'inet6', local: '2001:db8::5', prefixlen: 64, scope: 'global' }] }];
+  const v6only = { ipv4: false, ipv6: true };
+  const e = await selectExternalInterface({ ...none, iface: ['v6only0'] }, v6links, v6only);
+  assert.deepEqual([e.name, e.ifaceAddr, e.extAddr, e.ifaceAddr6, e.extAddr6], ['v6only0', '', '', '2001:db8::5', '2001:db8::5']);
+  assert.equal((await selectExternalInterface({ ...none, ifaceRegex: ['^2001:db8::5$'] }, v6links, v6only)).name, 'v6only0');
+  await assert.rejects(selectExternalInterface({ ...none, iface: ['v6only0'] }, v6links), /interface v6only0 has no IPv4 address/);
+  await assert.rejects(selectExternalInterface({ ...none, iface: ['ens5'] }, v6links, { ipv4: true, ipv6: true }), /interface ens5 has no global IPv6 address, and EnableIPv6 needs one \(or pass --public-ipv6\)/);
+  const pinned = await selectExternalInterface({ ...none, iface: ['ens5'], publicIPv6: '2001:db8::99' }, v6links, { ipv4: true, ipv6: true });
+  assert.equal(pinned.extAddr6, '2001:db8::99');
+});

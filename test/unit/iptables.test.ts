@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseIP4Net } from '../../src/net/ipaddr.js';
+import { parseIP4Net, parseIP6Net } from '../../src/net/ipaddr.js';
 import { IpCommandError, type IpRunner } from '../../src/net/iproute.js';
-import { forwardRules, IptablesKeeper, masqRules, supportsRandomFully } from '../../src/net/iptables.js';
+import { forwardRules, IptablesKeeper, masqRules, masqRules6, supportsRandomFully } from '../../src/net/iptables.js';
+import { nftRuleset6 } from '../../src/net/nftables.js';
 
 /** A fake iptables: a list of installed rules; -C fails with exit 1 when absent. */
 class FakeIptables implements IpRunner {
@@ -39,6 +40,25 @@ test('masquerade rules are flannel\'s, in flannel\'s order', () => {
     forwardRules(parseIP4Net('10.5.0.0/16')).map((r) => r.spec.join(' ')),
     ['-s 10.5.0.0/16 -m comment --comment flanneld forward -j ACCEPT', '-d 10.5.0.0/16 -m comment --comment flanneld forward -j ACCEPT'],
   );
+});
+
+test('IPv6: flannel\'s MasqIP6Rules (multicast ff00::/8 excepted) and ForwardRules over IPv6Network; nftables table ip6 flannel-ipv6', () => {
+  const rules = masqRules6(parseIP6Net('fd00:64::/56'), parseIP6Net('fd00:64:0:3::/64'), false).map((r) => `${r.table} ${r.chain} ${r.spec.join(' ')}`);
+  assert.deepEqual(rules, [
+    'nat POSTROUTING -s fd00:64::/56 -d fd00:64::/56 -m comment --comment flanneld masq -j RETURN',
+    'nat POSTROUTING -s fd00:64::/56 ! -d ff00::/8 -m comment --comment flanneld masq -j MASQUERADE',
+    'nat POSTROUTING ! -s fd00:64::/56 -d fd00:64:0:3::/64 -m comment --comment flanneld masq -j RETURN',
+    'nat POSTROUTING ! -s fd00:64::/56 -d fd00:64::/56 -m comment --comment flanneld masq -j MASQUERADE',
+  ]);
+  assert.deepEqual(
+    forwardRules(parseIP6Net('fd00:64::/56')).map((r) => r.spec.join(' ')),
+    ['-s fd00:64::/56 -m comment --comment flanneld forward -j ACCEPT', '-d fd00:64::/56 -m comment --comment flanneld forward -j ACCEPT'],
+  );
+  const t = nftRuleset6(parseIP6Net('fd00:64::/56'), parseIP6Net('fd00:64:0:3::/64'), { masq: true, forward: false });
+  assert.match(t, /^add table ip6 flannel-ipv6\nflush table ip6 flannel-ipv6\ntable ip6 flannel-ipv6 \{/);
+  assert.match(t, /    ip6 saddr fd00:64::\/56 ip6 daddr != ff00::\/8 masquerade fully-random\n/);
+  assert.match(t, /    ip6 saddr != fd00:64::\/56 ip6 daddr fd00:64:0:3::\/64 return\n/);
+  assert.doesNotMatch(t, /chain forward/);
 });
 
 test('ensure installs a missing set whole and in order, resync repairs a flushed rule, teardown removes', async () => {

@@ -123,3 +123,36 @@ test('vxlan options: defaults as flannel, and clear errors for bad values', () =
   assert.throws(() => parseVxlanOptions({ Port: -1 }), /Port must be an integer in 0\.\.65535/);
   assert.throws(() => parseVxlanOptions({ DirectRouting: 'yes' }), /DirectRouting must be true or false/);
 });
+
+test('ipip refuses an IPv6-only network with the reason and the way out; on dual stack it says IPv6 gets no routes', () => {
+  const v6only = backendContext({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:64::/56', Backend: { Type: 'ipip' } });
+  assert.throws(() => new IpipBackend(v6only, { ip: new IpRoute({ mode: 'plan' }), readIp: new IpRoute({ mode: 'plan' }) }), /ipip backend: an IPv6-only network \(EnableIPv4 false\) cannot run on ipip, which tunnels IPv4 only.*use vxlan or host-gw/);
+  lines.length = 0;
+  const dual = backendContext({ Network: '10.5.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:64::/56', Backend: { Type: 'ipip' } });
+  new IpipBackend(dual, { ip: new IpRoute({ mode: 'plan' }), readIp: new IpRoute({ mode: 'plan' }) });
+  assert.ok(lines.some((l) => /ipip carries IPv4 only: IPv6 subnets get no routes/.test(l)), lines.join('\n'));
+});
+
+test('the applier of an IPv6-only network reads and owns IPv6 state only', async () => {
+  const readIp = new IpRoute({
+    mode: 'plan',
+    planOutputs: {
+      '-6 -json route show table main': JSON.stringify([
+        { dst: 'fd00:64:0:2::/64', gateway: 'fd00:64:0:2::', dev: 'flannel-v6.1', flags: ['onlink'] },
+        { dst: 'fd00:64:0:9::/64', gateway: 'fd00:64:0:9::', dev: 'flannel-v6.1', flags: ['onlink'] },
+      ]),
+    },
+  });
+  const ip = new IpRoute({ mode: 'plan' });
+  const applier = new KernelStateApplier({
+    scope: { network6: { ip: 0xfd000064000000000000000000000000n, prefixLen: 56 }, routeDevs: ['flannel-v6.1'], ownedDevs: [] },
+    readIp,
+    readBridge: new IpRoute({ mode: 'plan', binary: 'bridge' }),
+    writeIp: ip,
+    writeBridge: new IpRoute({ mode: 'plan', binary: 'bridge' }),
+    log: createLogger('test'),
+  });
+  const r = await applier.apply({ routes: [{ dst: 'fd00:64:0:2::/64', via: 'fd00:64:0:2::', dev: 'flannel-v6.1', onlink: true }], neighs: [], fdb: [], policies: [] });
+  assert.deepEqual(r.lines, ['ip route del fd00:64:0:9::/64 dev flannel-v6.1']);
+  assert.ok(!readIp.lines().some((l) => l.includes('-4')), `no IPv4 reads: ${readIp.lines().join('; ')}`);
+});

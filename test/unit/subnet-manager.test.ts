@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseNetworkConfig } from '../../src/config/network.js';
-import { formatIP4Net, ip4NetOverlaps, mask4, parseIP4Net } from '../../src/net/ipaddr.js';
+import { formatIP4Net, formatIP6Net, ip4NetOverlaps, mask4, parseIP4Net } from '../../src/net/ipaddr.js';
 import { encodeLeaseAttrs, decodeLease } from '../../src/subnet/lease-codec.js';
 import { KvSubnetManager, SubnetsExhaustedError } from '../../src/subnet/manager.js';
-import { LeaseLostError, type Lease, type LeaseEvent } from '../../src/subnet/types.js';
+import { LeaseLostError, NO_PUBLIC_IP, leaseHolder, type Lease, type LeaseEvent } from '../../src/subnet/types.js';
 import { MemoryStore } from '../helpers/memory-store.js';
 import { setLogSink } from '../../src/log.js';
 
@@ -67,6 +67,24 @@ test('restart: same PublicIP gets its lease back; previous subnet is reused when
   // Previous subnet held by somebody else: a new one.
   const other = await sm.acquireLease({ publicIP: '192.0.2.8', publicIPv6: null }, { subnet: a.subnet });
   assert.notEqual(formatIP4Net(other.subnet!), formatIP4Net(a.subnet!));
+});
+
+test('IPv6-only: hosts publish PublicIP 0.0.0.0 as flannel, and their PublicIPv6 tells their leases apart', async () => {
+  const { store, sm } = await setup('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:64::/56","Backend":{"Type":"vxlan"}}');
+  const a = await sm.acquireLease({ publicIP: NO_PUBLIC_IP, publicIPv6: '2001:db8::1' });
+  const b = await sm.acquireLease({ publicIP: NO_PUBLIC_IP, publicIPv6: '2001:db8::2' });
+  assert.equal(a.subnet, null);
+  assert.notEqual(formatIP6Net(a.ipv6Subnet!), formatIP6Net(b.ipv6Subnet!), 'not one lease for every 0.0.0.0');
+  assert.match(a.key, /^subnets\/0\.0\.0\.0-0&fd00:64:0:[0-9a-f]+::-64$/);
+  assert.equal((await store.get(`${P}/${a.key}`))!.value, '{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::1"}');
+  assert.equal(leaseHolder(a.attrs), '2001:db8::1');
+  // A restart finds its own lease by PublicIPv6.
+  const again = await sm.acquireLease({ publicIP: NO_PUBLIC_IP, publicIPv6: '2001:db8::2' });
+  assert.equal(formatIP6Net(again.ipv6Subnet!), formatIP6Net(b.ipv6Subnet!));
+  assert.equal((await sm.findPreviousLease('2001:db8::1'))?.key, a.key);
+  assert.equal(await sm.findPreviousLease('2001:db8::3'), null);
+  // Renewal: the value still carries our PublicIPv6, so it is ours.
+  await sm.renewLease(a);
 });
 
 test('a lease of ours that no longer fits the config is replaced', async () => {

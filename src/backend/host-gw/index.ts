@@ -32,7 +32,6 @@ export class HostGwBackend implements Backend {
     private readonly ctx: BackendContext,
     opts: HostGwBackendOptions = {},
   ) {
-    if (!ctx.config.network) throw new Error('host-gw backend: IPv6-only networks are not supported here yet (EnableIPv4 is off)');
     const runners = kernelRunners(ctx.dryRun, opts);
     this.transcript = runners.transcript;
     const ip = runners.ip;
@@ -41,7 +40,7 @@ export class HostGwBackend implements Backend {
     this.routing = new KernelRouting({
       backendType: 'host-gw',
       // Dual stack: IPv6 routes via each peer's PublicIPv6, owned inside IPv6Network.
-      scope: { network: ctx.config.network, ...(ctx.config.enableIPv6 && ctx.config.ipv6Network ? { network6: ctx.config.ipv6Network } : {}), routeDevs: [ctx.extIface.name], ownedDevs: [] },
+      scope: { ...(ctx.config.enableIPv4 && ctx.config.network ? { network: ctx.config.network } : {}), ...(ctx.config.enableIPv6 && ctx.config.ipv6Network ? { network6: ctx.config.ipv6Network } : {}), routeDevs: [ctx.extIface.name], ownedDevs: [] },
       peerState: (l) => this.peerState(l),
       log: this.log,
       ip,
@@ -61,7 +60,7 @@ export class HostGwBackend implements Backend {
   async start(ownLease: Lease): Promise<void> {
     this.ownSubnet = ownLease.subnet;
     this.ownSubnet6 = ownLease.ipv6Subnet;
-    this.prefixes = await linkPrefixes(this.readIp, this.ctx.extIface.name);
+    if (this.ctx.config.enableIPv4) this.prefixes = await linkPrefixes(this.readIp, this.ctx.extIface.name);
     if (this.ctx.config.enableIPv6) this.prefixes6 = await linkPrefixes6(this.readIp, this.ctx.extIface.name);
     this.routing.start();
   }
@@ -71,10 +70,12 @@ export class HostGwBackend implements Backend {
   }
 
   private peerState(l: Lease): PeerState | null {
-    if (!l.subnet || (this.ownSubnet && l.subnet.ip === this.ownSubnet.ip)) return null;
     const routes: PeerState['routes'] = [];
-    if (onLink(this.prefixes, l.attrs.publicIP)) routes.push(this.onLinkRoute(l, formatIP4Net(l.subnet), l.attrs.publicIP));
-    else this.noteOffLink(l, formatIP4Net(l.subnet), l.attrs.publicIP);
+    const sn = l.subnet;
+    if (this.ctx.config.enableIPv4 && sn && !(this.ownSubnet && sn.ip === this.ownSubnet.ip)) {
+      if (onLink(this.prefixes, l.attrs.publicIP)) routes.push(this.onLinkRoute(l, formatIP4Net(sn), l.attrs.publicIP));
+      else this.noteOffLink(l, formatIP4Net(sn), l.attrs.publicIP);
+    }
     // The IPv6 half, as flannel's host-gw: the peer's IPv6 subnet via its PublicIPv6.
     const sn6 = l.ipv6Subnet;
     const ip6 = l.attrs.publicIPv6;

@@ -44,12 +44,16 @@ export class IpipBackend implements Backend {
     opts: IpipBackendOptions = {},
   ) {
     this.directRouting = boolOption('ipip', ctx.backendConfig, 'DirectRouting');
-    if (!ctx.config.network) throw new Error('ipip backend needs an IPv4 Network');
+    if (!ctx.config.enableIPv4 || !ctx.config.network) {
+      throw new Error('ipip backend: an IPv6-only network (EnableIPv4 false) cannot run on ipip, which tunnels IPv4 only, as flannel\'s; use vxlan or host-gw, or set EnableIPv4 and Network');
+    }
     const runners = kernelRunners(ctx.dryRun, opts);
     this.transcript = runners.transcript;
     this.ip = runners.ip;
     this.readIp = runners.readIp;
     this.log = ctx.log.child('ipip');
+    // flannel's ipip publishes PublicIPv6 but routes no IPv6 subnet; say so rather than leave pods wondering.
+    if (ctx.config.enableIPv6) this.log.warn('ipip carries IPv4 only: IPv6 subnets get no routes on this backend (use vxlan or host-gw for dual stack)');
     this.routing = new KernelRouting({
       backendType: 'ipip',
       scope: { network: ctx.config.network, routeDevs: [IPIP_DEVICE, ctx.extIface.name], ownedDevs: [] },

@@ -6,13 +6,16 @@
  * address> dev flannel.<VNI> onlink`. With DirectRouting, a peer on our own
  * link gets a plain route via its PublicIP instead. The lease publishes
  * BackendType "vxlan" and BackendData {"VNI":1,"VtepMAC":"..."} as flannel.
+ * With EnableIPv6 the same again over IPv6 on flannel-v6.<VNI>
+ * (BackendV6Data, PublicIPv6); an IPv6-only network (EnableIPv4 false) has
+ * only that device.
  */
 import type { Backend, BackendContext, BackendLeaseAttrs } from '../types.js';
 import type { Lease, LeaseEvent } from '../../subnet/types.js';
 import { formatIP4, formatIP4Net, formatIP6, formatIP6Net, ip4NetContains, ip6NetEqual, isIP4, parseIP4, type IP4Net, type IP6Net } from '../../net/ipaddr.js';
 import { isCanonicalIP6 } from '../../net/canonical.js';
 import { IpRoute } from '../../net/iproute.js';
-import { linkPrefixes, onLink } from '../../net/link-prefixes.js';
+import { linkPrefixes, linkPrefixes6, onLink, onLink6 } from '../../net/link-prefixes.js';
 import { ensureOnlyAddress } from '../../net/device-address.js';
 import { goField } from '../../config/go-json.js';
 import { KernelRouting, kernelRunners, type PeerState } from '../kernel-routing.js';
@@ -28,6 +31,8 @@ export interface VxlanBackendOptions {
 }
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+/** An IPv6 outer header is 20 bytes longer than an IPv4 one. */
+const IPV6_EXTRA_OVERHEAD = 20;
 
 interface JsonLink {
   ifname: string;
@@ -39,7 +44,8 @@ interface JsonLink {
 export class VxlanBackend implements Backend {
   readonly type = 'vxlan';
   readonly options: VxlanOptions;
-  readonly device: string;
+  /** flannel.<VNI>: the IPv4 overlay (null on an IPv6-only network). */
+  readonly device: string | null;
   /** flannel-v6.<VNI>: the IPv6 half of a dual-stack network (EnableIPv6), as flannel. */
   readonly device6: string | null;
   private vtepMAC6 = '';
@@ -50,6 +56,7 @@ export class VxlanBackend implements Backend {
   private vtepMAC = '';
   private ownSubnet: IP4Net | null = null;
   private prefixes: IP4Net[] = [];
+  private prefixes6: IP6Net[] = [];
   private readonly routing: KernelRouting;
   /** Leases already reported as unusable (logged once each). */
   private readonly unusable = new Set<string>();
@@ -60,9 +67,9 @@ export class VxlanBackend implements Backend {
     opts: VxlanBackendOptions = {},
   ) {
     this.options = parseVxlanOptions(ctx.backendConfig);
-    if (!ctx.config.network) throw new Error('vxlan backend: IPv6-only networks are not supported here yet (EnableIPv4 is off)');
-    this.device = `flannel.${this.options.vni}`;
+    this.device = ctx.config.enableIPv4 && ctx.config.network ? `flannel.${this.options.vni}` : null;
     this.device6 = ctx.config.enableIPv6 && ctx.config.ipv6Network ? `flannel-v6.${this.options.vni}` : null;
+    const devices = [this.device, this.device6].filter((d): d is string => d !== null);
     const runners = kernelRunners(ctx.dryRun, opts);
     this.transcript = runners.transcript;
     this.ip = runners.ip;
@@ -71,10 +78,10 @@ export class VxlanBackend implements Backend {
     this.routing = new KernelRouting({
       backendType: 'vxlan',
       scope: {
-        network: ctx.config.network,
+        ...(this.device ? { network: ctx.config.network! } : {}),
         ...(this.device6 ? { network6: ctx.config.ipv6Network! } : {}),
-        routeDevs: [this.device, ...(this.device6 ? [this.device6] : []), ctx.extIface.name],
-        ownedDevs: [this.device, ...(this.device6 ? [this.device6] : [])],
+        routeDevs: [...devices, ctx.extIface.name],
+        ownedDevs: devices,
       },
       peerState: (l) => this.peerState(l),
       log: this.log,
@@ -90,10 +97,15 @@ export class VxlanBackend implements Backend {
 
   /** The device must exist before the lease: its MAC is what peers need. A restart keeps the MAC it published. */
   async prepare(previous: Lease | null): Promise<BackendLeaseAttrs> {
-    this.vtepMAC = await this.ensureDevice(this.device, this.ctx.extIface.ifaceAddr, previousVtepMAC(previous, this.options.vni));
-    this.prefixes = this.options.directRouting ? await linkPrefixes(this.readIp, this.ctx.extIface.name) : [];
-    const attrs: BackendLeaseAttrs = { backendType: 'vxlan', backendData: { VNI: this.options.vni, VtepMAC: this.vtepMAC } };
+    const attrs: BackendLeaseAttrs = { backendType: 'vxlan' };
+    if (this.device) {
+      this.vtepMAC = await this.ensureDevice(this.device, this.ctx.extIface.ifaceAddr, previousVtepMAC(previous, this.options.vni));
+      attrs.backendData = { VNI: this.options.vni, VtepMAC: this.vtepMAC };
+      this.prefixes = this.options.directRouting ? await linkPrefixes(this.readIp, this.ctx.extIface.name) : [];
+    }
     if (this.device6) {
+      // DirectRouting over IPv6: a peer whose PublicIPv6 is on our link gets a plain route via it.
+      this.prefixes6 = this.options.directRouting ? await linkPrefixes6(this.readIp, this.ctx.extIface.name) : [];
       // flannel-v6.<VNI>: local = our IPv6 interface address, keeping the VtepMAC of BackendV6Data across restarts.
       const local6 = this.ctx.extIface.ifaceAddr6;
       if (!local6) throw new Error(`vxlan backend: EnableIPv6 is set but ${this.ctx.extIface.name} has no IPv6 address for ${this.device6}`);
@@ -123,29 +135,42 @@ export class VxlanBackend implements Backend {
     return (link?.address ?? prevMac ?? '00:00:00:00:00:00').toLowerCase();
   }
 
+  /**
+   * The overlay MTU (subnet.env's FLANNEL_MTU). flannel says interface MTU
+   * - 50 whatever the family; an IPv6 outer header is 20 bytes longer, so an
+   * IPv6-only network says - 70 here, the MTU its one device really has.
+   */
   mtu(): number {
-    return this.options.mtu || this.ctx.extIface.mtu - VXLAN_OVERHEAD;
+    if (this.options.mtu) return this.options.mtu;
+    return this.ctx.extIface.mtu - VXLAN_OVERHEAD - (this.device ? 0 : IPV6_EXTRA_OVERHEAD);
+  }
+
+  /** flannel-v6.<VNI>'s MTU: the IPv4 overlay's less the longer outer header (the same as mtu() on an IPv6-only network). */
+  private mtu6(): number {
+    return this.device ? this.mtu() - IPV6_EXTRA_OVERHEAD : this.mtu();
   }
 
   async start(ownLease: Lease): Promise<void> {
-    if (!ownLease.subnet) throw new Error('vxlan backend needs an IPv4 lease');
-    this.ownSubnet = ownLease.subnet;
     const dev = this.device;
-    // Our subnet's network address as /32, as flannel: a source address for host-to-pod traffic, no broadcast routes.
-    const want = `${formatIP4(ownLease.subnet.ip)}/32`;
-    const network = this.ctx.config.network!;
-    await ensureOnlyAddress(this.readIp, this.ip, dev, want, (cidr) => ip4NetContains(network, parseIP4(cidr.split('/')[0]!)), this.log);
-    await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'up']);
-    if (this.device6 && ownLease.ipv6Subnet) {
+    if (dev) {
+      if (!ownLease.subnet) throw new Error('vxlan backend: EnableIPv4 is set but our lease has no IPv4 subnet');
+      this.ownSubnet = ownLease.subnet;
+      // Our subnet's network address as /32, as flannel: a source address for host-to-pod traffic, no broadcast routes.
+      const want = `${formatIP4(ownLease.subnet.ip)}/32`;
+      const network = this.ctx.config.network!;
+      await ensureOnlyAddress(this.readIp, this.ip, dev, want, (cidr) => ip4NetContains(network, parseIP4(cidr.split('/')[0]!)), this.log);
+      await this.ip.run(['link', 'set', 'dev', dev, 'mtu', String(this.mtu()), 'up']);
+      this.log.info('vxlan device ready', { device: dev, vni: this.options.vni, vtepMAC: this.vtepMAC, address: want, mtu: this.mtu(), directRouting: this.options.directRouting });
+    }
+    if (this.device6) {
+      if (!ownLease.ipv6Subnet) throw new Error('vxlan backend: EnableIPv6 is set but our lease has no IPv6 subnet');
       this.ownSubnet6 = ownLease.ipv6Subnet;
       const want6 = `${formatIP6(ownLease.ipv6Subnet.ip)}/128`;
       await this.ip.run(['-6', 'addr', 'replace', want6, 'dev', this.device6, 'nodad']);
-      // An IPv6 outer header is 20 bytes longer than an IPv4 one.
-      await this.ip.run(['link', 'set', 'dev', this.device6, 'mtu', String(this.mtu() - 20), 'up']);
-      this.log.info('vxlan IPv6 device ready', { device: this.device6, vtepMAC: this.vtepMAC6, address: want6 });
+      await this.ip.run(['link', 'set', 'dev', this.device6, 'mtu', String(this.mtu6()), 'up']);
+      this.log.info('vxlan IPv6 device ready', { device: this.device6, vni: this.options.vni, vtepMAC: this.vtepMAC6, address: want6, mtu: this.mtu6(), directRouting: this.options.directRouting });
     }
     this.routing.start();
-    this.log.info('vxlan device ready', { device: dev, vni: this.options.vni, vtepMAC: this.vtepMAC, address: want, mtu: this.mtu(), directRouting: this.options.directRouting });
   }
 
   handleEvents(events: LeaseEvent[]): Promise<void> {
@@ -154,7 +179,7 @@ export class VxlanBackend implements Backend {
 
   /** What a remote lease needs: its IPv4 half, and with dual stack its IPv6 half; null when neither can be used. */
   private peerState(l: Lease): PeerState | null {
-    const v4 = this.peerState4(l);
+    const v4 = this.device ? this.peerState4(l, this.device) : null;
     const v6 = this.device6 ? this.peerState6(l) : null;
     if (!v6) return v4;
     if (!v4) return v6;
@@ -166,12 +191,16 @@ export class VxlanBackend implements Backend {
     const sn6 = l.ipv6Subnet;
     const ip6 = l.attrs.publicIPv6;
     if (!sn6 || !ip6 || ip6NetEqual(sn6, this.ownSubnet6)) return null;
+    if (this.options.directRouting && isCanonicalIP6(ip6) && onLink6(this.prefixes6, ip6)) {
+      return { routes: [{ dst: formatIP6Net(sn6), via: ip6, dev: this.ctx.extIface.name }] };
+    }
     const data = l.attrs.backendV6Data;
     const mac = data && typeof data === 'object' ? goField(data as Record<string, unknown>, 'VtepMAC') : undefined;
     if (typeof mac !== 'string' || !MAC_RE.test(mac) || !isCanonicalIP6(ip6)) {
-      this.reportUnusable(l, `BackendV6Data has no usable VtepMAC (${JSON.stringify(data)}) or PublicIPv6 ${ip6} is not IPv6`);
+      this.reportUnusable(l, `BackendV6Data has no usable VtepMAC (${JSON.stringify(data)}) or PublicIPv6 ${ip6} is not IPv6`, '6');
       return null;
     }
+    this.unusable.delete(`${l.key} 6`);
     const dev = this.device6!;
     const gw = formatIP6(sn6.ip);
     return {
@@ -182,7 +211,7 @@ export class VxlanBackend implements Backend {
   }
 
   /** The IPv4 half; null (logged once) when its BackendData cannot be used. */
-  private peerState4(l: Lease): PeerState | null {
+  private peerState4(l: Lease, dev: string): PeerState | null {
     const sn = l.subnet;
     if (!sn || (this.ownSubnet && sn.ip === this.ownSubnet.ip)) return null;
     const dst = formatIP4Net(sn);
@@ -202,16 +231,19 @@ export class VxlanBackend implements Backend {
     this.unusable.delete(l.key);
     const gw = formatIP4(sn.ip);
     return {
-      fdb: [{ dev: this.device, mac: mac.toLowerCase(), dst: l.attrs.publicIP }],
-      neighs: [{ dev: this.device, ip: gw, mac: mac.toLowerCase() }],
-      routes: [{ dst, via: gw, dev: this.device, onlink: true }],
+      fdb: [{ dev, mac: mac.toLowerCase(), dst: l.attrs.publicIP }],
+      neighs: [{ dev, ip: gw, mac: mac.toLowerCase() }],
+      routes: [{ dst, via: gw, dev, onlink: true }],
     };
   }
 
-  private reportUnusable(l: Lease, why: string): void {
-    if (this.unusable.has(l.key)) return;
-    this.unusable.add(l.key);
-    this.log.warn('skipping vxlan lease', { subnet: l.subnet ? formatIP4Net(l.subnet) : l.key, publicIP: l.attrs.publicIP, reason: why });
+  /** Log once per lease and family (the halves of a dual-stack lease are usable or not on their own). */
+  private reportUnusable(l: Lease, why: string, family: '4' | '6' = '4'): void {
+    const tag = family === '4' ? l.key : `${l.key} 6`;
+    if (this.unusable.has(tag)) return;
+    this.unusable.add(tag);
+    const subnet = l.subnet ? formatIP4Net(l.subnet) : l.ipv6Subnet ? formatIP6Net(l.ipv6Subnet) : l.key;
+    this.log.warn('skipping vxlan lease', { subnet, publicIP: l.attrs.publicIP, reason: why });
   }
 
   async stop(): Promise<void> {
@@ -223,7 +255,7 @@ export class VxlanBackend implements Backend {
     return this.transcript;
   }
 
-  private async readLink(dev = this.device): Promise<JsonLink | null> {
+  private async readLink(dev: string): Promise<JsonLink | null> {
     const text = await this.readIp.runIgnoringMissing(['-d', '-json', 'link', 'show', 'dev', dev]);
     const links = JSON.parse(text || '[]') as JsonLink[];
     return links[0] ?? null;
