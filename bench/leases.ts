@@ -7,6 +7,8 @@
  *   - arriving while it runs: CPU while N leases are written and followed.
  * CPU is the daemon's user + system time, with the `ip` processes it ran.
  * Written by bench/lease-writer.ts as flanneld daemons would write them.
+ * --dual-stack: the network and every lease carry IPv6 too (with vxlan,
+ * each lease is then state on flannel.1 and flannel-v6.1).
  */
 import { closeSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +18,7 @@ import { createHosts, run, waitFor, type TestHost } from '../test/helpers/netns.
 import { startEtcd } from '../test/helpers/etcd.js';
 import { FLANNELCTL, FLANNELD } from '../test/helpers/daemon.js';
 import { parseProcStat, ticksPerSecond } from './cpu.js';
+import { DUAL_STACK_IPV6_NETWORK, leaseKeyName } from './lease-names.js';
 
 const PREFIX = '/coreos.com/network';
 const WRITER = new URL('./lease-writer.js', import.meta.url).pathname;
@@ -70,6 +73,7 @@ async function main(): Promise<void> {
   // --backend vxlan: every lease also costs an FDB entry, a neighbour entry and a route, programmed by the applier.
   const bi = process.argv.indexOf('--backend');
   const backend = bi >= 0 ? process.argv[bi + 1]! : 'udp';
+  const dualStack = process.argv.includes('--dual-stack');
   // --profile DIR: V8 CPU profiles of the daemons (one .cpuprofile per start) for chrome://inspect or speedscope.
   const pi = process.argv.indexOf('--profile');
   const profileArgs = pi >= 0 ? ['--cpu-prof', `--cpu-prof-dir=${process.argv[pi + 1]}`] : [];
@@ -80,9 +84,12 @@ async function main(): Promise<void> {
   const etcd = await startEtcd({ netns: etcdNs, host: '192.0.2.254' });
   const inEtcdNs = (args: string[]) => run('ip', ['netns', 'exec', etcdNs, ...args], { check: true, timeoutMs: 600_000 });
   const host = set.hosts[0]!;
+  // Dual stack: our own IPv6 address (PublicIPv6) and the IPv6 network; our lease takes a subnet above the others'.
+  if (dualStack) await run('ip', ['-n', host.ns, '-6', 'addr', 'add', '2001:db8:ff::1/64', 'dev', host.iface, 'nodad'], { check: true });
+  const ipv6 = dualStack ? `,"EnableIPv6":true,"IPv6Network":"${DUAL_STACK_IPV6_NETWORK}","IPv6SubnetMin":"fd00:0:0:ff00::"` : '';
   try {
-    await inEtcdNs([process.execPath, FLANNELCTL, `--etcd-endpoints=${etcd.endpoint}`, 'put', `${PREFIX}/config`, `{"Network":"10.0.0.0/8","SubnetMin":"10.200.0.0","Backend":{"Type":"${backend}"}}`]);
-    const write = (first: number, count: number) => inEtcdNs([process.execPath, WRITER, etcd.endpoint, PREFIX, String(first), String(count), backend]);
+    await inEtcdNs([process.execPath, FLANNELCTL, `--etcd-endpoints=${etcd.endpoint}`, 'put', `${PREFIX}/config`, `{"Network":"10.0.0.0/8","SubnetMin":"10.200.0.0"${ipv6},"Backend":{"Type":"${backend}"}}`]);
+    const write = (first: number, count: number) => inEtcdNs([process.execPath, WRITER, etcd.endpoint, PREFIX, String(first), String(count), backend, dualStack ? 'dual-stack' : 'ipv4']);
     const logFile = join(dir, 'flanneld.log');
     const start = async () => {
       const fd = openSync(logFile, 'w');
@@ -92,9 +99,16 @@ async function main(): Promise<void> {
     };
     let last = -1;
     // Converged: the daemon follows every lease, and with vxlan the kernel holds a route for each.
-    const kernelRoutes = async () => (backend === 'vxlan' ? (await host.exec(['ip', '-4', 'route', 'show', 'dev', 'flannel.1'])).stdout.split('\n').filter(Boolean).length : -1);
+    const routesOn = async (family: string, dev: string) => (await host.exec(['ip', family, 'route', 'show', 'dev', dev, 'proto', 'boot'])).stdout.split('\n').filter(Boolean).length;
+    const kernelRoutes = async () => (backend === 'vxlan' ? routesOn('-4', 'flannel.1') : -1);
+    const kernelRoutes6 = async () => (backend === 'vxlan' && dualStack ? routesOn('-6', 'flannel-v6.1') : -1);
     const converge = async (want: number) =>
-      waitFor(async () => ((last = await leasesFollowed(host)) === want && (backend !== 'vxlan' || (await kernelRoutes()) === want) ? true : null), 120_000, `${want} leases followed`, 500).catch((e: Error) => {
+      waitFor(
+        async () => ((last = await leasesFollowed(host)) === want && (backend !== 'vxlan' || ((await kernelRoutes()) === want && (!dualStack || (await kernelRoutes6()) === want))) ? true : null),
+        120_000,
+        `${want} leases followed`,
+        500,
+      ).catch((e: Error) => {
         throw new Error(`${e.message} (the daemon follows ${last})`);
       });
     const stopDaemon = async (c: ReturnType<typeof host.spawn>) => {
@@ -124,7 +138,7 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 300));
       oneChange = readFileSync(logFile, 'utf8').split('\n').slice(before1 - 1).filter((l) => /kernel state updated/.test(l)).join(' | ');
       process.stderr.write(`one more lease: ${oneChange}\n`);
-      await inEtcdNs(['etcdctl', `--endpoints=${etcd.endpoint}`, 'del', `${PREFIX}/subnets/10.${(n + 1) >> 8}.${(n + 1) & 255}.0-24`]);
+      await inEtcdNs(['etcdctl', `--endpoints=${etcd.endpoint}`, 'del', `${PREFIX}/subnets/${leaseKeyName(n + 1, dualStack)}`]);
       await converge(n);
     }
     await stopDaemon(d);
@@ -155,6 +169,7 @@ async function main(): Promise<void> {
     const out = {
       leases: n,
       backend,
+      dualStack,
       cpuSecondsAtStart: Number(atStart.toFixed(3)),
       oneChange,
       cpuSecondsEmptyStart: Number(idleStart.toFixed(3)),

@@ -9,12 +9,14 @@ import { join } from 'node:path';
 import { createHosts, registerCleanup, run, waitFor, type HostSet, type TestHost } from '../test/helpers/netns.js';
 import { measureLatency } from './latency.js';
 
-export type PathId = 'veth' | 'vxlan' | 'ftvxlan' | 'udp' | 'flannel-udp' | 'ftwg' | 'wggo';
-export const ALL_PATHS: PathId[] = ['veth', 'vxlan', 'ftvxlan', 'udp', 'flannel-udp', 'ftwg', 'wggo'];
+export type PathId = 'veth' | 'vxlan' | 'ftvxlan' | 'vxlan6' | 'ftvxlan6' | 'udp' | 'flannel-udp' | 'ftwg' | 'wggo';
+export const ALL_PATHS: PathId[] = ['veth', 'vxlan', 'ftvxlan', 'vxlan6', 'ftvxlan6', 'udp', 'flannel-udp', 'ftwg', 'wggo'];
 export const PATH_LABELS: Record<PathId, string> = {
   veth: 'bare veth',
   vxlan: 'kernel VXLAN',
   ftvxlan: 'flannel-ts vxlan',
+  vxlan6: 'kernel VXLAN over IPv6',
+  ftvxlan6: 'flannel-ts vxlan over IPv6',
   udp: 'flannel-ts udp',
   'flannel-udp': "flannel's own udp (v0.19.2)",
   ftwg: 'flannel-ts wireguard (userspace)',
@@ -39,8 +41,22 @@ export type Progress = (msg: string) => void;
 
 const NS_PREFIX = 'ftbench';
 
-async function pair(): Promise<HostSet> {
-  return createHosts(2, { prefix: NS_PREFIX, topology: 'pair' });
+/** The underlay's IPv6 /64 for the IPv6 paths: host i gets ::i+1. */
+const UNDERLAY6 = '2001:db8:77::';
+
+/** Two hosts on one veth pair; `ipv6` also gives each an underlay IPv6 address (no DAD wait). */
+async function pair(ipv6 = false): Promise<HostSet> {
+  const set = await createHosts(2, { prefix: NS_PREFIX, topology: 'pair' });
+  if (ipv6) {
+    for (const [i, h] of set.hosts.entries()) {
+      const r = await h.exec(['ip', '-6', 'addr', 'add', `${UNDERLAY6}${i + 1}/64`, 'dev', h.iface, 'nodad']);
+      if (r.code !== 0) {
+        await set.destroy();
+        throw new Unavailable(`no IPv6 on the underlay: ${r.stderr.trim()}`);
+      }
+    }
+  }
+  return set;
 }
 
 function basic(set: HostSet, targetIp: string, notes: string[], daemonPids: number[] = [], extra?: () => void): PathSetup {
@@ -88,8 +104,40 @@ export async function setupVxlan(): Promise<PathSetup> {
   }
 }
 
+/**
+ * Kernel VXLAN over an IPv6 underlay, set up by hand as the reference for
+ * flannel-ts's flannel-v6.<VNI>: same MTU (1500 - 70, the IPv6 outer
+ * header is 20 bytes longer), overlay addresses IPv6 too.
+ */
+export const VXLAN6 = { vni: 43, port: 4789, mtu: 1430, net64: 'fd77::' };
+
+export async function setupVxlan6(): Promise<PathSetup> {
+  const set = await pair(true);
+  try {
+    const [a, b] = set.hosts as [TestHost, TestHost];
+    for (const [i, h, peer] of [[1, a, b], [2, b, a]] as const) {
+      const steps = [
+        ['ip', 'link', 'add', 'vx6', 'type', 'vxlan', 'id', String(VXLAN6.vni), 'dstport', String(VXLAN6.port), 'local', `${UNDERLAY6}${i}`, 'dev', h.iface],
+        ['ip', 'link', 'set', 'vx6', 'mtu', String(VXLAN6.mtu), 'up'],
+        ['ip', '-6', 'addr', 'add', `${VXLAN6.net64}${i}/64`, 'dev', 'vx6', 'nodad'],
+        ['bridge', 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vx6', 'dst', `${UNDERLAY6}${peer === b ? 2 : 1}`],
+      ];
+      for (const s of steps) {
+        const r = await h.exec(s);
+        if (r.code !== 0) throw new Unavailable(`${s.join(' ')}: ${r.stderr.trim()}`);
+      }
+    }
+    return basic(set, `${VXLAN6.net64}2`, [`vx6 vni ${VXLAN6.vni} mtu ${VXLAN6.mtu} over ${UNDERLAY6}/64, static all-zero FDB to the peer`]);
+  } catch (e) {
+    await set.destroy();
+    throw e;
+  }
+}
+
 export const FLANNEL_NETWORK_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}';
 const networkConfig = (backend: string) => FLANNEL_NETWORK_CONFIG.replace('"udp"', `"${backend}"`);
+/** An IPv6-only network (flannel's EnableIPv4 false): the IPv6 overlay alone. */
+const IPV6_ONLY_CONFIG = (backend: string) => JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:5::/56', Backend: { Type: backend } });
 
 /** KEY=VALUE lines of a flannel subnet.env file. */
 export function parseSubnetEnv(text: string): Record<string, string> {
@@ -113,9 +161,9 @@ export function networkAddress(cidr: string): string {
   return [24, 16, 8, 0].map((s) => (net >>> s) & 255).join('.');
 }
 
-/** IPv4 addresses on `dev` in the host's namespace, from `ip -j addr`. */
-async function deviceAddresses(h: TestHost, dev: string): Promise<string[]> {
-  const r = await h.exec(['ip', '-j', '-4', 'addr', 'show', 'dev', dev]);
+/** Addresses of one family on `dev` in the host's namespace, from `ip -j addr`. */
+async function deviceAddresses(h: TestHost, dev: string, family: '-4' | '-6' = '-4'): Promise<string[]> {
+  const r = await h.exec(['ip', '-j', family, 'addr', 'show', 'dev', dev]);
   if (r.code !== 0) return [];
   const doc = JSON.parse(r.stdout) as { addr_info?: { local?: string }[] }[];
   return doc.flatMap((l) => (l.addr_info ?? []).map((a) => a.local ?? '')).filter(Boolean);
@@ -155,6 +203,8 @@ export interface FlannelOptions {
   env?: Record<string, string>;
   /** Backend of the daemons (default udp). */
   backend?: 'udp' | 'vxlan' | 'wireguard';
+  /** An IPv6-only network over an IPv6 underlay (the target is the peer's IPv6 overlay address). */
+  ipv6?: boolean;
 }
 
 export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}): Promise<PathSetup> {
@@ -173,13 +223,15 @@ export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}
   };
   const node = process.execPath;
 
-  const put = await run(node, [flannelctl, '--local-store', dir, 'put', '/coreos.com/network/config', networkConfig(opts.backend ?? 'udp')], { timeoutMs: 20000 });
+  const config = opts.ipv6 ? IPV6_ONLY_CONFIG(opts.backend ?? 'udp') : networkConfig(opts.backend ?? 'udp');
+  const put = await run(node, [flannelctl, '--local-store', dir, 'put', '/coreos.com/network/config', config], { timeoutMs: 20000 });
   if (put.code !== 0) {
     cleanupDir();
     throw new Unavailable(`flannelctl put failed (exit ${put.code}): ${(put.stderr || put.stdout).trim().split('\n').slice(-3).join(' | ')}`);
   }
 
-  const set = await pair();
+  const set = await pair(opts.ipv6);
+  const subnetKey = opts.ipv6 ? 'FLANNEL_IPV6_SUBNET' : 'FLANNEL_SUBNET';
   try {
     const daemons = set.hosts.map((h, i) => {
       const n = i + 1;
@@ -207,13 +259,13 @@ export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}
         () => {
           if (d.child.exitCode !== null || d.child.signalCode !== null) return { exited: String(d.child.exitCode ?? d.child.signalCode) };
           if (!existsSync(d.subnetFile)) return null;
-          const subnet = parseSubnetEnv(readFileSync(d.subnetFile, 'utf8')).FLANNEL_SUBNET;
+          const subnet = parseSubnetEnv(readFileSync(d.subnetFile, 'utf8'))[subnetKey];
           return subnet ? { subnet } : null;
         },
         opts.startTimeoutMs ?? 30000,
         d.subnetFile,
       ).catch((e: unknown) => {
-        throw new Unavailable(`no FLANNEL_SUBNET from flanneld in ${d.host.ns}: ${(e as Error).message}; log: ${tail(d.logFile)}`);
+        throw new Unavailable(`no ${subnetKey} from flanneld in ${d.host.ns}: ${(e as Error).message}; log: ${tail(d.logFile)}`);
       });
       if ('exited' in got) throw new Unavailable(`flanneld in ${d.host.ns} exited (${got.exited}): ${tail(d.logFile)}`);
       subnets.push(got.subnet);
@@ -221,9 +273,9 @@ export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}
     progress(`${opts.backend ?? 'udp'}: leases ${subnets.join(', ')}`);
 
     const server = daemons[1]!;
-    const device = opts.backend === 'vxlan' ? 'flannel.1' : opts.backend === 'wireguard' ? 'flannel-wg' : 'flannel0';
-    const onDevice = (await deviceAddresses(server.host, device)).find((a) => a.startsWith('10.5.'));
-    const targetIp = onDevice ?? networkAddress(subnets[1]!);
+    const device = opts.backend === 'vxlan' ? (opts.ipv6 ? 'flannel-v6.1' : 'flannel.1') : opts.backend === 'wireguard' ? 'flannel-wg' : 'flannel0';
+    const onDevice = (await deviceAddresses(server.host, device, opts.ipv6 ? '-6' : '-4')).find((a) => a.startsWith(opts.ipv6 ? 'fd00:5:' : '10.5.'));
+    const targetIp = onDevice ?? (opts.ipv6 ? subnets[1]!.split('/')[0]!.replace(/1$/, '') : networkAddress(subnets[1]!));
     const notes = [`leases ${subnets.join(', ')}`, `target = peer ${device} address ${targetIp}${onDevice ? '' : ` (from FLANNEL_SUBNET; ${device} not found)`}`];
 
     // The daemons learn each other's lease through the store's watch; wait

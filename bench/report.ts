@@ -66,8 +66,8 @@ export interface RatioColumn {
  * that ran, except a reference against a "heavier" one (veth/vxlan would just
  * be the inverse of vxlan/veth).
  */
-/** Pairs compared head to head besides the references: our userspace WireGuard against wireguard-go. */
-export const HEAD_TO_HEAD: [PathId, PathId][] = [['ftwg', 'wggo'], ['udp', 'flannel-udp']];
+/** Pairs compared head to head besides the references: each path against the program or kernel path it stands beside. */
+export const HEAD_TO_HEAD: [PathId, PathId][] = [['ftwg', 'wggo'], ['udp', 'flannel-udp'], ['ftvxlan6', 'vxlan6']];
 
 export function ratioColumns(paths: PathId[]): RatioColumn[] {
   const cols: RatioColumn[] = [];

@@ -18,7 +18,7 @@ import { createLogger } from '../src/log.js';
 import { parseArgs, USAGE, type BenchOptions } from './args.js';
 import { haveBinary } from './latency.js';
 import { runSuite } from './measure.js';
-import { PATH_LABELS, Unavailable, repoRoot, setupFlannel, setupFlannelRef, setupVeth, setupVxlan, setupWireguardGo, type PathId, type PathSetup, type Progress } from './paths.js';
+import { PATH_LABELS, Unavailable, repoRoot, setupFlannel, setupFlannelRef, setupVeth, setupVxlan, setupVxlan6, setupWireguardGo, type PathId, type PathSetup, type Progress } from './paths.js';
 import { computeRatios, metricTable, ratioColumns, renderTable, type PathResult } from './report.js';
 import { renderSvg } from './svg.js';
 
@@ -40,6 +40,10 @@ async function setup(path: PathId): Promise<PathSetup> {
       return setupVxlan();
     case 'ftvxlan':
       return setupFlannel(progress, { backend: 'vxlan' });
+    case 'vxlan6':
+      return setupVxlan6();
+    case 'ftvxlan6':
+      return setupFlannel(progress, { backend: 'vxlan', ipv6: true });
     case 'udp':
       return setupFlannel(progress);
     case 'flannel-udp':
