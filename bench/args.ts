@@ -11,7 +11,7 @@ export interface BenchOptions {
   help: boolean;
 }
 
-export const USAGE = `usage: npm run bench -- [--duration S] [--only veth,vxlan,ftvxlan,udp,flannel-udp,ftwg,wggo] [--quick] [--out DIR]
+export const USAGE = `usage: npm run bench -- [--duration S] [--only veth,vxlan,ftvxlan,vxlan6,ftvxlan6,udp,flannel-udp,ftwg,wggo] [--quick] [--out DIR]
   --duration S   seconds per iperf3 test (default 8; 2 with --quick)
   --only LIST    paths to measure, comma-separated (default: all)
   --quick        short smoke run

@@ -51,6 +51,7 @@ test('ratio columns: every path against each reference, no inverse reference pai
   assert.deepEqual(ratioColumns(['udp']), []);
   // Our userspace WireGuard head to head with wireguard-go, besides the references.
   assert.deepEqual(ratioColumns(['vxlan', 'ftwg', 'wggo']).map((c) => c.name), ['ftwg/wggo', 'ftwg/vxlan', 'wggo/vxlan']);
+  assert.deepEqual(ratioColumns(['vxlan', 'vxlan6', 'ftvxlan6']).map((c) => c.name), ['ftvxlan6/vxlan6', 'vxlan6/vxlan', 'ftvxlan6/vxlan']);
 });
 
 test('computeRatios: throughput and latency ratios, none for loss or CPU', () => {
@@ -122,10 +123,10 @@ test('parseArgs: defaults, --quick, --only order, errors', () => {
   delete process.env.FLANNELD_REF;
   const d = parseArgs([], '/out');
   assert.equal(d.seconds, 8);
-  assert.deepEqual(d.paths, ['veth', 'vxlan', 'ftvxlan', 'udp', 'ftwg', 'wggo']);
+  assert.deepEqual(d.paths, ['veth', 'vxlan', 'ftvxlan', 'vxlan6', 'ftvxlan6', 'udp', 'ftwg', 'wggo']);
   // flannel's own udp joins the default run when FLANNELD_REF names its flanneld.
   process.env.FLANNELD_REF = '/opt/flanneld';
-  assert.deepEqual(parseArgs([], '/out').paths, ['veth', 'vxlan', 'ftvxlan', 'udp', 'flannel-udp', 'ftwg', 'wggo']);
+  assert.deepEqual(parseArgs([], '/out').paths, ['veth', 'vxlan', 'ftvxlan', 'vxlan6', 'ftvxlan6', 'udp', 'flannel-udp', 'ftwg', 'wggo']);
   if (ref === undefined) delete process.env.FLANNELD_REF;
   else process.env.FLANNELD_REF = ref;
   assert.deepEqual(parseArgs(['--only', 'flannel-udp,udp'], '/out').paths, ['udp', 'flannel-udp']);
