@@ -346,6 +346,18 @@ export async function setupWireguardGo(progress: Progress): Promise<PathSetup> {
  * v0.19 talks to etcd v3 only so; etcd idles during the measurement).
  */
 export async function setupFlannelRef(progress: Progress): Promise<PathSetup> {
+  try {
+    return await setupFlannelRefOnce(progress);
+  } catch (e) {
+    // About one pair in ten of flannel's own daemons never carries a packet here (one of them has
+    // not learnt the other's lease, and flannel v0.19.2 does not recover): a fresh pair once more.
+    if (!(e instanceof Unavailable) || !/overlay reachability/.test(e.message)) throw e;
+    progress(`flannel-udp: ${e.message.slice(0, 120)}...; setting up a fresh pair`);
+    return setupFlannelRefOnce(progress);
+  }
+}
+
+async function setupFlannelRefOnce(progress: Progress): Promise<PathSetup> {
   const ref = process.env.FLANNELD_REF ?? '';
   if (!ref || !existsSync(ref)) throw new Unavailable("FLANNELD_REF does not name flannel's flanneld v0.19.2 (bash ../shared/tools/build-reference-flanneld.sh builds it)");
   const { startEtcd } = await import('../test/helpers/etcd.js');
@@ -363,16 +375,19 @@ export async function setupFlannelRef(progress: Progress): Promise<PathSetup> {
     const tls = ['--etcd-cafile', etcd.caFile!, '--etcd-certfile', etcd.certFile!, '--etcd-keyfile', etcd.keyFile!];
     const put = await h1.exec([process.execPath, join(root, 'bin', 'flannelctl'), '--etcd-endpoints', etcd.endpoint, ...tls, 'put', '/coreos.com/network/config', FLANNEL_NETWORK_CONFIG], { timeoutMs: 20000 });
     if (put.code !== 0) throw new Unavailable(`flannelctl put failed: ${(put.stderr || put.stdout).trim()}`);
-    const daemons = set.hosts.map((h, i) => {
+    // One after the other: started together, flannel v0.19.2's second daemon sometimes never
+    // learns the first one's lease (in 3 of 6 setups here, created between its listing and its
+    // watch), and the pair never carries a packet. Started in turn, the second lists the first.
+    const daemons: { host: TestHost; child: ReturnType<TestHost['spawn']>; logFile: string; subnetFile: string }[] = [];
+    for (const [i, h] of set.hosts.entries()) {
       const logFile = join(dir, `flanneld${i + 1}.log`);
       const fd = openSync(logFile, 'a');
       const subnetFile = join(dir, `host${i + 1}.env`);
       const child = h.spawn([ref, '--etcd-endpoints', etcd!.endpoint, ...tls, '--iface', h.iface, '--subnet-file', subnetFile], { stdio: ['ignore', fd, fd] });
       closeSync(fd);
       progress(`flannel-udp: started flannel's flanneld in ${h.ns} pid=${child.pid}`);
-      return { host: h, child, logFile, subnetFile };
-    });
-    for (const d of daemons) {
+      const d = { host: h, child, logFile, subnetFile };
+      daemons.push(d);
       await waitFor(() => (d.child.exitCode !== null ? Promise.reject(new Error(`exited: ${tail(d.logFile)}`)) : existsSync(d.subnetFile) ? true : null), 30000, d.subnetFile).catch((e: Error) => {
         throw new Unavailable(`flannel's flanneld in ${d.host.ns}: ${e.message}`);
       });
