@@ -8,7 +8,7 @@
  *   restart writes nothing to the kernel.
  * - IPv6-only vxlan (EnableIPv4 false): flannel-v6.1 alone, leases with
  *   PublicIP 0.0.0.0 as flannel writes them, owned by their PublicIPv6;
- *   DirectRouting over IPv6.
+ *   DirectRouting over IPv6. IPv6-only host-gw: routes via PublicIPv6.
  * - --ip-masq for IPv6 with ip6tables and with nftables (table ip6
  *   flannel-ipv6): real packets leave masqueraded, pod to pod keeps its
  *   source.
@@ -227,6 +227,24 @@ describe('vxlan on an IPv6-only network (EnableIPv4 false): flannel-v6.1 alone',
       await waitFor(async () => (await routes(c!, 0, '-6', 'eth0')).includes(`${net6(c!.pod6[j]!)}/64 via 2001:db8:64::${j + 1}`), 10_000, `direct route to h${j}`);
     }
     assert.doesNotMatch(await routes(c!, 0, '-6', 'flannel-v6.1'), /via/, 'no route through the vxlan device');
+    await pingMatrix(c!, [true]);
+  });
+});
+
+describe('host-gw on an IPv6-only network: IPv6 routes via PublicIPv6 only', { timeout: 120_000 }, () => {
+  let c: Cluster | undefined;
+  before(async () => {
+    c = await cluster('fdsg6', ipv6Only({ Type: 'host-gw' }));
+    await bringUp(c);
+  });
+  after(() => teardown(c));
+
+  test('leases as flannel writes them, one IPv6 route per peer and no IPv4 one, pods ping over IPv6', async () => {
+    for (const e of (await c!.store.list(`${P}/subnets/`)).entries) assert.match(e.value, /^\{"PublicIP":"0\.0\.0\.0","PublicIPv6":"2001:db8:64::[123]","BackendType":"host-gw"\}$/);
+    assert.equal(parseEnv(await readFile(join(c!.dir, 'h0.env'), 'utf8')).FLANNEL_MTU, '1500');
+    const r6 = await routes(c!, 0, '-6', 'eth0');
+    for (const j of [1, 2]) assert.match(r6, new RegExp(`${net6(c!.pod6[j]!)}/64 via 2001:db8:64::${j + 1}`), r6);
+    assert.doesNotMatch(await show(c!.set.hosts[0]!, ['ip', '-4', 'route', 'show']), /10\.64\./);
     await pingMatrix(c!, [true]);
   });
 });
