@@ -3,29 +3,26 @@
  * VRouter route table sends our subnet to this instance.
  */
 import type { BackendContext, BackendFactory } from '../types.js';
-import { intOption } from '../option-readers.js';
-import { accessKeyPair, endpointOption } from '../cloud/endpoints.js';
+import { accessKeyVpcOptions, type AccessKeyCloud, type AccessKeyVpcOptions } from '../cloud/endpoints.js';
 import { CloudCounters } from '../cloud/counters.js';
 import { CloudRouteBackend } from '../cloud/backend.js';
 import { VpcRoutes } from './vpc-routes.js';
 
-export interface AliVpcOptions {
-  accessKeyId: string;
-  accessKeySecret: string;
-  vpcEndpoint: string;
-  metadataEndpoint: string;
-  routeLimit: number;
-}
+export type AliVpcOptions = AccessKeyVpcOptions;
+
+const ALI_VPC: AccessKeyCloud = {
+  backend: 'ali-vpc',
+  cloud: 'Aliyun',
+  vpcVariable: 'ALICLOUD_VPC_ENDPOINT',
+  vpcDefault: 'https://vpc.aliyuncs.com',
+  metadataVariable: 'ALICLOUD_METADATA_ENDPOINT',
+  metadataDefault: 'http://100.100.100.200',
+  routeLimit: 50,
+};
 
 /** AccessKeyID/AccessKeySecret from the config, else ACCESS_KEY_ID/ACCESS_KEY_SECRET, as flannel reads them. */
 export function parseAliVpcOptions(cfg: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): AliVpcOptions {
-  const keys = accessKeyPair('ali-vpc', 'Aliyun', cfg, env);
-  return {
-    ...keys,
-    vpcEndpoint: endpointOption('ali-vpc', cfg, 'VPCEndpoint', 'ALICLOUD_VPC_ENDPOINT', 'api', 'https://vpc.aliyuncs.com'),
-    metadataEndpoint: endpointOption('ali-vpc', cfg, 'MetadataEndpoint', 'ALICLOUD_METADATA_ENDPOINT', 'metadata', 'http://100.100.100.200'),
-    routeLimit: intOption('ali-vpc', cfg, 'RouteLimit', 50, 1, 10_000),
-  };
+  return accessKeyVpcOptions(ALI_VPC, cfg, env);
 }
 
 export const createAliVpcBackend: BackendFactory = async (ctx: BackendContext) => {

@@ -12,6 +12,7 @@
  */
 import { goField } from '../../config/go-json.js';
 import { BackendOptionError, BackendUnavailableError } from '../errors.js';
+import { intOption } from '../option-readers.js';
 
 /** The host's opt-in to plain-http cloud API endpoints. */
 export const ALLOW_HTTP_ENV = 'FLANNEL_CLOUD_ALLOW_HTTP';
@@ -76,4 +77,35 @@ export function accessKeyPair(backend: string, cloud: string, cfg: Record<string
     throw new BackendUnavailableError(`${backend} backend: no ${cloud} credentials: set Backend.AccessKeyID and Backend.AccessKeySecret, or ACCESS_KEY_ID and ACCESS_KEY_SECRET in the environment`);
   }
   return { accessKeyId, accessKeySecret };
+}
+
+/** The options of the clouds flannel reaches with an access-key pair (ali-vpc, tencent-vpc). */
+export interface AccessKeyVpcOptions {
+  accessKeyId: string;
+  accessKeySecret: string;
+  vpcEndpoint: string;
+  metadataEndpoint: string;
+  routeLimit: number;
+}
+
+/** Where each such cloud differs: its name in errors, its endpoint variables and defaults, its route-table size. */
+export interface AccessKeyCloud {
+  backend: string;
+  cloud: string;
+  vpcVariable: string;
+  vpcDefault: string;
+  metadataVariable: string;
+  metadataDefault: string;
+  routeLimit: number;
+}
+
+/** The key pair (accessKeyPair), the two endpoints from the host (endpointOption) and RouteLimit. */
+export function accessKeyVpcOptions(c: AccessKeyCloud, cfg: Record<string, unknown>, env: NodeJS.ProcessEnv): AccessKeyVpcOptions {
+  const keys = accessKeyPair(c.backend, c.cloud, cfg, env);
+  return {
+    ...keys,
+    vpcEndpoint: endpointOption(c.backend, cfg, 'VPCEndpoint', c.vpcVariable, 'api', c.vpcDefault),
+    metadataEndpoint: endpointOption(c.backend, cfg, 'MetadataEndpoint', c.metadataVariable, 'metadata', c.metadataDefault),
+    routeLimit: intOption(c.backend, cfg, 'RouteLimit', c.routeLimit, 1, 10_000),
+  };
 }

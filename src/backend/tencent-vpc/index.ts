@@ -3,29 +3,26 @@
  * route table sends our subnet to this instance.
  */
 import type { BackendContext, BackendFactory } from '../types.js';
-import { intOption } from '../option-readers.js';
-import { accessKeyPair, endpointOption } from '../cloud/endpoints.js';
+import { accessKeyVpcOptions, type AccessKeyCloud, type AccessKeyVpcOptions } from '../cloud/endpoints.js';
 import { CloudCounters } from '../cloud/counters.js';
 import { CloudRouteBackend } from '../cloud/backend.js';
 import { TencentVpcRoutes } from './vpc-routes.js';
 
-export interface TencentVpcOptions {
-  accessKeyId: string;
-  accessKeySecret: string;
-  vpcEndpoint: string;
-  metadataEndpoint: string;
-  routeLimit: number;
-}
+export type TencentVpcOptions = AccessKeyVpcOptions;
+
+const TENCENT_VPC: AccessKeyCloud = {
+  backend: 'tencent-vpc',
+  cloud: 'Tencent Cloud',
+  vpcVariable: 'TENCENTCLOUD_VPC_ENDPOINT',
+  vpcDefault: 'https://vpc.tencentcloudapi.com',
+  metadataVariable: 'TENCENTCLOUD_METADATA_ENDPOINT',
+  metadataDefault: 'http://metadata.tencentyun.com',
+  routeLimit: 200,
+};
 
 /** AccessKeyID/AccessKeySecret from the config, else ACCESS_KEY_ID/ACCESS_KEY_SECRET, as flannel reads them. */
 export function parseTencentVpcOptions(cfg: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): TencentVpcOptions {
-  const keys = accessKeyPair('tencent-vpc', 'Tencent Cloud', cfg, env);
-  return {
-    ...keys,
-    vpcEndpoint: endpointOption('tencent-vpc', cfg, 'VPCEndpoint', 'TENCENTCLOUD_VPC_ENDPOINT', 'api', 'https://vpc.tencentcloudapi.com'),
-    metadataEndpoint: endpointOption('tencent-vpc', cfg, 'MetadataEndpoint', 'TENCENTCLOUD_METADATA_ENDPOINT', 'metadata', 'http://metadata.tencentyun.com'),
-    routeLimit: intOption('tencent-vpc', cfg, 'RouteLimit', 200, 1, 10_000),
-  };
+  return accessKeyVpcOptions(TENCENT_VPC, cfg, env);
 }
 
 export const createTencentVpcBackend: BackendFactory = async (ctx: BackendContext) => {
