@@ -346,45 +346,26 @@ export class KernelStateApplier {
     return { lines: [...lines.bridge.map((l) => l.text), ...lines.ip.map((l) => l.text)], failures: [...refused, ...lineFailures] };
   }
 
+  /** Our routes of each family the scope owns: strictly inside Network (IPv6Network) through our devices. */
   private async readRoutes(): Promise<RouteSpec[]> {
-    const { scope } = this.opts;
-    const mine: RouteSpec[] = await this.readRoutes6();
-    const network = scope.network;
-    if (!network) return mine;
-    const out = JSON.parse((await this.opts.readIp.run(['-4', '-json', 'route', 'show', 'table', 'main'])) || '[]') as JsonRoute[];
-    for (const r of out) {
-      if (!r.dev || !scope.routeDevs.includes(r.dev) || r.dst === 'default') continue;
-      let net: IP4Net;
-      try {
-        net = parseIP4Net(r.dst.includes('/') ? r.dst : `${r.dst}/32`);
-      } catch {
-        continue;
-      }
-      // Strictly inside the Network: a route for the whole Network (the udp backend's) is not per-peer state.
-      if (net.prefixLen <= network.prefixLen || !ip4NetContains(network, net.ip)) continue;
-      mine.push({ dst: r.dst.includes('/') ? r.dst : `${r.dst}/32`, via: r.gateway, dev: r.dev, onlink: r.flags?.includes('onlink') ?? false });
-    }
-    return mine;
+    const { network, network6 } = this.opts.scope;
+    const v6 = network6 ? await this.readRoutesOf('-6', 128, (dst) => inside6(network6, dst)) : [];
+    return network ? [...v6, ...(await this.readRoutesOf('-4', 32, (dst) => inside4(network, dst)))] : v6;
   }
 
-  /** The IPv6 half (dual stack): routes strictly inside IPv6Network through our devices. */
-  private async readRoutes6(): Promise<RouteSpec[]> {
-    const { scope } = this.opts;
-    const net6 = scope.network6;
-    if (!net6) return [];
-    const out = JSON.parse((await this.opts.readIp.run(['-6', '-json', 'route', 'show', 'table', 'main'])) || '[]') as JsonRoute[];
+  /**
+   * One family's routes through our devices whose destination `inside`
+   * accepts (a host route has no /len in ip's JSON: /hostLen is added). The
+   * kernel's own IPv6 routes for an address (protocol kernel) are never ours.
+   */
+  private async readRoutesOf(family: '-4' | '-6', hostLen: number, inside: (dst: string) => boolean): Promise<RouteSpec[]> {
+    const { routeDevs } = this.opts.scope;
+    const out = JSON.parse((await this.opts.readIp.run([family, '-json', 'route', 'show', 'table', 'main'])) || '[]') as JsonRoute[];
     const mine: RouteSpec[] = [];
     for (const r of out) {
-      if (!r.dev || !scope.routeDevs.includes(r.dev) || r.dst === 'default' || r.protocol === 'kernel') continue;
-      const dst = r.dst.includes('/') ? r.dst : `${r.dst}/128`;
-      let net: IP6Net;
-      try {
-        net = parseIP6Net(dst);
-      } catch {
-        continue;
-      }
-      if (net.prefixLen <= net6.prefixLen || !ip6NetContains(net6, net.ip)) continue;
-      mine.push({ dst, via: r.gateway, dev: r.dev, onlink: r.flags?.includes('onlink') ?? false });
+      if (!r.dev || !routeDevs.includes(r.dev) || r.dst === 'default' || (family === '-6' && r.protocol === 'kernel')) continue;
+      const dst = r.dst.includes('/') ? r.dst : `${r.dst}/${hostLen}`;
+      if (inside(dst)) mine.push({ dst, via: r.gateway, dev: r.dev, onlink: r.flags?.includes('onlink') ?? false });
     }
     return mine;
   }
@@ -392,12 +373,8 @@ export class KernelStateApplier {
   private async readPolicies(): Promise<XfrmPolicySpec[]> {
     const { network, xfrmReqid } = this.opts.scope;
     if (xfrmReqid === undefined || !network) return [];
-    const inside = (net: string) => {
-      const n = parseIP4Net(net);
-      return n.prefixLen > network.prefixLen && ip4NetContains(network, n.ip);
-    };
     const text = await this.opts.readIp.run(['xfrm', 'policy', 'show']);
-    return parseXfrmPolicies(text).filter((p) => p.reqid === xfrmReqid && inside(p.src) && inside(p.dst));
+    return parseXfrmPolicies(text).filter((p) => p.reqid === xfrmReqid && inside4(network, p.src) && inside4(network, p.dst));
   }
 
   /** The address families this applier owns state of. */
@@ -425,6 +402,28 @@ export class KernelStateApplier {
       for (const f of JSON.parse(text || '[]') as JsonFdb[]) if (f.dst && f.mac !== '00:00:00:00:00:00') all.push({ dev, mac: f.mac.toLowerCase(), dst: f.dst });
     }
     return all;
+  }
+}
+
+/**
+ * Whether `dst` lies strictly inside `network`: a route for the whole
+ * Network (the udp backend's) is not per-peer state. Unparsable text: no.
+ */
+function inside4(network: IP4Net, dst: string): boolean {
+  try {
+    const net = parseIP4Net(dst);
+    return net.prefixLen > network.prefixLen && ip4NetContains(network, net.ip);
+  } catch {
+    return false;
+  }
+}
+
+function inside6(network: IP6Net, dst: string): boolean {
+  try {
+    const net = parseIP6Net(dst);
+    return net.prefixLen > network.prefixLen && ip6NetContains(network, net.ip);
+  } catch {
+    return false;
   }
 }
 
