@@ -195,19 +195,13 @@ export class VxlanBackend implements Backend {
       return { routes: [{ dst: formatIP6Net(sn6), via: ip6, dev: this.ctx.extIface.name }] };
     }
     const data = l.attrs.backendV6Data;
-    const mac = data && typeof data === 'object' ? goField(data as Record<string, unknown>, 'VtepMAC') : undefined;
-    if (typeof mac !== 'string' || !MAC_RE.test(mac) || !isCanonicalIP6(ip6)) {
+    const mac = vtepMACOf(data);
+    if (!mac || !isCanonicalIP6(ip6)) {
       this.reportUnusable(l, `BackendV6Data has no usable VtepMAC (${JSON.stringify(data)}) or PublicIPv6 ${ip6} is not IPv6`, '6');
       return null;
     }
     this.unusable.delete(`${l.key} 6`);
-    const dev = this.device6!;
-    const gw = formatIP6(sn6.ip);
-    return {
-      fdb: [{ dev, mac: mac.toLowerCase(), dst: ip6 }],
-      neighs: [{ dev, ip: gw, mac: mac.toLowerCase() }],
-      routes: [{ dst: formatIP6Net(sn6), via: gw, dev, onlink: true }],
-    };
+    return viaVtep(this.device6!, mac, ip6, formatIP6(sn6.ip), formatIP6Net(sn6));
   }
 
   /** The IPv4 half; null (logged once) when its BackendData cannot be used. */
@@ -219,8 +213,8 @@ export class VxlanBackend implements Backend {
       return { routes: [{ dst, via: l.attrs.publicIP, dev: this.ctx.extIface.name }] };
     }
     const data = l.attrs.backendData;
-    const mac = data && typeof data === 'object' ? goField(data as Record<string, unknown>, 'VtepMAC') : undefined;
-    if (typeof mac !== 'string' || !MAC_RE.test(mac)) {
+    const mac = vtepMACOf(data);
+    if (!mac) {
       this.reportUnusable(l, `BackendData has no usable VtepMAC (${JSON.stringify(data)})`);
       return null;
     }
@@ -229,12 +223,7 @@ export class VxlanBackend implements Backend {
       return null;
     }
     this.unusable.delete(l.key);
-    const gw = formatIP4(sn.ip);
-    return {
-      fdb: [{ dev, mac: mac.toLowerCase(), dst: l.attrs.publicIP }],
-      neighs: [{ dev, ip: gw, mac: mac.toLowerCase() }],
-      routes: [{ dst, via: gw, dev, onlink: true }],
-    };
+    return viaVtep(dev, mac, l.attrs.publicIP, formatIP4(sn.ip), dst);
   }
 
   /** Log once per lease and family (the halves of a dual-stack lease are usable or not on their own). */
@@ -278,11 +267,28 @@ export class VxlanBackend implements Backend {
   }
 }
 
+/** The VtepMAC of a lease's BackendData or BackendV6Data, lowercase; null when it has none usable. */
+function vtepMACOf(data: unknown): string | null {
+  const mac = data && typeof data === 'object' ? goField(data as Record<string, unknown>, 'VtepMAC') : undefined;
+  return typeof mac === 'string' && MAC_RE.test(mac) ? mac.toLowerCase() : null;
+}
+
+/**
+ * flannel's three entries for a peer behind a VTEP, either family: FDB
+ * VtepMAC -> its underlay address, its subnet's address at VtepMAC, and the
+ * subnet via that address onlink.
+ */
+function viaVtep(dev: string, mac: string, underlay: string, gw: string, dst: string): PeerState {
+  return {
+    fdb: [{ dev, mac, dst: underlay }],
+    neighs: [{ dev, ip: gw, mac }],
+    routes: [{ dst, via: gw, dev, onlink: true }],
+  };
+}
+
 /** The VtepMAC this host published before (same VNI), to give a recreated device the same MAC. */
 function previousVtepMAC(previous: Lease | null, vni: number, v6 = false): string | null {
   const d = previous?.attrs.backendType === 'vxlan' ? (v6 ? previous.attrs.backendV6Data : previous.attrs.backendData) : undefined;
   if (!d || typeof d !== 'object') return null;
-  const mac = goField(d as Record<string, unknown>, 'VtepMAC');
-  const id = goField(d as Record<string, unknown>, 'VNI');
-  return typeof mac === 'string' && MAC_RE.test(mac) && id === vni ? mac.toLowerCase() : null;
+  return goField(d as Record<string, unknown>, 'VNI') === vni ? vtepMACOf(d) : null;
 }
