@@ -225,9 +225,10 @@ describe('flanneld with etcd', () => {
     const a = daemon(1);
     await a.waitForLine(/running/);
     await a.waitForLine(/WARN .*malformed lease .*10\.20\.9\.0-24/);
-    await client.put(`${P}/subnets/10.20.10.0-24`).value('[]');
-    await client.put(`${P}/subnets/10.20.11.0-24`).value('{"PublicIP":"198.18.0.11","PublicIPv6":null}');
-    await a.waitForLine(/lease added subnet=10\.20\.11\.0\/24/);
+    // Above the 100 candidates a lease is allocated from, so never the daemon's own subnet.
+    await client.put(`${P}/subnets/10.20.210.0-24`).value('[]');
+    await client.put(`${P}/subnets/10.20.211.0-24`).value('{"PublicIP":"198.18.0.11","PublicIPv6":null}');
+    await a.waitForLine(/lease added subnet=10\.20\.211\.0\/24/);
     assert.ok(a.alive);
     assert.notEqual(await subnetOf(1), '10.20.9.1/24');
   });

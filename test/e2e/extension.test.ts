@@ -27,6 +27,9 @@ function config(dir: string): string {
   ].join('\n');
   return JSON.stringify({
     Network: '10.7.0.0/16',
+    // The hosts' own leases stay below the subnets this file writes by hand (10.7.96-99.0/24):
+    // a host allocated 10.7.99.0/24 saw its key taken over and stopped (CI, 2026-12-06).
+    SubnetMax: '10.7.90.0',
     Backend: {
       Type: 'extension',
       PreStartupCommand: 'cat /sys/class/net/eth0/address',
