@@ -205,6 +205,11 @@ export interface FlannelOptions {
   backend?: 'udp' | 'vxlan' | 'wireguard';
   /** An IPv6-only network over an IPv6 underlay (the target is the peer's IPv6 overlay address). */
   ipv6?: boolean;
+  /**
+   * Where the daemons keep leases: the embedded store (default), or an etcd in the first host's
+   * namespace, as flannel's own pair runs (setupFlannelRef), for a comparison on equal terms.
+   */
+  store?: 'local' | 'etcd';
 }
 
 export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}): Promise<PathSetup> {
@@ -224,21 +229,23 @@ export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}
   const node = process.execPath;
 
   const config = opts.ipv6 ? IPV6_ONLY_CONFIG(opts.backend ?? 'udp') : networkConfig(opts.backend ?? 'udp');
-  const put = await run(node, [flannelctl, '--local-store', dir, 'put', '/coreos.com/network/config', config], { timeoutMs: 20000 });
-  if (put.code !== 0) {
-    cleanupDir();
-    throw new Unavailable(`flannelctl put failed (exit ${put.code}): ${(put.stderr || put.stdout).trim().split('\n').slice(-3).join(' | ')}`);
-  }
-
   const set = await pair(opts.ipv6);
   const subnetKey = opts.ipv6 ? 'FLANNEL_IPV6_SUBNET' : 'FLANNEL_SUBNET';
+  let etcd: { endpoint: string; cleanup(): Promise<void> } | null = null;
   try {
+    if (opts.store === 'etcd') {
+      const { startEtcd } = await import('../test/helpers/etcd.js');
+      etcd = await startEtcd({ netns: set.hosts[0]!.ns, host: set.hosts[0]!.ip });
+    }
+    const storeArgs = etcd ? ['--etcd-endpoints', etcd.endpoint] : ['--local-store', dir];
+    const put = await set.hosts[0]!.exec([node, flannelctl, ...storeArgs, 'put', '/coreos.com/network/config', config], { timeoutMs: 20000 });
+    if (put.code !== 0) throw new Unavailable(`flannelctl put failed (exit ${put.code}): ${(put.stderr || put.stdout).trim().split('\n').slice(-3).join(' | ')}`);
     const daemons = set.hosts.map((h, i) => {
       const n = i + 1;
       const logFile = join(dir, `flanneld${n}.log`);
       const fd = openSync(logFile, 'a');
       const subnetFile = join(dir, `host${n}.env`);
-      const args = [node, ...(opts.nodeArgs ?? []), flanneld, '--local-store', dir, '--iface', h.iface, '--subnet-file', subnetFile, '--healthz-port', '0', ...(opts.daemonArgs ?? [])];
+      const args = [node, ...(opts.nodeArgs ?? []), flanneld, ...storeArgs, '--iface', h.iface, '--subnet-file', subnetFile, '--healthz-port', '0', ...(opts.daemonArgs ?? [])];
       // wireguard: each daemon its own key file and API socket (both hosts share this machine's /run).
       const own = opts.backend === 'wireguard' ? { WIREGUARD_KEY_FILE: join(dir, `wgkey${n}`), FLANNEL_WIREGUARD_SOCKET_DIR: join(dir, `wg${n}`) } : {};
       const child = h.spawn(args, {
@@ -285,9 +292,15 @@ export async function setupFlannel(progress: Progress, opts: FlannelOptions = {}
     } catch (e) {
       throw new Unavailable(`${(e as Error).message}; logs: ${tail(daemons[0]!.logFile, 4)} || ${tail(server.logFile, 4)}`);
     }
-    return basic(set, targetIp, notes, daemons.map((d) => d.child.pid!).filter(Boolean), cleanupDir);
+    if (etcd) notes.push('leases in an etcd in the client namespace');
+    const stopEtcd = etcd?.cleanup;
+    return basic(set, targetIp, notes, daemons.map((d) => d.child.pid!).filter(Boolean), () => {
+      cleanupDir();
+      void stopEtcd?.();
+    });
   } catch (e) {
     await set.destroy();
+    await etcd?.cleanup();
     cleanupDir();
     throw e;
   }

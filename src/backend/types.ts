@@ -21,6 +21,8 @@ export interface DataplaneOptions {
   workers?: number;
   /** udp: the rx worker sends what the kernel answers into TUN during its writes (default on; FLANNEL_UDP_REPLY_FAST=0 for comparisons). */
   replyFastPath?: boolean;
+  /** udp and wireguard userspace: workers run their packet code over loopback sockets before they start (dataplane/prime.ts; default on; FLANNEL_UDP_PRIME=0 for comparisons). */
+  prime?: boolean;
 }
 
 export const DEFAULT_DATAPLANE_OPTIONS: DataplaneOptions = { offload: true, rxCoalesce: true, uso: true };

@@ -95,6 +95,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): DaemonSettings {
       rxCoalesce: env.FLANNEL_UDP_GRO !== '0',
       uso: env.FLANNEL_UDP_USO !== '0',
       replyFastPath: env.FLANNEL_UDP_REPLY_FAST !== '0',
+      prime: env.FLANNEL_UDP_PRIME !== '0',
       ...(workers !== undefined ? { workers } : {}),
     },
   };

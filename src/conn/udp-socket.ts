@@ -82,21 +82,21 @@ export class UdpSocket {
   /**
    * Receive up to batch.capacity datagrams into its slots (source address
    * and port in addrs/ports; lens[i] = slotSize + 1 for one cut short).
-   * Returns how many arrived within pollMs (0 if none).
+   * Returns how many arrived within timeoutMs (0 if none).
    */
-  recv(batch: PacketBatch): number {
+  recv(batch: PacketBatch, timeoutMs = this.pollMs): number {
     const c = this.recvCounts;
     c.syscalls = c.superDatagrams = c.segments = 0;
     const st = this.staging;
     if (st === null) {
       if (this.endpoints6 && !batch.sources6) batch.sources6 = new Uint8Array(16 * batch.capacity);
-      const n = this.addon.udpRecv(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, batch.capacity, this.pollMs, null, this.drops, batch.sources6);
+      const n = this.addon.udpRecv(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, batch.capacity, timeoutMs, null, this.drops, batch.sources6);
       if (n > 0) c.syscalls = 1;
       return n;
     }
     if (this.pendingFrom >= this.pendingCount) {
       this.pendingFrom = this.pendingOffset = 0;
-      this.pendingCount = this.addon.udpRecv(this.fd, st.buf, GRO_SLOT, st.lens, st.addrs, st.ports, GRO_STAGING, this.pollMs, this.gsoSizes, this.drops, st.sources6);
+      this.pendingCount = this.addon.udpRecv(this.fd, st.buf, GRO_SLOT, st.lens, st.addrs, st.ports, GRO_STAGING, timeoutMs, this.gsoSizes, this.drops, st.sources6);
       if (this.pendingCount === 0) return 0;
       c.syscalls = 1;
     }

@@ -353,6 +353,7 @@ export class UserspaceDataplane {
         udpGro: this.udpGro,
         uso: this.uso,
         replyFastPath: this.ctx.dataplane.replyFastPath !== false,
+        prime: this.ctx.dataplane.prime !== false,
         ...(this.opts.encapsulation ? { encapsulation: this.opts.encapsulation } : {}),
       },
       this.log,

@@ -52,6 +52,8 @@ export interface WorkerConfig {
   tunReadLocks: SharedArrayBuffer;
   /** The rx worker sends what the kernel puts into TUN during its writes (replies), instead of waking the tx worker. */
   replyFastPath: boolean;
+  /** Run the packet code over loopback sockets before touching the fds (prime.ts). */
+  prime: boolean;
   /** The encapsulation to load (default bare packets). */
   encapsulation?: EncapsulationSpec;
 }

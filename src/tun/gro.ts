@@ -167,7 +167,8 @@ export class RxCoalescer {
     const { buf, lens, slotSize } = batch;
     const out = this.out;
     const flows = this.flows;
-    flows.clear();
+    // Map.clear() allocates a new table every time: only when there is something to clear.
+    if (flows.size !== 0) flows.clear();
     out.count = 0;
     for (let i = 0; i < n; i++) {
       const off = i * slotSize;

@@ -319,19 +319,36 @@ export function segmentTcp6(src: Uint8Array, off: number, len: number, gsoSize: 
   return cutTcp(src, off, IPV6_HEADER, thl, total, gsoSize, out, outWords, summer, pseudoSum6(src, off, PROTO_TCP), true);
 }
 
-/** The addon's batched sum and its scratch: one call sums every segment of a super-packet. */
+/** Whatever sums slots in one call: the addon (its sumSlots). */
+export interface SlotSumming {
+  sumSlots: SlotSummer;
+}
+
+/**
+ * The addon's batched sum and its scratch: one call sums every segment of a
+ * super-packet. Made whole by newSegmentSummer, so every summer has one
+ * shape from the start and code compiled for one serves the next (a
+ * field added on first use would change the shape under it).
+ */
 export interface SegmentSummer {
-  sum: SlotSummer;
+  /** Called as a method of the addon itself: one call target, whichever device. */
+  by: SlotSumming;
   sums: Uint16Array;
-  /** expandFromTun's batched completion of plain packets' checksums (created on first use). */
-  pending?: PendingChecksums;
+  /** expandFromTun's batched completion of plain packets' checksums. */
+  pending: PendingChecksums;
+}
+
+export function newSegmentSummer(by: SlotSumming, size = 64): SegmentSummer {
+  const s = { by, sums: new Uint16Array(size), pending: null as unknown as PendingChecksums };
+  s.pending = new PendingChecksums(s);
+  return s;
 }
 
 /** One addon call: sums[k] = ones-sum of slot first + k of `out` from byte `start` to its length, for k < n. */
 function sumRun(summer: SegmentSummer, out: PacketBatch, first: number, n: number, start: number): Uint16Array {
   let sums = summer.sums;
   if (sums.length < n) sums = summer.sums = new Uint16Array(n);
-  summer.sum(out.buf.subarray(first * out.slotSize), out.slotSize, out.lens.subarray(first), n, start, sums);
+  summer.by.sumSlots(out.buf.subarray(first * out.slotSize), out.slotSize, out.lens.subarray(first), n, start, sums);
   return sums;
 }
 
@@ -419,7 +436,7 @@ export function expandFromTun(
   summer?: SegmentSummer,
 ): number {
   const { buf, lens, slotSize } = inb;
-  const pending = summer ? (summer.pending ??= new PendingChecksums(summer)) : null;
+  const pending = summer ? summer.pending : null;
   let i = from;
   for (; i < n; i++) {
     const off = i * slotSize;

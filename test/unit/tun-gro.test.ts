@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { headerChecksumValid, onesSum, readU16, readU32 } from '../../src/packet/ipv4.js';
 import { newCoalesceCounts, RxCoalescer, SUPER_SLOT } from '../../src/tun/gro.js';
-import { completeChecksum, segmentTcp4, segmentUdp4, VNET_HDR_LEN, wordView } from '../../src/tun/offload.js';
+import { completeChecksum, newSegmentSummer, segmentTcp4, segmentUdp4, VNET_HDR_LEN, wordView } from '../../src/tun/offload.js';
 import { PacketBatch } from '../../src/tun/packet-batch.js';
 import { loadNative } from '../../src/native/addon.js';
 
@@ -350,7 +350,7 @@ test('the addon\'s sumSlots equals onesSum, and coalescing with its sums gives t
 
 test('property: segment checksums summed by the addon in one batch (the tx path) equal the JS sum16 ones, TCP and UDP, byte for byte', () => {
   const native = loadNative();
-  const summer = { sum: native.sumSlots.bind(native), sums: new Uint16Array(4) };
+  const summer = newSegmentSummer(native, 4);
   let x = 7;
   const r = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32);
   for (let seed = 0; seed < 200; seed++) {

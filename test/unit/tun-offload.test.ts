@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkIPv4, headerChecksumValid, Ipv4Check, onesSum, readU16, readU32 } from '../../src/packet/ipv4.js';
-import { completeChecksum, expandFromTun, newExpandCounts, segmentTcp4, SegmentError, sum16, VNET_HDR_LEN, wordView } from '../../src/tun/offload.js';
+import { completeChecksum, expandFromTun, newExpandCounts, newSegmentSummer, segmentTcp4, SegmentError, sum16, VNET_HDR_LEN, wordView } from '../../src/tun/offload.js';
 import { PacketBatch } from '../../src/tun/packet-batch.js';
 import { loadNative } from '../../src/native/addon.js';
 
@@ -215,7 +215,7 @@ test('expandFromTun with the addon summer: runs of plain NEEDS_CSUM packets (UDP
   const js = new PacketBatch(512, 2048);
   const c = new PacketBatch(512, 2048);
   assert.equal(expandFromTun(inb, hdrs, 0, n, js, wordView(js.buf), newExpandCounts()), n);
-  assert.equal(expandFromTun(inb, hdrs, 0, n, c, wordView(c.buf), newExpandCounts(), { sum: native.sumSlots.bind(native), sums: new Uint16Array(2) }), n);
+  assert.equal(expandFromTun(inb, hdrs, 0, n, c, wordView(c.buf), newExpandCounts(), newSegmentSummer(native, 2)), n);
   assert.equal(c.count, js.count);
   for (let k = 0; k < js.count; k++) assert.deepEqual(c.buf.subarray(k * 2048, k * 2048 + c.lens[k]!), js.buf.subarray(k * 2048, k * 2048 + js.lens[k]!), `packet ${k}`);
   for (let k = 0; k < js.count; k++) if (js.buf[k * 2048 + 9] === 6) assert.ok(tcpChecksumValid(c.buf, k * 2048), `TCP packet ${k}`);

@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt } from 'node:crypto';
-import { expandFromTun, newExpandCounts, segmentTcp6, SegmentError, VNET_GSO_TCPV6, VNET_HDR_LEN, wordView } from '../../src/tun/offload.js';
+import { expandFromTun, newExpandCounts, newSegmentSummer, segmentTcp6, type SlotSumming, SegmentError, VNET_GSO_TCPV6, VNET_HDR_LEN, wordView } from '../../src/tun/offload.js';
 import { RxCoalescer, newCoalesceCounts } from '../../src/tun/gro.js';
 import { PacketBatch } from '../../src/tun/packet-batch.js';
 import { loadNative } from '../../src/native/addon.js';
@@ -60,7 +60,7 @@ test('TSO6: random IPv6/TCP super-packets cut into valid segments that join back
     const seq = randomInt(2 ** 32);
     const sp = tcp6(payload, flags, seq, randomInt(4));
     const results: Buffer[][] = [];
-    for (const summer of [undefined, { sum: native.sumSlots!.bind(native), sums: new Uint16Array(0) }]) {
+    for (const summer of [undefined, newSegmentSummer(native as SlotSumming, 0)]) {
       const out = new PacketBatch(256, 2048);
       const n = segmentTcp6(sp, 0, sp.length, mss, out, wordView(out.buf), summer);
       assert.equal(n, Math.ceil(payload.length / mss));
