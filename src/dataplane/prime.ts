@@ -252,10 +252,12 @@ class Injector {
 
 /**
  * Run this worker's mover classes over the corpus (see above). IPv4 routing
- * only: workers of IPv6 pods start as they always did.
+ * only: workers of IPv6 pods start as they always did. Returns what the
+ * movers counted on the corpus (a counter region of their own), or null
+ * when nothing was primed.
  */
-export function primeMovers(addon: NativeAddon, cfg: WorkerConfig): void {
-  if (!cfg.prime || cfg.routes6 || cfg.endpoints6) return;
+export function primeMovers(addon: NativeAddon, cfg: WorkerConfig): Float64Array | null {
+  if (!cfg.prime || cfg.routes6 || cfg.endpoints6) return null;
   const fds: number[] = [];
   try {
     const injector = new Injector(addon);
@@ -265,15 +267,25 @@ export function primeMovers(addon: NativeAddon, cfg: WorkerConfig): void {
     const peerSide = addon.udpOpen('127.0.0.1', 0, false);
     fds.push(peerSide);
     if (cfg.role === 'rx' && cfg.udpGro) enableUdpGro(addon, peerSide);
-    prime(addon, cfg, injector, tunSide, addon.udpLocalPort(tunSide), peerSide, addon.udpLocalPort(peerSide));
+    if (!loopbackWorks(addon, injector, peerSide, addon.udpLocalPort(peerSide))) return null;
+    return prime(addon, cfg, injector, tunSide, addon.udpLocalPort(tunSide), peerSide, addon.udpLocalPort(peerSide));
   } catch {
     // No loopback sockets here: the worker starts unprimed, as before.
+    return null;
   } finally {
     for (const fd of fds) addon.close(fd);
   }
 }
 
-function prime(addon: NativeAddon, cfg: WorkerConfig, injector: Injector, tunSide: number, tunPort: number, peerSide: number, peerPort: number): void {
+/** One datagram through 127.0.0.1 (`lo` may be down in a namespace): whether the corpus would arrive. */
+function loopbackWorks(addon: NativeAddon, injector: Injector, fd: number, port: number): boolean {
+  injector.send(port, [{ bytes: Buffer.alloc(28), gsoSize: 0 }]);
+  if (addon.waitReadable?.(fd, 100) !== true) return false;
+  const b = new PacketBatch(1, 64);
+  return addon.udpRecv(fd, b.buf, b.slotSize, b.lens, b.addrs, b.ports, 1, 0) === 1;
+}
+
+function prime(addon: NativeAddon, cfg: WorkerConfig, injector: Injector, tunSide: number, tunPort: number, peerSide: number, peerPort: number): Float64Array {
   // The peer is the injector: what the movers send lands in its queue, unread; what it sends passes the source check.
   const routes = createRouteTableBuffer(8);
   const table = new RouteTableWriter(routes);
@@ -295,7 +307,8 @@ function prime(addon: NativeAddon, cfg: WorkerConfig, injector: Injector, tunSid
   publish(0);
   const locks = new SharedArrayBuffer(8);
   new Int32Array(locks)[1] = 1; // the (absent) tx worker sleeps: the rx mover sends replies itself
-  const scratch: WorkerConfig = { ...cfg, queue: 0, tunFd: tunSide, udpFd: peerSide, routes, tunReadLocks: locks, counters: createCounterBuffer() };
+  // pollMs 1: a datagram the kernel dropped must not stall the corpus for a real poll time.
+  const scratch: WorkerConfig = { ...cfg, queue: 0, tunFd: tunSide, udpFd: peerSide, routes, tunReadLocks: locks, counters: createCounterBuffer(), pollMs: 1 };
   const counters = counterRegion(scratch.counters, workerRegion(cfg.role, 0));
   const { tun, udp } = queueDevices(addon, scratch);
   // The stand-in TUN queue gets what the kernel would hand over: with offloads, a virtio_net_hdr first.
@@ -316,7 +329,7 @@ function prime(addon: NativeAddon, cfg: WorkerConfig, injector: Injector, tunSid
         tx.drain(64);
       }
     }
-    return;
+    return counters;
   }
   const rx = new UdpToTun(addon, tun, udp, PLAIN, routing(scratch), counters, scratch);
   for (let r = 0; r < ROUNDS; r++) {
@@ -337,4 +350,5 @@ function prime(addon: NativeAddon, cfg: WorkerConfig, injector: Injector, tunSid
     }
     while (rx.move(0) > 0);
   }
+  return counters;
 }
