@@ -3,9 +3,9 @@
  * moves one TUN read's worth to the socket, UdpToTun one receive's worth
  * to TUN (and the replies the kernel queued meanwhile back out), and
  * QueueReadLock orders the two readers of a queue's TUN fd. The loops in
- * packet-loop.ts call them, and prime.ts runs the same classes over a
- * synthetic addon so that a worker starts with compiled code for every
- * kind of packet.
+ * packet-loop.ts call them, and prime.ts runs the same classes over
+ * loopback sockets first so that a worker starts with compiled code for
+ * every kind of packet.
  */
 import { performance } from 'node:perf_hooks';
 import type { NativeAddon } from '../native/addon.js';
@@ -40,7 +40,7 @@ const REPLY_FAST_MAX_BATCH = 8;
  * One TUN read's worth of the tx direction: read, route and check, seal,
  * send, and ICMP errors for what cannot be sent written back into TUN.
  * The tx worker runs one; the rx worker runs another on the same queue to
- * send at once what the kernel put into TUN while it wrote (see runRx).
+ * send at once what the kernel put into TUN while it wrote (see UdpToTun).
  */
 export class TunToUdp {
   private readonly batch: PacketBatch;
@@ -220,7 +220,6 @@ export function routing(cfg: WorkerConfig): PacketRouting {
 export function rxBatchSize(cfg: WorkerConfig): number {
   return cfg.offload && cfg.rxCoalesce ? Math.min(Math.max(cfg.batchSize, RX_COALESCE_BATCH), SEGMENT_BATCH) : cfg.batchSize;
 }
-
 
 /** The TUN queue and UDP socket of a worker's queue, wrapped as its role uses them. */
 export function queueDevices(addon: NativeAddon, cfg: WorkerConfig): { tun: TunDevice; udp: UdpSocket } {

@@ -40,15 +40,13 @@
  * UDP flood.
  */
 import { readU16, readU32, writeU16 } from '../packet/ipv4.js';
-import { pseudoSum, pseudoSum6, sum16, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4, VNET_HDR_LEN } from './offload.js';
+import { fold, PROTO_TCP, PROTO_UDP, pseudoSum, pseudoSum6, sum16, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6, VNET_GSO_UDP_L4, VNET_HDR_LEN } from './offload.js';
 import { PacketBatch } from './packet-batch.js';
 
 /** Slot of a super-packet: the largest IPv4 packet (total length is 16 bits) fits. */
 export const SUPER_SLOT = 65536;
 const MAX_IP_LEN = 65535;
 
-const PROTO_TCP = 6;
-const PROTO_UDP = 17;
 /** The kernel refuses a UDP super-packet of more datagrams than this (UDP_MAX_SEGMENTS). */
 const UDP_MAX_SEGMENTS = 128;
 /** Offset of the checksum field in the UDP header. */
@@ -65,11 +63,6 @@ const TCP_PSH = 0x08;
 const TCP_ACK = 0x10;
 /** Offset of the checksum field in the TCP header (virtio csum_offset). */
 const TCP_CSUM_OFFSET = 16;
-
-function fold(sum: number): number {
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return sum;
-}
 
 const IPV6_HEADER = 40;
 

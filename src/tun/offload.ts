@@ -55,8 +55,8 @@ export const VNET_GSO_TCPV6 = 4;
 export const VNET_GSO_UDP_L4 = 5;
 export const VNET_GSO_ECN = 0x80;
 
-const PROTO_TCP = 6;
-const PROTO_UDP = 17;
+export const PROTO_TCP = 6;
+export const PROTO_UDP = 17;
 const TCP_FIN = 0x01;
 const TCP_PSH = 0x08;
 const TCP_CWR = 0x80;
@@ -92,7 +92,8 @@ export function sum16(buf: Uint8Array, words: Uint32Array | null, off: number, l
   return ((acc & 0xff) << 8) | (acc >>> 8);
 }
 
-function fold(sum: number): number {
+/** A one's-complement sum folded to 16 bits (not inverted). */
+export function fold(sum: number): number {
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return sum;
 }
