@@ -9,6 +9,10 @@
  *   udp.c       batched UDP: recvmmsg()/sendmmsg() (one JS->C crossing moves
  *               up to 1024 datagrams), UDP GSO sends (UDP_SEGMENT)
  *   checksum.c  RFC 1071 sums over slots, for receive-side TCP coalescing
+ *   hop.c       the udp backend's lone-packet hops (wait, read, route,
+ *               check, send) for round trips, where cold JS per hop cost
+ *               more than the hop (measured there); TypeScript's pipeline
+ *               takes every packet it does not forward untouched
  *   crypto.c    WireGuard transport seal/open over slots (ChaCha20-Poly1305
  *               via the OpenSSL node runs on), for the speed measured there
  *   module.c    registration and per-thread scratch memory
@@ -24,7 +28,8 @@
  * loops. The only place a call may block is poll(), and only for the
  * caller's timeoutMs (or ~10 ms when a send queue is full), so a worker can
  * check a stop flag between calls. Routing, validation and encapsulation
- * are TypeScript's job.
+ * are TypeScript's job, but for hop.c's lone packets, which it forwards only
+ * where TypeScript's pipeline would (and hands everything else over).
  *
  * (flock is here because Node has none: the embedded store's lock must be a
  * kernel lock, released when its holder dies, whatever its pid namespace.)
@@ -129,5 +134,10 @@ napi_value sum_slots(napi_env env, napi_callback_info info);
 /* ---- crypto.c ---- */
 napi_value wg_seal(napi_env env, napi_callback_info info);
 napi_value wg_open(napi_env env, napi_callback_info info);
+
+/* ---- hop.c ---- */
+napi_value hop_create(napi_env env, napi_callback_info info);
+napi_value hop_tx(napi_env env, napi_callback_info info);
+napi_value hop_rx(napi_env env, napi_callback_info info);
 
 #endif

@@ -35,6 +35,9 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"sumSlots", NULL, sum_slots, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wgSeal", NULL, wg_seal, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wgOpen", NULL, wg_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hopCreate", NULL, hop_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hopTx", NULL, hop_tx, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hopRx", NULL, hop_rx, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tryLockExclusive", NULL, try_lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {

@@ -23,6 +23,8 @@ export interface DataplaneOptions {
   replyFastPath?: boolean;
   /** udp and wireguard userspace: workers run their packet code over loopback sockets before they start (dataplane/prime.ts; default on; FLANNEL_UDP_PRIME=0 for comparisons). */
   prime?: boolean;
+  /** udp: lone packets hop in C (native/hop.c; default on; FLANNEL_UDP_NATIVE_HOP=0 for comparisons). */
+  nativeHop?: boolean;
 }
 
 export const DEFAULT_DATAPLANE_OPTIONS: DataplaneOptions = { offload: true, rxCoalesce: true, uso: true };

@@ -96,6 +96,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): DaemonSettings {
       uso: env.FLANNEL_UDP_USO !== '0',
       replyFastPath: env.FLANNEL_UDP_REPLY_FAST !== '0',
       prime: env.FLANNEL_UDP_PRIME !== '0',
+      nativeHop: env.FLANNEL_UDP_NATIVE_HOP !== '0',
       ...(workers !== undefined ? { workers } : {}),
     },
   };

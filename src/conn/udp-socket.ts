@@ -12,7 +12,7 @@
  * difference. What does not fit the caller's batch is kept for the next
  * call, which then returns without a syscall.
  */
-import type { NativeAddon } from '../native/addon.js';
+import type { HopUdpSlots, NativeAddon } from '../native/addon.js';
 import { PacketBatch } from '../tun/packet-batch.js';
 
 /** Open a non-blocking UDP socket bound to bindAddr:port ("" = every IPv4 address; an IPv6 address opens an IPv6-only socket); returns its fd. */
@@ -63,6 +63,8 @@ export class UdpSocket {
   private pendingFrom = 0;
   private pendingCount = 0;
   private pendingOffset = 0;
+  /** Datagrams a receive of hop.c left in the receive slots (adopt): the next recv() hands them out. */
+  private adopted = 0;
 
   constructor(
     private readonly addon: NativeAddon,
@@ -88,6 +90,14 @@ export class UdpSocket {
     const c = this.recvCounts;
     c.syscalls = c.superDatagrams = c.segments = 0;
     const st = this.staging;
+    if (this.adopted > 0) {
+      const k = this.adopted;
+      this.adopted = 0;
+      c.syscalls = 1;
+      if (st === null) return k;
+      this.pendingFrom = this.pendingOffset = 0;
+      this.pendingCount = k;
+    }
     if (st === null) {
       if (this.endpoints6 && !batch.sources6) batch.sources6 = new Uint8Array(16 * batch.capacity);
       const n = this.addon.udpRecv(this.fd, batch.buf, batch.slotSize, batch.lens, batch.addrs, batch.ports, batch.capacity, timeoutMs, null, this.drops, batch.sources6);
@@ -101,6 +111,22 @@ export class UdpSocket {
       c.syscalls = 1;
     }
     return this.cut(batch);
+  }
+
+  /**
+   * The slots a receive lands in, for hop.c to receive into: the GRO
+   * staging slots with GRO, else the caller's batch (the one it then
+   * passes to recv()). IPv4 sockets only.
+   */
+  receiveSlots(batch: PacketBatch): HopUdpSlots {
+    const st = this.staging;
+    const b = st ?? batch;
+    return { buf: b.buf, slotSize: b.slotSize, lens: b.lens, addrs: b.addrs, ports: b.ports, gsoSizes: st ? this.gsoSizes : null, drops: this.drops };
+  }
+
+  /** hop.c received n datagrams into receiveSlots(): the next recv() hands them out as if it had received them. */
+  adopt(n: number): void {
+    this.adopted = n;
   }
 
   /** Cut held super-datagrams into the caller's slots until either runs out. */

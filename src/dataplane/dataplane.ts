@@ -354,6 +354,7 @@ export class UserspaceDataplane {
         uso: this.uso,
         replyFastPath: this.ctx.dataplane.replyFastPath !== false,
         prime: this.ctx.dataplane.prime !== false,
+        nativeHop: this.ctx.dataplane.nativeHop !== false,
         ...(this.opts.encapsulation ? { encapsulation: this.opts.encapsulation } : {}),
       },
       this.log,

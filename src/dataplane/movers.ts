@@ -8,7 +8,8 @@
  * every kind of packet.
  */
 import { performance } from 'node:perf_hooks';
-import type { NativeAddon } from '../native/addon.js';
+import type { HopTunSlots, NativeAddon } from '../native/addon.js';
+import type { HopSlots, NativeHop } from './native-hop.js';
 import { TunDevice } from '../tun/device.js';
 import { MAX_SEGMENTS } from '../tun/offload.js';
 import { PacketBatch } from '../tun/packet-batch.js';
@@ -57,6 +58,11 @@ export class TunToUdp {
   ) {
     this.batch = new PacketBatch(tun.offload ? SEGMENT_BATCH : cfg.batchSize, cfg.slotSize);
     this.icmp = new PacketBatch(cfg.batchSize, ICMP_SLOT);
+  }
+
+  /** Where a read of this mover lands (hop.c reads there and leaves the packets to adopt). */
+  readSlots(): HopTunSlots {
+    return this.tun.readSlots(this.batch);
   }
 
   /** Move one batch, waiting up to timeoutMs for the first packet; returns the packets read (0: none came). */
@@ -176,6 +182,27 @@ export class UdpToTun {
     this.overflowBase = counters[UdpCounter.rxSocketOverflow]!;
   }
 
+  /** Where this mover's receives, and its reads of answers, land (for hop.c). */
+  hopSlots(): HopSlots {
+    return { rx: this.udp.receiveSlots(this.batch), reply: this.reply ? this.reply.fwd.readSlots() : null, overflowBase: this.overflowBase };
+  }
+
+  /** hop.c received n datagrams into hopSlots().rx: the next move() takes them. */
+  adoptReceived(n: number): void {
+    this.udp.adopt(n);
+  }
+
+  /** hop.c read n answers into hopSlots().reply and holds the read lock: send them and release it. */
+  sendAdoptedReplies(n: number): void {
+    const reply = this.reply!;
+    reply.fwd.tun.adopt(n);
+    try {
+      this.counters[UdpCounter.txByRxWorker] += reply.fwd.drain(1);
+    } finally {
+      reply.lock.release();
+    }
+  }
+
   /** Move one batch, waiting up to timeoutMs (the socket's poll time) for the first datagram; returns the datagrams received. */
   move(timeoutMs?: number): number {
     const { tun, udp, batch, counters, routes, reply } = this;
@@ -205,6 +232,21 @@ export class UdpToTun {
     }
     return n;
   }
+}
+
+/**
+ * The rx worker's loop turn with hop.c: it receives, and delivers a lone
+ * datagram (and sends what the kernel answered) itself; what it leaves in
+ * the slots, UdpToTun moves as if it had received or read it.
+ */
+export function moveWithHop(rx: UdpToTun, hop: NativeHop, timeoutMs: number): number {
+  const r = hop.rx(timeoutMs);
+  if (r > 0) {
+    rx.adoptReceived(r);
+    return rx.move(0);
+  }
+  if (r < 0) rx.sendAdoptedReplies(-r);
+  return 0;
 }
 
 /** A TUN device for reading on this worker's queue (the rx worker's second view of the fd). */

@@ -17,13 +17,19 @@ import type { TunDevice } from '../tun/device.js';
 import type { UdpSocket } from '../conn/udp-socket.js';
 import { UdpCounter, counterRegion, workerRegion } from './counters.js';
 import { PLAIN, type Encapsulation, type EncapsulationFactory } from './encapsulation.js';
-import { QueueReadLock, queueDevices, routing, sharesTunReads, TunToUdp, UdpToTun } from './movers.js';
+import { moveWithHop, QueueReadLock, queueDevices, routing, sharesTunReads, TunToUdp, UdpToTun } from './movers.js';
+import { NativeHop, nativeHopFits } from './native-hop.js';
 import { primeMovers } from './prime.js';
 import { CONTROL_STOP, type WorkerConfig } from './workers.js';
 
 /** TUN -> route -> seal -> UDP. */
 function runTx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
-  const fwd = new TunToUdp(tun, udp, encap, routing(cfg), counterRegion(cfg.counters, workerRegion('tx', cfg.queue)), cfg);
+  const counters = counterRegion(cfg.counters, workerRegion('tx', cfg.queue));
+  const fwd = new TunToUdp(tun, udp, encap, routing(cfg), counters, cfg);
+  if (nativeHopFits(addon, cfg, encap)) {
+    runTxWithHop(fwd, new NativeHop(addon, cfg, counters, sharesTunReads(addon, cfg) ? cfg.tunReadLocks : null, { tx: fwd.readSlots() }), addon, cfg, control);
+    return;
+  }
   if (!sharesTunReads(addon, cfg)) {
     while (Atomics.load(control, CONTROL_STOP) === 0) fwd.move(cfg.pollMs);
     return;
@@ -46,9 +52,35 @@ function runTx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encaps
   }
 }
 
+/**
+ * The tx loop with hop.c: it waits, reads, and sends a lone packet itself
+ * (under the queue's read lock when the rx worker shares the reads); what
+ * it read and left, or a queue it found locked, is moved here.
+ */
+function runTxWithHop(fwd: TunToUdp, hop: NativeHop, addon: NativeAddon, cfg: WorkerConfig, control: Int32Array): void {
+  const lock = sharesTunReads(addon, cfg) ? new QueueReadLock(cfg.tunReadLocks, cfg.queue) : null;
+  while (Atomics.load(control, CONTROL_STOP) === 0) {
+    const r = hop.tx(cfg.pollMs);
+    if (r === 0) continue;
+    if (r > 0) fwd.tun.adopt(r);
+    else lock?.acquire();
+    try {
+      fwd.drain(1);
+    } finally {
+      lock?.release();
+    }
+  }
+}
+
 /** UDP -> open -> check -> TUN (coalesced into super-packets when the device does that). */
 function runRx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
-  const rx = new UdpToTun(addon, tun, udp, encap, routing(cfg), counterRegion(cfg.counters, workerRegion('rx', cfg.queue)), cfg);
+  const counters = counterRegion(cfg.counters, workerRegion('rx', cfg.queue));
+  const rx = new UdpToTun(addon, tun, udp, encap, routing(cfg), counters, cfg);
+  if (nativeHopFits(addon, cfg, encap)) {
+    const hop = new NativeHop(addon, cfg, counters, sharesTunReads(addon, cfg) ? cfg.tunReadLocks : null, rx.hopSlots());
+    while (Atomics.load(control, CONTROL_STOP) === 0) moveWithHop(rx, hop, cfg.pollMs);
+    return;
+  }
   while (Atomics.load(control, CONTROL_STOP) === 0) rx.move();
 }
 

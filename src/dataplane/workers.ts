@@ -54,6 +54,8 @@ export interface WorkerConfig {
   replyFastPath: boolean;
   /** Run the packet code over loopback sockets before touching the fds (prime.ts). */
   prime: boolean;
+  /** Lone packets of the plain encapsulation over IPv4 hop in C (native-hop.ts). */
+  nativeHop: boolean;
   /** The encapsulation to load (default bare packets). */
   encapsulation?: EncapsulationSpec;
 }

@@ -180,6 +180,74 @@ export interface NativeAddon {
   close(fd: number): void;
   /** poll(2) for POLLIN without reading: true when readable within timeoutMs. */
   waitReadable?(fd: number, timeoutMs: number): boolean;
+  /**
+   * The udp backend's lone-packet hops (native/hop.c): a handle over the
+   * worker's fds, read slots, route table, counters and read lock, kept
+   * for the worker's life (dataplane/native-hop.ts builds the spec and
+   * keeps every array alive beside it).
+   */
+  hopCreate?(spec: HopSpec): HopHandle;
+  /**
+   * Wait up to timeoutMs, read TUN, forward one lone packet in C. 0: done
+   * (or nothing came); n > 0: n packets read into the tx slots for
+   * TypeScript, the queue's read lock held; -1: readable but locked.
+   */
+  hopTx?(hop: HopHandle, timeoutMs: number): number;
+  /**
+   * Wait up to timeoutMs, receive, deliver one lone datagram in C (and
+   * send what the kernel answered). 0: done (or nothing came); n > 0: n
+   * datagrams received into the rx slots for TypeScript; n < 0: -n
+   * answers read into the reply slots for TypeScript, the read lock held.
+   */
+  hopRx?(hop: HopHandle, timeoutMs: number): number;
+}
+
+/** Opaque handle of hopCreate. */
+export type HopHandle = { readonly __hop: unique symbol };
+
+/** Slots a TUN read of hop.c lands in: TunDevice's own (hdrs with offloads). */
+export interface HopTunSlots {
+  buf: Uint8Array;
+  slotSize: number;
+  lens: Uint32Array;
+  hdrs: Uint8Array | null;
+}
+
+/** Slots a receive of hop.c lands in: UdpSocket's own (its GRO staging with gsoSizes). */
+export interface HopUdpSlots {
+  buf: Uint8Array;
+  slotSize: number;
+  lens: Uint32Array;
+  addrs: Uint32Array;
+  ports: Uint16Array;
+  gsoSizes: Uint16Array | null;
+  drops: Uint32Array;
+}
+
+export interface HopSpec {
+  tunFd: number;
+  udpFd: number;
+  pathMtu: number;
+  /** The worker's slotSize: longer packets are TypeScript's to drop. */
+  maxLen: number;
+  /** The shared route table (dataplane/routes.ts), read live under its sequence counter. */
+  routes: Uint32Array;
+  /** The worker's counter region, and which of its slots hop.c adds to (native-hop.ts lists them). */
+  counters: Float64Array;
+  counterIndexes: Int32Array;
+  /** The queue read locks (QueueReadLock's words); null when the queue's reads are not shared. */
+  locks: Int32Array | null;
+  queue: number;
+  /** The TUN fd has IFF_VNET_HDR (offloads): writes carry a virtio_net_hdr. */
+  vnetHdr: boolean;
+  /** Where hopTx reads (the tx worker); null for an rx worker's hop. */
+  tx: HopTunSlots | null;
+  /** Where hopRx receives (the rx worker); null for a tx worker's hop. */
+  rx: HopUdpSlots | null;
+  /** Where hopRx reads what the kernel answered (the rx worker sharing the queue's reads), else null. */
+  reply: HopTunSlots | null;
+  /** rxSocketOverflow = overflowBase + drops[0], as UdpToTun sets it. */
+  overflowBase: number;
 }
 
 let cached: NativeAddon | null = null;

@@ -11,7 +11,7 @@
  * offloads); a `TunDevice` wraps the fd inside one packet worker thread.
  */
 import type { Logger } from '../log.js';
-import type { NativeAddon } from '../native/addon.js';
+import type { HopTunSlots, NativeAddon } from '../native/addon.js';
 import { PacketBatch } from './packet-batch.js';
 import { expandFromTun, newExpandCounts, newSegmentSummer, TUN_OFFLOADS, TUN_OFFLOADS_TSO6, TUN_OFFLOADS_USO, VNET_HDR_LEN, wordView, type ExpandCounts, type SegmentSummer } from './offload.js';
 import { newCoalesceCounts, RxCoalescer, SUPER_SLOT, type CoalesceCounts } from './gro.js';
@@ -134,6 +134,8 @@ export class TunDevice {
   private readonly sums: Uint16Array | null;
   private lastWordsOf: Buffer | null = null;
   private lastWords: Uint32Array | null = null;
+  /** Packets a read of hop.c left in the read slots (adopt): the next read() hands them out. */
+  private adopted = 0;
 
   constructor(
     private readonly addon: NativeAddon,
@@ -164,6 +166,14 @@ export class TunDevice {
     const c = this.readCounts;
     c.superPackets = c.udpSuperPackets = c.segments = c.malformed = c.syscalls = 0;
     const inb = this.superIn;
+    if (this.adopted > 0) {
+      const k = this.adopted;
+      this.adopted = 0;
+      c.syscalls = 1;
+      if (inb === null) return k;
+      this.pendingFrom = 0;
+      this.pendingCount = k;
+    }
     if (inb === null) {
       const n = this.addon.tunRead(this.fd, batch.buf, batch.slotSize, batch.lens, batch.capacity, timeoutMs);
       if (n > 0) c.syscalls = 1;
@@ -178,6 +188,22 @@ export class TunDevice {
     batch.count = 0;
     this.pendingFrom = expandFromTun(inb, this.superHdrs!, this.pendingFrom, this.pendingCount, batch, this.wordsOf(batch.buf), c, this.segmentSummer);
     return batch.count;
+  }
+
+  /**
+   * The slots a read lands in, for hop.c to read into: the super-packet
+   * slots with offloads, else the caller's batch (the one it then passes
+   * to read()).
+   */
+  readSlots(batch: PacketBatch): HopTunSlots {
+    const inb = this.superIn;
+    if (inb === null) return { buf: batch.buf, slotSize: batch.slotSize, lens: batch.lens, hdrs: null };
+    return { buf: inb.buf, slotSize: SUPER_SLOT, lens: inb.lens, hdrs: this.superHdrs };
+  }
+
+  /** hop.c read n packets into readSlots(): the next read() hands them out as if it had read them. */
+  adopt(n: number): void {
+    this.adopted = n;
   }
 
   /** Super-packets read but not all handed out yet: the next read() returns at once. */

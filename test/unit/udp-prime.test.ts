@@ -37,6 +37,7 @@ function config(role: 'tx' | 'rx', over: Partial<WorkerConfig> = {}): WorkerConf
     tunReadLocks: new SharedArrayBuffer(8),
     replyFastPath: true,
     prime: true,
+    nativeHop: true,
     ...over,
   };
 }
