@@ -391,7 +391,8 @@ static hop_t *get_hop(napi_env env, napi_value v) {
  *   n > 0: n packets were read into the tx slots for TypeScript, and the
  *          queue's read lock (when shared) is held: the caller sends them
  *          and releases it;
- *  -1: the queue is readable but the rx worker holds its lock.
+ *  -1: the queue is readable but the rx worker holds its lock (after the
+ *      wait: a held lock alone does not make it return early).
  * While it waits, the queue's idle word says so (QueueReadLock.setTxIdle).
  */
 napi_value hop_tx(napi_env env, napi_callback_info info) {
@@ -403,37 +404,38 @@ napi_value hop_tx(napi_env env, napi_callback_info info) {
   if (!h->has_tx) return throw_type(env, "hopTx needs a hop created with tx slots"), NULL;
   bool waited = false;
   for (;;) {
-    if (h->lock && !try_lock(h)) return return_count(env, -1);
-    int64_t n = read_tun(h->tun_fd, &h->tx);
-    if (n < 0) {
+    bool locked_out = h->lock && !try_lock(h);
+    if (!locked_out) {
+      int64_t n = read_tun(h->tun_fd, &h->tx);
+      if (n < 0) {
+        unlock(h);
+        throw_sys(env, (int)-n, "read", fd_error_hint((int)-n), "hopTx fd %d", h->tun_fd);
+        return NULL;
+      }
+      if (n > 0) {
+        int fd_err = 0;
+        if (n > 1 || !forward_lone(h, &h->tx, false, &fd_err)) return return_count(env, n);
+        unlock(h);
+        if (fd_err) {
+          throw_sys(env, fd_err, "sendto", fd_error_hint(fd_err), "hopTx fd %d", h->udp_fd);
+          return NULL;
+        }
+        return return_count(env, 0);
+      }
       unlock(h);
-      throw_sys(env, (int)-n, "read", fd_error_hint((int)-n), "hopTx fd %d", h->tun_fd);
+    }
+    /* Locked out after the wait: the queue is readable and the rx worker is reading it; TypeScript waits
+     * for the lock (QueueReadLock.acquire) and moves what is left. */
+    if (waited || timeout == 0) return return_count(env, locked_out ? -1 : 0);
+    if (h->idle) __atomic_store_n(h->idle, 1, __ATOMIC_SEQ_CST);
+    int pr = wait_fd(h->tun_fd, POLLIN, (int)timeout);
+    if (h->idle) __atomic_store_n(h->idle, 0, __ATOMIC_SEQ_CST);
+    waited = true;
+    if (pr < 0) {
+      throw_sys(env, -pr, "poll", fd_error_hint(-pr), "hopTx fd %d", h->tun_fd);
       return NULL;
     }
-    if (n == 0) {
-      unlock(h);
-      if (waited || timeout == 0) return return_count(env, 0);
-      if (h->idle) __atomic_store_n(h->idle, 1, __ATOMIC_SEQ_CST);
-      int pr = wait_fd(h->tun_fd, POLLIN, (int)timeout);
-      if (h->idle) __atomic_store_n(h->idle, 0, __ATOMIC_SEQ_CST);
-      waited = true;
-      if (pr < 0) {
-        throw_sys(env, -pr, "poll", fd_error_hint(-pr), "hopTx fd %d", h->tun_fd);
-        return NULL;
-      }
-      if (pr == 0) return return_count(env, 0);
-      continue;
-    }
-    int fd_err = 0;
-    if (n == 1 && forward_lone(h, &h->tx, false, &fd_err)) {
-      unlock(h);
-      if (fd_err) {
-        throw_sys(env, fd_err, "sendto", fd_error_hint(fd_err), "hopTx fd %d", h->udp_fd);
-        return NULL;
-      }
-      return return_count(env, 0);
-    }
-    return return_count(env, n);
+    if (pr == 0) return return_count(env, 0);
   }
 }
 
