@@ -6,7 +6,7 @@
   "targets": [
     {
       "target_name": "flannel_native",
-      "sources": ["args.c", "fd.c", "tun.c", "udp.c", "checksum.c", "crypto.c", "hop.c", "module.c"],
+      "sources": ["args.c", "fd.c", "tun.c", "udp.c", "checksum.c", "crypto.c", "hop.c", "hop_wg.c", "module.c"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wshadow", "-Wno-unused-parameter", "-Wformat=2"],
       "configurations": {

@@ -9,10 +9,12 @@
  *   udp.c       batched UDP: recvmmsg()/sendmmsg() (one JS->C crossing moves
  *               up to 1024 datagrams), UDP GSO sends (UDP_SEGMENT)
  *   checksum.c  RFC 1071 sums over slots, for receive-side TCP coalescing
- *   hop.c       the udp backend's lone-packet hops (wait, read, route,
- *               check, send) for round trips, where cold JS per hop cost
- *               more than the hop (measured there); TypeScript's pipeline
- *               takes every packet it does not forward untouched
+ *   hop.c       the userspace dataplane's lone-packet hops (wait, read,
+ *               route, check, send) for round trips, where cold JS per hop
+ *               cost more than the hop (measured there); TypeScript's
+ *               pipeline takes every packet it does not forward
+ *   hop_wg.c    WireGuard's seal/open for those hops, on the shared peer
+ *               table and replay windows
  *   crypto.c    WireGuard transport seal/open over slots (ChaCha20-Poly1305
  *               via the OpenSSL node runs on), for the speed measured there
  *   module.c    registration and per-thread scratch memory
@@ -134,6 +136,35 @@ napi_value sum_slots(napi_env env, napi_callback_info info);
 /* ---- crypto.c ---- */
 napi_value wg_seal(napi_env env, napi_callback_info info);
 napi_value wg_open(napi_env env, napi_callback_info info);
+
+/* ---- crypto.c: one packet at a time (hop_wg.c) ---- */
+typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
+/* The thread's ChaCha20-Poly1305 context (NULL when OpenSSL cannot give one). */
+EVP_CIPHER_CTX *wg_cipher_ctx(void);
+/* Set the context up for sealing or opening; then any number of *_one calls of that kind. */
+bool wg_cipher_begin(EVP_CIPHER_CTX *ctx, bool seal);
+/* Seal the inner packet p[0..len) in place into a transport message (as wgSeal); its length, 0 when it
+ * does not fit `slot` bytes or the cipher failed. */
+uint32_t wg_seal_one(EVP_CIPHER_CTX *ctx, uint8_t *p, uint32_t len, uint64_t slot, const uint8_t *key, uint32_t receiver,
+                     uint64_t counter, uint32_t mtu);
+/* Open the transport message p[0..len) in place (as wgOpen); the plaintext's length, UINT32_MAX when it does
+ * not authenticate or is too short. */
+uint32_t wg_open_one(EVP_CIPHER_CTX *ctx, uint8_t *p, uint32_t len, uint64_t slot, const uint8_t *key);
+
+/* ---- hop_wg.c: WireGuard's transport for hop.c ---- */
+typedef struct wg_hop wg_hop_t;
+enum { WG_HOP_HAND_OVER, WG_HOP_DONE, WG_HOP_READY };
+/* From spec.wg; *out = NULL when it is absent (flannel's plain encapsulation). */
+bool wg_hop_create(napi_env env, napi_value spec, wg_hop_t **out);
+void wg_hop_free(wg_hop_t *w);
+/* The keypair to seal for peer slot p with, or -1: TypeScript's (no usable keypair, no such peer). */
+int32_t wg_hop_pick(wg_hop_t *w, uint32_t p);
+/* Seal pkt[0..*len) for p under keypair k: WG_HOP_READY with the datagram's *len and the peer's endpoint, or
+ * WG_HOP_DONE (dropped and counted). */
+int wg_hop_seal(wg_hop_t *w, int32_t k, uint32_t p, uint8_t *pkt, uint32_t *len, uint64_t slot, uint32_t *addr, uint16_t *port);
+/* Open datagram pkt[0..*len) from addr:port: WG_HOP_READY with the inner packet in pkt[0..*len) and its peer slot;
+ * WG_HOP_HAND_OVER untouched; WG_HOP_DONE consumed (a keepalive, or dropped and counted). */
+int wg_hop_open(wg_hop_t *w, uint8_t *pkt, uint32_t *len, uint64_t slot, uint32_t addr, uint16_t port, uint32_t *peer);
 
 /* ---- hop.c ---- */
 napi_value hop_create(napi_env env, napi_callback_info info);

@@ -1,6 +1,7 @@
 /*
- * hop.c: the udp backend's lone-packet hops in C (flannel's plain
- * encapsulation, IPv4 pods over IPv4 peers).
+ * hop.c: the userspace dataplane's lone-packet hops in C (IPv4 pods over
+ * IPv4 peers), with flannel's plain encapsulation or WireGuard's
+ * (hop_wg.c, behind the same seam as dataplane/encapsulation.ts).
  *
  * Why C: a round trip through two udp daemons (a ping, a request and its
  * answer) is four hops of one packet each, every one after 20-50 ms of
@@ -67,6 +68,10 @@ enum {
   C_RX_TUN_WRITE,
   C_TX_BY_RX_WORKER,
   C_RX_OVERFLOW,
+  C_RX_MALFORMED,
+  C_RX_UNKNOWN_PEER,
+  C_RX_SPOOFED,
+  C_RX_NOT_LOCAL,
   C_COUNT
 };
 
@@ -113,6 +118,8 @@ typedef struct {
     uint16_t *gso;
     uint32_t *drops;
   } rx;
+  /* WireGuard's transport (hop_wg.c); NULL: flannel's plain one. */
+  wg_hop_t *wg;
   struct mmsghdr *msgs;
   struct iovec *iov;
   struct sockaddr_in *sa;
@@ -127,6 +134,7 @@ static const uint8_t ZERO_VNET_HDR[VNET_HDR_LEN];
 static void hop_free(napi_env env, void *data, void *hint) {
   hop_t *h = data;
   if (!h) return;
+  wg_hop_free(h->wg);
   free(h->msgs);
   free(h->iov);
   free(h->sa);
@@ -199,25 +207,29 @@ static bool route_of(const hop_t *h, uint32_t dst, uint32_t *peer, uint16_t *por
   return false;
 }
 
-/* Whether a datagram from `from` may bring a packet from src to dst (RouteTableReader.checkSource and isOwn). */
-static bool source_allowed(const hop_t *h, uint32_t from, uint32_t src, uint32_t dst) {
+enum { SOURCE_ALLOWED, SOURCE_UNKNOWN_PEER, SOURCE_SPOOFED, SOURCE_NOT_LOCAL, SOURCE_BUSY };
+
+/* May a datagram of peer `from` (an address, or WireGuard's peer slot) bring a packet from src to dst?
+ * RouteTableReader.checkSource, then isOwn, as acceptFromUdp asks them. */
+static int source_check(const hop_t *h, uint32_t from, uint32_t src, uint32_t dst) {
   for (int attempt = 0; attempt < 4; attempt++) {
     uint32_t gen;
-    if (!rt_begin(h, &gen)) return false;
-    bool ok = rt_own(h, dst);
-    bool allowed = false;
+    if (!rt_begin(h, &gen)) return SOURCE_BUSY;
+    bool own = rt_own(h, dst);
+    bool known = false, allowed = false;
     size_t n = rt_count(h);
-    for (size_t i = 0; ok && !allowed && i < n; i++) {
+    for (size_t i = 0; !allowed && i < n; i++) {
       const size_t e = RT_HEADER + i * RT_ENTRY;
       if (word(h, e + 2) != from) continue;
+      known = true;
       uint32_t len = word(h, e + 1);
       uint32_t m = mask4(len > 32 ? 32 : len);
       allowed = (src & m) == word(h, e);
     }
     if (!rt_unchanged(h, gen)) continue;
-    return ok && allowed;
+    return !known ? SOURCE_UNKNOWN_PEER : !allowed ? SOURCE_SPOOFED : !own ? SOURCE_NOT_LOCAL : SOURCE_ALLOWED;
   }
-  return false;
+  return SOURCE_BUSY;
 }
 
 /* ---- packets ---- */
@@ -347,6 +359,8 @@ static bool forward_lone(hop_t *h, tun_slots_t *t, bool by_rx_worker, int *fd_er
   uint32_t peer;
   uint16_t port;
   if (!route_of(h, be32(p + 16), &peer, &port)) return false;
+  int32_t keypair = -1;
+  if (h->wg && (keypair = wg_hop_pick(h->wg, peer)) < 0) return false;
   if (needs_csum) {
     /* completeChecksum (tun/offload.ts): the kernel left the pseudo-header sum in the field. */
     uint16_t c = (uint16_t)~ones_sum(p + csum_start, len - csum_start, 0);
@@ -357,9 +371,13 @@ static bool forward_lone(hop_t *h, tun_slots_t *t, bool by_rx_worker, int *fd_er
   count(h, C_TX_BATCHES, 1);
   count(h, C_TUN_READ, 1);
   if (by_rx_worker) count(h, C_TX_BY_RX_WORKER, 1);
-  if (send_one(h->udp_fd, p, total, peer, port, fd_err)) {
+  uint32_t out = total;
+  /* Sealed within the worker's slotSize, as transport.ts seals in the segment slots. */
+  uint64_t room = (uint64_t)t->slot < h->max_len ? (uint64_t)t->slot : h->max_len;
+  if (h->wg && wg_hop_seal(h->wg, keypair, peer, p, &out, room, &peer, &port) != WG_HOP_READY) return true;
+  if (send_one(h->udp_fd, p, out, peer, port, fd_err)) {
     count(h, C_SENT, 1);
-    count(h, C_TX_BYTES, total);
+    count(h, C_TX_BYTES, out);
   } else {
     count(h, C_TX_UDP_SEND, 1);
   }
@@ -514,19 +532,41 @@ napi_value hop_rx(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (n != 1) return return_count(env, n);
-  /* acceptFromUdp (pipeline.ts) keeps it: one datagram (not a GRO run), exactly an IPv4 packet with a
-   * good header checksum, from a source the sending peer owns, to our subnet and not multi/broadcast. */
   uint8_t *p = h->rx.buf;
   uint32_t len = h->rx.lens[0];
-  if ((h->rx.gso && h->rx.gso[0] > 0 && len > h->rx.gso[0]) || len > h->max_len || !ipv4_ok(p, len, true, true))
-    return return_count(env, 1);
-  uint32_t dst = be32(p + 16);
-  if (dst >> 28 >= 0xe || !source_allowed(h, h->rx.addrs[0], be32(p + 12), dst)) return return_count(env, 1);
-  count(h, C_RX_BATCHES, 1);
-  count(h, C_RECEIVED, 1);
-  count(h, C_RX_BYTES, len);
+  if ((h->rx.gso && h->rx.gso[0] > 0 && len > h->rx.gso[0]) || len > h->rx.slot || len > h->max_len) return return_count(env, 1);
   int32_t oi = h->idx[C_RX_OVERFLOW];
   if (oi >= 0) h->ctr[oi] = h->overflow_base + h->rx.drops[0];
+  if (h->wg) {
+    /* WireGuard: once opened, the datagram is consumed here, and every check after it counted as
+     * acceptFromUdp counts it (TypeScript cannot open it twice). */
+    uint32_t peer;
+    int r = wg_hop_open(h->wg, p, &len, (uint64_t)h->rx.slot, h->rx.addrs[0], h->rx.ports[0], &peer);
+    if (r == WG_HOP_HAND_OVER) return return_count(env, 1);
+    count(h, C_RX_BATCHES, 1);
+    if (r == WG_HOP_DONE) return return_count(env, 0);
+    count(h, C_RECEIVED, 1);
+    count(h, C_RX_BYTES, len);
+    int reason = !ipv4_ok(p, len, true, true) ? -1 : source_check(h, peer, be32(p + 12), be32(p + 16));
+    if (reason == SOURCE_ALLOWED && be32(p + 16) >> 28 >= 0xe) reason = SOURCE_NOT_LOCAL;
+    if (reason != SOURCE_ALLOWED) {
+      count(h, reason == -1                       ? C_RX_MALFORMED
+               : reason == SOURCE_UNKNOWN_PEER ? C_RX_UNKNOWN_PEER
+               : reason == SOURCE_SPOOFED      ? C_RX_SPOOFED
+                                               : C_RX_NOT_LOCAL,
+            1);
+      return return_count(env, 0);
+    }
+  } else {
+    /* acceptFromUdp (pipeline.ts) keeps it: exactly an IPv4 packet with a good header checksum, from a source
+     * the sending peer owns, to our subnet and not multi/broadcast. Otherwise it is TypeScript's. */
+    if (len > h->max_len || !ipv4_ok(p, len, true, true)) return return_count(env, 1);
+    uint32_t dst = be32(p + 16);
+    if (dst >> 28 >= 0xe || source_check(h, h->rx.addrs[0], be32(p + 12), dst) != SOURCE_ALLOWED) return return_count(env, 1);
+    count(h, C_RX_BATCHES, 1);
+    count(h, C_RECEIVED, 1);
+    count(h, C_RX_BYTES, len);
+  }
   int fd_err = 0;
   count(h, write_tun_one(h, p, len, &fd_err) ? C_DELIVERED : C_RX_TUN_WRITE, 1);
   if (fd_err) {
@@ -623,7 +663,7 @@ napi_value hop_create(napi_env env, napi_callback_info info) {
       !prop_typed(env, spec, "locks", napi_int32_array, "Int32Array", true, &locks, &nlocks) ||
       !prop_int(env, spec, "queue", 0, 1 << 20, &queue) || !prop(env, spec, "vnetHdr", &v) ||
       !get_bool(env, v, "vnetHdr", &h->vnet) || !get_tun_slots(env, spec, "tx", &h->tx, &h->has_tx) ||
-      !get_tun_slots(env, spec, "reply", &h->reply, &h->has_reply))
+      !get_tun_slots(env, spec, "reply", &h->reply, &h->has_reply) || !wg_hop_create(env, spec, &h->wg))
     goto fail;
   if (nrt < RT_HEADER) {
     throw_range(env, "routes must hold the table's header");

@@ -14,7 +14,7 @@
  * packet. An encapsulation is loaded inside each worker from its module
  * (EncapsulationSpec), so this folder never imports one.
  */
-import type { NativeAddon } from '../native/addon.js';
+import type { NativeAddon, WireGuardHopSpec } from '../native/addon.js';
 import type { PacketBatch } from '../tun/packet-batch.js';
 
 export interface Encapsulation {
@@ -37,6 +37,12 @@ export interface Encapsulation {
    * to one inner flow, for the receivers' inner-flow steering.
    */
   readonly bareInner: boolean;
+  /**
+   * What native/hop.c needs to seal and open lone packets itself as this
+   * encapsulation does (hopCreate's spec.wg), or null when it cannot.
+   * Absent: the hops cannot take this encapsulation (PLAIN is theirs).
+   */
+  nativeHop?(): WireGuardHopSpec | null;
 }
 
 /** flannel's wire format: the UDP payload is the inner IPv4 packet, unchanged. */

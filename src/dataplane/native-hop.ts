@@ -8,10 +8,12 @@
  * (batches, super-packets, drops, ICMP errors) it leaves in this worker's
  * own read slots, and the movers take it from there as if they had read it.
  *
- * Only flannel's plain encapsulation over IPv4: WireGuard seals in
- * TypeScript (and needs its peer table), IPv6 routes live in another table.
+ * Flannel's plain encapsulation, or WireGuard's (the encapsulation hands
+ * over its shared peer table and replay windows: Encapsulation.nativeHop),
+ * over IPv4: IPv6 routes live in another table, IPv6 endpoints are named by
+ * the main thread.
  */
-import type { HopHandle, HopSpec, HopTunSlots, HopUdpSlots, NativeAddon } from '../native/addon.js';
+import type { HopHandle, HopSpec, HopTunSlots, HopUdpSlots, NativeAddon, WireGuardHopSpec } from '../native/addon.js';
 import { UdpCounter } from './counters.js';
 import { PLAIN, type Encapsulation } from './encapsulation.js';
 import type { WorkerConfig } from './workers.js';
@@ -30,11 +32,22 @@ const COUNTER_ORDER = [
   UdpCounter.rxTunWrite,
   UdpCounter.txByRxWorker,
   UdpCounter.rxSocketOverflow,
+  UdpCounter.rxMalformed,
+  UdpCounter.rxUnknownPeer,
+  UdpCounter.rxSpoofed,
+  UdpCounter.rxNotLocal,
 ];
 
-/** Whether this worker's hops can run in C: the plain encapsulation, IPv4 routes and peers, the option on. */
-export function nativeHopFits(addon: NativeAddon, cfg: WorkerConfig, encap: Encapsulation): boolean {
-  return cfg.nativeHop && encap === PLAIN && cfg.ipv4Pods && !cfg.routes6 && !cfg.endpoints6 && typeof addon.hopCreate === 'function';
+/**
+ * What this worker's hops in C would encapsulate with: { wg: null } for the
+ * plain encapsulation, WireGuard's shared state for its transport, or null
+ * when they cannot run here (IPv6 routes or peers, the option off).
+ */
+export function nativeHopEncapsulation(addon: NativeAddon, cfg: WorkerConfig, encap: Encapsulation): { wg: WireGuardHopSpec | null } | null {
+  if (!cfg.nativeHop || !cfg.ipv4Pods || cfg.routes6 || cfg.endpoints6 || typeof addon.hopCreate !== 'function') return null;
+  if (encap === PLAIN) return { wg: null };
+  const wg = encap.nativeHop?.() ?? null;
+  return wg ? { wg } : null;
 }
 
 export interface HopSlots {
@@ -57,6 +70,7 @@ export class NativeHop {
     /** The queue's read locks when its reads are shared (sharesTunReads), else null. */
     locks: SharedArrayBuffer | null,
     slots: HopSlots,
+    encapsulation: { wg: WireGuardHopSpec | null },
   ) {
     this.spec = {
       tunFd: cfg.tunFd,
@@ -73,6 +87,7 @@ export class NativeHop {
       rx: slots.rx ?? null,
       reply: slots.reply ?? null,
       overflowBase: slots.overflowBase ?? 0,
+      wg: encapsulation.wg,
     };
     this.handle = addon.hopCreate!(this.spec);
   }

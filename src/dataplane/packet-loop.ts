@@ -18,7 +18,7 @@ import type { UdpSocket } from '../conn/udp-socket.js';
 import { UdpCounter, counterRegion, workerRegion } from './counters.js';
 import { PLAIN, type Encapsulation, type EncapsulationFactory } from './encapsulation.js';
 import { moveWithHop, QueueReadLock, queueDevices, routing, sharesTunReads, TunToUdp, UdpToTun } from './movers.js';
-import { NativeHop, nativeHopFits } from './native-hop.js';
+import { NativeHop, nativeHopEncapsulation } from './native-hop.js';
 import { primeMovers } from './prime.js';
 import { CONTROL_STOP, type WorkerConfig } from './workers.js';
 
@@ -26,8 +26,9 @@ import { CONTROL_STOP, type WorkerConfig } from './workers.js';
 function runTx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
   const counters = counterRegion(cfg.counters, workerRegion('tx', cfg.queue));
   const fwd = new TunToUdp(tun, udp, encap, routing(cfg), counters, cfg);
-  if (nativeHopFits(addon, cfg, encap)) {
-    runTxWithHop(fwd, new NativeHop(addon, cfg, counters, sharesTunReads(addon, cfg) ? cfg.tunReadLocks : null, { tx: fwd.readSlots() }), addon, cfg, control);
+  const hopEncap = nativeHopEncapsulation(addon, cfg, encap);
+  if (hopEncap) {
+    runTxWithHop(fwd, new NativeHop(addon, cfg, counters, sharesTunReads(addon, cfg) ? cfg.tunReadLocks : null, { tx: fwd.readSlots() }, hopEncap), addon, cfg, control);
     return;
   }
   if (!sharesTunReads(addon, cfg)) {
@@ -76,8 +77,9 @@ function runTxWithHop(fwd: TunToUdp, hop: NativeHop, addon: NativeAddon, cfg: Wo
 function runRx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encapsulation, cfg: WorkerConfig, control: Int32Array): void {
   const counters = counterRegion(cfg.counters, workerRegion('rx', cfg.queue));
   const rx = new UdpToTun(addon, tun, udp, encap, routing(cfg), counters, cfg);
-  if (nativeHopFits(addon, cfg, encap)) {
-    const hop = new NativeHop(addon, cfg, counters, sharesTunReads(addon, cfg) ? cfg.tunReadLocks : null, rx.hopSlots());
+  const hopEncap = nativeHopEncapsulation(addon, cfg, encap);
+  if (hopEncap) {
+    const hop = new NativeHop(addon, cfg, counters, sharesTunReads(addon, cfg) ? cfg.tunReadLocks : null, rx.hopSlots(), hopEncap);
     while (Atomics.load(control, CONTROL_STOP) === 0) moveWithHop(rx, hop, cfg.pollMs);
     return;
   }

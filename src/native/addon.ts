@@ -248,6 +248,34 @@ export interface HopSpec {
   reply: HopTunSlots | null;
   /** rxSocketOverflow = overflowBase + drops[0], as UdpToTun sets it. */
   overflowBase: number;
+  /** WireGuard's transport (wireguard/transport.ts nativeHop); absent: flannel's plain encapsulation. */
+  wg?: WireGuardHopSpec | null;
+}
+
+/** The shared WireGuard state native/hop_wg.c seals and opens with. */
+export interface WireGuardHopSpec {
+  /** peer-table.ts nativeLayout. */
+  layout: Int32Array;
+  /** WgCounter slots: sealed, opened, keepalives, bad mac, keypair gone, replay, roamed, too big. */
+  counterIndexes: Int32Array;
+  keypairs: Int32Array;
+  created: Float64Array;
+  sendCounters: Uint32Array;
+  sendKeys: Uint8Array;
+  recvKeys: Uint8Array;
+  peers: Int32Array;
+  times: Float64Array;
+  /** The worker's WireGuard counter region. */
+  stats: Float64Array;
+  /** replay.ts ReplayWindows of this worker. */
+  replayBits: Uint32Array;
+  replayTop: Float64Array;
+  replayGen: Int32Array;
+  mtu: number;
+  rekeyAfterMs: number;
+  rejectAfterMs: number;
+  clockOffsetMs: number;
+  counterLimit: number;
 }
 
 let cached: NativeAddon | null = null;

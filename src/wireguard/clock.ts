@@ -9,9 +9,9 @@
  * The offset keeps 0, the never-set value of every stamp, a long time ago
  * even on a machine booted a moment ago.
  */
-const OFFSET_MS = 86_400_000;
+export const CLOCK_OFFSET_MS = 86_400_000;
 
 export function monotonicMs(): number {
   const [s, ns] = process.hrtime();
-  return s * 1000 + ns / 1e6 + OFFSET_MS;
+  return s * 1000 + ns / 1e6 + CLOCK_OFFSET_MS;
 }

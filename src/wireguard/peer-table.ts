@@ -331,6 +331,19 @@ export class PeerTable {
   }
 }
 
+/**
+ * The table's record layout for native/hop_wg.c, which reads and stamps
+ * the same words (its enum L_* lists them in this order); `by` names the
+ * sent-bytes word of the worker it runs in.
+ */
+export function nativeLayout(by: SentBytesBy): Int32Array {
+  return Int32Array.from([
+    K_WORDS, K_STATE, K_FLAGS, K_PEER, K_LOCAL, K_REMOTE, K_GEN,
+    P_WORDS, P_ADDR, P_PORT, P_CURRENT, P_NEXT, P_WANT_HANDSHAKE, P_ACTIVE,
+    T_WORDS, T_SENT, T_DATA_SENT, T_RECV, T_DATA_RECV, T_RX_BYTES, SENT_BYTES_WORD[by],
+  ]);
+}
+
 /** The slot a receiver index names (its low 16 bits), or -1 when out of range. */
 export function slotOfIndex(index: number, capacity: number): number {
   const s = index & 0xffff;

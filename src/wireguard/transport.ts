@@ -21,12 +21,13 @@ import type { NativeAddon } from '../native/addon.js';
 import type { Encapsulation, EncapsulationEnv } from '../dataplane/encapsulation.js';
 import type { PacketBatch } from '../tun/packet-batch.js';
 import { MessageType, REJECT_AFTER_TIME, REKEY_AFTER_TIME, TRANSPORT_OVERHEAD, messageType, INITIATION_LEN, RESPONSE_LEN, COOKIE_REPLY_LEN } from './messages.js';
-import { COUNTER_LIMIT, KeypairFlag, NO_KEYPAIR, PeerTable, SentBytesBy, slotOfIndex, type PeerTableBuffers } from './peer-table.js';
-import { ReplayWindow } from './replay.js';
+import { COUNTER_LIMIT, KeypairFlag, nativeLayout, NO_KEYPAIR, PeerTable, SentBytesBy, slotOfIndex, type PeerTableBuffers } from './peer-table.js';
+import { ReplayWindows } from './replay.js';
 import { WgCounter, wgCounterRegion, WG_REGION_RX, WG_REGION_TX } from './counters.js';
 import { CookieChecker } from './cookie.js';
 import { SourceRateLimiter, sourceKey6 } from './ratelimiter.js';
-import { monotonicMs } from './clock.js';
+import { CLOCK_OFFSET_MS, monotonicMs } from './clock.js';
+import type { WireGuardHopSpec } from '../native/addon.js';
 
 /** Handshake datagrams per second handed to the main thread, all sources together; more are dropped before any DH. */
 export const HANDSHAKE_BACKLOG = 2000;
@@ -74,9 +75,8 @@ export class WireGuardTransport implements Encapsulation {
   private counters: Float64Array;
   /** The peer of each slot being sealed. */
   private peerOf: Int32Array;
-  /** Per keypair slot: its replay window and the keypair generation it belongs to (rx only). */
-  private readonly windows: (ReplayWindow | undefined)[] = [];
-  private readonly windowGen: number[] = [];
+  /** Per keypair slot: its replay window (rx only; made on first use, shared with native/hop_wg.c). */
+  private windows: ReplayWindows | null = null;
   private handshakeBudget = HANDSHAKE_BACKLOG;
   private cookieBudget = COOKIE_REPLY_BUDGET;
   private readonly mtu: number;
@@ -241,7 +241,7 @@ export class WireGuardTransport implements Encapsulation {
         this.stats[WgCounter.dropKeypairGone]! += 1;
         continue;
       }
-      if (!this.window(k).accept(this.counters[i]!)) {
+      if (!this.replayWindows().accept(k, this.keyGen[i]!, this.counters[i]!)) {
         this.stats[WgCounter.dropReplay]! += 1;
         continue;
       }
@@ -274,15 +274,49 @@ export class WireGuardTransport implements Encapsulation {
     return out;
   }
 
-  private window(k: number): ReplayWindow {
-    const g = this.t.keypairGeneration(k);
-    let w = this.windows[k];
-    if (!w || this.windowGen[k] !== g) {
-      w = new ReplayWindow();
-      this.windows[k] = w;
-      this.windowGen[k] = g;
-    }
-    return w;
+  private replayWindows(): ReplayWindows {
+    this.windows ??= new ReplayWindows(this.t.keypairCapacity);
+    return this.windows;
+  }
+
+  /**
+   * What native/hop_wg.c needs to seal and open lone packets as this
+   * transport does (hopCreate's spec.wg), or null where it cannot: an IPv6
+   * socket, whose endpoints the main thread names.
+   */
+  nativeHop(): WireGuardHopSpec | null {
+    if (this.endpoints6) return null;
+    const t = this.t;
+    const w = this.replayWindows();
+    return {
+      layout: nativeLayout(this.sentBy),
+      counterIndexes: Int32Array.from([
+        WgCounter.sealed,
+        WgCounter.opened,
+        WgCounter.keepalivesReceived,
+        WgCounter.dropBadMac,
+        WgCounter.dropKeypairGone,
+        WgCounter.dropReplay,
+        WgCounter.roamed,
+        WgCounter.dropTooBig,
+      ]),
+      keypairs: t.keypairs,
+      created: t.created,
+      sendCounters: t.sendCounters,
+      sendKeys: t.sendKeys,
+      recvKeys: t.recvKeys,
+      peers: t.peers,
+      times: t.times,
+      stats: this.stats,
+      replayBits: w.bits,
+      replayTop: w.top,
+      replayGen: w.gen,
+      mtu: this.mtu,
+      rekeyAfterMs: REKEY_AFTER_TIME,
+      rejectAfterMs: REJECT_AFTER_TIME,
+      clockOffsetMs: CLOCK_OFFSET_MS,
+      counterLimit: COUNTER_LIMIT,
+    };
   }
 
   private refillBudgets(nowMs: number): void {

@@ -159,6 +159,10 @@ function hop(r: Rig, vnet: boolean, o: { pathMtu?: number; locks?: boolean } = {
       UdpCounter.rxTunWrite,
       UdpCounter.txByRxWorker,
       UdpCounter.rxSocketOverflow,
+      UdpCounter.rxMalformed,
+      UdpCounter.rxUnknownPeer,
+      UdpCounter.rxSpoofed,
+      UdpCounter.rxNotLocal,
     ]),
     locks: o.locks === false ? null : locks,
     queue: 0,
@@ -409,8 +413,8 @@ for (const vnet of [false, true]) {
 
     test('a spec that does not fit is refused before any syscall', () => {
       const h = hop(r, vnet);
-      assert.throws(() => native.hopCreate!({ ...h.spec, counterIndexes: new Int32Array(3) }), /counterIndexes must have 12 entries/);
-      assert.throws(() => native.hopCreate!({ ...h.spec, counterIndexes: new Int32Array(12).fill(COUNTER_COUNT + 1) }), /beyond the counters/);
+      assert.throws(() => native.hopCreate!({ ...h.spec, counterIndexes: new Int32Array(3) }), /counterIndexes must have 16 entries/);
+      assert.throws(() => native.hopCreate!({ ...h.spec, counterIndexes: new Int32Array(16).fill(COUNTER_COUNT + 1) }), /beyond the counters/);
       assert.throws(() => native.hopCreate!({ ...h.spec, queue: 5 }), /queue 5 has no read lock/);
       assert.throws(() => native.hopCreate!({ ...h.spec, tx: { ...h.spec.tx!, buf: new Uint8Array(10) } }), /tx: buf must hold/);
       assert.throws(() => native.hopRx!(native.hopCreate!({ ...h.spec, rx: null }), 0), /needs a hop created with rx slots/);
