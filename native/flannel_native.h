@@ -121,6 +121,14 @@ napi_value tun_set_offload(napi_env env, napi_callback_info info);
 napi_value tun_steer_by_inner_flow(napi_env env, napi_callback_info info);
 
 /* ---- udp.c ---- */
+struct msghdr;
+struct mmsghdr;
+/* recvmmsg of up to max messages without blocking; when nothing is queued, one poll of up to timeout_ms and
+ * one more try. Returns the count, or -errno (of recvmmsg or poll). */
+int recv_waiting(int fd, struct mmsghdr *msgs, int max, int timeout_ms);
+/* A received message's control data: *gso = its UDP_GRO segment size (0: a single datagram), *drops = the
+ * socket's overflow count when it came along (either may be NULL). */
+void read_recv_cmsgs(const struct msghdr *h, uint16_t *gso, uint32_t *drops);
 void *udp_scratch_new(void);
 void udp_scratch_free(napi_env env, void *data, void *hint);
 napi_value udp_open(napi_env env, napi_callback_info info);

@@ -11,7 +11,10 @@
  * round trip, where flannel's own C proxy (0.42 ms in the same rounds) spends
  * a few microseconds per hop. Forwarding one packet takes 0.2 us of JS back
  * to back and 8 us after 50 ms of sleep on this VM; a hop here touches a few
- * cache lines of C instead.
+ * cache lines of C instead. Measured with it (npm run bench:rtt, 5 paired
+ * rounds): udp RTT p50 0.396 ms against 0.599 without it and 0.464 for
+ * flannel's own udp; the userspace WireGuard 0.483 against 0.711 and
+ * wireguard-go's 0.729.
  *
  * What it does: wait, read, and when exactly one packet came and the
  * TypeScript path would forward it untouched but for its TTL (and a
@@ -41,10 +44,6 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
-
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
 /* routes.ts: header words, then per entry net, prefix length, peer, port. */
 #define RT_GEN 0
@@ -394,12 +393,16 @@ static void unlock(hop_t *h) {
   if (h->lock) __atomic_store_n(h->lock, 0, __ATOMIC_SEQ_CST);
 }
 
-static hop_t *get_hop(napi_env env, napi_value v) {
+/* The prologue of hopTx and hopRx: (hop, timeoutMs). */
+static hop_t *hop_call(napi_env env, napi_callback_info info, int64_t *timeout) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
   void *p = NULL;
   napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok) return throw_napi_failure(env), NULL;
+  if (napi_typeof(env, argv[0], &t) != napi_ok) return throw_napi_failure(env), NULL;
   if (t != napi_external) return throw_type(env, "hop must be a hopCreate handle"), NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p) return throw_napi_failure(env), NULL;
+  if (napi_get_value_external(env, argv[0], &p) != napi_ok || !p) return throw_napi_failure(env), NULL;
+  if (!get_int(env, argv[1], "timeoutMs", 0, INT32_MAX, timeout)) return NULL;
   return p;
 }
 
@@ -414,11 +417,9 @@ static hop_t *get_hop(napi_env env, napi_value v) {
  * While it waits, the queue's idle word says so (QueueReadLock.setTxIdle).
  */
 napi_value hop_tx(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  hop_t *h = get_hop(env, argv[0]);
   int64_t timeout;
-  if (!h || !get_int(env, argv[1], "timeoutMs", 0, INT32_MAX, &timeout)) return NULL;
+  hop_t *h = hop_call(env, info, &timeout);
+  if (!h) return NULL;
   if (!h->has_tx) return throw_type(env, "hopTx needs a hop created with tx slots"), NULL;
   bool waited = false;
   for (;;) {
@@ -471,41 +472,15 @@ static int64_t recv_udp(hop_t *h, int64_t timeout) {
     h->msgs[i].msg_hdr.msg_control = h->rctl[i].buf;
     h->msgs[i].msg_hdr.msg_controllen = sizeof h->rctl[i].buf;
   }
-  bool waited = false;
-  int got = 0;
-  for (;;) {
-    int r = recvmmsg(h->udp_fd, h->msgs, (unsigned)max, MSG_DONTWAIT, NULL);
-    if (r > 0) {
-      got = r;
-      break;
-    }
-    if (r == 0) break;
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) return -e;
-    if (waited || timeout == 0) break;
-    int pr = wait_fd(h->udp_fd, POLLIN, (int)timeout);
-    waited = true;
-    if (pr < 0) return pr;
-    if (pr == 0) break;
-  }
+  int got = recv_waiting(h->udp_fd, h->msgs, (int)max, (int)timeout);
+  if (got < 0) return got;
   for (int i = 0; i < got; i++) {
     const struct msghdr *m = &h->msgs[i].msg_hdr;
     h->rx.lens[i] = (m->msg_flags & MSG_TRUNC) ? (uint32_t)h->rx.slot + 1 : h->msgs[i].msg_len;
     bool v4 = m->msg_namelen >= sizeof(struct sockaddr_in) && h->sa[i].sin_family == AF_INET;
     h->rx.addrs[i] = v4 ? ntohl(h->sa[i].sin_addr.s_addr) : 0;
     h->rx.ports[i] = v4 ? ntohs(h->sa[i].sin_port) : 0;
-    if (h->rx.gso) h->rx.gso[i] = 0;
-    if (m->msg_flags & MSG_CTRUNC) continue;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
-      if (h->rx.gso && c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO) {
-        int g;
-        memcpy(&g, CMSG_DATA(c), sizeof g);
-        h->rx.gso[i] = (uint16_t)(g > 0 && g <= 0xffff ? g : 0);
-      } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-        memcpy(h->rx.drops, CMSG_DATA(c), sizeof *h->rx.drops);
-      }
-    }
+    read_recv_cmsgs(m, h->rx.gso ? &h->rx.gso[i] : NULL, h->rx.drops);
   }
   return got;
 }
@@ -520,11 +495,9 @@ static int64_t recv_udp(hop_t *h, int64_t timeout) {
  *          caller sends them and releases it.
  */
 napi_value hop_rx(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  hop_t *h = get_hop(env, argv[0]);
   int64_t timeout;
-  if (!h || !get_int(env, argv[1], "timeoutMs", 0, INT32_MAX, &timeout)) return NULL;
+  hop_t *h = hop_call(env, info, &timeout);
+  if (!h) return NULL;
   if (!h->msgs) return throw_type(env, "hopRx needs a hop created with rx slots"), NULL;
   int64_t n = recv_udp(h, timeout);
   if (n < 0) {

@@ -248,30 +248,9 @@ napi_value udp_recv(napi_env env, napi_callback_info info) {
         s->msgs[i].msg_hdr.msg_controllen = sizeof s->rctl[i].buf;
       }
     }
-    bool waited = false;
-    for (;;) {
-      /* Non-blocking first (see tunRead); MSG_DONTWAIT also makes the
-       * kernel return what is queued instead of waiting to fill `max`. */
-      int r = recvmmsg(fd, s->msgs, (unsigned)max, MSG_DONTWAIT, NULL);
-      if (r > 0) {
-        got = r;
-        break;
-      }
-      if (r == 0) break;
-      int e = errno;
-      if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK) {
-        if (waited || timeout == 0) break;
-        int pr = wait_fd(fd, POLLIN, (int)timeout);
-        waited = true;
-        if (pr < 0) {
-          throw_sys(env, -pr, "poll", fd_error_hint(-pr), "udpRecv fd %d", fd);
-          return NULL;
-        }
-        if (pr == 0) break;
-        continue;
-      }
-      throw_sys(env, e, "recvmmsg", fd_error_hint(e), "udpRecv fd %d", fd);
+    got = recv_waiting(fd, s->msgs, (int)max, (int)timeout);
+    if (got < 0) {
+      throw_sys(env, -got, "recvmmsg", fd_error_hint(-got), "udpRecv fd %d", fd);
       return NULL;
     }
     for (int i = 0; i < got; i++) {
@@ -291,20 +270,42 @@ napi_value udp_recv(napi_env env, napi_callback_info info) {
         ports[i] = 0;
         if (sources6) memset(sources6 + 16 * i, 0, 16);
       }
-      if (gso) gso[i] = 0;
-      if (!(gso || drops) || (h->msg_flags & MSG_CTRUNC)) continue;
-      for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR((struct msghdr *)h, c)) {
-        if (gso && c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO) {
-          int g;
-          memcpy(&g, CMSG_DATA(c), sizeof g);
-          gso[i] = (uint16_t)(g > 0 && g <= 0xffff ? g : 0);
-        } else if (drops && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-          memcpy(drops, CMSG_DATA(c), sizeof *drops);
-        }
-      }
+      if (gso || drops) read_recv_cmsgs(h, gso ? &gso[i] : NULL, drops);
     }
   }
   return return_count(env, got);
+}
+
+int recv_waiting(int fd, struct mmsghdr *msgs, int max, int timeout_ms) {
+  bool waited = false;
+  for (;;) {
+    /* Non-blocking first (see tunRead); MSG_DONTWAIT also makes the
+     * kernel return what is queued instead of waiting to fill `max`. */
+    int r = recvmmsg(fd, msgs, (unsigned)max, MSG_DONTWAIT, NULL);
+    if (r >= 0) return r;
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) return -e;
+    if (waited || timeout_ms == 0) return 0;
+    int pr = wait_fd(fd, POLLIN, timeout_ms);
+    waited = true;
+    if (pr < 0) return pr;
+    if (pr == 0) return 0;
+  }
+}
+
+void read_recv_cmsgs(const struct msghdr *h, uint16_t *gso, uint32_t *drops) {
+  if (gso) *gso = 0;
+  if (h->msg_flags & MSG_CTRUNC) return;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR((struct msghdr *)h, c)) {
+    if (gso && c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO) {
+      int g;
+      memcpy(&g, CMSG_DATA(c), sizeof g);
+      *gso = (uint16_t)(g > 0 && g <= 0xffff ? g : 0);
+    } else if (drops && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+      memcpy(drops, CMSG_DATA(c), sizeof *drops);
+    }
+  }
 }
 
 /* sendmmsg over msgs[0..nmsg): returns datagrams sent (segs[m] per message,

@@ -18,8 +18,8 @@ import { UdpCounter } from './counters.js';
 import { PLAIN, type Encapsulation } from './encapsulation.js';
 import type { WorkerConfig } from './workers.js';
 
-/** hop.c's counter slots, in its enum's order. */
-const COUNTER_ORDER = [
+/** hop.c's counter slots, in its enum's order (hopCreate's counterIndexes). */
+export const HOP_COUNTER_ORDER = [
   UdpCounter.tunRead,
   UdpCounter.txBatches,
   UdpCounter.sent,
@@ -79,7 +79,7 @@ export class NativeHop {
       maxLen: cfg.slotSize,
       routes: new Uint32Array(cfg.routes),
       counters,
-      counterIndexes: Int32Array.from(COUNTER_ORDER),
+      counterIndexes: Int32Array.from(HOP_COUNTER_ORDER),
       locks: locks ? new Int32Array(locks) : null,
       queue: cfg.queue,
       vnetHdr: cfg.offload,

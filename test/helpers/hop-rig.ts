@@ -10,7 +10,8 @@ import dgram from 'node:dgram';
 import { loadNative, type HopHandle, type HopSpec, type NativeAddon, type WireGuardHopSpec } from '../../src/native/addon.js';
 import { createRouteTableBuffer, RouteTableReader, RouteTableWriter, type RouteTableState } from '../../src/dataplane/routes.js';
 import { acceptFromUdp, forwardFromTun, IcmpLimiter } from '../../src/dataplane/pipeline.js';
-import { COUNTER_COUNT, UdpCounter } from '../../src/dataplane/counters.js';
+import { COUNTER_COUNT } from '../../src/dataplane/counters.js';
+import { HOP_COUNTER_ORDER } from '../../src/dataplane/native-hop.js';
 import { PacketBatch } from '../../src/tun/packet-batch.js';
 import { TUN_OFFLOADS } from '../../src/tun/offload.js';
 
@@ -143,24 +144,7 @@ export function hop(r: Rig, vnet: boolean, o: { pathMtu?: number; locks?: boolea
     maxLen: SLOT,
     routes: new Uint32Array(r.routes),
     counters,
-    counterIndexes: Int32Array.from([
-      UdpCounter.tunRead,
-      UdpCounter.txBatches,
-      UdpCounter.sent,
-      UdpCounter.txBytes,
-      UdpCounter.txUdpSend,
-      UdpCounter.rxBatches,
-      UdpCounter.received,
-      UdpCounter.rxBytes,
-      UdpCounter.delivered,
-      UdpCounter.rxTunWrite,
-      UdpCounter.txByRxWorker,
-      UdpCounter.rxSocketOverflow,
-      UdpCounter.rxMalformed,
-      UdpCounter.rxUnknownPeer,
-      UdpCounter.rxSpoofed,
-      UdpCounter.rxNotLocal,
-    ]),
+    counterIndexes: Int32Array.from(HOP_COUNTER_ORDER),
     locks: o.locks === false ? null : locks,
     queue: 0,
     vnetHdr: vnet,
