@@ -124,6 +124,11 @@ export class UdpSocket {
     return { buf: b.buf, slotSize: b.slotSize, lens: b.lens, addrs: b.addrs, ports: b.ports, gsoSizes: st ? this.gsoSizes : null, drops: this.drops };
   }
 
+  /** Received datagrams not all handed out yet (held super-datagrams, or ones adopted): the next recv() returns at once. */
+  get hasPending(): boolean {
+    return this.adopted > 0 || this.pendingFrom < this.pendingCount;
+  }
+
   /** hop.c received n datagrams into receiveSlots(): the next recv() hands them out as if it had received them. */
   adopt(n: number): void {
     this.adopted = n;

@@ -187,6 +187,11 @@ export class UdpToTun {
     return { rx: this.udp.receiveSlots(this.batch), reply: this.reply ? this.reply.fwd.readSlots() : null, overflowBase: this.overflowBase };
   }
 
+  /** Datagrams received and not yet moved (the socket holds the rest of a receive). */
+  get holdsReceived(): boolean {
+    return this.udp.hasPending;
+  }
+
   /** hop.c received n datagrams into hopSlots().rx: the next move() takes them. */
   adoptReceived(n: number): void {
     this.udp.adopt(n);
@@ -240,6 +245,8 @@ export class UdpToTun {
  * the slots, UdpToTun moves as if it had received or read it.
  */
 export function moveWithHop(rx: UdpToTun, hop: NativeHop, timeoutMs: number): number {
+  // Datagrams still held from the last receive are cut first: a receive now would land on them.
+  if (rx.holdsReceived) return rx.move(0);
   const r = hop.rx(timeoutMs);
   if (r > 0) {
     rx.adoptReceived(r);

@@ -18,6 +18,16 @@ import { UdpCounter } from './counters.js';
 import { PLAIN, type Encapsulation } from './encapsulation.js';
 import type { WorkerConfig } from './workers.js';
 
+/**
+ * How long a worker must have seen no packet for the next lone one to hop
+ * in C. Cold code comes from sleeping: after 1 ms of quiet a hop in JS was
+ * already slow (bench/PROFILE.md), while in a stream the JS is hot and its
+ * turns let packets gather into batches. Taking the lone ACKs of a
+ * WireGuard TCP stream in C as well cost that stream a fifth of its
+ * throughput (the sender's TCP then sent twice as many, smaller bursts).
+ */
+export const HOP_QUIET_NS = 1_000_000;
+
 /** hop.c's counter slots, in its enum's order (hopCreate's counterIndexes). */
 export const HOP_COUNTER_ORDER = [
   UdpCounter.tunRead,
@@ -77,6 +87,7 @@ export class NativeHop {
       udpFd: cfg.udpFd,
       pathMtu: cfg.pathMtu,
       maxLen: cfg.slotSize,
+      quietNs: HOP_QUIET_NS,
       routes: new Uint32Array(cfg.routes),
       counters,
       counterIndexes: Int32Array.from(HOP_COUNTER_ORDER),

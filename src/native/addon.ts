@@ -230,6 +230,8 @@ export interface HopSpec {
   pathMtu: number;
   /** The worker's slotSize: longer packets are TypeScript's to drop. */
   maxLen: number;
+  /** A lone packet hops in C only when the worker saw none for this long before it (ns; 0: always). */
+  quietNs: number;
   /** The shared route table (dataplane/routes.ts), read live under its sequence counter. */
   routes: Uint32Array;
   /** The worker's counter region, and which of its slots hop.c adds to (native-hop.ts lists them). */

@@ -10,7 +10,38 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import type { HopHandle } from '../../src/native/addon.js';
 import { COUNTER_COUNT, UdpCounter } from '../../src/dataplane/counters.js';
+import { TunDevice } from '../../src/tun/device.js';
+import { UdpSocket } from '../../src/conn/udp-socket.js';
+import { PLAIN } from '../../src/dataplane/encapsulation.js';
+import { moveWithHop, routing, UdpToTun } from '../../src/dataplane/movers.js';
+import { NativeHop } from '../../src/dataplane/native-hop.js';
+import type { WorkerConfig } from '../../src/dataplane/workers.js';
 import { drainTun, echoRequest, hop, ip, ipv4, jsAccepts, jsForwards, LOCAL, native, onesSum, ping, rig, sendFrom, sh, skip, sleep, SLOT, table, teardown, waitGot, type Rig } from '../helpers/hop-rig.js';
+
+function workerConfig(r: Rig, vnet: boolean): WorkerConfig {
+  return {
+    role: 'rx',
+    queue: 0,
+    tunFd: r.tunFd,
+    udpFd: r.udpFd,
+    routes: r.routes,
+    ipv4Pods: true,
+    counters: new SharedArrayBuffer(8),
+    control: new SharedArrayBuffer(4),
+    slotSize: SLOT,
+    batchSize: 4,
+    pathMtu: 1400,
+    pollMs: 10,
+    offload: vnet,
+    rxCoalesce: false,
+    udpGro: true,
+    uso: false,
+    tunReadLocks: new SharedArrayBuffer(8),
+    replyFastPath: false,
+    prime: false,
+    nativeHop: true,
+  };
+}
 
 for (const vnet of [false, true]) {
   describe(`hop.c on a TUN device ${vnet ? 'with offloads (virtio_net_hdr)' : 'without offloads'}`, { skip }, () => {
@@ -201,6 +232,35 @@ for (const vnet of [false, true]) {
         Atomics.add(words, 0, 1);
         Atomics.store(h.locks, 0, 0);
       }
+    });
+
+    test('only a lone packet after quiet hops here: one right after another is left to TypeScript (a stream batches there)', async () => {
+      const h = hop(r, vnet, { quietNs: 1e9 });
+      drainTun(r);
+      const d = () => ipv4('198.18.211.9', LOCAL, 1, echoRequest(9, 9));
+      await sendFrom('127.0.0.1', r.udpPort, d());
+      assert.equal(native.hopRx!(h.handle, 1000), 0, 'the first after (more than) a second of nothing');
+      await sendFrom('127.0.0.1', r.udpPort, d());
+      assert.equal(native.hopRx!(h.handle, 1000), 1, 'the next one, at once');
+      assert.equal(jsAccepts(r, h), 1, 'which pipeline.ts forwards');
+      assert.equal(h.counters[UdpCounter.delivered], 1);
+      drainTun(r);
+    });
+
+    test('the rx loop: datagrams a receive brought beyond one batch are all moved before the next receive, none lost', async () => {
+      // A socket with GRO staging (16 slots) and a batch of 4: one receive of 10 datagrams is cut over three moves.
+      const cfg = workerConfig(r, vnet);
+      const counters = new Float64Array(COUNTER_COUNT);
+      const tun = new TunDevice(native, r.tunFd, { offload: vnet, coalesce: false, pollMs: 10 });
+      const udp = new UdpSocket(native, r.udpFd, 10, { gro: true });
+      const rx = new UdpToTun(native, tun, udp, PLAIN, routing(cfg), counters, cfg);
+      const h = new NativeHop(native, cfg, counters, null, rx.hopSlots(), { wg: null });
+      drainTun(r);
+      for (let i = 0; i < 10; i++) await sendFrom('127.0.0.1', r.udpPort, ipv4('198.18.211.9', LOCAL, 1, echoRequest(3, i)));
+      for (let turns = 0; turns < 50 && counters[UdpCounter.delivered]! < 10; turns++) moveWithHop(rx, h, 20);
+      assert.equal(counters[UdpCounter.received], 10);
+      assert.equal(counters[UdpCounter.delivered], 10);
+      drainTun(r);
     });
 
     test('a spec that does not fit is refused before any syscall', () => {

@@ -130,7 +130,7 @@ export interface Hop {
   locks: Int32Array;
 }
 
-export function hop(r: Rig, vnet: boolean, o: { pathMtu?: number; locks?: boolean; wg?: WireGuardHopSpec } = {}): Hop {
+export function hop(r: Rig, vnet: boolean, o: { pathMtu?: number; locks?: boolean; wg?: WireGuardHopSpec; quietNs?: number } = {}): Hop {
   const tx = new PacketBatch(4, SLOT);
   const rx = new PacketBatch(8, SLOT);
   const reply = new PacketBatch(4, SLOT);
@@ -142,6 +142,8 @@ export function hop(r: Rig, vnet: boolean, o: { pathMtu?: number; locks?: boolea
     udpFd: r.udpFd,
     pathMtu: o.pathMtu ?? 1400,
     maxLen: SLOT,
+    // Every lone packet hops here (the daemon's HOP_QUIET_NS is tested on its own).
+    quietNs: o.quietNs ?? 0,
     routes: new Uint32Array(r.routes),
     counters,
     counterIndexes: Int32Array.from(HOP_COUNTER_ORDER),
