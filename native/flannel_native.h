@@ -162,8 +162,9 @@ uint32_t wg_open_one(EVP_CIPHER_CTX *ctx, uint8_t *p, uint32_t len, uint64_t slo
 /* ---- hop_wg.c: WireGuard's transport for hop.c ---- */
 typedef struct wg_hop wg_hop_t;
 enum { WG_HOP_HAND_OVER, WG_HOP_DONE, WG_HOP_READY };
-/* From spec.wg; *out = NULL when it is absent (flannel's plain encapsulation). */
-bool wg_hop_create(napi_env env, napi_value spec, wg_hop_t **out);
+/* From spec.wg; *out = NULL when it is absent (flannel's plain encapsulation). A hop that never opens (no rx
+ * slots) may have empty replay windows. */
+bool wg_hop_create(napi_env env, napi_value spec, bool opens, wg_hop_t **out);
 void wg_hop_free(wg_hop_t *w);
 /* The keypair to seal for peer slot p with, or -1: TypeScript's (no usable keypair, no such peer). */
 int32_t wg_hop_pick(wg_hop_t *w, uint32_t p);

@@ -690,7 +690,7 @@ napi_value hop_create(napi_env env, napi_callback_info info) {
       !prop_typed(env, spec, "locks", napi_int32_array, "Int32Array", true, &locks, &nlocks) ||
       !prop_int(env, spec, "queue", 0, 1 << 20, &queue) || !prop(env, spec, "vnetHdr", &v) ||
       !get_bool(env, v, "vnetHdr", &h->vnet) || !get_tun_slots(env, spec, "tx", &h->tx, &h->has_tx) ||
-      !get_tun_slots(env, spec, "reply", &h->reply, &h->has_reply) || !wg_hop_create(env, spec, &h->wg))
+      !get_tun_slots(env, spec, "reply", &h->reply, &h->has_reply))
     goto fail;
   if (nrt < RT_HEADER) {
     throw_range(env, "routes must hold the table's header");
@@ -768,6 +768,7 @@ napi_value hop_create(napi_env env, napi_callback_info info) {
       goto fail;
     }
   }
+  if (!wg_hop_create(env, spec, h->msgs != NULL, &h->wg)) goto fail;
   napi_value ext;
   if (napi_create_external(env, h, hop_free, NULL, &ext) != napi_ok) {
     throw_napi_failure(env);

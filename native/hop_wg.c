@@ -249,7 +249,7 @@ static bool number_prop(napi_env env, napi_value o, const char *name, double *ou
   return true;
 }
 
-bool wg_hop_create(napi_env env, napi_value spec, wg_hop_t **out) {
+bool wg_hop_create(napi_env env, napi_value spec, bool opens, wg_hop_t **out) {
   *out = NULL;
   napi_value o;
   napi_valuetype t;
@@ -296,9 +296,9 @@ bool wg_hop_create(napi_env env, napi_value spec, wg_hop_t **out) {
   w->nkeypairs = nkps / (size_t)w->l[L_K_WORDS];
   w->npeers = npeers / (size_t)w->l[L_P_WORDS];
   if (ncreated < w->nkeypairs || nctrs < w->nkeypairs || nskeys < 32 * w->nkeypairs || nrkeys < 32 * w->nkeypairs ||
-      ntimes < w->npeers * (size_t)w->l[L_T_WORDS] || nbits < REPLAY_WORDS * w->nkeypairs || ntop < w->nkeypairs ||
-      ngen < w->nkeypairs) {
-    throw_range(env, "wg: the peer table's arrays and the replay windows must hold every keypair and peer");
+      ntimes < w->npeers * (size_t)w->l[L_T_WORDS] ||
+      (opens && (nbits < REPLAY_WORDS * w->nkeypairs || ntop < w->nkeypairs || ngen < w->nkeypairs))) {
+    throw_range(env, "wg: the peer table's arrays (and, for a hop that opens, the replay windows) must hold every keypair and peer");
     goto fail;
   }
   for (int i = 0; i < W_COUNT; i++) {

@@ -287,7 +287,8 @@ export class WireGuardTransport implements Encapsulation {
   nativeHop(): WireGuardHopSpec | null {
     if (this.endpoints6) return null;
     const t = this.t;
-    const w = this.replayWindows();
+    // Only the rx worker opens; a sender's hop needs no windows.
+    const w = this.sentBy === SentBytesBy.RxWorker ? this.replayWindows() : new ReplayWindows(0);
     return {
       layout: nativeLayout(this.sentBy),
       counterIndexes: Int32Array.from([

@@ -186,6 +186,16 @@ describe('hop_wg.c: WireGuard transport messages in the lone-packet hops', { ski
     drainTun(r);
   });
 
+  test('a hop that opens needs replay windows for every keypair; one that only seals does not', () => {
+    const w = wgState(r);
+    const h = rxHop(w);
+    const wg = w.transport.nativeHop()!;
+    const small = { ...wg, replayBits: new Uint32Array(0), replayTop: new Float64Array(0), replayGen: new Int32Array(0) };
+    assert.throws(() => native.hopCreate!({ ...h.spec, wg: small }), /replay windows/);
+    assert.ok(native.hopCreate!({ ...h.spec, rx: null, wg: small }), 'a sender without windows');
+    assert.throws(() => native.hopCreate!({ ...h.spec, wg: { ...wg, layout: new Int32Array(3) } }), /wg.layout must have/);
+  });
+
   test('a handshake message or an unknown receiver index is left to transport.ts untouched', async () => {
     const w = wgState(r);
     const h = rxHop(w);
