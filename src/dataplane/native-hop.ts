@@ -1,12 +1,13 @@
 /**
- * The udp backend's lone-packet hops in C (native/hop.c), as a packet
- * worker sees them. A round trip (a ping, a request and its answer) is four
- * hops of one packet, each after tens of milliseconds of sleep, and cold JS
- * cost each of them 26-70 us between its syscalls (bench/PROFILE.md), more
- * than the hop's own work. hop.c waits, reads, and forwards a lone packet
- * that pipeline.ts would forward untouched but for its TTL; everything else
- * (batches, super-packets, drops, ICMP errors) it leaves in this worker's
- * own read slots, and the movers take it from there as if they had read it.
+ * The userspace dataplane's lone-packet hops in C (native/hop.c), as a
+ * packet worker sees them. A round trip (a ping, a request and its answer)
+ * is four hops of one packet, each after tens of milliseconds of sleep, and
+ * cold JS cost each of them 26-70 us between its syscalls
+ * (bench/PROFILE.md), more than the hop's own work. hop.c waits, reads, and
+ * forwards a packet that came alone after quiet when pipeline.ts would
+ * forward it untouched but for its TTL; everything else (streams, batches,
+ * super-packets, drops, ICMP errors) it leaves in this worker's own read
+ * slots, and the movers take it from there as if they had read it.
  *
  * Flannel's plain encapsulation, or WireGuard's (the encapsulation hands
  * over its shared peer table and replay windows: Encapsulation.nativeHop),
