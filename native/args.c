@@ -232,3 +232,34 @@ napi_value return_bool(napi_env env, bool b) {
   if (napi_get_boolean(env, b, &ret) != napi_ok) return throw_napi_failure(env), NULL;
   return ret;
 }
+
+bool get_prop(napi_env env, napi_value obj, const char *name, napi_value *out) {
+  if (napi_get_named_property(env, obj, name, out) != napi_ok) return throw_napi_failure(env), false;
+  return true;
+}
+
+bool get_prop_int(napi_env env, napi_value obj, const char *name, int64_t min, int64_t max, int64_t *out) {
+  napi_value v;
+  return get_prop(env, obj, name, &v) && get_int(env, v, name, min, max, out);
+}
+
+bool get_prop_number(napi_env env, napi_value obj, const char *name, double *out) {
+  napi_value v;
+  if (!get_prop(env, obj, name, &v)) return false;
+  if (napi_get_value_double(env, v, out) != napi_ok) return throw_type(env, "%s must be a number", name), false;
+  return true;
+}
+
+bool get_prop_typed(napi_env env, napi_value obj, const char *name, napi_typedarray_type want, const char *want_name,
+                    bool optional, void **data, size_t *len) {
+  napi_value v;
+  napi_valuetype t;
+  if (!get_prop(env, obj, name, &v)) return false;
+  if (napi_typeof(env, v, &t) != napi_ok) return throw_napi_failure(env), false;
+  if (optional && (t == napi_undefined || t == napi_null)) {
+    *data = NULL;
+    *len = 0;
+    return true;
+  }
+  return get_typed(env, v, name, want, want_name, data, len);
+}

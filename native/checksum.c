@@ -11,7 +11,7 @@
  * inverted, as big-endian 16-bit words (the value JS's onesSum returns).
  * Sums native 32-bit loads into 64 bits: the sum is byte-order independent
  * up to a final byte swap (RFC 1071 section 2B). */
-__attribute__((optimize("O3"))) static uint16_t ones_sum(const uint8_t *p, size_t len) {
+__attribute__((optimize("O3"))) uint16_t ones_sum(const uint8_t *p, size_t len) {
   /* Four independent accumulators so the adds are not one serial chain
    * (and gcc can vectorise the loop). */
   uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;

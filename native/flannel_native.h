@@ -102,6 +102,13 @@ bool get_slots(napi_env env, napi_value vbuf, napi_value vslot, napi_value vlens
 /* addrs (Uint32Array) and ports (Uint16Array) with at least n entries. */
 bool get_peers(napi_env env, napi_value vaddrs, napi_value vports, int64_t n, const char *nname, uint32_t **addrs,
                uint16_t **ports);
+/* Properties of an options object (a call taking one object, e.g. hopCreate's spec): obj[name] as they are,
+ * as an integer in [min, max], as a number, or as a typed array (optional: undefined or null give NULL, 0). */
+bool get_prop(napi_env env, napi_value obj, const char *name, napi_value *out);
+bool get_prop_int(napi_env env, napi_value obj, const char *name, int64_t min, int64_t max, int64_t *out);
+bool get_prop_number(napi_env env, napi_value obj, const char *name, double *out);
+bool get_prop_typed(napi_env env, napi_value obj, const char *name, napi_typedarray_type want, const char *want_name,
+                    bool optional, void **data, size_t *len);
 /* The epilogue of calls returning a count. */
 napi_value return_count(napi_env env, int64_t n);
 /* The epilogue of calls returning a boolean. */
@@ -114,6 +121,12 @@ napi_value wait_readable(napi_env env, napi_callback_info info);
 napi_value try_lock_exclusive(napi_env env, napi_callback_info info);
 
 /* ---- tun.c ---- */
+/* tunRead's reads without waiting (a packet too long for its slot comes back as slot + 1): the count, or
+ * -errno for an fd-level error before anything was read. */
+int64_t tun_read_slots(int fd, uint8_t *buf, int64_t slot, uint32_t *lens, int64_t max, uint8_t *hdrs);
+/* tunWrite's write of one packet (hdr: its virtio_net_hdr, or NULL): 1 written, 0 dropped, -errno for an
+ * error of the fd itself; *stalled carries "the queue did not drain" from one packet to the next. */
+int tun_write_one(int fd, const uint8_t *hdr, const uint8_t *p, uint32_t len, bool *stalled);
 napi_value tun_open(napi_env env, napi_callback_info info);
 napi_value tun_read(napi_env env, napi_callback_info info);
 napi_value tun_write(napi_env env, napi_callback_info info);
@@ -121,14 +134,25 @@ napi_value tun_set_offload(napi_env env, napi_callback_info info);
 napi_value tun_steer_by_inner_flow(napi_env env, napi_callback_info info);
 
 /* ---- udp.c ---- */
-struct msghdr;
-struct mmsghdr;
-/* recvmmsg of up to max messages without blocking; when nothing is queued, one poll of up to timeout_ms and
- * one more try. Returns the count, or -errno (of recvmmsg or poll). */
-int recv_waiting(int fd, struct mmsghdr *msgs, int max, int timeout_ms);
-/* A received message's control data: *gso = its UDP_GRO segment size (0: a single datagram), *drops = the
- * socket's overflow count when it came along (either may be NULL). */
-void read_recv_cmsgs(const struct msghdr *h, uint16_t *gso, uint32_t *drops);
+/* Where a receive lands: slots, and per datagram its source and, optionally, its UDP_GRO segment size and
+ * IPv6 source; drops gets the socket's overflow count (as udpRecv documents them). */
+typedef struct {
+  uint8_t *buf;
+  int64_t slot;
+  uint32_t *lens;
+  uint32_t *addrs;
+  uint16_t *ports;
+  int64_t max;
+  uint16_t *gso;
+  uint32_t *drops;
+  uint8_t *sources6;
+} recv_slots_t;
+/* udpRecv's receive (max <= MAX_UDP_BATCH): the count, -errno, or UDP_SCRATCH_MISSING with an exception pending. */
+#define UDP_SCRATCH_MISSING (-0x7fffffff)
+int udp_recv_slots(napi_env env, int fd, const recv_slots_t *r, int timeout_ms);
+/* One IPv4 datagram through udpSend's sendmmsg path (its stall budget): 1 sent, 0 dropped, -errno for an
+ * error of the fd itself. */
+int udp_send_one(int fd, const void *p, size_t len, uint32_t addr, uint16_t port);
 void *udp_scratch_new(void);
 void udp_scratch_free(napi_env env, void *data, void *hint);
 napi_value udp_open(napi_env env, napi_callback_info info);
@@ -139,6 +163,8 @@ napi_value udp_set_gro(napi_env env, napi_callback_info info);
 napi_value udp_steer_by_inner_flow(napi_env env, napi_callback_info info);
 
 /* ---- checksum.c ---- */
+/* RFC 1071 one's-complement sum of len bytes, folded to 16 bits, not inverted (JS's onesSum). */
+uint16_t ones_sum(const uint8_t *p, size_t len);
 napi_value sum_slots(napi_env env, napi_callback_info info);
 
 /* ---- crypto.c ---- */

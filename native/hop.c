@@ -36,17 +36,10 @@
  */
 #include "flannel_native.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
 #include <sched.h>
-#include <sys/uio.h>
 #include <time.h>
-#include <unistd.h>
 
 /* routes.ts: header words, then per entry net, prefix length, peer, port. */
 #define RT_GEN 0
@@ -76,8 +69,6 @@ enum {
   C_RX_NOT_LOCAL,
   C_COUNT
 };
-
-#define RECV_CTL_BYTES (CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t)))
 
 /* Where a TUN read lands: the slots TunDevice reads into (with their
  * virtio_net_hdrs when the fd has offloads). */
@@ -113,26 +104,11 @@ typedef struct {
   tun_slots_t tx;
   bool has_reply;
   tun_slots_t reply;
+  bool has_rx;
   /* The rx worker's receive slots: UdpSocket's (its GRO staging when gso is set). */
-  struct {
-    uint8_t *buf;
-    int64_t slot;
-    uint32_t *lens;
-    uint32_t *addrs;
-    uint16_t *ports;
-    int64_t cap;
-    uint16_t *gso;
-    uint32_t *drops;
-  } rx;
+  recv_slots_t rx;
   /* WireGuard's transport (hop_wg.c); NULL: flannel's plain one. */
   wg_hop_t *wg;
-  struct mmsghdr *msgs;
-  struct iovec *iov;
-  struct sockaddr_in *sa;
-  union {
-    char buf[RECV_CTL_BYTES];
-    struct cmsghdr align;
-  } *rctl;
 } hop_t;
 
 static const uint8_t ZERO_VNET_HDR[VNET_HDR_LEN];
@@ -141,10 +117,6 @@ static void hop_free(napi_env env, void *data, void *hint) {
   hop_t *h = data;
   if (!h) return;
   wg_hop_free(h->wg);
-  free(h->msgs);
-  free(h->iov);
-  free(h->sa);
-  free(h->rctl);
   free(h);
 }
 
@@ -244,14 +216,6 @@ static inline uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (u
 static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
-static uint32_t ones_sum(const uint8_t *p, size_t len, uint32_t sum) {
-  size_t i = 0;
-  for (; i + 1 < len; i += 2) sum += (uint32_t)p[i] << 8 | p[i + 1];
-  if (i < len) sum += (uint32_t)p[i] << 8;
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return sum;
-}
-
 /* checkIPv4 (packet/ipv4.ts) is Ok: version, header length, total length (exactly len, or at most). */
 static bool ipv4_ok(const uint8_t *p, uint32_t len, bool exact, bool verify_sum) {
   if (len < 20 || p[0] >> 4 != 4) return false;
@@ -259,7 +223,7 @@ static bool ipv4_ok(const uint8_t *p, uint32_t len, bool exact, bool verify_sum)
   if (ihl < 20 || ihl > len) return false;
   uint32_t total = be16(p + 2);
   if (exact ? total != len : (total > len || total < ihl)) return false;
-  return !verify_sum || ones_sum(p, ihl, 0) == 0xffff;
+  return !verify_sum || ones_sum(p, ihl) == 0xffff;
 }
 
 /* decrementTtl (packet/ipv4.ts): RFC 1624's incremental header checksum. */
@@ -275,69 +239,8 @@ static void decrement_ttl(uint8_t *p) {
   p[11] = (uint8_t)c;
 }
 
-/* Read up to t->cap packets without waiting, as tunRead does (a packet too long for its slot comes back
- * as slot + 1). Returns the count, or -errno for an fd-level error before anything was read. */
-static int64_t read_tun(int fd, tun_slots_t *t) {
-  int64_t n = 0;
-  uint8_t spare;
-  while (n < t->cap) {
-    struct iovec iov[3];
-    int niov = 0;
-    if (t->hdrs) iov[niov++] = (struct iovec){t->hdrs + n * VNET_HDR_LEN, VNET_HDR_LEN};
-    iov[niov++] = (struct iovec){t->buf + n * t->slot, (size_t)t->slot};
-    iov[niov++] = (struct iovec){&spare, 1};
-    ssize_t r = readv(fd, iov, niov);
-    if (r >= 0) {
-      if (t->hdrs) r = r >= VNET_HDR_LEN ? r - VNET_HDR_LEN : 0;
-      t->lens[n++] = (uint32_t)r;
-      continue;
-    }
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e == EAGAIN || e == EWOULDBLOCK || n > 0) break;
-    return -e;
-  }
-  return n;
-}
-
-/* One datagram or packet out; false when dropped. A full queue gets one SEND_STALL_MS wait, as the batch
- * calls give it. *fd_err is set for an error of the fd itself (the caller throws). */
-static bool send_one(int fd, const void *p, size_t len, uint32_t peer, uint16_t port, int *fd_err) {
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(peer);
-  sa.sin_port = htons(port);
-  bool waited = false;
-  for (;;) {
-    if (sendto(fd, p, len, MSG_DONTWAIT, (struct sockaddr *)&sa, sizeof sa) >= 0) return true;
-    int e = errno;
-    if (e == EINTR) continue;
-    if ((e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) && !waited) {
-      waited = true;
-      if (wait_fd(fd, POLLOUT, SEND_STALL_MS) >= 0) continue;
-    }
-    if (is_fd_error(e)) *fd_err = e;
-    return false;
-  }
-}
-
-static bool write_tun_one(hop_t *h, uint8_t *p, uint32_t len, int *fd_err) {
-  bool waited = false;
-  for (;;) {
-    struct iovec iov[2] = {{(void *)ZERO_VNET_HDR, VNET_HDR_LEN}, {p, len}};
-    ssize_t r = h->vnet ? writev(h->tun_fd, iov, 2) : write(h->tun_fd, p, len);
-    if (r >= 0) return true;
-    int e = errno;
-    if (e == EINTR) continue;
-    if ((e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) && !waited) {
-      waited = true;
-      if (wait_fd(h->tun_fd, POLLOUT, SEND_STALL_MS) >= 0) continue;
-    }
-    if (is_fd_error(e)) *fd_err = e;
-    return false;
-  }
-}
+/* tunRead's reads into t's slots, without waiting. */
+static int64_t read_slots(int fd, tun_slots_t *t) { return tun_read_slots(fd, t->buf, t->slot, t->lens, t->cap, t->hdrs); }
 
 /*
  * Forward slot 0 of `t` when it is a packet forwardFromTun (pipeline.ts)
@@ -369,7 +272,7 @@ static bool forward_lone(hop_t *h, tun_slots_t *t, bool by_rx_worker, int *fd_er
   if (h->wg && (keypair = wg_hop_pick(h->wg, peer)) < 0) return false;
   if (needs_csum) {
     /* completeChecksum (tun/offload.ts): the kernel left the pseudo-header sum in the field. */
-    uint16_t c = (uint16_t)~ones_sum(p + csum_start, len - csum_start, 0);
+    uint16_t c = (uint16_t)~ones_sum(p + csum_start, len - csum_start);
     p[csum_start + csum_offset] = (uint8_t)(c >> 8);
     p[csum_start + csum_offset + 1] = (uint8_t)c;
   }
@@ -381,11 +284,13 @@ static bool forward_lone(hop_t *h, tun_slots_t *t, bool by_rx_worker, int *fd_er
   /* Sealed within the worker's slotSize, as transport.ts seals in the segment slots. */
   uint64_t room = (uint64_t)t->slot < h->max_len ? (uint64_t)t->slot : h->max_len;
   if (h->wg && wg_hop_seal(h->wg, keypair, peer, p, &out, room, &peer, &port) != WG_HOP_READY) return true;
-  if (send_one(h->udp_fd, p, out, peer, port, fd_err)) {
+  int sent = udp_send_one(h->udp_fd, p, out, peer, port);
+  if (sent > 0) {
     count(h, C_SENT, 1);
     count(h, C_TX_BYTES, out);
   } else {
     count(h, C_TX_UDP_SEND, 1);
+    if (sent < 0) *fd_err = -sent;
   }
   return true;
 }
@@ -428,13 +333,11 @@ static bool try_lock(hop_t *h) {
 #define LOCK_SPIN_NS 50000
 
 static bool lock_waiting(hop_t *h) {
-  struct timespec start, now;
-  clock_gettime(CLOCK_MONOTONIC, &start);
+  int64_t start = mono_ns();
   for (;;) {
     if (try_lock(h)) return true;
     sched_yield();
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) > LOCK_SPIN_NS) return false;
+    if (mono_ns() - start > LOCK_SPIN_NS) return false;
   }
 }
 
@@ -477,7 +380,7 @@ napi_value hop_tx(napi_env env, napi_callback_info info) {
      * queue is readable: wait for the lock. */
     bool locked_out = h->lock && !(waited ? lock_waiting(h) : try_lock(h));
     if (!locked_out) {
-      int64_t n = read_tun(h->tun_fd, &h->tx);
+      int64_t n = read_slots(h->tun_fd, &h->tx);
       if (n < 0) {
         unlock(h);
         throw_sys(env, (int)-n, "read", fd_error_hint((int)-n), "hopTx fd %d", h->tun_fd);
@@ -510,33 +413,6 @@ napi_value hop_tx(napi_env env, napi_callback_info info) {
   }
 }
 
-/* Receive up to rx.cap datagrams (waiting up to timeout for the first), as udpRecv does. */
-static int64_t recv_udp(hop_t *h, int64_t timeout) {
-  int64_t max = h->rx.cap;
-  for (int64_t i = 0; i < max; i++) {
-    h->iov[i].iov_base = h->rx.buf + i * h->rx.slot;
-    h->iov[i].iov_len = (size_t)h->rx.slot;
-    memset(&h->msgs[i], 0, sizeof h->msgs[i]);
-    h->msgs[i].msg_hdr.msg_name = &h->sa[i];
-    h->msgs[i].msg_hdr.msg_namelen = sizeof h->sa[i];
-    h->msgs[i].msg_hdr.msg_iov = &h->iov[i];
-    h->msgs[i].msg_hdr.msg_iovlen = 1;
-    h->msgs[i].msg_hdr.msg_control = h->rctl[i].buf;
-    h->msgs[i].msg_hdr.msg_controllen = sizeof h->rctl[i].buf;
-  }
-  int got = recv_waiting(h->udp_fd, h->msgs, (int)max, (int)timeout);
-  if (got < 0) return got;
-  for (int i = 0; i < got; i++) {
-    const struct msghdr *m = &h->msgs[i].msg_hdr;
-    h->rx.lens[i] = (m->msg_flags & MSG_TRUNC) ? (uint32_t)h->rx.slot + 1 : h->msgs[i].msg_len;
-    bool v4 = m->msg_namelen >= sizeof(struct sockaddr_in) && h->sa[i].sin_family == AF_INET;
-    h->rx.addrs[i] = v4 ? ntohl(h->sa[i].sin_addr.s_addr) : 0;
-    h->rx.ports[i] = v4 ? ntohs(h->sa[i].sin_port) : 0;
-    read_recv_cmsgs(m, h->rx.gso ? &h->rx.gso[i] : NULL, h->rx.drops);
-  }
-  return got;
-}
-
 /*
  * hopRx(hop, timeoutMs) -> n
  *   0: nothing came, or one datagram came and its packet went into TUN
@@ -550,8 +426,9 @@ napi_value hop_rx(napi_env env, napi_callback_info info) {
   int64_t timeout;
   hop_t *h = hop_call(env, info, &timeout);
   if (!h) return NULL;
-  if (!h->msgs) return throw_type(env, "hopRx needs a hop created with rx slots"), NULL;
-  int64_t n = recv_udp(h, timeout);
+  if (!h->has_rx) return throw_type(env, "hopRx needs a hop created with rx slots"), NULL;
+  int64_t n = udp_recv_slots(env, h->udp_fd, &h->rx, (int)timeout);
+  if (n == UDP_SCRATCH_MISSING) return NULL;
   if (n < 0) {
     throw_sys(env, (int)-n, "recvmmsg", fd_error_hint((int)-n), "hopRx fd %d", h->udp_fd);
     return NULL;
@@ -593,8 +470,10 @@ napi_value hop_rx(napi_env env, napi_callback_info info) {
     count(h, C_RECEIVED, 1);
     count(h, C_RX_BYTES, len);
   }
-  int fd_err = 0;
-  count(h, write_tun_one(h, p, len, &fd_err) ? C_DELIVERED : C_RX_TUN_WRITE, 1);
+  bool stalled = false;
+  int written = tun_write_one(h->tun_fd, h->vnet ? ZERO_VNET_HDR : NULL, p, len, &stalled);
+  count(h, written > 0 ? C_DELIVERED : C_RX_TUN_WRITE, 1);
+  int fd_err = written < 0 ? -written : 0;
   if (fd_err) {
     throw_sys(env, fd_err, "write", fd_error_hint(fd_err), "hopRx fd %d", h->tun_fd);
     return NULL;
@@ -603,7 +482,7 @@ napi_value hop_rx(napi_env env, napi_callback_info info) {
    * worker sleeps, sending it from here saves waking it (UdpToTun in movers.ts does the same). */
   if (!h->has_reply || !h->lock || __atomic_load_n(h->idle, __ATOMIC_SEQ_CST) != 1 || !try_lock(h))
     return return_count(env, 0);
-  int64_t k = read_tun(h->tun_fd, &h->reply);
+  int64_t k = read_slots(h->tun_fd, &h->reply);
   if (k < 0) {
     unlock(h);
     throw_sys(env, (int)-k, "read", fd_error_hint((int)-k), "hopRx fd %d", h->tun_fd);
@@ -622,30 +501,6 @@ napi_value hop_rx(napi_env env, napi_callback_info info) {
 
 /* ---- hopCreate(spec) -> handle ---- */
 
-static bool prop(napi_env env, napi_value obj, const char *name, napi_value *out) {
-  if (napi_get_named_property(env, obj, name, out) != napi_ok) return throw_napi_failure(env), false;
-  return true;
-}
-
-static bool prop_int(napi_env env, napi_value obj, const char *name, int64_t min, int64_t max, int64_t *out) {
-  napi_value v;
-  return prop(env, obj, name, &v) && get_int(env, v, name, min, max, out);
-}
-
-static bool prop_typed(napi_env env, napi_value obj, const char *name, napi_typedarray_type want, const char *want_name,
-                       bool optional, void **data, size_t *len) {
-  napi_value v;
-  napi_valuetype t;
-  if (!prop(env, obj, name, &v)) return false;
-  if (napi_typeof(env, v, &t) != napi_ok) return throw_napi_failure(env), false;
-  if (optional && (t == napi_undefined || t == napi_null)) {
-    *data = NULL;
-    *len = 0;
-    return true;
-  }
-  return get_typed(env, v, name, want, want_name, data, len);
-}
-
 /* spec[name] = { buf, slotSize, lens, hdrs? } or null (*present = false): cap = lens.length, the buffer and
  * headers checked to hold them. */
 static bool get_tun_slots(napi_env env, napi_value spec, const char *name, tun_slots_t *t, bool *present) {
@@ -655,13 +510,13 @@ static bool get_tun_slots(napi_env env, napi_value spec, const char *name, tun_s
   size_t nbuf, nlens, nhdrs;
   int64_t slot;
   *present = false;
-  if (!prop(env, spec, name, &o)) return false;
+  if (!get_prop(env, spec, name, &o)) return false;
   if (napi_typeof(env, o, &ot) != napi_ok) return throw_napi_failure(env), false;
   if (ot == napi_undefined || ot == napi_null) return true;
-  if (!prop_typed(env, o, "buf", napi_uint8_array, "Uint8Array", false, &buf, &nbuf) ||
-      !prop_int(env, o, "slotSize", 1, 1 << 20, &slot) ||
-      !prop_typed(env, o, "lens", napi_uint32_array, "Uint32Array", false, &lens, &nlens) ||
-      !prop_typed(env, o, "hdrs", napi_uint8_array, "Uint8Array", true, &hdrs, &nhdrs))
+  if (!get_prop_typed(env, o, "buf", napi_uint8_array, "Uint8Array", false, &buf, &nbuf) ||
+      !get_prop_int(env, o, "slotSize", 1, 1 << 20, &slot) ||
+      !get_prop_typed(env, o, "lens", napi_uint32_array, "Uint32Array", false, &lens, &nlens) ||
+      !get_prop_typed(env, o, "hdrs", napi_uint8_array, "Uint8Array", true, &hdrs, &nhdrs))
     return false;
   if (nlens == 0 || nbuf < nlens * (size_t)slot) return throw_range(env, "%s: buf must hold lens.length slots", name), false;
   if (hdrs && nhdrs < nlens * VNET_HDR_LEN) return throw_range(env, "%s: hdrs must hold lens.length headers", name), false;
@@ -681,14 +536,14 @@ napi_value hop_create(napi_env env, napi_callback_info info) {
   size_t nrt, nidx, nlocks;
   napi_value v;
   double base = 0;
-  if (!prop_int(env, spec, "tunFd", 0, INT32_MAX, &tun_fd) || !prop_int(env, spec, "udpFd", 0, INT32_MAX, &udp_fd) ||
-      !prop_int(env, spec, "pathMtu", 68, 65535, &mtu) || !prop_int(env, spec, "maxLen", 20, 65535, &max_len) ||
-      !prop_int(env, spec, "quietNs", 0, INT64_C(1000000000000), &quiet_ns) ||
-      !prop_typed(env, spec, "routes", napi_uint32_array, "Uint32Array", false, &rt, &nrt) ||
-      !prop_typed(env, spec, "counters", napi_float64_array, "Float64Array", false, &ctr, &h->nctr) ||
-      !prop_typed(env, spec, "counterIndexes", napi_int32_array, "Int32Array", false, &idx, &nidx) ||
-      !prop_typed(env, spec, "locks", napi_int32_array, "Int32Array", true, &locks, &nlocks) ||
-      !prop_int(env, spec, "queue", 0, 1 << 20, &queue) || !prop(env, spec, "vnetHdr", &v) ||
+  if (!get_prop_int(env, spec, "tunFd", 0, INT32_MAX, &tun_fd) || !get_prop_int(env, spec, "udpFd", 0, INT32_MAX, &udp_fd) ||
+      !get_prop_int(env, spec, "pathMtu", 68, 65535, &mtu) || !get_prop_int(env, spec, "maxLen", 20, 65535, &max_len) ||
+      !get_prop_int(env, spec, "quietNs", 0, INT64_C(1000000000000), &quiet_ns) ||
+      !get_prop_typed(env, spec, "routes", napi_uint32_array, "Uint32Array", false, &rt, &nrt) ||
+      !get_prop_typed(env, spec, "counters", napi_float64_array, "Float64Array", false, &ctr, &h->nctr) ||
+      !get_prop_typed(env, spec, "counterIndexes", napi_int32_array, "Int32Array", false, &idx, &nidx) ||
+      !get_prop_typed(env, spec, "locks", napi_int32_array, "Int32Array", true, &locks, &nlocks) ||
+      !get_prop_int(env, spec, "queue", 0, 1 << 20, &queue) || !get_prop(env, spec, "vnetHdr", &v) ||
       !get_bool(env, v, "vnetHdr", &h->vnet) || !get_tun_slots(env, spec, "tx", &h->tx, &h->has_tx) ||
       !get_tun_slots(env, spec, "reply", &h->reply, &h->has_reply))
     goto fail;
@@ -723,7 +578,7 @@ napi_value hop_create(napi_env env, napi_callback_info info) {
   h->lock = locks ? (int32_t *)locks + queue : NULL;
   h->idle = locks ? (int32_t *)locks + nlocks / 2 + queue : NULL;
   napi_valuetype t;
-  if (!prop(env, spec, "rx", &v)) goto fail;
+  if (!get_prop(env, spec, "rx", &v)) goto fail;
   if (napi_typeof(env, v, &t) != napi_ok) {
     throw_napi_failure(env);
     goto fail;
@@ -732,43 +587,25 @@ napi_value hop_create(napi_env env, napi_callback_info info) {
     void *buf, *lens, *addrs, *ports, *gso, *drops;
     size_t nbuf, nlens, naddrs, nports, ngso, ndrops;
     int64_t slot;
-    if (!prop_typed(env, v, "buf", napi_uint8_array, "Uint8Array", false, &buf, &nbuf) ||
-        !prop_int(env, v, "slotSize", 1, 1 << 20, &slot) ||
-        !prop_typed(env, v, "lens", napi_uint32_array, "Uint32Array", false, &lens, &nlens) ||
-        !prop_typed(env, v, "addrs", napi_uint32_array, "Uint32Array", false, &addrs, &naddrs) ||
-        !prop_typed(env, v, "ports", napi_uint16_array, "Uint16Array", false, &ports, &nports) ||
-        !prop_typed(env, v, "gsoSizes", napi_uint16_array, "Uint16Array", true, &gso, &ngso) ||
-        !prop_typed(env, v, "drops", napi_uint32_array, "Uint32Array", false, &drops, &ndrops))
+    if (!get_prop_typed(env, v, "buf", napi_uint8_array, "Uint8Array", false, &buf, &nbuf) ||
+        !get_prop_int(env, v, "slotSize", 1, 1 << 20, &slot) ||
+        !get_prop_typed(env, v, "lens", napi_uint32_array, "Uint32Array", false, &lens, &nlens) ||
+        !get_prop_typed(env, v, "addrs", napi_uint32_array, "Uint32Array", false, &addrs, &naddrs) ||
+        !get_prop_typed(env, v, "ports", napi_uint16_array, "Uint16Array", false, &ports, &nports) ||
+        !get_prop_typed(env, v, "gsoSizes", napi_uint16_array, "Uint16Array", true, &gso, &ngso) ||
+        !get_prop_typed(env, v, "drops", napi_uint32_array, "Uint32Array", false, &drops, &ndrops))
       goto fail;
     if (nlens == 0 || nlens > MAX_UDP_BATCH || nbuf < nlens * (size_t)slot || naddrs < nlens || nports < nlens ||
         (gso && ngso < nlens) || ndrops < 1) {
       throw_range(env, "rx: slots, addrs, ports, gsoSizes and drops must hold lens.length (at most %d) datagrams", MAX_UDP_BATCH);
       goto fail;
     }
-    h->rx.buf = buf;
-    h->rx.slot = slot;
-    h->rx.lens = lens;
-    h->rx.addrs = addrs;
-    h->rx.ports = ports;
-    h->rx.cap = (int64_t)nlens;
-    h->rx.gso = gso;
-    h->rx.drops = drops;
-    napi_value vb;
-    if (!prop(env, spec, "overflowBase", &vb) || napi_get_value_double(env, vb, &base) != napi_ok) {
-      throw_type(env, "overflowBase must be a number");
-      goto fail;
-    }
+    h->rx = (recv_slots_t){buf, slot, lens, addrs, ports, (int64_t)nlens, gso, drops, NULL};
+    if (!get_prop_number(env, spec, "overflowBase", &base)) goto fail;
     h->overflow_base = base;
-    h->msgs = calloc((size_t)nlens, sizeof *h->msgs);
-    h->iov = calloc((size_t)nlens, sizeof *h->iov);
-    h->sa = calloc((size_t)nlens, sizeof *h->sa);
-    h->rctl = calloc((size_t)nlens, sizeof *h->rctl);
-    if (!h->msgs || !h->iov || !h->sa || !h->rctl) {
-      napi_throw_error(env, "ENOMEM", "hopCreate: out of memory");
-      goto fail;
-    }
+    h->has_rx = true;
   }
-  if (!wg_hop_create(env, spec, h->msgs != NULL, &h->wg)) goto fail;
+  if (!wg_hop_create(env, spec, h->has_rx, &h->wg)) goto fail;
   napi_value ext;
   if (napi_create_external(env, h, hop_free, NULL, &ext) != napi_ok) {
     throw_napi_failure(env);

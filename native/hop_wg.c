@@ -235,47 +235,33 @@ int wg_hop_open(wg_hop_t *w, uint8_t *pkt, uint32_t *len, uint64_t slot, uint32_
 
 void wg_hop_free(wg_hop_t *w) { free(w); }
 
-static bool typed_prop(napi_env env, napi_value o, const char *name, napi_typedarray_type want, const char *want_name, void **data,
-                       size_t *n) {
-  napi_value v;
-  if (napi_get_named_property(env, o, name, &v) != napi_ok) return throw_napi_failure(env), false;
-  return get_typed(env, v, name, want, want_name, data, n);
-}
-
-static bool number_prop(napi_env env, napi_value o, const char *name, double *out) {
-  napi_value v;
-  if (napi_get_named_property(env, o, name, &v) != napi_ok) return throw_napi_failure(env), false;
-  if (napi_get_value_double(env, v, out) != napi_ok) return throw_type(env, "wg.%s must be a number", name), false;
-  return true;
-}
-
 bool wg_hop_create(napi_env env, napi_value spec, bool opens, wg_hop_t **out) {
   *out = NULL;
   napi_value o;
   napi_valuetype t;
-  if (napi_get_named_property(env, spec, "wg", &o) != napi_ok || napi_typeof(env, o, &t) != napi_ok)
-    return throw_napi_failure(env), false;
+  if (!get_prop(env, spec, "wg", &o)) return false;
+  if (napi_typeof(env, o, &t) != napi_ok) return throw_napi_failure(env), false;
   if (t == napi_undefined || t == napi_null) return true;
   wg_hop_t *w = calloc(1, sizeof *w);
   if (!w) return napi_throw_error(env, "ENOMEM", "hopCreate: out of memory"), false;
   void *layout, *idx, *kps, *created, *ctrs, *skeys, *rkeys, *peers, *times, *stats, *bits, *top, *gen;
   size_t nlayout, nidx, nkps, ncreated, nctrs, nskeys, nrkeys, npeers, ntimes, nstats, nbits, ntop, ngen;
   double mtu, rekey, reject, offset, limit;
-  if (!typed_prop(env, o, "layout", napi_int32_array, "Int32Array", &layout, &nlayout) ||
-      !typed_prop(env, o, "counterIndexes", napi_int32_array, "Int32Array", &idx, &nidx) ||
-      !typed_prop(env, o, "keypairs", napi_int32_array, "Int32Array", &kps, &nkps) ||
-      !typed_prop(env, o, "created", napi_float64_array, "Float64Array", &created, &ncreated) ||
-      !typed_prop(env, o, "sendCounters", napi_uint32_array, "Uint32Array", &ctrs, &nctrs) ||
-      !typed_prop(env, o, "sendKeys", napi_uint8_array, "Uint8Array", &skeys, &nskeys) ||
-      !typed_prop(env, o, "recvKeys", napi_uint8_array, "Uint8Array", &rkeys, &nrkeys) ||
-      !typed_prop(env, o, "peers", napi_int32_array, "Int32Array", &peers, &npeers) ||
-      !typed_prop(env, o, "times", napi_float64_array, "Float64Array", &times, &ntimes) ||
-      !typed_prop(env, o, "stats", napi_float64_array, "Float64Array", &stats, &nstats) ||
-      !typed_prop(env, o, "replayBits", napi_uint32_array, "Uint32Array", &bits, &nbits) ||
-      !typed_prop(env, o, "replayTop", napi_float64_array, "Float64Array", &top, &ntop) ||
-      !typed_prop(env, o, "replayGen", napi_int32_array, "Int32Array", &gen, &ngen) || !number_prop(env, o, "mtu", &mtu) ||
-      !number_prop(env, o, "rekeyAfterMs", &rekey) || !number_prop(env, o, "rejectAfterMs", &reject) ||
-      !number_prop(env, o, "clockOffsetMs", &offset) || !number_prop(env, o, "counterLimit", &limit))
+  if (!get_prop_typed(env, o, "layout", napi_int32_array, "Int32Array", false, &layout, &nlayout) ||
+      !get_prop_typed(env, o, "counterIndexes", napi_int32_array, "Int32Array", false, &idx, &nidx) ||
+      !get_prop_typed(env, o, "keypairs", napi_int32_array, "Int32Array", false, &kps, &nkps) ||
+      !get_prop_typed(env, o, "created", napi_float64_array, "Float64Array", false, &created, &ncreated) ||
+      !get_prop_typed(env, o, "sendCounters", napi_uint32_array, "Uint32Array", false, &ctrs, &nctrs) ||
+      !get_prop_typed(env, o, "sendKeys", napi_uint8_array, "Uint8Array", false, &skeys, &nskeys) ||
+      !get_prop_typed(env, o, "recvKeys", napi_uint8_array, "Uint8Array", false, &rkeys, &nrkeys) ||
+      !get_prop_typed(env, o, "peers", napi_int32_array, "Int32Array", false, &peers, &npeers) ||
+      !get_prop_typed(env, o, "times", napi_float64_array, "Float64Array", false, &times, &ntimes) ||
+      !get_prop_typed(env, o, "stats", napi_float64_array, "Float64Array", false, &stats, &nstats) ||
+      !get_prop_typed(env, o, "replayBits", napi_uint32_array, "Uint32Array", false, &bits, &nbits) ||
+      !get_prop_typed(env, o, "replayTop", napi_float64_array, "Float64Array", false, &top, &ntop) ||
+      !get_prop_typed(env, o, "replayGen", napi_int32_array, "Int32Array", false, &gen, &ngen) || !get_prop_number(env, o, "mtu", &mtu) ||
+      !get_prop_number(env, o, "rekeyAfterMs", &rekey) || !get_prop_number(env, o, "rejectAfterMs", &reject) ||
+      !get_prop_number(env, o, "clockOffsetMs", &offset) || !get_prop_number(env, o, "counterLimit", &limit))
     goto fail;
   if (nlayout != L_COUNT || nidx != W_COUNT) {
     throw_range(env, "wg.layout must have %d entries and wg.counterIndexes %d", L_COUNT, W_COUNT);

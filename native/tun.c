@@ -100,32 +100,14 @@ napi_value tun_open(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-/* tunRead(fd, buf, slotSize, lens, max, timeoutMs, hdrs?) -> count */
-napi_value tun_read(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  if (!get_args(env, info, 7, argv)) return NULL;
-  int fd;
-  slots_t s;
-  int64_t timeout;
-  uint8_t *hdrs;
-  if (!get_fd(env, argv[0], &fd) || !get_slots(env, argv[1], argv[2], argv[3], argv[4], "max", INT32_MAX, &s) ||
-      !get_int(env, argv[5], "timeoutMs", 0, INT32_MAX, &timeout) ||
-      !get_optional_typed(env, argv[6], "hdrs", napi_uint8_array, "Uint8Array", (size_t)s.n * VNET_HDR_LEN,
-                          (void **)&hdrs))
-    return NULL;
-  uint8_t *buf = s.buf;
-  uint32_t *lens = s.lens;
-  int64_t slot = s.slot, max = s.n;
-
+int64_t tun_read_slots(int fd, uint8_t *buf, int64_t slot, uint32_t *lens, int64_t max, uint8_t *hdrs) {
   int64_t n = 0;
-  bool waited = false;
   uint8_t spare;
   while (n < max) {
-    /* Try the read first: under load a packet is usually queued already,
-     * which saves the poll() syscall. A TUN read silently truncates a packet
-     * that does not fit, so one spare byte after the slot detects that:
-     * such a packet comes back as slotSize + 1 (like a truncated UDP
-     * datagram in udpRecv) and TS can count and drop it. */
+    /* A TUN read silently truncates a packet that does not fit, so one
+     * spare byte after the slot detects that: such a packet comes back as
+     * slotSize + 1 (like a truncated UDP datagram in udpRecv) and TS can
+     * count and drop it. */
     struct iovec iov[3] = {{buf + n * slot, (size_t)slot}, {&spare, 1}, {NULL, 0}};
     int niov = 2;
     if (hdrs) {
@@ -144,21 +126,68 @@ napi_value tun_read(napi_env env, napi_callback_info info) {
     }
     int e = errno;
     if (e == EINTR) continue;
-    if (e == EAGAIN || e == EWOULDBLOCK) {
-      if (n > 0 || waited || timeout == 0) break; /* drained, or nothing came in time */
-      int pr = wait_fd(fd, POLLIN, (int)timeout);
-      waited = true;
-      if (pr < 0) {
-        throw_sys(env, -pr, "poll", fd_error_hint(-pr), "tunRead fd %d", fd);
-        return NULL;
+    /* Drained; or packets already read are handed over, and a persistent
+     * error will be reported by the next call. */
+    if (e == EAGAIN || e == EWOULDBLOCK || n > 0) break;
+    return -e;
+  }
+  return n;
+}
+
+int tun_write_one(int fd, const uint8_t *hdr, const uint8_t *p, uint32_t len, bool *stalled) {
+  bool retried = false;
+  for (;;) {
+    struct iovec iov[2] = {{(void *)hdr, VNET_HDR_LEN}, {(void *)p, len}};
+    ssize_t r = hdr ? writev(fd, iov, 2) : write(fd, p, len);
+    if (r >= 0) return 1;
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
+      if (retried || *stalled) return 0; /* drop */
+      retried = true;
+      int pr = wait_fd(fd, POLLOUT, SEND_STALL_MS);
+      if (pr < 0) e = -pr;
+      else {
+        if (pr == 0) *stalled = true;
+        continue;
       }
-      if (pr == 0) break;
-      continue;
     }
-    /* Packets already read are handed over; a persistent error will be
-     * reported by the next call. */
-    if (n > 0) break;
-    throw_sys(env, e, "read", fd_error_hint(e), "tunRead fd %d", fd);
+    if (is_fd_error(e)) return -e;
+    /* Per-packet rejection (e.g. EINVAL for a malformed packet): drop just this one. */
+    return 0;
+  }
+}
+
+/* tunRead(fd, buf, slotSize, lens, max, timeoutMs, hdrs?) -> count */
+napi_value tun_read(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return NULL;
+  int fd;
+  slots_t s;
+  int64_t timeout;
+  uint8_t *hdrs;
+  if (!get_fd(env, argv[0], &fd) || !get_slots(env, argv[1], argv[2], argv[3], argv[4], "max", INT32_MAX, &s) ||
+      !get_int(env, argv[5], "timeoutMs", 0, INT32_MAX, &timeout) ||
+      !get_optional_typed(env, argv[6], "hdrs", napi_uint8_array, "Uint8Array", (size_t)s.n * VNET_HDR_LEN,
+                          (void **)&hdrs))
+    return NULL;
+  uint8_t *buf = s.buf;
+  uint32_t *lens = s.lens;
+  int64_t slot = s.slot, max = s.n;
+
+  /* Try the read first: under load a packet is usually queued already,
+   * which saves the poll() syscall. */
+  int64_t n = tun_read_slots(fd, buf, slot, lens, max, hdrs);
+  if (n == 0 && timeout > 0) {
+    int pr = wait_fd(fd, POLLIN, (int)timeout);
+    if (pr < 0) {
+      throw_sys(env, -pr, "poll", fd_error_hint(-pr), "tunRead fd %d", fd);
+      return NULL;
+    }
+    if (pr > 0) n = tun_read_slots(fd, buf, slot, lens, max, hdrs);
+  }
+  if (n < 0) {
+    throw_sys(env, (int)-n, "read", fd_error_hint((int)-n), "tunRead fd %d", fd);
     return NULL;
   }
   return return_count(env, n);
@@ -188,37 +217,13 @@ napi_value tun_write(napi_env env, napi_callback_info info) {
   int64_t written = 0;
   bool stalled = false; /* a full queue didn't drain in SEND_STALL_MS: drop the rest without waiting again */
   for (int64_t i = 0; i < count; i++) {
-    bool retried = false;
-    for (;;) {
-      struct iovec iov[2] = {{hdrs + i * VNET_HDR_LEN, VNET_HDR_LEN}, {buf + i * slot, lens[i]}};
-      ssize_t r = hdrs ? writev(fd, iov, 2) : write(fd, buf + i * slot, lens[i]);
-      if (r >= 0) {
-        written += segs ? segs[i] : 1;
-        break;
-      }
-      int e = errno;
-      if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
-        if (retried || stalled) break; /* drop */
-        retried = true;
-        int pr = wait_fd(fd, POLLOUT, SEND_STALL_MS);
-        if (pr < 0) e = -pr;
-        else {
-          if (pr == 0) stalled = true;
-          continue;
-        }
-      }
-      if (is_fd_error(e)) {
-        if (written > 0) goto out; /* report what went out; the next call throws */
-        throw_sys(env, e, "write", fd_error_hint(e), "tunWrite fd %d", fd);
-        return NULL;
-      }
-      /* Per-packet rejection (e.g. EINVAL for a malformed packet): drop
-       * just this one; the return value tells the caller how many went. */
-      break;
-    }
+    int r = tun_write_one(fd, hdrs ? hdrs + i * VNET_HDR_LEN : NULL, buf + i * slot, lens[i], &stalled);
+    if (r > 0) written += segs ? segs[i] : 1;
+    if (r >= 0) continue;
+    if (written > 0) break; /* report what went out; the next call throws */
+    throw_sys(env, -r, "write", fd_error_hint(-r), "tunWrite fd %d", fd);
+    return NULL;
   }
-out:
   return return_count(env, written);
 }
 

@@ -227,56 +227,19 @@ napi_value udp_recv(napi_env env, napi_callback_info info) {
       !get_optional_typed(env, argv[9], "drops", napi_uint32_array, "Uint32Array", 1, (void **)&drops) ||
       !get_optional_typed(env, argv[10], "sources6", napi_uint8_array, "Uint8Array", (size_t)b.n * 16, (void **)&sources6))
     return NULL;
-  uint8_t *buf = b.buf;
-  uint32_t *lens = b.lens;
-  int64_t slot = b.slot, max = b.n;
-  scratch_t *s = get_scratch(env);
-  if (!s) return NULL;
-
-  int got = 0;
-  if (max > 0) {
-    for (int i = 0; i < max; i++) {
-      s->iov[i].iov_base = buf + i * slot;
-      s->iov[i].iov_len = (size_t)slot;
-      memset(&s->msgs[i], 0, sizeof s->msgs[i]);
-      s->msgs[i].msg_hdr.msg_name = &s->sa[i];
-      s->msgs[i].msg_hdr.msg_namelen = sizeof s->sa[i];
-      s->msgs[i].msg_hdr.msg_iov = &s->iov[i];
-      s->msgs[i].msg_hdr.msg_iovlen = 1;
-      if (gso || drops) {
-        s->msgs[i].msg_hdr.msg_control = s->rctl[i].buf;
-        s->msgs[i].msg_hdr.msg_controllen = sizeof s->rctl[i].buf;
-      }
-    }
-    got = recv_waiting(fd, s->msgs, (int)max, (int)timeout);
-    if (got < 0) {
-      throw_sys(env, -got, "recvmmsg", fd_error_hint(-got), "udpRecv fd %d", fd);
-      return NULL;
-    }
-    for (int i = 0; i < got; i++) {
-      const struct msghdr *h = &s->msgs[i].msg_hdr;
-      /* MSG_TRUNC: the datagram did not fit and its tail is lost; a length
-       * that cannot fit a slot lets TS spot and drop it. */
-      lens[i] = (h->msg_flags & MSG_TRUNC) ? (uint32_t)slot + 1 : s->msgs[i].msg_len;
-      if (h->msg_namelen >= sizeof(struct sockaddr_in) && s->sa[i].v4.sin_family == AF_INET) {
-        addrs[i] = ntohl(s->sa[i].v4.sin_addr.s_addr);
-        ports[i] = ntohs(s->sa[i].v4.sin_port);
-      } else if (h->msg_namelen >= sizeof(struct sockaddr_in6) && s->sa[i].v6.sin6_family == AF_INET6) {
-        addrs[i] = 0;
-        ports[i] = ntohs(s->sa[i].v6.sin6_port);
-        if (sources6) memcpy(sources6 + 16 * i, &s->sa[i].v6.sin6_addr, 16);
-      } else {
-        addrs[i] = 0;
-        ports[i] = 0;
-        if (sources6) memset(sources6 + 16 * i, 0, 16);
-      }
-      if (gso || drops) read_recv_cmsgs(h, gso ? &gso[i] : NULL, drops);
-    }
+  recv_slots_t r = {b.buf, b.slot, b.lens, addrs, ports, b.n, gso, drops, sources6};
+  int got = udp_recv_slots(env, fd, &r, (int)timeout);
+  if (got == UDP_SCRATCH_MISSING) return NULL;
+  if (got < 0) {
+    throw_sys(env, -got, "recvmmsg", fd_error_hint(-got), "udpRecv fd %d", fd);
+    return NULL;
   }
   return return_count(env, got);
 }
 
-int recv_waiting(int fd, struct mmsghdr *msgs, int max, int timeout_ms) {
+/* recvmmsg of up to max messages without blocking; when nothing is queued, one poll of up to timeout_ms and
+ * one more try. Returns the count, or -errno (of recvmmsg or poll). */
+static int recv_waiting(int fd, struct mmsghdr *msgs, int max, int timeout_ms) {
   bool waited = false;
   for (;;) {
     /* Non-blocking first (see tunRead); MSG_DONTWAIT also makes the
@@ -294,7 +257,9 @@ int recv_waiting(int fd, struct mmsghdr *msgs, int max, int timeout_ms) {
   }
 }
 
-void read_recv_cmsgs(const struct msghdr *h, uint16_t *gso, uint32_t *drops) {
+/* A received message's control data: *gso = its UDP_GRO segment size (0: a single datagram), *drops = the
+ * socket's overflow count when it came along (either may be NULL). */
+static void read_recv_cmsgs(const struct msghdr *h, uint16_t *gso, uint32_t *drops) {
   if (gso) *gso = 0;
   if (h->msg_flags & MSG_CTRUNC) return;
   for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR((struct msghdr *)h, c)) {
@@ -306,6 +271,47 @@ void read_recv_cmsgs(const struct msghdr *h, uint16_t *gso, uint32_t *drops) {
       memcpy(drops, CMSG_DATA(c), sizeof *drops);
     }
   }
+}
+
+int udp_recv_slots(napi_env env, int fd, const recv_slots_t *r, int timeout_ms) {
+  if (r->max <= 0) return 0;
+  scratch_t *s = get_scratch(env);
+  if (!s) return UDP_SCRATCH_MISSING;
+  bool ctl = r->gso || r->drops;
+  for (int i = 0; i < r->max; i++) {
+    s->iov[i].iov_base = r->buf + i * r->slot;
+    s->iov[i].iov_len = (size_t)r->slot;
+    memset(&s->msgs[i], 0, sizeof s->msgs[i]);
+    s->msgs[i].msg_hdr.msg_name = &s->sa[i];
+    s->msgs[i].msg_hdr.msg_namelen = sizeof s->sa[i];
+    s->msgs[i].msg_hdr.msg_iov = &s->iov[i];
+    s->msgs[i].msg_hdr.msg_iovlen = 1;
+    if (ctl) {
+      s->msgs[i].msg_hdr.msg_control = s->rctl[i].buf;
+      s->msgs[i].msg_hdr.msg_controllen = sizeof s->rctl[i].buf;
+    }
+  }
+  int got = recv_waiting(fd, s->msgs, (int)r->max, timeout_ms);
+  for (int i = 0; i < got; i++) {
+    const struct msghdr *h = &s->msgs[i].msg_hdr;
+    /* MSG_TRUNC: the datagram did not fit and its tail is lost; a length
+     * that cannot fit a slot lets TS spot and drop it. */
+    r->lens[i] = (h->msg_flags & MSG_TRUNC) ? (uint32_t)r->slot + 1 : s->msgs[i].msg_len;
+    if (h->msg_namelen >= sizeof(struct sockaddr_in) && s->sa[i].v4.sin_family == AF_INET) {
+      r->addrs[i] = ntohl(s->sa[i].v4.sin_addr.s_addr);
+      r->ports[i] = ntohs(s->sa[i].v4.sin_port);
+    } else if (h->msg_namelen >= sizeof(struct sockaddr_in6) && s->sa[i].v6.sin6_family == AF_INET6) {
+      r->addrs[i] = 0;
+      r->ports[i] = ntohs(s->sa[i].v6.sin6_port);
+      if (r->sources6) memcpy(r->sources6 + 16 * i, &s->sa[i].v6.sin6_addr, 16);
+    } else {
+      r->addrs[i] = 0;
+      r->ports[i] = 0;
+      if (r->sources6) memset(r->sources6 + 16 * i, 0, 16);
+    }
+    if (ctl) read_recv_cmsgs(h, r->gso ? &r->gso[i] : NULL, r->drops);
+  }
+  return got;
 }
 
 /* sendmmsg over msgs[0..nmsg): returns datagrams sent (segs[m] per message,
@@ -359,6 +365,22 @@ static int send_msgs(int fd, struct mmsghdr *msgs, int nmsg, const int *segs, st
     next++;
   }
   return sent;
+}
+
+int udp_send_one(int fd, const void *p, size_t len, uint32_t addr, uint16_t port) {
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(addr);
+  sa.sin_port = htons(port);
+  struct iovec iov = {(void *)p, len};
+  struct mmsghdr m;
+  memset(&m, 0, sizeof m);
+  m.msg_hdr.msg_name = &sa;
+  m.msg_hdr.msg_namelen = sizeof sa;
+  m.msg_hdr.msg_iov = &iov;
+  m.msg_hdr.msg_iovlen = 1;
+  return send_msgs(fd, &m, 1, NULL, NULL);
 }
 
 /* Whether two inner IPv4 packets belong to one flow as the receivers'
