@@ -59,18 +59,3 @@ export class ReplayWindows {
     return true;
   }
 }
-
-/** A single window (one slot of its own). */
-export class ReplayWindow {
-  private readonly one = new ReplayWindows(1);
-  private gen = 0;
-
-  /** Accept `counter` (and remember it) or refuse it as replayed, too old or out of range. */
-  accept(counter: number): boolean {
-    return this.one.accept(0, this.gen, counter);
-  }
-
-  reset(): void {
-    this.gen++;
-  }
-}

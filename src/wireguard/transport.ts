@@ -17,7 +17,7 @@
  * and the hand-off queue is bounded (PeerTable.reserveHandshake). What is
  * shed is counted.
  */
-import type { NativeAddon } from '../native/addon.js';
+import type { NativeAddon, WireGuardHopSpec } from '../native/addon.js';
 import type { Encapsulation, EncapsulationEnv } from '../dataplane/encapsulation.js';
 import type { PacketBatch } from '../tun/packet-batch.js';
 import { MessageType, REJECT_AFTER_TIME, REKEY_AFTER_TIME, TRANSPORT_OVERHEAD, messageType, INITIATION_LEN, RESPONSE_LEN, COOKIE_REPLY_LEN } from './messages.js';
@@ -27,7 +27,6 @@ import { WgCounter, wgCounterRegion, WG_REGION_RX, WG_REGION_TX } from './counte
 import { CookieChecker } from './cookie.js';
 import { SourceRateLimiter, sourceKey6 } from './ratelimiter.js';
 import { CLOCK_OFFSET_MS, monotonicMs } from './clock.js';
-import type { WireGuardHopSpec } from '../native/addon.js';
 
 /** Handshake datagrams per second handed to the main thread, all sources together; more are dropped before any DH. */
 export const HANDSHAKE_BACKLOG = 2000;

@@ -13,7 +13,7 @@ import { blake2s } from '../../src/wireguard/blake2s.js';
 import { aeadOpen, aeadSeal, dh, hchacha20, kdf, publicKeyOf, tai64n, xaeadOpen, xaeadSeal } from '../../src/wireguard/primitives.js';
 import { consumeInitiation, consumeResponse, createInitiation, createResponse, timestampNewer } from '../../src/wireguard/noise.js';
 import { CookieChecker, CookieGenerator, ipv4Source } from '../../src/wireguard/cookie.js';
-import { ReplayWindow, REPLAY_WINDOW } from '../../src/wireguard/replay.js';
+import { ReplayWindows, REPLAY_WINDOW } from '../../src/wireguard/replay.js';
 import { Init, INITIATION_LEN, RESPONSE_LEN } from '../../src/wireguard/messages.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -140,7 +140,8 @@ test('mac1 keyed by the receiver, mac2 and cookie replies bound to the sender ad
 });
 
 test('replay window: once each, in any order within the window, nothing older', () => {
-  const w = new ReplayWindow();
+  const windows = new ReplayWindows(2);
+  const w = { accept: (c: number) => windows.accept(0, 1, c) };
   assert.ok(w.accept(0));
   assert.ok(!w.accept(0));
   assert.ok(w.accept(5));
@@ -152,8 +153,10 @@ test('replay window: once each, in any order within the window, nothing older', 
   assert.ok(!w.accept(10_000 - 100));
   assert.ok(!w.accept(2 ** 53), 'beyond what a key can count');
   // Random order inside the window: each accepted exactly once.
-  const w2 = new ReplayWindow();
+  const w2 = { accept: (c: number) => windows.accept(1, 1, c) };
   const order = Array.from({ length: 1500 }, (_, i) => i).sort(() => Math.random() - 0.5);
   for (const c of order) assert.ok(w2.accept(c));
   for (const c of order) assert.ok(!w2.accept(c));
+  // A keypair written into slot 0 again (a new generation) starts its window afresh.
+  assert.ok(windows.accept(0, 2, 0));
 });
