@@ -17,6 +17,7 @@
 import type { HopHandle, HopSpec, HopTunSlots, HopUdpSlots, NativeAddon, WireGuardHopSpec } from '../native/addon.js';
 import { UdpCounter } from './counters.js';
 import { PLAIN, type Encapsulation } from './encapsulation.js';
+import { sharesTunReads } from './movers.js';
 import type { WorkerConfig } from './workers.js';
 
 /**
@@ -78,8 +79,6 @@ export class NativeHop {
     private readonly addon: NativeAddon,
     cfg: WorkerConfig,
     counters: Float64Array,
-    /** The queue's read locks when its reads are shared (sharesTunReads), else null. */
-    locks: SharedArrayBuffer | null,
     slots: HopSlots,
     encapsulation: { wg: WireGuardHopSpec | null },
   ) {
@@ -92,7 +91,8 @@ export class NativeHop {
       routes: new Uint32Array(cfg.routes),
       counters,
       counterIndexes: Int32Array.from(HOP_COUNTER_ORDER),
-      locks: locks ? new Int32Array(locks) : null,
+      // The queue's read locks when the rx worker shares its TUN reads.
+      locks: sharesTunReads(addon, cfg) ? new Int32Array(cfg.tunReadLocks) : null,
       queue: cfg.queue,
       vnetHdr: cfg.offload,
       tx: slots.tx ?? null,

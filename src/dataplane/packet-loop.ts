@@ -28,7 +28,7 @@ function runTx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encaps
   const fwd = new TunToUdp(tun, udp, encap, routing(cfg), counters, cfg);
   const hopEncap = nativeHopEncapsulation(addon, cfg, encap);
   if (hopEncap) {
-    runTxWithHop(fwd, new NativeHop(addon, cfg, counters, sharesTunReads(addon, cfg) ? cfg.tunReadLocks : null, { tx: fwd.readSlots() }, hopEncap), addon, cfg, control);
+    runTxWithHop(fwd, new NativeHop(addon, cfg, counters, { tx: fwd.readSlots() }, hopEncap), addon, cfg, control);
     return;
   }
   if (!sharesTunReads(addon, cfg)) {
@@ -79,7 +79,7 @@ function runRx(addon: NativeAddon, tun: TunDevice, udp: UdpSocket, encap: Encaps
   const rx = new UdpToTun(addon, tun, udp, encap, routing(cfg), counters, cfg);
   const hopEncap = nativeHopEncapsulation(addon, cfg, encap);
   if (hopEncap) {
-    const hop = new NativeHop(addon, cfg, counters, sharesTunReads(addon, cfg) ? cfg.tunReadLocks : null, rx.hopSlots(), hopEncap);
+    const hop = new NativeHop(addon, cfg, counters, rx.hopSlots(), hopEncap);
     while (Atomics.load(control, CONTROL_STOP) === 0) moveWithHop(rx, hop, cfg.pollMs);
     return;
   }

@@ -254,7 +254,7 @@ for (const vnet of [false, true]) {
       const tun = new TunDevice(native, r.tunFd, { offload: vnet, coalesce: false, pollMs: 10 });
       const udp = new UdpSocket(native, r.udpFd, 10, { gro: true });
       const rx = new UdpToTun(native, tun, udp, PLAIN, routing(cfg), counters, cfg);
-      const h = new NativeHop(native, cfg, counters, null, rx.hopSlots(), { wg: null });
+      const h = new NativeHop(native, cfg, counters, rx.hopSlots(), { wg: null });
       drainTun(r);
       for (let i = 0; i < 10; i++) await sendFrom('127.0.0.1', r.udpPort, ipv4('198.18.211.9', LOCAL, 1, echoRequest(3, i)));
       for (let turns = 0; turns < 50 && counters[UdpCounter.delivered]! < 10; turns++) moveWithHop(rx, h, 20);
